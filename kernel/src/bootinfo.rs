@@ -1,0 +1,66 @@
+//! Reading what the loader handed over, once, into kernel-owned memory.
+//!
+//! The boot path passes `(loader, address)`; the matching parser in `boot` reads the loader's
+//! structures through [`EarlyPhys`] (the boot identity map) and returns a self-contained
+//! [`BootInfo`], which is stored in a `static` inside the kernel image. After that, nothing
+//! refers to the loader's memory, so low memory and the multiboot2 area can be reused.
+
+use boot::BootInfo;
+use spin::Once;
+
+use crate::memory::firmware::EarlyPhys;
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+
+/// Why the boot information could not be read.
+pub enum Error {
+    /// The boot path passed a loader code it does not know.
+    UnknownLoader(u32),
+    /// The PVH structure is malformed.
+    Pvh(boot::pvh::PvhError),
+    /// The multiboot2 structure is malformed.
+    Multiboot2(boot::multiboot2::Multiboot2Error),
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::UnknownLoader(code) => write!(f, "unknown loader code {code}"),
+            Error::Pvh(e) => write!(f, "PVH start info: {e}"),
+            Error::Multiboot2(e) => write!(f, "multiboot2 information: {e}"),
+        }
+    }
+}
+
+/// Parses the loader's information and keeps the result for the kernel's life.
+pub fn init(loader: u32, address: u32) -> Result<&'static BootInfo, Error> {
+    let address = u64::from(address);
+    let info = match loader {
+        boot::entry::LOADER_PVH => boot::pvh::parse(&EarlyPhys, address).map_err(Error::Pvh)?,
+        boot::entry::LOADER_MULTIBOOT2 => {
+            boot::multiboot2::parse(&EarlyPhys, address).map_err(Error::Multiboot2)?
+        }
+        other => return Err(Error::UnknownLoader(other)),
+    };
+    Ok(BOOT_INFO.call_once(|| info))
+}
+
+/// The boot information (after [`init`]).
+pub fn get() -> &'static BootInfo {
+    BOOT_INFO.get().expect("boot information read before bootinfo::init")
+}
+
+/// Prints the loader's raw structures in the fixture format (`dumpboot` option), so a real
+/// boot can become a host test of the parsers.
+pub fn dump(info: &BootInfo) {
+    struct Serial;
+    impl core::fmt::Write for Serial {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            crate::serial::write_fmt(format_args!("{s}"));
+            Ok(())
+        }
+    }
+    crate::serial_println!("BOOTDUMP BEGIN");
+    let _ = boot::phys::write_fixture(&mut Serial, info, &EarlyPhys);
+    crate::serial_println!("BOOTDUMP END");
+}

@@ -1,0 +1,126 @@
+//! The kernel: a small x86_64 kernel whose heart is a PCI stack.
+//!
+//! Boot order, each step needing the one before:
+//!
+//! 1. `boot::entry` (32-bit, shared by PVH and multiboot2) enters long mode on identity
+//!    tables for the first 4 GiB and calls [`kernel_main64`].
+//! 2. COM1 comes up, the TSC is calibrated, and the `log` backend starts.
+//! 3. The loader's structures are parsed into a kernel-owned [`boot::BootInfo`].
+//! 4. The GDT/TSS (with IST stacks) and the IDT (every CPU exception reported) are loaded.
+//! 5. Memory: frame allocator, the kernel's own page tables, the MMIO window, the heap.
+//! 6. The boot summary is printed, then `kernel ready`; with `test=<suite>` a suite runs and
+//!    QEMU exits with its result.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod bootinfo;
+mod cpu;
+mod logger;
+mod memory;
+mod options;
+mod panic;
+mod qemu;
+mod serial;
+mod tests;
+mod time;
+
+use boot::BootInfo;
+
+/// 64-bit entry, called once by the boot path with the loader code and the physical address
+/// of its information structure.
+#[unsafe(no_mangle)]
+pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
+    time::mark_boot();
+    serial::init();
+    time::calibrate();
+    logger::init(log::LevelFilter::Info);
+
+    let boot = match bootinfo::init(loader, info_address) {
+        Ok(boot) => boot,
+        Err(e) => {
+            serial_println!("FATAL: cannot read the boot information at {info_address:#x}: {e}");
+            qemu::exit(qemu::ExitCode::Failure)
+        }
+    };
+    let options = options::parse(boot.cmdline());
+    log::set_max_level(options.log);
+    if let Some(bad) = options.bad_log {
+        log::warn!("log={bad} is not a level (off, error, warn, info, debug, trace); using info");
+    }
+
+    cpu::gdt::init();
+    cpu::exceptions::init();
+    if options.dumpboot {
+        bootinfo::dump(boot);
+    }
+    memory::init(boot);
+
+    summary(boot);
+    serial_println!("kernel ready");
+
+    match options.test {
+        Some(suite) => tests::run(suite),
+        None => {
+            serial_println!("Nothing more to do yet: halting. (In QEMU: Ctrl-A then X quits.)");
+            qemu::halt_forever()
+        }
+    }
+}
+
+/// The boot summary: loader, memory, RSDP, command line; then one machine-readable line.
+fn summary(boot: &BootInfo) {
+    let name = boot.loader_name();
+    log::info!(
+        "booted by {}{}{} (information at {:#x}, {} bytes)",
+        boot.loader,
+        if name.is_empty() { "" } else { ": " },
+        name,
+        boot.raw_address,
+        boot.raw_size
+    );
+    log::info!("TSC: {} MHz", time::tsc_hz() / 1_000_000);
+    for r in boot.memory_map() {
+        log::info!("  [{:#014x}-{:#014x}) {:>9} KiB {:?}", r.start, r.end(), r.len / 1024, r.kind);
+    }
+    if boot.dropped_regions > 0 {
+        log::warn!("{} memory-map entries dropped (empty or too many)", boot.dropped_regions);
+    }
+    let (free, managed, leaked) = memory::frames::with(|f| (f.free_bytes(), f.managed_bytes(), f.leaked_frames()));
+    let (heap_used, heap_free) = memory::heap::usage();
+    log::info!(
+        "memory: {} MiB usable, {} MiB allocatable, {} MiB free, heap {} KiB ({} KiB used){}",
+        boot.usable_bytes() >> 20,
+        managed >> 20,
+        free >> 20,
+        (heap_used + heap_free) / 1024,
+        heap_used / 1024,
+        if leaked > 0 { " (frames leaked!)" } else { "" }
+    );
+    match &boot.rsdp {
+        Some(r) => {
+            let oem = core::str::from_utf8(&r.bytes[9..15]).unwrap_or("?");
+            log::info!("RSDP: at {:#x}, ACPI revision {}, OEM {:?}", r.loader_address, r.revision, oem);
+        }
+        None => log::warn!("RSDP: none given by the loader"),
+    }
+    if let Some(fb) = &boot.framebuffer {
+        log::info!("framebuffer: {}x{}x{} at {:#x}", fb.width, fb.height, fb.bpp, fb.address);
+    }
+    log::info!("command line: {:?}", boot.cmdline());
+    serial_println!(
+        "BOOTINFO loader={} usable={} regions={} rsdp={} cmdline=\"{}\"",
+        match boot.loader {
+            boot::Loader::Pvh => "pvh",
+            boot::Loader::Multiboot2 => "multiboot2",
+        },
+        boot.usable_bytes(),
+        boot.memory_map().len(),
+        match &boot.rsdp {
+            Some(r) => alloc::format!("{:#x}", r.loader_address),
+            None => alloc::string::String::from("none"),
+        },
+        boot.cmdline()
+    );
+}

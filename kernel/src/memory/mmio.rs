@@ -1,0 +1,222 @@
+//! Device registers mapped uncached, as owned values.
+//!
+//! [`Mmio::map`] takes a physical range of device memory, reserves virtual space in the
+//! window [`super::paging::MMIO_BASE`], and maps it with caching disabled (PCD | PWT). The
+//! returned [`Mmio`] is the only handle to that mapping:
+//!
+//! - Owner: whoever called `map` (a driver, the PCI layer for an ECAM window, the APIC code).
+//! - `Drop`: unmaps every page, flushes the TLB and returns the virtual range to the window;
+//!   after that the registers are unreachable through this mapping.
+//! - Leak (`mem::forget`): the virtual range and the page-table entries stay in use; no other
+//!   mapping can take them, so a leak costs address space, never correctness.
+//!
+//! Accesses are volatile and bounds-checked against the mapped length. RAM is refused: mapping
+//! it uncached beside its cached identity mapping would create conflicting memory types
+//! (SDM vol. 3A §11.12.4).
+
+use boot::ranges::RangeSet;
+use boot::{BootInfo, MemoryKind};
+use spin::Mutex;
+
+use super::PAGE_SIZE;
+use super::paging::{self, MMIO_BASE, MMIO_SIZE};
+
+/// Why a mapping could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// Zero length, or the range wraps around the address space.
+    BadRange {
+        /// Requested physical start.
+        phys: u64,
+        /// Requested length.
+        len: u64,
+    },
+    /// The range overlaps RAM in the memory map.
+    OverlapsRam {
+        /// Requested physical start.
+        phys: u64,
+    },
+    /// No virtual space left in the window.
+    WindowFull {
+        /// Bytes asked for.
+        len: u64,
+    },
+    /// A page table could not be allocated.
+    OutOfFrames,
+}
+
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MapError::BadRange { phys, len } => write!(f, "bad MMIO range {phys:#x}+{len:#x}"),
+            MapError::OverlapsRam { phys } => write!(f, "MMIO range at {phys:#x} overlaps RAM"),
+            MapError::WindowFull { len } => write!(f, "no virtual space for {len:#x} bytes of MMIO"),
+            MapError::OutOfFrames => f.write_str("out of frames for page tables"),
+        }
+    }
+}
+
+/// Free virtual space in the MMIO window, and the RAM ranges that may not be mapped.
+struct Window {
+    free: RangeSet<256>,
+    ram: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
+}
+
+static WINDOW: Mutex<Option<Window>> = Mutex::new(None);
+
+/// Sets up the window. Called by `memory::init` after paging.
+pub fn init(boot: &BootInfo) {
+    let mut free = RangeSet::new();
+    free.insert(MMIO_BASE, MMIO_BASE + MMIO_SIZE).expect("empty set has room");
+    let mut ram = RangeSet::new();
+    for r in boot.memory_map().iter().filter(|r| r.kind != MemoryKind::Reserved) {
+        let _ = ram.insert(r.start, r.end());
+    }
+    *WINDOW.lock() = Some(Window { free, ram });
+}
+
+/// An uncached mapping of device registers.
+///
+/// # Invariants
+/// - `[virt, virt + pages * 4 KiB)` is mapped to `[phys & !0xfff, ...)` uncached, owned by
+///   this value alone, until `Drop`.
+/// - `virt + offset` is the byte at `phys`; `len` bytes from there are accessible.
+pub struct Mmio {
+    phys: u64,
+    len: u64,
+    virt: u64,
+    offset: u64,
+    pages: u64,
+}
+
+impl Mmio {
+    /// Maps `len` bytes of device memory at physical address `phys`.
+    pub fn map(phys: u64, len: u64) -> Result<Mmio, MapError> {
+        let end = phys.checked_add(len).filter(|_| len > 0).ok_or(MapError::BadRange { phys, len })?;
+        let first = phys & !(PAGE_SIZE - 1);
+        let last = end.checked_add(PAGE_SIZE - 1).ok_or(MapError::BadRange { phys, len })? & !(PAGE_SIZE - 1);
+        let pages = (last - first) / PAGE_SIZE;
+        let size = pages * PAGE_SIZE;
+
+        let virt = x86_64::instructions::interrupts::without_interrupts(|| {
+            let mut guard = WINDOW.lock();
+            let window = guard.as_mut().expect("mmio used before memory::init");
+            if super::frames::overlaps(&window.ram, first, last) {
+                return Err(MapError::OverlapsRam { phys });
+            }
+            let (start, _) = window
+                .free
+                .iter()
+                .find(|(s, e)| e - s >= size)
+                .ok_or(MapError::WindowFull { len: size })?;
+            window.free.remove(start, start + size).map_err(|_| MapError::WindowFull { len: size })?;
+            Ok(start)
+        })?;
+
+        let mapped = paging::with(|space| {
+            for i in 0..pages {
+                if space.map_device_page(virt + i * PAGE_SIZE, first + i * PAGE_SIZE).is_err() {
+                    for j in 0..i {
+                        let _ = space.unmap_page(virt + j * PAGE_SIZE);
+                    }
+                    return Err(MapError::OutOfFrames);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = mapped {
+            release_virtual(virt, size);
+            return Err(e);
+        }
+        // INVARIANT: all `pages` pages are mapped to the device range and owned by this value.
+        Ok(Mmio { phys, len, virt, offset: phys - first, pages })
+    }
+
+    /// Physical address of the first byte.
+    pub fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    /// Virtual address of the first byte.
+    pub fn virt(&self) -> u64 {
+        self.virt + self.offset
+    }
+
+    /// Mapped length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: `map` refuses zero length).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, offset: u64, size: u64) -> *mut u8 {
+        assert!(
+            offset % size == 0 && offset.checked_add(size).is_some_and(|e| e <= self.len),
+            "MMIO access of {size} bytes at offset {offset:#x} outside {:#x} bytes at {:#x}",
+            self.len,
+            self.phys
+        );
+        (self.virt() + offset) as *mut u8
+    }
+
+    /// Reads a 32-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn read32(&self, offset: u64) -> u32 {
+        let p = self.check(offset, 4) as *const u32;
+        // SAFETY: `check` proved the aligned 4 bytes lie inside the live mapping (invariant).
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes a 32-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn write32(&self, offset: u64, value: u32) {
+        let p = self.check(offset, 4) as *mut u32;
+        // SAFETY: as in `read32`.
+        unsafe { p.write_volatile(value) }
+    }
+
+    /// Reads a 64-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn read64(&self, offset: u64) -> u64 {
+        let p = self.check(offset, 8) as *const u64;
+        // SAFETY: as in `read32`.
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes a 64-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn write64(&self, offset: u64, value: u64) {
+        let p = self.check(offset, 8) as *mut u64;
+        // SAFETY: as in `read32`.
+        unsafe { p.write_volatile(value) }
+    }
+}
+
+fn release_virtual(virt: u64, size: u64) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if let Some(window) = WINDOW.lock().as_mut() {
+            if window.free.insert(virt, virt + size).is_err() {
+                log::warn!("mmio: window too fragmented; {size:#x} bytes at {virt:#x} leaked");
+            }
+        }
+    });
+}
+
+impl Drop for Mmio {
+    fn drop(&mut self) {
+        paging::with(|space| {
+            for i in 0..self.pages {
+                if let Err(e) = space.unmap_page(self.virt + i * PAGE_SIZE) {
+                    log::error!("mmio: unmapping {:#x} failed: {e:?}", self.virt + i * PAGE_SIZE);
+                }
+            }
+        });
+        release_virtual(self.virt, self.pages * PAGE_SIZE);
+    }
+}
+
+/// Free bytes of virtual space in the MMIO window (for tests).
+pub fn window_free_bytes() -> u64 {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        WINDOW.lock().as_ref().map_or(0, |w| w.free.total())
+    })
+}

@@ -1,0 +1,41 @@
+//! Kernel command-line options.
+//!
+//! | option | meaning |
+//! | --- | --- |
+//! | `log=<level>` | off, error, warn, info (default), debug, trace |
+//! | `test=<suite>` | run an in-kernel test suite and exit QEMU with its result |
+//! | `dumpboot` | print the loader's raw boot structures (fixture format) |
+//!
+//! Unknown words are kept (the test runner passes tokens of its own) and listed at `debug`.
+
+use log::LevelFilter;
+
+/// The parsed options.
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a> {
+    /// Log level.
+    pub log: LevelFilter,
+    /// `log=` value that did not parse, for a warning once logging works.
+    pub bad_log: Option<&'a str>,
+    /// Test suite to run.
+    pub test: Option<&'a str>,
+    /// Print the raw boot structures.
+    pub dumpboot: bool,
+}
+
+/// Parses `cmdline`.
+pub fn parse(cmdline: &str) -> Options<'_> {
+    let (log, bad_log) = match boot::cmdline::get(cmdline, "log") {
+        None => (LevelFilter::Info, None),
+        Some(v) => match crate::logger::parse_level(v) {
+            Some(level) => (level, None),
+            None => (LevelFilter::Info, Some(v)),
+        },
+    };
+    Options {
+        log,
+        bad_log,
+        test: boot::cmdline::get(cmdline, "test").filter(|s| !s.is_empty()),
+        dumpboot: boot::cmdline::get(cmdline, "dumpboot").is_some(),
+    }
+}

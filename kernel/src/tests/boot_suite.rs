@@ -1,0 +1,208 @@
+//! The `boot` suite: what the foundation promises, checked on the running machine.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::alloc::Layout;
+
+use boot::MemoryKind;
+use x86_64::registers::model_specific::Msr;
+
+use super::Test;
+use crate::ensure;
+use crate::memory::{self, PAGE_SIZE, firmware, frames, heap, mmio::Mmio, paging};
+
+/// The tests, in order.
+pub const TESTS: &[Test] = &[
+    Test { name: "memory_map_is_sorted_and_disjoint", run: memory_map_is_sorted_and_disjoint },
+    Test { name: "cmdline_round_trips", run: cmdline_round_trips },
+    Test { name: "frames_are_never_reserved_or_kernel", run: frames_are_never_reserved_or_kernel },
+    Test { name: "frame_double_free_is_refused", run: frame_double_free_is_refused },
+    Test { name: "heap_allocates_and_releases", run: heap_allocates_and_releases },
+    Test { name: "mmio_maps_uncached_and_unmaps_on_drop", run: mmio_maps_uncached_and_unmaps_on_drop },
+    Test { name: "mmio_refuses_ram", run: mmio_refuses_ram },
+    Test { name: "tsc_is_calibrated", run: tsc_is_calibrated },
+];
+
+fn memory_map_is_sorted_and_disjoint() -> Result<(), String> {
+    let map = crate::bootinfo::get().memory_map();
+    ensure!(!map.is_empty(), "empty memory map");
+    for pair in map.windows(2) {
+        ensure!(
+            pair[0].end() <= pair[1].start,
+            "regions overlap or are unsorted: {:x?} then {:x?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    ensure!(map.iter().all(|r| r.len > 0), "zero-sized region kept");
+    let usable = crate::bootinfo::get().usable_bytes();
+    ensure!(usable >= 16 << 20, "only {usable} bytes usable");
+    Ok(())
+}
+
+fn cmdline_round_trips() -> Result<(), String> {
+    let cmdline = crate::bootinfo::get().cmdline();
+    let options = crate::options::parse(cmdline);
+    ensure!(options.test == Some("boot"), "test= parsed as {:?} from {cmdline:?}", options.test);
+    // The runner checks the printed BOOTINFO line against the exact text it passed.
+    crate::serial_println!("CMDLINE {cmdline}");
+    Ok(())
+}
+
+/// Why an address must never be handed out, if it must not.
+fn forbidden(addr: u64, acpi: &firmware::AcpiRanges) -> Option<String> {
+    let boot = crate::bootinfo::get();
+    let image = memory::kernel_image();
+    let page = (addr, addr + PAGE_SIZE);
+    let overlaps = |r: (u64, u64)| page.0 < r.1 && r.0 < page.1;
+    if addr < memory::LOW_MEMORY_END {
+        return Some("low memory".to_string());
+    }
+    if overlaps(image.all) {
+        return Some("kernel image".to_string());
+    }
+    if overlaps((boot.raw_address, boot.raw_address + boot.raw_size)) {
+        return Some("boot information".to_string());
+    }
+    if let Some(r) = acpi.as_slice().iter().find(|r| overlaps(**r)) {
+        return Some(alloc::format!("ACPI table {:#x}..{:#x}", r.0, r.1));
+    }
+    let in_usable = boot
+        .memory_map()
+        .iter()
+        .any(|r| r.kind == MemoryKind::Usable && r.start <= page.0 && page.1 <= r.end());
+    if !in_usable {
+        return Some("not inside a usable region".to_string());
+    }
+    None
+}
+
+fn frames_are_never_reserved_or_kernel() -> Result<(), String> {
+    let acpi = firmware::found();
+    ensure!(!acpi.as_slice().is_empty(), "no ACPI tables found to check against");
+    let before = frames::with(|f| f.free_bytes());
+    let mut taken = Vec::new();
+    for _ in 0..4096 {
+        let Some(frame) = frames::with(|f| f.allocate()) else { break };
+        taken.push(frame.start_address().as_u64());
+    }
+    let block = frames::with(|f| f.allocate_contiguous(64, 64 * PAGE_SIZE))
+        .ok_or("no 64-frame aligned block")?;
+    ensure!(block % (64 * PAGE_SIZE) == 0, "block {block:#x} misaligned");
+    ensure!(taken.len() == 4096, "only {} frames available", taken.len());
+    let mut all: Vec<u64> = taken.clone();
+    all.extend((0..64).map(|i| block + i * PAGE_SIZE));
+    for &addr in &all {
+        if let Some(why) = forbidden(addr, &acpi) {
+            return Err(alloc::format!("frame {addr:#x} handed out: {why}"));
+        }
+        // The frame is really usable RAM: write and read back through the identity map.
+        let p = addr as *mut u64;
+        // SAFETY: the frame was just allocated to this test, is RAM and identity-mapped.
+        let back = unsafe {
+            p.write_volatile(addr ^ 0x5a5a_5a5a);
+            p.read_volatile()
+        };
+        ensure!(back == addr ^ 0x5a5a_5a5a, "frame {addr:#x} did not hold a value");
+    }
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    ensure!(sorted.len() == all.len(), "a frame was handed out twice");
+    for &addr in &taken {
+        frames::with(|f| f.free(addr, 1)).map_err(|e| alloc::format!("free {addr:#x}: {e:?}"))?;
+    }
+    frames::with(|f| f.free(block, 64)).map_err(|e| alloc::format!("free block: {e:?}"))?;
+    let after = frames::with(|f| f.free_bytes());
+    ensure!(after == before, "free bytes {before} before, {after} after");
+    Ok(())
+}
+
+fn frame_double_free_is_refused() -> Result<(), String> {
+    let frame = frames::with(|f| f.allocate()).ok_or("no frame")?.start_address().as_u64();
+    frames::with(|f| f.free(frame, 1)).map_err(|e| alloc::format!("first free: {e:?}"))?;
+    let second = frames::with(|f| f.free(frame, 1));
+    ensure!(second == Err(frames::FreeError::AlreadyFree(frame)), "second free gave {second:?}");
+    let kernel = memory::kernel_image().all.0;
+    let r = frames::with(|f| f.free(kernel, 1));
+    ensure!(r == Err(frames::FreeError::NotAllocatable(kernel)), "freeing the kernel gave {r:?}");
+    Ok(())
+}
+
+fn heap_allocates_and_releases() -> Result<(), String> {
+    let (used_before, free_before) = heap::usage();
+    {
+        let big: Vec<u64> = (0..128 * 1024).collect();
+        ensure!(big.iter().enumerate().all(|(i, v)| *v == i as u64), "big vector corrupted");
+        let boxed = Box::new([7u8; 4096]);
+        ensure!(boxed.iter().all(|b| *b == 7), "box corrupted");
+        let strings: Vec<String> = (0..1000).map(|i| alloc::format!("item {i}")).collect();
+        ensure!(strings[999] == "item 999", "string corrupted");
+        let (used, _) = heap::usage();
+        ensure!(used >= used_before + 1024 * 1024, "heap use did not grow: {used}");
+    }
+    let (used_after, free_after) = heap::usage();
+    ensure!(
+        used_after == used_before && free_after == free_before,
+        "heap not back to baseline: used {used_before}->{used_after}, free {free_before}->{free_after}"
+    );
+    let too_big = Layout::from_size_align(free_after + 4096, 8).map_err(|e| e.to_string())?;
+    if let Some(p) = heap::try_allocate(too_big) {
+        // SAFETY: `p` was just allocated with `too_big`.
+        unsafe { heap::deallocate(p, too_big) };
+        return Err("an allocation larger than the heap succeeded".to_string());
+    }
+    Ok(())
+}
+
+/// IA32_APIC_BASE (SDM vol. 3A §11.4.4): bits 12.. physical base, bit 10 x2APIC enable.
+const IA32_APIC_BASE: u32 = 0x1B;
+/// Local APIC version register offset (SDM vol. 3A Table 11-1).
+const LAPIC_VERSION: u64 = 0x30;
+
+fn mmio_maps_uncached_and_unmaps_on_drop() -> Result<(), String> {
+    // SAFETY: reading IA32_APIC_BASE has no side effects; every x86_64 CPU has it.
+    let apic_base = unsafe { Msr::new(IA32_APIC_BASE).read() };
+    ensure!(apic_base & (1 << 10) == 0, "x2APIC enabled by firmware; xAPIC MMIO unavailable");
+    let phys = apic_base & 0x000f_ffff_ffff_f000;
+    let window_before = memory::mmio::window_free_bytes();
+    let (virt, version) = {
+        let lapic = Mmio::map(phys, 0x400).map_err(|e| e.to_string())?;
+        let virt = lapic.virt();
+        ensure!(virt >= paging::MMIO_BASE, "mapped at {virt:#x}, outside the MMIO window");
+        let translated = paging::with(|s| s.translate(virt));
+        ensure!(translated == Some(phys), "{virt:#x} translates to {translated:x?}");
+        (virt, lapic.read32(LAPIC_VERSION))
+    };
+    // Version 0x1X: integrated APIC (SDM vol. 3A §11.4.8); max LVT entry in bits 16-23.
+    ensure!((0x10..=0x15).contains(&(version & 0xff)), "LAPIC version register reads {version:#x}");
+    ensure!((version >> 16) & 0xff >= 3, "LAPIC reports {} LVT entries", ((version >> 16) & 0xff) + 1);
+    let after_drop = paging::with(|s| s.translate(virt));
+    ensure!(after_drop.is_none(), "{virt:#x} still mapped after drop ({after_drop:x?})");
+    ensure!(
+        memory::mmio::window_free_bytes() == window_before,
+        "virtual window not restored after drop"
+    );
+    let again = Mmio::map(phys, 0x400).map_err(|e| e.to_string())?;
+    ensure!(again.virt() == virt, "virtual range not reused: {:#x} vs {virt:#x}", again.virt());
+    Ok(())
+}
+
+fn mmio_refuses_ram() -> Result<(), String> {
+    let kernel = memory::kernel_image().all.0;
+    match Mmio::map(kernel, 4096) {
+        Err(memory::mmio::MapError::OverlapsRam { .. }) => Ok(()),
+        Err(e) => Err(alloc::format!("wrong error: {e}")),
+        Ok(m) => Err(alloc::format!("RAM at {:#x} mapped as MMIO", m.phys())),
+    }
+}
+
+fn tsc_is_calibrated() -> Result<(), String> {
+    let hz = crate::time::tsc_hz();
+    ensure!((100_000_000..=20_000_000_000).contains(&hz), "TSC rate {hz} Hz is implausible");
+    let a = crate::time::micros_since_boot();
+    let b = crate::time::micros_since_boot();
+    ensure!(b >= a && a > 0, "clock not monotonic: {a} then {b}");
+    Ok(())
+}

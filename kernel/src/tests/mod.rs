@@ -1,0 +1,83 @@
+//! In-kernel test suites, chosen with `test=<suite>` on the command line.
+//!
+//! Protocol on serial (read by the host-side runner in `qemu-tests`):
+//!
+//! ```text
+//! TEST START <suite>
+//! TEST <name> ... ok
+//! TEST <name> ... FAILED: <reason>
+//! TEST DONE <suite>: <passed> passed, <failed> failed
+//! ```
+//!
+//! QEMU then exits with status 33 when every test passed and 35 otherwise. The suites
+//! `pagefault` and `panic` fail on purpose: the runner checks that faults and panics are
+//! reported and fail the run.
+
+mod boot_suite;
+
+use alloc::string::String;
+
+use crate::qemu::{self, ExitCode};
+
+/// One test: a name and a function returning `Err(reason)` on failure.
+pub struct Test {
+    /// Name printed in the result line.
+    pub name: &'static str,
+    /// The test body.
+    pub run: fn() -> Result<(), String>,
+}
+
+/// Fails the enclosing test with a formatted reason unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(alloc::format!($($arg)*));
+        }
+    };
+}
+
+/// Address the `pagefault` suite reads; nothing is mapped there.
+pub const PAGE_FAULT_ADDRESS: u64 = 0xdead_b000;
+
+/// Runs `suite` and exits QEMU with the result.
+pub fn run(suite: &str) -> ! {
+    let tests: &[Test] = match suite {
+        "boot" => boot_suite::TESTS,
+        "pagefault" => {
+            crate::serial_println!("TEST START pagefault");
+            crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
+            // SAFETY: nothing is mapped at this address (the kernel maps only RAM, and this
+            // lies in no RAM range QEMU gives), so the CPU raises #PF before any value is
+            // produced and the exception handler ends the run.
+            let value = unsafe { (PAGE_FAULT_ADDRESS as *const u64).read_volatile() };
+            crate::serial_println!("read {value:#x}: no page fault happened");
+            qemu::exit(ExitCode::Success)
+        }
+        "panic" => {
+            crate::serial_println!("TEST START panic");
+            panic!("deliberate panic");
+        }
+        other => {
+            crate::serial_println!("TEST START {other}");
+            crate::serial_println!("TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pagefault, panic)");
+            qemu::exit(ExitCode::Failure)
+        }
+    };
+    crate::serial_println!("TEST START {suite}");
+    let (mut passed, mut failed) = (0, 0);
+    for test in tests {
+        match (test.run)() {
+            Ok(()) => {
+                passed += 1;
+                crate::serial_println!("TEST {} ... ok", test.name);
+            }
+            Err(reason) => {
+                failed += 1;
+                crate::serial_println!("TEST {} ... FAILED: {}", test.name, reason);
+            }
+        }
+    }
+    crate::serial_println!("TEST DONE {suite}: {passed} passed, {failed} failed");
+    qemu::exit(if failed == 0 { ExitCode::Success } else { ExitCode::Failure })
+}

@@ -356,3 +356,545 @@ fn table(body: &[u8], tag_type: u32, min_entry: u32) -> Result<(usize, &[u8]), M
     }
     Ok((entry_size as usize, body.get(8..).unwrap_or(&[])))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phys::Snapshot;
+    use crate::testutil::{Mbi, put32, rsdp, set32};
+    use MemoryKind::*;
+
+    const MBI: u64 = 0x1_0000;
+
+    fn parse_at(bytes: &[u8], at: u64) -> Result<BootInfo, Multiboot2Error> {
+        parse(&Snapshot::new(&[(at, bytes)]), at)
+    }
+
+    fn parse_blob(bytes: &[u8]) -> Result<BootInfo, Multiboot2Error> {
+        parse_at(bytes, MBI)
+    }
+
+    fn r(start: u64, len: u64, kind: MemoryKind) -> MemoryRegion {
+        MemoryRegion { start, len, kind }
+    }
+
+    /// SeaBIOS e820 for q35 with 128 MiB.
+    const BIOS_E820: [(u64, u64, u32); 9] = [
+        (0, 0x9fc00, 1),
+        (0x9fc00, 0x400, 2),
+        (0xf0000, 0x10000, 2),
+        (0x10_0000, 0x7ee_0000, 1),
+        (0x7fe_0000, 0x2_0000, 2),
+        (0xb000_0000, 0x1000_0000, 2),
+        (0xfed1_c000, 0x4000, 2),
+        (0xfeff_c000, 0x4000, 2),
+        (0xfffc_0000, 0x4_0000, 2),
+    ];
+
+    /// GRUB 2.06 on SeaBIOS: the tags it really gives, several unknown to the parser.
+    fn bios_mbi() -> Vec<u8> {
+        let mut basic = Vec::new();
+        put32(&mut basic, 639);
+        put32(&mut basic, 0x1_f780);
+        Mbi::new()
+            .string(1, "log=debug dumpboot")
+            .string(2, "GRUB 2.06-13+deb12u1")
+            .tag(10, &[0; 20]) // APM
+            .tag(4, &basic) // basic memory info
+            .tag(5, &[0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]) // bootdev
+            .mmap(&BIOS_E820, 24)
+            .tag(9, &[0; 84]) // ELF sections, shortened
+            .framebuffer(0xb8000, 160, 80, 25, 16, 2) // EGA text
+            .tag(14, &rsdp(0, 0x7fe_2345, 0))
+            .finish()
+    }
+
+    #[test]
+    fn parses_grub_on_bios() {
+        let blob = bios_mbi();
+        let info = parse_blob(&blob).unwrap();
+        assert_eq!(info.loader, Loader::Multiboot2);
+        assert_eq!((info.raw_address, info.raw_size), (MBI, blob.len() as u64));
+        assert_eq!(info.sources(), &[(MBI, blob.len() as u64)]);
+        assert_eq!(info.cmdline(), "log=debug dumpboot");
+        assert_eq!(info.loader_name(), "GRUB 2.06-13+deb12u1");
+        let map: Vec<MemoryRegion> = BIOS_E820
+            .iter()
+            .map(|&(s, l, t)| r(s, l, MemoryKind::from_e820(t)))
+            .collect();
+        assert_eq!(info.memory_map(), &map[..]);
+        assert_eq!(info.usable_bytes(), 0x9fc00 + 0x7ee_0000);
+        assert_eq!(info.framebuffer, None, "EGA text is not a linear framebuffer");
+        let p = info.rsdp.unwrap();
+        assert_eq!((p.revision, p.len, p.rsdt_address()), (0, 20, 0x7fe_2345));
+        // The copy's address inside the MBI: the 14 tag's body.
+        let tag14 = blob.len() - 8 - 32;
+        assert_eq!(p.loader_address, MBI + tag14 as u64 + 8);
+    }
+
+    /// OVMF with 128 MiB, as GRUB's tag 17 shows it (simplified, partly out of order).
+    const EFI_MAP: [(u32, u64, u64); 22] = [
+        (7, 0x0, 0xa0),
+        (7, 0x10_0000, 0x700),
+        (10, 0x80_0000, 0x8),
+        (7, 0x80_8000, 0x3),
+        (10, 0x80_b000, 0x1),
+        (7, 0x80_c000, 0x5),
+        (10, 0x81_1000, 0xef),
+        (4, 0x90_0000, 0x1000),
+        (7, 0x190_0000, 0x5000),
+        (2, 0x692_0000, 0x100), // loader data before loader code
+        (1, 0x690_0000, 0x20),
+        (3, 0x6a2_0000, 0x200),
+        (7, 0x6c2_0000, 0xf5e),
+        (9, 0x7b7_e000, 0x10),
+        (10, 0x7b8_e000, 0x20),
+        (5, 0x7ba_e000, 0x100),
+        (6, 0x7ca_e000, 0x100),
+        (0, 0x7da_e000, 0x4),
+        (4, 0x7db_2000, 0x24e),
+        (8, 0x2000_0000, 0x10),
+        (11, 0xb000_0000, 0x1_0000),
+        (14, 0x1_0000_0000, 0x100),
+    ];
+
+    fn efi_expected() -> Vec<MemoryRegion> {
+        vec![
+            r(0, 0xa0000, Usable),
+            r(0x10_0000, 0x70_0000, Usable),
+            r(0x80_0000, 0x8000, AcpiNvs),
+            r(0x80_8000, 0x3000, Usable),
+            r(0x80_b000, 0x1000, AcpiNvs),
+            r(0x80_c000, 0x5000, Usable),
+            r(0x81_1000, 0xe_f000, AcpiNvs),
+            r(0x90_0000, 0x727_e000, Usable),
+            r(0x7b7_e000, 0x1_0000, AcpiReclaimable),
+            r(0x7b8_e000, 0x2_0000, AcpiNvs),
+            r(0x7ba_e000, 0x20_4000, Reserved),
+            r(0x7db_2000, 0x24_e000, Usable),
+            r(0x2000_0000, 0x1_0000, Defective),
+            r(0xb000_0000, 0x1000_0000, Reserved),
+            r(0x1_0000_0000, 0x10_0000, Reserved),
+        ]
+    }
+
+    /// GRUB 2.06 on OVMF: framebuffer, both RSDP tags, the EFI memory map, EFI pointers.
+    fn uefi_mbi() -> Mbi {
+        let v2 = rsdp(2, 0x7b7_e014, 0x7b7_e0e8);
+        Mbi::new()
+            .string(1, "console=ttyS0")
+            .string(2, "GRUB 2.06-13+deb12u1")
+            .framebuffer(0xc000_0000, 3200, 800, 600, 32, 1)
+            .tag(12, &0x7f9e_e018u64.to_le_bytes()) // EFI64 system table
+            .tag(14, &v2[..20]) // v1 copy of a revision 2 RSDP
+            .tag(15, &v2)
+            .efi_mmap(&EFI_MAP, 48)
+            .tag(20, &0x7e1c_e718u64.to_le_bytes()) // EFI64 image handle
+    }
+
+    #[test]
+    fn parses_grub_on_uefi() {
+        let info = parse_blob(&uefi_mbi().finish()).unwrap();
+        assert_eq!(info.cmdline(), "console=ttyS0");
+        assert_eq!(info.loader_name(), "GRUB 2.06-13+deb12u1");
+        assert_eq!(
+            info.framebuffer,
+            Some(Framebuffer {
+                address: 0xc000_0000,
+                pitch: 3200,
+                width: 800,
+                height: 600,
+                bpp: 32
+            })
+        );
+        let p = info.rsdp.unwrap();
+        assert_eq!((p.revision, p.len), (2, 36), "tag 15 preferred");
+        assert_eq!(p.xsdt_address(), Some(0x7b7_e0e8));
+        assert_eq!(info.memory_map(), &efi_expected()[..]);
+        assert_eq!(info.dropped_regions, 0);
+        assert_eq!(
+            info.usable_bytes(),
+            0xa0000 + 0x70_0000 + 0x3000 + 0x5000 + 0x727_e000 + 0x24_e000
+        );
+    }
+
+    #[test]
+    fn efi_descriptor_size_is_honoured() {
+        for size in [40, 48, 64, 200] {
+            let blob = Mbi::new().efi_mmap(&EFI_MAP, size).finish();
+            assert_eq!(parse_blob(&blob).unwrap().memory_map(), &efi_expected()[..]);
+        }
+        for size in [0, 1, 24, 39] {
+            let blob = Mbi::new().efi_mmap(&EFI_MAP[..1], 40).finish();
+            let mut blob = blob;
+            set32(&mut blob, 16, size); // descriptor_size of the first tag
+            assert_eq!(
+                parse_blob(&blob).unwrap_err(),
+                Multiboot2Error::BadEntrySize {
+                    tag_type: 17,
+                    entry_size: size
+                }
+            );
+        }
+        // num_pages so large the byte length overflows: clamped, not wrapped.
+        let blob = Mbi::new().efi_mmap(&[(7, 0x1000, u64::MAX / 2)], 40).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap().memory_map(),
+            &[r(0x1000, u64::MAX - 0x1000, Usable)]
+        );
+    }
+
+    #[test]
+    fn tag_6_beats_tag_17_and_15_beats_14() {
+        let v0 = rsdp(0, 0x1111, 0);
+        let v2 = rsdp(2, 0x2222, 0x3333);
+        let blob = Mbi::new()
+            .tag(15, &v2)
+            .efi_mmap(&EFI_MAP, 48)
+            .mmap(&BIOS_E820, 24)
+            .tag(14, &v0)
+            .finish();
+        let info = parse_blob(&blob).unwrap();
+        assert_eq!(info.memory_map().len(), BIOS_E820.len());
+        assert_eq!(info.rsdp.unwrap().rsdt_address(), 0x2222);
+        // With tag 6 present a broken tag 17 is not looked at.
+        let mut blob = Mbi::new()
+            .efi_mmap(&EFI_MAP[..1], 48)
+            .mmap(&BIOS_E820, 24)
+            .finish();
+        set32(&mut blob, 16, 3);
+        assert!(parse_blob(&blob).is_ok());
+    }
+
+    #[test]
+    fn mmap_entry_size_is_honoured() {
+        for size in [24, 32, 40] {
+            let blob = Mbi::new().mmap(&BIOS_E820, size).finish();
+            assert_eq!(parse_blob(&blob).unwrap().memory_map().len(), BIOS_E820.len());
+        }
+        for size in [0, 8, 20, 23] {
+            let mut blob = Mbi::new().mmap(&BIOS_E820, 24).finish();
+            set32(&mut blob, 16, size);
+            assert_eq!(
+                parse_blob(&blob).unwrap_err(),
+                Multiboot2Error::BadEntrySize {
+                    tag_type: 6,
+                    entry_size: size
+                }
+            );
+        }
+        // A trailing partial entry is ignored.
+        let mut body = Vec::new();
+        put32(&mut body, 24);
+        put32(&mut body, 0);
+        body.extend(crate::testutil::e820(&[(0x1000, 0x1000, 1)], 24));
+        body.extend_from_slice(&[0xff; 20]);
+        let info = parse_blob(&Mbi::new().tag(6, &body).finish()).unwrap();
+        assert_eq!(info.memory_map(), &[r(0x1000, 0x1000, Usable)]);
+    }
+
+    #[test]
+    fn zero_size_overlapping_unknown_types() {
+        let blob = Mbi::new()
+            .mmap(
+                &[
+                    (0x10_0000, 0x7ee_0000, 1),
+                    (0, 0x9fc00, 1),
+                    (0x9fc00, 0, 2),           // zero-size
+                    (0x9fc00, 0x400, 0xf00d),  // unknown type: reserved
+                    (0x20_0000, 0x1000, 12),   // unknown (PRAM) inside usable
+                    (0x7fd_8000, 0x1_0000, 3), // ACPI straddling usable's end
+                    (0x7fd_8000, 0x4000, 4),   // NVS over the ACPI's start
+                    (0x800_0000, 0, 1),        // zero-size
+                ],
+                24,
+            )
+            .finish();
+        let info = parse_blob(&blob).unwrap();
+        assert_eq!(
+            info.memory_map(),
+            &[
+                r(0, 0x9fc00, Usable),
+                r(0x9fc00, 0x400, Reserved),
+                r(0x10_0000, 0x10_0000, Usable),
+                r(0x20_0000, 0x1000, Reserved),
+                r(0x20_1000, 0x7dd_7000, Usable),
+                r(0x7fd_8000, 0x4000, AcpiNvs),
+                r(0x7fd_c000, 0xc000, AcpiReclaimable),
+            ]
+        );
+        assert_eq!(info.dropped_regions, 2);
+    }
+
+    #[test]
+    fn entries_beyond_limits() {
+        let many: Vec<(u64, u64, u32)> = (0..150u64).map(|i| (i * 0x2000, 0x1000, 1)).collect();
+        let info = parse_blob(&Mbi::new().mmap(&many, 24).finish()).unwrap();
+        assert_eq!(info.memory_map().len(), MAX_MEMORY_REGIONS);
+        assert_eq!(info.dropped_regions, 150 - MAX_MEMORY_REGIONS);
+        let too_many: Vec<(u64, u64, u32)> = (0..crate::MAX_RAW_MEMORY_ENTRIES as u64 + 1)
+            .map(|i| (i * 0x2000, 0x1000, 1))
+            .collect();
+        assert_eq!(
+            parse_blob(&Mbi::new().mmap(&too_many, 24).finish()).unwrap_err(),
+            Multiboot2Error::MemoryMapTooLarge {
+                entries: crate::MAX_RAW_MEMORY_ENTRIES + 1
+            }
+        );
+    }
+
+    use crate::MAX_MEMORY_REGIONS;
+
+    #[test]
+    fn total_size_limits() {
+        let mut blob = bios_mbi();
+        for (total, err) in [
+            (0, Multiboot2Error::TooSmall { total_size: 0 }),
+            (15, Multiboot2Error::TooSmall { total_size: 15 }),
+            (
+                MAX_TOTAL_SIZE + 1,
+                Multiboot2Error::TooLarge {
+                    total_size: MAX_TOTAL_SIZE + 1,
+                },
+            ),
+            (u32::MAX, Multiboot2Error::TooLarge { total_size: u32::MAX }),
+        ] {
+            set32(&mut blob, 0, total);
+            assert_eq!(parse_blob(&blob).unwrap_err(), err);
+        }
+        // Larger than the readable blob.
+        let mut blob = bios_mbi();
+        let len = blob.len() as u32;
+        set32(&mut blob, 0, len + 8);
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::Unreadable {
+                address: MBI,
+                len: u64::from(len) + 8
+            }
+        );
+        // Fixed part itself unreadable.
+        assert_eq!(
+            parse_blob(&blob[..7]).unwrap_err(),
+            Multiboot2Error::Unreadable { address: MBI, len: 8 }
+        );
+        // Smallest valid structure: no memory map.
+        let empty = Mbi::new().finish();
+        assert_eq!(empty.len(), 16);
+        assert_eq!(parse_blob(&empty).unwrap_err(), Multiboot2Error::NoMemoryMap);
+    }
+
+    #[test]
+    fn blob_cut_mid_tag() {
+        let blob = bios_mbi();
+        for cut in [9, 20, 100, blob.len() / 2, blob.len() - 1] {
+            assert_eq!(
+                parse_blob(&blob[..cut]).unwrap_err(),
+                Multiboot2Error::Unreadable {
+                    address: MBI,
+                    len: blob.len() as u64
+                },
+                "cut at {cut}"
+            );
+        }
+        // total_size itself cut mid-tag: the tag overruns.
+        let mut blob = bios_mbi();
+        set32(&mut blob, 0, 20);
+        let err = parse_blob(&blob).unwrap_err();
+        assert_eq!(
+            err,
+            Multiboot2Error::TagOverrun {
+                offset: 8,
+                tag_type: 1,
+                size: 8 + 19
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "multiboot2 tag type 1 at offset 0x8 (size 27) runs past total_size"
+        );
+    }
+
+    #[test]
+    fn tag_size_past_end() {
+        let mmap_at = 8;
+        let mut blob = Mbi::new().mmap(&BIOS_E820, 24).finish();
+        set32(&mut blob, mmap_at + 4, 0x1000);
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::TagOverrun {
+                offset: 8,
+                tag_type: 6,
+                size: 0x1000
+            }
+        );
+        set32(&mut blob, mmap_at + 4, u32::MAX); // offset + size must not wrap
+        assert!(matches!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::TagOverrun { size: u32::MAX, .. }
+        ));
+        // The end tag itself claiming more than is left.
+        let mut blob = bios_mbi();
+        let end = blob.len() - 8;
+        set32(&mut blob, end + 4, 16);
+        assert!(matches!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::TagOverrun { tag_type: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn tag_size_below_header() {
+        for size in [0, 1, 7] {
+            let mut blob = bios_mbi();
+            set32(&mut blob, 12, size);
+            assert_eq!(
+                parse_blob(&blob).unwrap_err(),
+                Multiboot2Error::TagTooSmall {
+                    offset: 8,
+                    tag_type: 1,
+                    size
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn missing_end_tag() {
+        let blob = Mbi::new().mmap(&BIOS_E820, 24).finish_without_end();
+        assert_eq!(parse_blob(&blob).unwrap_err(), Multiboot2Error::MissingEndTag);
+        // A last tag whose padding would run past total_size.
+        let blob = Mbi::new().mmap(&BIOS_E820, 24).raw_tag(2, 9, b"x").finish_without_end();
+        let mut blob = blob;
+        let total = blob.len() as u32 - 7; // ends right after the 9-byte tag
+        set32(&mut blob, 0, total);
+        assert_eq!(parse_blob(&blob).unwrap_err(), Multiboot2Error::MissingEndTag);
+        // A few stray bytes, not enough for a tag header.
+        let mut blob = Mbi::new().mmap(&BIOS_E820, 24).finish_without_end();
+        blob.extend_from_slice(&[0; 4]);
+        let total = blob.len() as u32;
+        set32(&mut blob, 0, total);
+        assert_eq!(parse_blob(&blob).unwrap_err(), Multiboot2Error::MissingEndTag);
+    }
+
+    #[test]
+    fn bytes_after_end_tag_are_ignored() {
+        let mut blob = Mbi::new().mmap(&BIOS_E820, 24).finish();
+        blob.extend_from_slice(&[0xff; 24]);
+        let total = blob.len() as u32;
+        set32(&mut blob, 0, total);
+        assert!(parse_blob(&blob).is_ok());
+    }
+
+    #[test]
+    fn short_known_tags() {
+        let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(8, &[0; 21]).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::TagBodyTooShort {
+                tag_type: 8,
+                size: 29
+            }
+        );
+        let blob = Mbi::new().tag(6, &[24, 0, 0, 0]).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::TagBodyTooShort {
+                tag_type: 6,
+                size: 12
+            }
+        );
+        // RSDP copies that are too short.
+        let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(14, &rsdp(0, 1, 0)[..19]).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::Rsdp(RsdpError::TooShort { len: 19 })
+        );
+        let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(15, &rsdp(2, 1, 2)[..20]).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::Rsdp(RsdpError::TooShort { len: 20 })
+        );
+        // Empty string tags are fine.
+        let info = parse_blob(&Mbi::new().mmap(&BIOS_E820, 24).tag(1, &[]).tag(2, &[]).finish());
+        assert_eq!(info.unwrap().cmdline(), "");
+    }
+
+    #[test]
+    fn bad_rsdp_checksum() {
+        let mut bad = rsdp(0, 0x7fe_2345, 0);
+        bad[16] ^= 0x10;
+        let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(14, &bad).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::Rsdp(RsdpError::BadChecksum)
+        );
+        // A bad tag 15 is an error even when tag 14 is fine.
+        let mut bad = rsdp(2, 1, 2);
+        bad[30] ^= 1;
+        let blob = uefi_mbi().tag(15, &bad).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::Rsdp(RsdpError::BadExtendedChecksum)
+        );
+        // Tag 14 alone on UEFI: revision 2 but no XSDT in the copy.
+        let v2 = rsdp(2, 0x1234, 0x5678);
+        let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(14, &v2[..20]).finish();
+        let p = parse_blob(&blob).unwrap().rsdp.unwrap();
+        assert_eq!((p.revision, p.len, p.xsdt_address()), (2, 20, None));
+    }
+
+    #[test]
+    fn misaligned_and_top_of_memory() {
+        let blob = bios_mbi();
+        assert_eq!(
+            parse_at(&blob, MBI + 4).unwrap_err(),
+            Multiboot2Error::Misaligned { address: MBI + 4 }
+        );
+        // A structure whose end would pass 2^64.
+        let at = u64::MAX - 7; // aligned
+        assert!(matches!(
+            parse_at(&blob[..7], at & !7),
+            Err(Multiboot2Error::Unreadable { .. })
+        ));
+        assert!(parse(&Snapshot::new(&[]), at & !7).is_err());
+    }
+
+    #[test]
+    fn unknown_framebuffer_types_and_duplicates() {
+        let blob = Mbi::new()
+            .mmap(&BIOS_E820, 24)
+            .framebuffer(0xfd00_0000, 4096, 1024, 768, 32, 1)
+            .framebuffer(0xa_0000, 320, 320, 200, 8, 0) // indexed: dropped, last wins
+            .string(1, "first")
+            .string(1, "second")
+            .tag(0xdead_beef, &[1, 2, 3])
+            .finish();
+        let info = parse_blob(&blob).unwrap();
+        assert_eq!(info.framebuffer, None);
+        assert_eq!(info.cmdline(), "second");
+    }
+
+    #[test]
+    fn display_all_errors() {
+        use Multiboot2Error as E;
+        let all = [
+            E::Misaligned { address: 4 },
+            E::Unreadable { address: 8, len: 16 },
+            E::TooSmall { total_size: 1 },
+            E::TooLarge { total_size: u32::MAX },
+            E::TagTooSmall { offset: 8, tag_type: 1, size: 2 },
+            E::TagOverrun { offset: 8, tag_type: 1, size: 2 },
+            E::TagBodyTooShort { tag_type: 8, size: 9 },
+            E::MissingEndTag,
+            E::BadEntrySize { tag_type: 6, entry_size: 3 },
+            E::NoMemoryMap,
+            E::MemoryMapTooLarge { entries: 9999 },
+            E::Rsdp(RsdpError::BadChecksum),
+        ];
+        for e in all {
+            let s = e.to_string();
+            assert!(s.starts_with("multiboot2 "), "{s}");
+        }
+    }
+}

@@ -22,6 +22,20 @@ const CALIBRATION_MS: u64 = 10;
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 
+/// Reads one of the PIT/port-0x61 registers.
+fn inb(port: u16) -> u8 {
+    // SAFETY: only called with the PIT and port 0x61, fixed PC platform registers whose
+    // reads have no side effects.
+    unsafe { Port::<u8>::new(port).read() }
+}
+
+/// Writes one of the PIT/port-0x61 registers.
+fn outb(port: u16, value: u8) {
+    // SAFETY: only called with PIT channel 2 and port 0x61; channel 2 drives nothing but the
+    // speaker, which stays off (bit 1 cleared), so nothing else depends on these writes.
+    unsafe { Port::<u8>::new(port).write(value) }
+}
+
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear in ring 0 anyway.
@@ -36,28 +50,20 @@ pub fn mark_boot() {
 /// Measures the TSC frequency against the PIT. Returns it in Hz.
 pub fn calibrate() -> u64 {
     let ticks = PIT_HZ * CALIBRATION_MS / 1000;
-    let mut gate: Port<u8> = Port::new(PORT_61);
-    let mut command: Port<u8> = Port::new(PIT_COMMAND);
-    let mut channel2: Port<u8> = Port::new(PIT_CHANNEL2);
-    // SAFETY: the PIT and port 0x61 are fixed PC platform devices; channel 2 only drives the
-    // speaker, which stays off (bit 1 cleared), so nothing else depends on these writes.
-    let (start, end) = unsafe {
-        let old = gate.read();
-        gate.write((old & !0x02) | 0x01);
-        // Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
-        command.write(0b1011_0000);
-        channel2.write((ticks & 0xff) as u8);
-        channel2.write((ticks >> 8) as u8);
-        let start = rdtsc();
-        let mut spins: u64 = 0;
-        // Output (bit 5) goes high at terminal count. Bounded: a missing PIT must not hang.
-        while gate.read() & 0x20 == 0 && spins < 100_000_000 {
-            spins += 1;
-        }
-        let end = rdtsc();
-        gate.write(old);
-        (start, end)
-    };
+    let old = inb(PORT_61);
+    outb(PORT_61, (old & !0x02) | 0x01);
+    // Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
+    outb(PIT_COMMAND, 0b1011_0000);
+    outb(PIT_CHANNEL2, (ticks & 0xff) as u8);
+    outb(PIT_CHANNEL2, (ticks >> 8) as u8);
+    let start = rdtsc();
+    // Output (bit 5) goes high at terminal count. Bounded: a missing PIT must not hang.
+    let mut spins: u64 = 0;
+    while inb(PORT_61) & 0x20 == 0 && spins < 100_000_000 {
+        spins += 1;
+    }
+    let end = rdtsc();
+    outb(PORT_61, old);
     let hz = (end - start) * 1000 / CALIBRATION_MS;
     TSC_HZ.store(hz.max(1), Ordering::Relaxed);
     hz

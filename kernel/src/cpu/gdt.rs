@@ -63,14 +63,12 @@ pub fn init() {
         Tables { gdt, code, data, tss }
     });
     tables.gdt.load();
-    // SAFETY: the selectors come from the GDT just loaded, which is 'static; the code
-    // selector is a 64-bit code segment and the data selector a writable data segment, and
-    // the TSS descriptor points at a 'static TSS that is loaded exactly once.
-    unsafe {
-        CS::set_reg(tables.code);
-        DS::set_reg(tables.data);
-        ES::set_reg(tables.data);
-        SS::set_reg(tables.data);
-        load_tss(tables.tss);
+    // SAFETY: the selector names the 64-bit code segment of the GDT just loaded ('static).
+    unsafe { CS::set_reg(tables.code) };
+    for set in [DS::set_reg, ES::set_reg, SS::set_reg] {
+        // SAFETY: the selector names the writable data segment of the same GDT.
+        unsafe { set(tables.data) };
     }
+    // SAFETY: the descriptor points at a 'static TSS, and the TSS is loaded exactly once.
+    unsafe { load_tss(tables.tss) };
 }

@@ -69,7 +69,7 @@ impl FrameAllocator {
 
     /// Gives back `count` frames starting at `start`.
     pub fn free(&mut self, start: u64, count: u64) -> Result<(), FreeError> {
-        if start % PAGE_SIZE != 0 {
+        if !start.is_multiple_of(PAGE_SIZE) {
             return Err(FreeError::Misaligned(start));
         }
         let end = start.saturating_add(count.saturating_mul(PAGE_SIZE));
@@ -98,11 +98,6 @@ impl FrameAllocator {
     /// Frames leaked because the extent table was full.
     pub fn leaked_frames(&self) -> u64 {
         self.leaked
-    }
-
-    /// The free extents (for the boot summary and tests).
-    pub fn free_extents(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.free.iter()
     }
 }
 

@@ -154,7 +154,7 @@ impl Mmio {
 
     fn check(&self, offset: u64, size: u64) -> *mut u8 {
         assert!(
-            offset % size == 0 && offset.checked_add(size).is_some_and(|e| e <= self.len),
+            offset.is_multiple_of(size) && offset.checked_add(size).is_some_and(|e| e <= self.len),
             "MMIO access of {size} bytes at offset {offset:#x} outside {:#x} bytes at {:#x}",
             self.len,
             self.phys
@@ -176,27 +176,14 @@ impl Mmio {
         unsafe { p.write_volatile(value) }
     }
 
-    /// Reads a 64-bit register. Panics if `offset` is misaligned or outside the mapping.
-    pub fn read64(&self, offset: u64) -> u64 {
-        let p = self.check(offset, 8) as *const u64;
-        // SAFETY: as in `read32`.
-        unsafe { p.read_volatile() }
-    }
-
-    /// Writes a 64-bit register. Panics if `offset` is misaligned or outside the mapping.
-    pub fn write64(&self, offset: u64, value: u64) {
-        let p = self.check(offset, 8) as *mut u64;
-        // SAFETY: as in `read32`.
-        unsafe { p.write_volatile(value) }
-    }
 }
 
 fn release_virtual(virt: u64, size: u64) {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        if let Some(window) = WINDOW.lock().as_mut() {
-            if window.free.insert(virt, virt + size).is_err() {
-                log::warn!("mmio: window too fragmented; {size:#x} bytes at {virt:#x} leaked");
-            }
+        if let Some(window) = WINDOW.lock().as_mut()
+            && window.free.insert(virt, virt + size).is_err()
+        {
+            log::warn!("mmio: window too fragmented; {size:#x} bytes at {virt:#x} leaked");
         }
     });
 }

@@ -98,7 +98,7 @@ impl AddressSpace {
         let mut at = start;
         while at < end {
             let in_image = at < image.all.1 && at + HUGE > image.all.0;
-            if at % HUGE == 0 && at + HUGE <= end && !in_image {
+            if at.is_multiple_of(HUGE) && at + HUGE <= end && !in_image {
                 let flags = self.data_flags();
                 self.map_2m(at, flags).expect("out of frames while mapping RAM");
                 at += HUGE;
@@ -163,12 +163,12 @@ pub fn init(boot: &BootInfo, image: KernelImage) {
         .allocate_frame()
         .expect("no frame for the top-level page table");
     let l4_ptr = l4_frame.start_address().as_u64() as *mut PageTable;
-    // SAFETY: the frame was just allocated for this purpose, is identity-mapped by the boot
-    // tables, and becomes the kernel's PML4 for the rest of its life ('static).
-    let l4: &'static mut PageTable = unsafe {
-        l4_ptr.write(PageTable::new());
-        &mut *l4_ptr
-    };
+    // SAFETY: the frame was just allocated for this purpose and is identity-mapped by the
+    // boot tables; nothing else refers to it.
+    unsafe { l4_ptr.write(PageTable::new()) };
+    // SAFETY: initialised just above; it becomes the kernel's PML4 for the rest of its life
+    // ('static) and is only reached through the mapper built from this one reference.
+    let l4: &'static mut PageTable = unsafe { &mut *l4_ptr };
     // SAFETY: all RAM is and stays identity-mapped (offset 0) in both the boot tables and
     // the new ones, so the mapper can reach every table frame at its physical address.
     let mapper = unsafe { OffsetPageTable::new(l4, VirtAddr::new(0)) };

@@ -94,16 +94,15 @@ fn frames_are_never_reserved_or_kernel() -> Result<(), String> {
     let mut all: Vec<u64> = taken.clone();
     all.extend((0..64).map(|i| block + i * PAGE_SIZE));
     for &addr in &all {
-        if let Some(why) = forbidden(addr, &acpi) {
+        if let Some(why) = forbidden(addr, acpi) {
             return Err(alloc::format!("frame {addr:#x} handed out: {why}"));
         }
         // The frame is really usable RAM: write and read back through the identity map.
         let p = addr as *mut u64;
         // SAFETY: the frame was just allocated to this test, is RAM and identity-mapped.
-        let back = unsafe {
-            p.write_volatile(addr ^ 0x5a5a_5a5a);
-            p.read_volatile()
-        };
+        unsafe { p.write_volatile(addr ^ 0x5a5a_5a5a) };
+        // SAFETY: as above.
+        let back = unsafe { p.read_volatile() };
         ensure!(back == addr ^ 0x5a5a_5a5a, "frame {addr:#x} did not hold a value");
     }
     let mut sorted = all.clone();
@@ -160,6 +159,8 @@ fn heap_allocates_and_releases() -> Result<(), String> {
 const IA32_APIC_BASE: u32 = 0x1B;
 /// Local APIC version register offset (SDM vol. 3A Table 11-1).
 const LAPIC_VERSION: u64 = 0x30;
+/// Local APIC Task Priority Register offset (SDM vol. 3A Table 11-1).
+const LAPIC_TPR: u64 = 0x80;
 
 fn mmio_maps_uncached_and_unmaps_on_drop() -> Result<(), String> {
     // SAFETY: reading IA32_APIC_BASE has no side effects; every x86_64 CPU has it.
@@ -173,6 +174,13 @@ fn mmio_maps_uncached_and_unmaps_on_drop() -> Result<(), String> {
         ensure!(virt >= paging::MMIO_BASE, "mapped at {virt:#x}, outside the MMIO window");
         let translated = paging::with(|s| s.translate(virt));
         ensure!(translated == Some(phys), "{virt:#x} translates to {translated:x?}");
+        ensure!(lapic.len() == 0x400 && !lapic.is_empty(), "mapping length {}", lapic.len());
+        // A write through the mapping: the Task Priority Register holds bits 0-7.
+        let tpr = lapic.read32(LAPIC_TPR);
+        lapic.write32(LAPIC_TPR, 0x20);
+        let written = lapic.read32(LAPIC_TPR) & 0xff;
+        lapic.write32(LAPIC_TPR, tpr);
+        ensure!(written == 0x20, "TPR reads {written:#x} after writing 0x20");
         (virt, lapic.read32(LAPIC_VERSION))
     };
     // Version 0x1X: integrated APIC (SDM vol. 3A §11.4.8); max LVT entry in bits 16-23.

@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# run.sh: build, boot, test and package the kernel.
+#
+#   ./run.sh [-- <kernel args>]   build the kernel and boot it in QEMU (q35, 512 MiB) with the
+#                                 serial port on this terminal; the args become -append
+#   ./run.sh test                 cargo fmt --check, clippy (host crates and kernel), then
+#                                 cargo test for the host crates (including the QEMU scenarios
+#                                 in qemu-tests); the last line is "N passed, M failed"
+#   ./run.sh iso [-- <args>]      write target/kernel.iso, a hybrid BIOS/UEFI GRUB image
+#   ./run.sh bench                boot-time benchmark (PVH on q35, time to `kernel ready`)
+#
+# Each command first installs what is missing: the Rust toolchain from rust-toolchain.toml
+# (via rustup) and, when run as root on Debian/Ubuntu, the system packages it needs (QEMU >= 8,
+# OVMF, GRUB, xorriso, mtools). As a normal user it names the missing packages and stops.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+
+readonly KERNEL_TARGET=x86_64-unknown-none
+readonly KERNEL_TARGET_DIR=target/kernel
+readonly KERNEL_ELF=$KERNEL_TARGET_DIR/$KERNEL_TARGET/release/kernel
+readonly ISO=target/kernel.iso
+readonly ISO_TREE=target/iso
+readonly QEMU_MIN_MAJOR=8
+# Characters GRUB's script parser takes literally in an unquoted word.
+readonly GRUB_CMDLINE_RE='^[A-Za-z0-9 ._,:/=+@%-]*$'
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+step() {
+    echo "==> $*"
+}
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Rust toolchain
+
+toolchain_complete() {
+    local sysroot
+    rustc --version >/dev/null 2>&1 || return 1
+    sysroot=$(rustc --print sysroot 2>/dev/null) || return 1
+    [[ -d $sysroot/lib/rustlib/$KERNEL_TARGET/lib ]] &&
+        [[ -d $sysroot/lib/rustlib/src/rust/library ]] &&
+        [[ -x $sysroot/bin/cargo-clippy ]] &&
+        [[ -x $sysroot/bin/rustfmt ]]
+}
+
+ensure_toolchain() {
+    toolchain_complete && return 0
+    if ! command -v rustup >/dev/null 2>&1; then
+        die "the Rust toolchain pinned in rust-toolchain.toml is not usable here and rustup is" \
+            "not installed. Install rustup (https://rustup.rs), then run ./run.sh again: it" \
+            "installs the toolchain, the $KERNEL_TARGET target, rust-src, clippy and rustfmt."
+    fi
+    # RUSTUP_AUTO_INSTALL=0 may be set, so install explicitly. Without arguments rustup
+    # installs the toolchain named in rust-toolchain.toml, with its targets and components.
+    step "installing the Rust toolchain from rust-toolchain.toml (rustup toolchain install)"
+    rustup toolchain install
+    toolchain_complete || die "rustup toolchain install did not produce a complete toolchain" \
+        "(need rustc, the $KERNEL_TARGET target, rust-src, clippy, rustfmt)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# System packages
+
+qemu_major() {
+    qemu-system-x86_64 --version 2>/dev/null | sed -nE '1s/.*version ([0-9]+)\..*/\1/p'
+}
+
+qemu_ok() {
+    local major
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || return 1
+    major=$(qemu_major)
+    [[ -n $major ]] && ((major >= QEMU_MIN_MAJOR))
+}
+
+ovmf_ok() {
+    [[ -f /usr/share/ovmf/OVMF.fd ]] || compgen -G '/usr/share/OVMF/OVMF_CODE*.fd' >/dev/null
+}
+
+is_bookworm() {
+    [[ -r /etc/os-release ]] && (
+        . /etc/os-release
+        [[ ${ID:-} == debian && ${VERSION_CODENAME:-} == bookworm ]]
+    )
+}
+
+backports_enabled() {
+    grep -sqE '^[^#]*[[:space:]]bookworm-backports([[:space:]]|$)' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources
+}
+
+# Enables bookworm-backports by copying the existing Debian source with the suite changed, so
+# the mirror configured on this machine is reused and no host name is written here.
+enable_backports() {
+    backports_enabled && return 0
+    local deb822=/etc/apt/sources.list.d/debian.sources
+    if [[ -f $deb822 ]]; then
+        step "enabling bookworm-backports: $deb822 (first stanza) -> backports.sources"
+        awk '
+            /^[[:space:]]*#/ { next }
+            /^[[:space:]]*$/ { if (started) exit; next }
+            { started = 1 }
+            /^Suites:/ { print "Suites: bookworm-backports"; next }
+            { print }
+        ' "$deb822" >/etc/apt/sources.list.d/backports.sources
+        [[ -s /etc/apt/sources.list.d/backports.sources ]] ||
+            die "could not derive a backports source from $deb822"
+    elif [[ -f /etc/apt/sources.list ]]; then
+        local line
+        line=$(grep -E '^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+[[:space:]]+bookworm[[:space:]]' \
+            /etc/apt/sources.list | head -n 1 || true)
+        [[ -n $line ]] || die "no 'deb ... bookworm ...' line in /etc/apt/sources.list to copy"
+        step "enabling bookworm-backports: /etc/apt/sources.list (first bookworm line) -> backports.list"
+        sed -E 's/([[:space:]])bookworm([[:space:]])/\1bookworm-backports\2/' <<<"$line" \
+            >/etc/apt/sources.list.d/backports.list
+    else
+        die "no APT source to copy for bookworm-backports"
+    fi
+}
+
+# ensure_system <need>...: need is one of qemu, ovmf, grub (grub-mkrescue and what it uses).
+ensure_system() {
+    local need_qemu=0 missing=() need
+    for need in "$@"; do
+        case $need in
+        qemu) qemu_ok || need_qemu=1 ;;
+        ovmf) ovmf_ok || missing+=(ovmf) ;;
+        grub)
+            command -v grub-mkrescue >/dev/null 2>&1 || missing+=(grub-common)
+            [[ -d /usr/lib/grub/i386-pc ]] || missing+=(grub-pc-bin)
+            [[ -d /usr/lib/grub/x86_64-efi ]] || missing+=(grub-efi-amd64-bin)
+            command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
+            command -v mformat >/dev/null 2>&1 || missing+=(mtools)
+            ;;
+        *) die "internal: unknown requirement $need" ;;
+        esac
+    done
+    ((need_qemu == 0 && ${#missing[@]} == 0)) && return 0
+
+    local found="not installed"
+    if command -v qemu-system-x86_64 >/dev/null 2>&1; then
+        found=$(qemu-system-x86_64 --version | head -n 1)
+    fi
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        {
+            echo "error: missing system packages:"
+            ((need_qemu)) && echo "  qemu-system-x86 (QEMU >= $QEMU_MIN_MAJOR; found: $found)"
+            ((${#missing[@]})) && echo "  ${missing[*]}"
+            echo
+            if command -v apt-get >/dev/null 2>&1; then
+                echo "Run this script as root (sudo ./run.sh ${COMMAND:-}) to install them, or:"
+                echo "  sudo apt-get update"
+                ((${#missing[@]})) &&
+                    echo "  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing[*]}"
+                if ((need_qemu)); then
+                    if is_bookworm; then
+                        echo "  # Debian 12 ships QEMU 7.2 (no x2APIC under TCG): use bookworm-backports."
+                        echo "  # Copy the first stanza of /etc/apt/sources.list.d/debian.sources to"
+                        echo "  # /etc/apt/sources.list.d/backports.sources with 'Suites: bookworm-backports',"
+                        echo "  # run 'sudo apt-get update', then:"
+                        echo "  sudo apt-get install -y -t bookworm-backports qemu-system-x86"
+                    else
+                        echo "  sudo apt-get install -y qemu-system-x86"
+                    fi
+                fi
+            else
+                echo "apt-get is not available: install these with your system's package manager."
+            fi
+        } >&2
+        exit 1
+    fi
+
+    export DEBIAN_FRONTEND=noninteractive
+    if ((need_qemu)) && is_bookworm; then
+        enable_backports
+    fi
+    step "apt-get update"
+    apt-get update
+    if ((${#missing[@]})); then
+        step "apt-get install ${missing[*]}"
+        apt-get install -y "${missing[@]}"
+    fi
+    if ((need_qemu)); then
+        if is_bookworm; then
+            step "apt-get install -t bookworm-backports qemu-system-x86 (QEMU >= $QEMU_MIN_MAJOR)"
+            apt-get install -y -t bookworm-backports qemu-system-x86
+        else
+            step "apt-get install qemu-system-x86"
+            apt-get install -y qemu-system-x86
+        fi
+        hash -r
+        qemu_ok || die "QEMU >= $QEMU_MIN_MAJOR is still not available" \
+            "($(qemu-system-x86_64 --version 2>/dev/null | head -n 1 || echo 'not installed'))"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+# Builds the kernel ELF ($KERNEL_ELF). Returns non-zero on failure instead of exiting, so that
+# `test` can report it and still run the rest.
+build_kernel() {
+    step "building the kernel: CARGO_TARGET_DIR=$KERNEL_TARGET_DIR cargo build -p kernel --target $KERNEL_TARGET --release"
+    CARGO_TARGET_DIR=$KERNEL_TARGET_DIR cargo build -p kernel --target "$KERNEL_TARGET" --release ||
+        return 1
+    if [[ ! -f $KERNEL_ELF ]]; then
+        echo "error: the build did not produce $KERNEL_ELF" >&2
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+cmd_run() {
+    ensure_toolchain
+    ensure_system qemu
+    build_kernel || die "kernel build failed"
+    local append="$*"
+    step "booting $KERNEL_ELF (q35, 512 MiB), cmdline: \"$append\""
+    echo "    To quit QEMU press Ctrl-A, then X.  (Ctrl-A, C switches to the QEMU monitor and back.)"
+    local status=0
+    qemu-system-x86_64 -machine q35 -m 512M -kernel "$KERNEL_ELF" \
+        -serial mon:stdio -display none -no-reboot \
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+        -append "$append" || status=$?
+    case $status in
+    33) step "the kernel exited with success (isa-debug-exit 0x10)" ;;
+    35) step "the kernel reported failure (isa-debug-exit 0x11)" && return 1 ;;
+    *) return "$status" ;;
+    esac
+}
+
+cmd_test() {
+    ensure_toolchain
+    ensure_system qemu ovmf grub
+    local failed_steps=()
+
+    step "cargo fmt --all -- --check"
+    cargo fmt --all -- --check || failed_steps+=("cargo fmt --check")
+    step "cargo clippy --all-targets -- -D warnings (host crates)"
+    cargo clippy --all-targets -- -D warnings || failed_steps+=("clippy (host crates)")
+    step "cargo clippy -p kernel --target $KERNEL_TARGET -- -D warnings"
+    cargo clippy -p kernel --target "$KERNEL_TARGET" -- -D warnings ||
+        failed_steps+=("clippy (kernel)")
+    # Built here so that progress is visible; the QEMU tests reuse it (same target dir).
+    build_kernel || failed_steps+=("kernel build")
+
+    step "cargo test --no-fail-fast"
+    local status=0
+    TEST_LOG=$(mktemp)
+    trap 'rm -f "$TEST_LOG"' EXIT
+    cargo test --no-fail-fast 2>&1 | tee "$TEST_LOG" || status=$?
+
+    local passed failed
+    read -r passed failed < <(awk '
+        /^test result: / {
+            for (i = 2; i <= NF; i++) {
+                if ($i ~ /^passed;?$/) p += $(i - 1)
+                if ($i ~ /^failed;?$/) f += $(i - 1)
+            }
+        }
+        END { printf "%d %d\n", p, f }
+    ' "$TEST_LOG")
+
+    ((${#failed_steps[@]} == 0)) || echo "also failed: $(IFS=,; echo "${failed_steps[*]}" | sed 's/,/, /g')"
+    ((status == 0)) || echo "cargo test exited with status $status"
+    echo "$passed passed, $failed failed"
+    ((status == 0 && failed == 0 && ${#failed_steps[@]} == 0))
+}
+
+cmd_iso() {
+    local cmdline="$*"
+    [[ $cmdline =~ $GRUB_CMDLINE_RE ]] ||
+        die "kernel command line \"$cmdline\": only letters, digits, spaces and ._,:/=+@%- can go into grub.cfg"
+    ensure_toolchain
+    ensure_system grub
+    build_kernel || die "kernel build failed"
+
+    step "writing $ISO (grub-mkrescue, BIOS + UEFI), cmdline: \"$cmdline\""
+    rm -rf "$ISO_TREE"
+    mkdir -p "$ISO_TREE/boot/grub"
+    cp "$KERNEL_ELF" "$ISO_TREE/boot/kernel.elf"
+    local template
+    template=$(<grub/grub.cfg.in)
+    # Quoted replacement: no `&` expansion (bash 5.2 patsub_replacement).
+    printf '%s\n' "${template//@CMDLINE@/"$cmdline"}" >"$ISO_TREE/boot/grub/grub.cfg"
+    local output
+    if ! output=$(grub-mkrescue -o "$ISO" "$ISO_TREE" 2>&1); then
+        echo "$output" >&2
+        die "grub-mkrescue failed"
+    fi
+    [[ -f $ISO ]] || die "grub-mkrescue did not write $ISO"
+
+    echo
+    echo "ISO image: $PWD/$ISO ($(du -h "$ISO" | cut -f1))"
+    echo
+    echo "Write it to a USB stick (replace /dev/sdX with the stick's device; everything on it is lost):"
+    echo "  sudo dd if=$ISO of=/dev/sdX bs=4M conv=fsync"
+    echo
+    echo "Try it in QEMU:"
+    echo "  BIOS: qemu-system-x86_64 -machine q35 -m 512M -cdrom $ISO -serial stdio"
+    echo "  UEFI: qemu-system-x86_64 -machine q35 -m 512M -bios /usr/share/ovmf/OVMF.fd -net none -cdrom $ISO -serial stdio"
+}
+
+cmd_bench() {
+    ensure_toolchain
+    ensure_system qemu
+    build_kernel || die "kernel build failed"
+    step "cargo run --release -p qemu-tests --bin bench"
+    cargo run --release -p qemu-tests --bin bench
+}
+
+main() {
+    COMMAND=${1:-}
+    case $COMMAND in
+    "") cmd_run ;;
+    --) shift && cmd_run "$@" ;;
+    test)
+        (($# == 1)) || die "usage: ./run.sh test"
+        cmd_test
+        ;;
+    iso)
+        shift
+        if (($#)); then
+            [[ $1 == -- ]] || die "usage: ./run.sh iso [-- <kernel args>]"
+            shift
+        fi
+        cmd_iso "$@"
+        ;;
+    bench)
+        (($# == 1)) || die "usage: ./run.sh bench"
+        cmd_bench
+        ;;
+    -h | --help | help) usage ;;
+    *)
+        usage >&2
+        die "unknown command: $COMMAND"
+        ;;
+    esac
+}
+
+main "$@"

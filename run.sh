@@ -58,10 +58,11 @@ ensure_toolchain() {
             "not installed. Install rustup (https://rustup.rs), then run ./run.sh again: it" \
             "installs the toolchain, the $KERNEL_TARGET target, rust-src, clippy and rustfmt."
     fi
-    # RUSTUP_AUTO_INSTALL=0 may be set, so install explicitly. Without arguments rustup
-    # installs the toolchain named in rust-toolchain.toml, with its targets and components.
+    # RUSTUP_AUTO_INSTALL=0 may be set, so install explicitly. Without a toolchain argument
+    # rustup installs the one named in rust-toolchain.toml, with its targets and components.
+    # --no-self-update: installing a toolchain must not replace the rustup binary itself.
     step "installing the Rust toolchain from rust-toolchain.toml (rustup toolchain install)"
-    rustup toolchain install
+    rustup toolchain install --no-self-update
     toolchain_complete || die "rustup toolchain install did not produce a complete toolchain" \
         "(need rustc, the $KERNEL_TARGET target, rust-src, clippy, rustfmt)"
 }
@@ -86,6 +87,7 @@ ovmf_ok() {
 
 is_bookworm() {
     [[ -r /etc/os-release ]] && (
+        # shellcheck source=/dev/null
         . /etc/os-release
         [[ ${ID:-} == debian && ${VERSION_CODENAME:-} == bookworm ]]
     )
@@ -270,7 +272,10 @@ cmd_test() {
         END { printf "%d %d\n", p, f }
     ' "$TEST_LOG")
 
-    ((${#failed_steps[@]} == 0)) || echo "also failed: $(IFS=,; echo "${failed_steps[*]}" | sed 's/,/, /g')"
+    local step_name
+    for step_name in "${failed_steps[@]}"; do
+        echo "also failed: $step_name"
+    done
     ((status == 0)) || echo "cargo test exited with status $status"
     echo "$passed passed, $failed failed"
     ((status == 0 && failed == 0 && ${#failed_steps[@]} == 0))

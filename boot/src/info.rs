@@ -581,10 +581,10 @@ mod tests {
         let info = normalise(&[
             r(0x10_0000, 0x10_0000, Usable),
             r(0, 0x9fc00, Usable),
-            r(0x5000, 0, Reserved), // empty
+            r(0x5000, 0, Reserved),          // empty
             r(0x20_0000, 0x10_0000, Usable), // touches the first: merged
             r(0x9fc00, 0x400, Reserved),
-            r(0xa0000, 0, Usable), // empty
+            r(0xa0000, 0, Usable),    // empty
             r(u64::MAX, 5, Reserved), // empty once clamped
         ]);
         assert_eq!(
@@ -608,7 +608,7 @@ mod tests {
             r(0x8000, 0x1000, Reserved),
             r(0x8000, 0x1000, Usable), // identical range, weaker kind
             r(0x9000, 0x1000, Defective),
-            r(0x9800, 0x1000, Reserved), // over defective's tail
+            r(0x9800, 0x1000, Reserved),          // over defective's tail
             r(0xf_f000, 0x2000, AcpiReclaimable), // runs past usable's end
         ]);
         assert_eq!(
@@ -650,7 +650,13 @@ mod tests {
     fn normalise_caps_output_and_counts() {
         // 200 alternating kinds: 200 output regions, 72 over the cap.
         let raw: Vec<MemoryRegion> = (0..200u64)
-            .map(|i| r(i * 0x1000, 0x1000, if i % 2 == 0 { Usable } else { Reserved }))
+            .map(|i| {
+                r(
+                    i * 0x1000,
+                    0x1000,
+                    if i % 2 == 0 { Usable } else { Reserved },
+                )
+            })
             .collect();
         let info = normalise(&raw);
         assert_eq!(info.memory_map().len(), MAX_MEMORY_REGIONS);
@@ -766,7 +772,10 @@ mod tests {
         assert_eq!(Rsdp::from_bytes(0, &bad), Err(RsdpError::BadChecksum));
         let mut bad = good.clone();
         bad[24] ^= 1; // XSDT address: only the extended checksum covers it
-        assert_eq!(Rsdp::from_bytes(0, &bad), Err(RsdpError::BadExtendedChecksum));
+        assert_eq!(
+            Rsdp::from_bytes(0, &bad),
+            Err(RsdpError::BadExtendedChecksum)
+        );
         assert!(Rsdp::from_v1_bytes(0, &bad).is_ok());
         let mut bad = good.clone();
         bad[20] = 20; // length below 36 (checksums no longer matter)
@@ -774,7 +783,10 @@ mod tests {
             Rsdp::from_bytes(0, &bad),
             Err(RsdpError::BadLength { length: 20 })
         );
-        assert_eq!(Rsdp::from_bytes(0, &[]), Err(RsdpError::TooShort { len: 0 }));
+        assert_eq!(
+            Rsdp::from_bytes(0, &[]),
+            Err(RsdpError::TooShort { len: 0 })
+        );
     }
 
     #[test]
@@ -783,7 +795,11 @@ mod tests {
             RsdpError::BadChecksum.to_string(),
             "RSDP checksum (first 20 bytes) is not zero"
         );
-        assert!(MemoryMapTooLarge { entries: 5000 }.to_string().contains("5000"));
+        assert!(
+            MemoryMapTooLarge { entries: 5000 }
+                .to_string()
+                .contains("5000")
+        );
         assert_eq!(Loader::Pvh.to_string(), "PVH");
         assert_eq!(AcpiNvs.to_string(), "ACPI NVS");
     }

@@ -44,4 +44,4 @@ pub use info::{
 pub use multiboot2::Multiboot2Error;
 pub use phys::{PhysMemory, Snapshot, write_fixture};
 pub use pvh::PvhError;
-pub use ranges::{FRAME_SIZE, FrameRanges, RangeSet, usable_frames};
+pub use ranges::{CapacityError, FRAME_SIZE, FrameRanges, RangeSet, usable_frames};

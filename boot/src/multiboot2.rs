@@ -401,7 +401,12 @@ mod tests {
             .string(2, "GRUB 2.06-13+deb12u1")
             .tag(10, &[0; 20]) // APM
             .tag(4, &basic) // basic memory info
-            .tag(5, &[0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]) // bootdev
+            .tag(
+                5,
+                &[
+                    0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                ],
+            ) // bootdev
             .mmap(&BIOS_E820, 24)
             .tag(9, &[0; 84]) // ELF sections, shortened
             .framebuffer(0xb8000, 160, 80, 25, 16, 2) // EGA text
@@ -424,7 +429,10 @@ mod tests {
             .collect();
         assert_eq!(info.memory_map(), &map[..]);
         assert_eq!(info.usable_bytes(), 0x9fc00 + 0x7ee_0000);
-        assert_eq!(info.framebuffer, None, "EGA text is not a linear framebuffer");
+        assert_eq!(
+            info.framebuffer, None,
+            "EGA text is not a linear framebuffer"
+        );
         let p = info.rsdp.unwrap();
         assert_eq!((p.revision, p.len, p.rsdt_address()), (0, 20, 0x7fe_2345));
         // The copy's address inside the MBI: the 14 tag's body.
@@ -537,7 +545,9 @@ mod tests {
             );
         }
         // num_pages so large the byte length overflows: clamped, not wrapped.
-        let blob = Mbi::new().efi_mmap(&[(7, 0x1000, u64::MAX / 2)], 40).finish();
+        let blob = Mbi::new()
+            .efi_mmap(&[(7, 0x1000, u64::MAX / 2)], 40)
+            .finish();
         assert_eq!(
             parse_blob(&blob).unwrap().memory_map(),
             &[r(0x1000, u64::MAX - 0x1000, Usable)]
@@ -570,7 +580,10 @@ mod tests {
     fn mmap_entry_size_is_honoured() {
         for size in [24, 32, 40] {
             let blob = Mbi::new().mmap(&BIOS_E820, size).finish();
-            assert_eq!(parse_blob(&blob).unwrap().memory_map().len(), BIOS_E820.len());
+            assert_eq!(
+                parse_blob(&blob).unwrap().memory_map().len(),
+                BIOS_E820.len()
+            );
         }
         for size in [0, 8, 20, 23] {
             let mut blob = Mbi::new().mmap(&BIOS_E820, 24).finish();
@@ -657,7 +670,12 @@ mod tests {
                     total_size: MAX_TOTAL_SIZE + 1,
                 },
             ),
-            (u32::MAX, Multiboot2Error::TooLarge { total_size: u32::MAX }),
+            (
+                u32::MAX,
+                Multiboot2Error::TooLarge {
+                    total_size: u32::MAX,
+                },
+            ),
         ] {
             set32(&mut blob, 0, total);
             assert_eq!(parse_blob(&blob).unwrap_err(), err);
@@ -676,12 +694,18 @@ mod tests {
         // Fixed part itself unreadable.
         assert_eq!(
             parse_blob(&blob[..7]).unwrap_err(),
-            Multiboot2Error::Unreadable { address: MBI, len: 8 }
+            Multiboot2Error::Unreadable {
+                address: MBI,
+                len: 8
+            }
         );
         // Smallest valid structure: no memory map.
         let empty = Mbi::new().finish();
         assert_eq!(empty.len(), 16);
-        assert_eq!(parse_blob(&empty).unwrap_err(), Multiboot2Error::NoMemoryMap);
+        assert_eq!(
+            parse_blob(&empty).unwrap_err(),
+            Multiboot2Error::NoMemoryMap
+        );
     }
 
     #[test]
@@ -762,19 +786,31 @@ mod tests {
     #[test]
     fn missing_end_tag() {
         let blob = Mbi::new().mmap(&BIOS_E820, 24).finish_without_end();
-        assert_eq!(parse_blob(&blob).unwrap_err(), Multiboot2Error::MissingEndTag);
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::MissingEndTag
+        );
         // A last tag whose padding would run past total_size.
-        let blob = Mbi::new().mmap(&BIOS_E820, 24).raw_tag(2, 9, b"x").finish_without_end();
+        let blob = Mbi::new()
+            .mmap(&BIOS_E820, 24)
+            .raw_tag(2, 9, b"x")
+            .finish_without_end();
         let mut blob = blob;
         let total = blob.len() as u32 - 7; // ends right after the 9-byte tag
         set32(&mut blob, 0, total);
-        assert_eq!(parse_blob(&blob).unwrap_err(), Multiboot2Error::MissingEndTag);
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::MissingEndTag
+        );
         // A few stray bytes, not enough for a tag header.
         let mut blob = Mbi::new().mmap(&BIOS_E820, 24).finish_without_end();
         blob.extend_from_slice(&[0; 4]);
         let total = blob.len() as u32;
         set32(&mut blob, 0, total);
-        assert_eq!(parse_blob(&blob).unwrap_err(), Multiboot2Error::MissingEndTag);
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::MissingEndTag
+        );
     }
 
     #[test]
@@ -805,18 +841,30 @@ mod tests {
             }
         );
         // RSDP copies that are too short.
-        let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(14, &rsdp(0, 1, 0)[..19]).finish();
+        let blob = Mbi::new()
+            .mmap(&BIOS_E820, 24)
+            .tag(14, &rsdp(0, 1, 0)[..19])
+            .finish();
         assert_eq!(
             parse_blob(&blob).unwrap_err(),
             Multiboot2Error::Rsdp(RsdpError::TooShort { len: 19 })
         );
-        let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(15, &rsdp(2, 1, 2)[..20]).finish();
+        let blob = Mbi::new()
+            .mmap(&BIOS_E820, 24)
+            .tag(15, &rsdp(2, 1, 2)[..20])
+            .finish();
         assert_eq!(
             parse_blob(&blob).unwrap_err(),
             Multiboot2Error::Rsdp(RsdpError::TooShort { len: 20 })
         );
         // Empty string tags are fine.
-        let info = parse_blob(&Mbi::new().mmap(&BIOS_E820, 24).tag(1, &[]).tag(2, &[]).finish());
+        let info = parse_blob(
+            &Mbi::new()
+                .mmap(&BIOS_E820, 24)
+                .tag(1, &[])
+                .tag(2, &[])
+                .finish(),
+        );
         assert_eq!(info.unwrap().cmdline(), "");
     }
 
@@ -880,14 +928,33 @@ mod tests {
         use Multiboot2Error as E;
         let all = [
             E::Misaligned { address: 4 },
-            E::Unreadable { address: 8, len: 16 },
+            E::Unreadable {
+                address: 8,
+                len: 16,
+            },
             E::TooSmall { total_size: 1 },
-            E::TooLarge { total_size: u32::MAX },
-            E::TagTooSmall { offset: 8, tag_type: 1, size: 2 },
-            E::TagOverrun { offset: 8, tag_type: 1, size: 2 },
-            E::TagBodyTooShort { tag_type: 8, size: 9 },
+            E::TooLarge {
+                total_size: u32::MAX,
+            },
+            E::TagTooSmall {
+                offset: 8,
+                tag_type: 1,
+                size: 2,
+            },
+            E::TagOverrun {
+                offset: 8,
+                tag_type: 1,
+                size: 2,
+            },
+            E::TagBodyTooShort {
+                tag_type: 8,
+                size: 9,
+            },
             E::MissingEndTag,
-            E::BadEntrySize { tag_type: 6, entry_size: 3 },
+            E::BadEntrySize {
+                tag_type: 6,
+                entry_size: 3,
+            },
             E::NoMemoryMap,
             E::MemoryMapTooLarge { entries: 9999 },
             E::Rsdp(RsdpError::BadChecksum),

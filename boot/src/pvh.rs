@@ -358,7 +358,10 @@ mod tests {
     fn bad_magic() {
         let mut b = Blobs::qemu("");
         set32(&mut b.si, 0, 0x2bad_b002); // multiboot1's magic
-        assert_eq!(b.parse().unwrap_err(), PvhError::BadMagic { found: 0x2bad_b002 });
+        assert_eq!(
+            b.parse().unwrap_err(),
+            PvhError::BadMagic { found: 0x2bad_b002 }
+        );
     }
 
     #[test]
@@ -375,10 +378,16 @@ mod tests {
     fn empty_memory_map_fields() {
         let mut b = Blobs::qemu("");
         set32(&mut b.si, 48, 0);
-        assert_eq!(b.parse().unwrap_err(), PvhError::MissingMemoryMap { version: 1 });
+        assert_eq!(
+            b.parse().unwrap_err(),
+            PvhError::MissingMemoryMap { version: 1 }
+        );
         let mut b = Blobs::qemu("");
         set64(&mut b.si, 40, 0);
-        assert_eq!(b.parse().unwrap_err(), PvhError::MissingMemoryMap { version: 1 });
+        assert_eq!(
+            b.parse().unwrap_err(),
+            PvhError::MissingMemoryMap { version: 1 }
+        );
     }
 
     #[test]
@@ -386,7 +395,10 @@ mod tests {
         for entries in [u32::MAX, 0x0aaa_aaab, MAX_RAW_MEMORY_ENTRIES as u32 + 1] {
             let mut b = Blobs::qemu("");
             set32(&mut b.si, 48, entries);
-            assert_eq!(b.parse().unwrap_err(), PvhError::MemoryMapTooLarge { entries });
+            assert_eq!(
+                b.parse().unwrap_err(),
+                PvhError::MemoryMapTooLarge { entries }
+            );
         }
         // Within the limit but past the readable table.
         let mut b = Blobs::qemu("");
@@ -442,13 +454,13 @@ mod tests {
         let raw = [
             (0x10_0000, 0x100_0000, 1), // 1 MiB .. 17 MiB usable
             (0, 0x9fc00, 1),
-            (0x50_0000, 0, 2),          // zero-size
-            (0x80_0000, 0x1000, 4),     // NVS inside usable
-            (0x80_0800, 0x1000, 7),     // PMEM (unknown here: reserved), straddling
-            (0xa0_0000, 0x10_0000, 3),  // ACPI inside usable
-            (0xa0_0000, 0x10_0000, 1),  // same range again, usable: loses
-            (0x9fc00, 0x400, 0x1234),   // unknown type: reserved
-            (0x110_0000, 0, 1),         // zero-size at the end
+            (0x50_0000, 0, 2),         // zero-size
+            (0x80_0000, 0x1000, 4),    // NVS inside usable
+            (0x80_0800, 0x1000, 7),    // PMEM (unknown here: reserved), straddling
+            (0xa0_0000, 0x10_0000, 3), // ACPI inside usable
+            (0xa0_0000, 0x10_0000, 1), // same range again, usable: loses
+            (0x9fc00, 0x400, 0x1234),  // unknown type: reserved
+            (0x110_0000, 0, 1),        // zero-size at the end
         ];
         b.memmap = e820(&raw, 24);
         set32(&mut b.si, 48, raw.len() as u32);
@@ -482,7 +494,10 @@ mod tests {
         assert_eq!(info.dropped_regions, 300 - crate::MAX_MEMORY_REGIONS);
         // The lowest addresses are kept.
         assert_eq!(info.memory_map()[0], r(0, 0x1000, Usable));
-        assert_eq!(info.memory_map()[127], r(127 * 0x2000, 0x1000, AcpiReclaimable));
+        assert_eq!(
+            info.memory_map()[127],
+            r(127 * 0x2000, 0x1000, AcpiReclaimable)
+        );
     }
 
     #[test]
@@ -522,10 +537,16 @@ mod tests {
     fn rsdp_checks() {
         let mut b = Blobs::qemu("");
         b.rsdp[8] = b.rsdp[8].wrapping_add(1);
-        assert_eq!(b.parse().unwrap_err(), PvhError::Rsdp(RsdpError::BadChecksum));
+        assert_eq!(
+            b.parse().unwrap_err(),
+            PvhError::Rsdp(RsdpError::BadChecksum)
+        );
         let mut b = Blobs::qemu("");
         b.rsdp[0] = b'r';
-        assert_eq!(b.parse().unwrap_err(), PvhError::Rsdp(RsdpError::BadSignature));
+        assert_eq!(
+            b.parse().unwrap_err(),
+            PvhError::Rsdp(RsdpError::BadSignature)
+        );
         let mut b = Blobs::qemu("");
         b.rsdp.truncate(19);
         assert_eq!(
@@ -540,7 +561,10 @@ mod tests {
         b.rsdp = rsdp(2, 0x7fe_2000, 0x7fe_2100);
         let info = b.parse().unwrap();
         let p = info.rsdp.unwrap();
-        assert_eq!((p.revision, p.len, p.xsdt_address()), (2, 36, Some(0x7fe_2100)));
+        assert_eq!(
+            (p.revision, p.len, p.xsdt_address()),
+            (2, 36, Some(0x7fe_2100))
+        );
         assert_eq!(info.sources()[3], (RSDP, 36));
         b.rsdp[28] ^= 0x40;
         assert_eq!(
@@ -562,7 +586,9 @@ mod tests {
         set32(&mut b.rsdp, 20, 0xffff_ff00);
         assert_eq!(
             b.parse().unwrap_err(),
-            PvhError::Rsdp(RsdpError::BadLength { length: 0xffff_ff00 })
+            PvhError::Rsdp(RsdpError::BadLength {
+                length: 0xffff_ff00
+            })
         );
     }
 }

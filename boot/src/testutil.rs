@@ -110,9 +110,7 @@ impl Default for Mbi {
 impl Mbi {
     /// The fixed part, total_size filled in by [`Mbi::finish`].
     pub fn new() -> Mbi {
-        Mbi {
-            bytes: vec![0; 8],
-        }
+        Mbi { bytes: vec![0; 8] }
     }
 
     /// Appends a tag with `body`, then pads to 8 bytes.

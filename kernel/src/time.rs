@@ -83,3 +83,13 @@ pub fn micros_since_boot() -> u64 {
     let delta = rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed));
     ((delta as u128) * 1_000_000 / hz as u128) as u64
 }
+
+/// Spins for at least `us` microseconds (never returns early; bounded by the TSC).
+pub fn busy_wait_us(us: u64) {
+    let hz = tsc_hz().max(1_000_000);
+    let ticks = us.saturating_mul(hz / 1_000_000);
+    let start = rdtsc();
+    while rdtsc().wrapping_sub(start) < ticks {
+        core::hint::spin_loop();
+    }
+}

@@ -106,6 +106,7 @@ pub fn build_kernel() -> Result<PathBuf, String> {
 
 /// The kernel ELF, built at most once per process. Panics with cargo's output if the build
 /// fails (every caller in the process gets the same failure, without rebuilding).
+#[track_caller]
 pub fn kernel_elf() -> &'static Path {
     static KERNEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match KERNEL.get_or_init(build_kernel) {
@@ -258,6 +259,7 @@ pub fn say(line: &str) {
 /// Decides whether a QEMU scenario can run. Returns `true` if QEMU is available. If it is not
 /// and the `CI` environment variable is unset, prints a clear `SKIPPED` message (visible even
 /// though the harness captures output) and returns `false`; under CI it panics instead.
+#[track_caller]
 pub fn qemu_or_skip(test: &str) -> bool {
     if qemu_available() {
         return true;

@@ -45,6 +45,7 @@ fn run(name: &str, qemu: &Qemu) -> Outcome {
 
 /// Checks a `test=boot` run: exit 33, all tests ok, command line round trip, loader, usable
 /// memory between `min_percent` and 100 % of the VM's memory, `kernel ready`.
+#[track_caller]
 fn check_boot(name: &str, outcome: &Outcome, cmdline: &str, loader: Loader, min_percent: u64) {
     let memory = u64::from(MEMORY_MIB) << 20;
     check(name, outcome, |outcome, report| {
@@ -104,6 +105,7 @@ fn pvh_pc() {
     check_boot("pvh_pc", &outcome, &cmdline, Loader::Pvh, 85);
 }
 
+#[track_caller]
 fn grub(name: &str, firmware: Firmware, min_percent: u64) {
     if !qemu_or_skip(name) {
         return;

@@ -15,7 +15,7 @@
 //! (SDM vol. 3A §11.12.4).
 
 use boot::ranges::RangeSet;
-use boot::{BootInfo, MemoryKind};
+use boot::BootInfo;
 use spin::Mutex;
 
 use super::PAGE_SIZE;
@@ -69,7 +69,7 @@ pub fn init(boot: &BootInfo) {
     let mut free = RangeSet::new();
     free.insert(MMIO_BASE, MMIO_BASE + MMIO_SIZE).expect("empty set has room");
     let mut ram = RangeSet::new();
-    for r in boot.memory_map().iter().filter(|r| r.kind != MemoryKind::Reserved) {
+    for r in boot.memory_map().iter().filter(|r| paging::is_ram(r.kind)) {
         let _ = ram.insert(r.start, r.end());
     }
     *WINDOW.lock() = Some(Window { free, ram });
@@ -87,7 +87,12 @@ pub struct Mmio {
     virt: u64,
     offset: u64,
     pages: u64,
+    /// Mapped with 2 MiB pages (`pages` counts 4 KiB units either way).
+    huge: bool,
 }
+
+/// 2 MiB: large device windows (ECAM: 1 MiB per bus) aligned to this use large pages.
+const HUGE: u64 = 2 << 20;
 
 impl Mmio {
     /// Maps `len` bytes of device memory at physical address `phys`.
@@ -97,6 +102,8 @@ impl Mmio {
         let last = end.checked_add(PAGE_SIZE - 1).ok_or(MapError::BadRange { phys, len })? & !(PAGE_SIZE - 1);
         let pages = (last - first) / PAGE_SIZE;
         let size = pages * PAGE_SIZE;
+        let huge = first.is_multiple_of(HUGE) && size.is_multiple_of(HUGE);
+        let align = if huge { HUGE } else { PAGE_SIZE };
 
         let virt = x86_64::instructions::interrupts::without_interrupts(|| {
             let mut guard = WINDOW.lock();
@@ -104,23 +111,32 @@ impl Mmio {
             if super::frames::overlaps(&window.ram, first, last) {
                 return Err(MapError::OverlapsRam { phys });
             }
-            let (start, _) = window
+            let start = window
                 .free
                 .iter()
-                .find(|(s, e)| e - s >= size)
+                .find_map(|(s, e)| {
+                    let aligned = s.next_multiple_of(align);
+                    (aligned < e && e - aligned >= size).then_some(aligned)
+                })
                 .ok_or(MapError::WindowFull { len: size })?;
             window.free.remove(start, start + size).map_err(|_| MapError::WindowFull { len: size })?;
             Ok(start)
         })?;
 
         let mapped = paging::with(|space| {
-            for i in 0..pages {
-                if space.map_device_page(virt + i * PAGE_SIZE, first + i * PAGE_SIZE).is_err() {
-                    for j in 0..i {
-                        let _ = space.unmap_page(virt + j * PAGE_SIZE);
-                    }
+            let step = if huge { HUGE } else { PAGE_SIZE };
+            let mut at = 0;
+            while at < size {
+                let ok = if huge {
+                    space.map_device_huge(virt + at, first + at).is_ok()
+                } else {
+                    space.map_device_page(virt + at, first + at).is_ok()
+                };
+                if !ok {
+                    unmap(space, virt, at, huge);
                     return Err(MapError::OutOfFrames);
                 }
+                at += step;
             }
             Ok(())
         });
@@ -129,7 +145,7 @@ impl Mmio {
             return Err(e);
         }
         // INVARIANT: all `pages` pages are mapped to the device range and owned by this value.
-        Ok(Mmio { phys, len, virt, offset: phys - first, pages })
+        Ok(Mmio { phys, len, virt, offset: phys - first, pages, huge })
     }
 
     /// Physical address of the first byte.
@@ -178,6 +194,58 @@ impl Mmio {
 
 }
 
+/// The parts of a mapping handed out by [`Mmio::into_raw`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawMmio {
+    /// Physical address of the first byte.
+    pub phys: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Virtual address of the first byte.
+    pub virt: u64,
+}
+
+impl Mmio {
+    /// Gives up ownership without unmapping, for APIs (such as the `acpi` crate's
+    /// `PhysicalMapping`) that keep a raw address and call back to unmap.
+    pub fn into_raw(self) -> RawMmio {
+        let raw = RawMmio { phys: self.phys, len: self.len, virt: self.virt() };
+        core::mem::forget(self);
+        raw
+    }
+
+    /// Takes ownership back from [`Mmio::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` must come from `into_raw` and be given back at most once.
+    pub unsafe fn from_raw(raw: RawMmio) -> Mmio {
+        let first = raw.phys & !(PAGE_SIZE - 1);
+        let last = (raw.phys + raw.len).next_multiple_of(PAGE_SIZE);
+        let size = last - first;
+        // INVARIANT: the caller guarantees this is the mapping `into_raw` gave up, and `map`
+        // chose large pages by the same rule.
+        Mmio {
+            phys: raw.phys,
+            len: raw.len,
+            virt: raw.virt - (raw.phys - first),
+            offset: raw.phys - first,
+            pages: size / PAGE_SIZE,
+            huge: first.is_multiple_of(HUGE) && size.is_multiple_of(HUGE),
+        }
+    }
+}
+
+/// Whether `[phys, phys + len)` lies inside RAM that the kernel identity-maps.
+pub fn is_identity_mapped_ram(phys: u64, len: u64) -> bool {
+    let end = phys.saturating_add(len);
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        WINDOW
+            .lock()
+            .as_ref()
+            .is_some_and(|w| w.ram.iter().any(|(s, e)| s <= phys && end <= e))
+    }) && phys >= PAGE_SIZE
+}
+
 fn release_virtual(virt: u64, size: u64) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         if let Some(window) = WINDOW.lock().as_mut()
@@ -188,15 +256,22 @@ fn release_virtual(virt: u64, size: u64) {
     });
 }
 
+/// Unmaps `size` bytes from `virt` (4 KiB or 2 MiB pages).
+fn unmap(space: &mut paging::AddressSpace, virt: u64, size: u64, huge: bool) {
+    let step = if huge { HUGE } else { PAGE_SIZE };
+    let mut at = 0;
+    while at < size {
+        let result = if huge { space.unmap_huge(virt + at) } else { space.unmap_page(virt + at) };
+        if let Err(e) = result {
+            log::error!("mmio: unmapping {:#x} failed: {e:?}", virt + at);
+        }
+        at += step;
+    }
+}
+
 impl Drop for Mmio {
     fn drop(&mut self) {
-        paging::with(|space| {
-            for i in 0..self.pages {
-                if let Err(e) = space.unmap_page(self.virt + i * PAGE_SIZE) {
-                    log::error!("mmio: unmapping {:#x} failed: {e:?}", self.virt + i * PAGE_SIZE);
-                }
-            }
-        });
+        paging::with(|space| unmap(space, self.virt, self.pages * PAGE_SIZE, self.huge));
         release_virtual(self.virt, self.pages * PAGE_SIZE);
     }
 }

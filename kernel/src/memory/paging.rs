@@ -50,7 +50,8 @@ pub fn with<R>(f: impl FnOnce(&mut AddressSpace) -> R) -> R {
     })
 }
 
-fn is_ram(kind: MemoryKind) -> bool {
+/// The memory-map kinds the kernel identity-maps as RAM.
+pub fn is_ram(kind: MemoryKind) -> bool {
     matches!(
         kind,
         MemoryKind::Usable | MemoryKind::AcpiReclaimable | MemoryKind::AcpiNvs
@@ -136,6 +137,30 @@ impl AddressSpace {
         let flush = unsafe {
             self.mapper.map_to_with_table_flags(page, frame, flags, Flags::PRESENT | Flags::WRITABLE, &mut GlobalFrames)
         }?;
+        flush.flush();
+        Ok(())
+    }
+
+    /// Maps one 2 MiB page of device memory uncached (both addresses 2 MiB-aligned).
+    pub fn map_device_huge(&mut self, virt: u64, phys: u64) -> Result<(), MapToError<Size2MiB>> {
+        let mut flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::HUGE_PAGE;
+        if self.nx {
+            flags |= Flags::NO_EXECUTE;
+        }
+        let page = Page::<Size2MiB>::from_start_address(VirtAddr::new(virt)).map_err(|_| MapToError::FrameAllocationFailed)?;
+        let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(phys)).map_err(|_| MapToError::FrameAllocationFailed)?;
+        // SAFETY: as in `map_device_page`.
+        let flush = unsafe {
+            self.mapper.map_to_with_table_flags(page, frame, flags, Flags::PRESENT | Flags::WRITABLE, &mut GlobalFrames)
+        }?;
+        flush.flush();
+        Ok(())
+    }
+
+    /// Removes one 2 MiB mapping and flushes it from the TLB.
+    pub fn unmap_huge(&mut self, virt: u64) -> Result<(), UnmapError> {
+        let page = Page::<Size2MiB>::containing_address(VirtAddr::new(virt));
+        let (_, flush) = self.mapper.unmap(page)?;
         flush.flush();
         Ok(())
     }

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "boot benchmark: PVH, q35, 512 MiB, cmdline \"bench\", {} (TCG unless you add KVM)",
+        "boot benchmark: PVH, q35, 512 MiB, cmdline \"bench\", {}",
         kernel.display()
     );
     println!("time from spawning QEMU to the serial line `{MARKER}`:");

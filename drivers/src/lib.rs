@@ -29,8 +29,14 @@ impl Match {
     /// Whether a function with these identity fields matches.
     pub const fn matches(&self, vendor: u16, device: u16, class: u8, subclass: u8) -> bool {
         match *self {
-            Match::Id { vendor: v, device: d } => v == vendor && d == device,
-            Match::Class { class: c, subclass: s } => c == class && s == subclass,
+            Match::Id {
+                vendor: v,
+                device: d,
+            } => v == vendor && d == device,
+            Match::Class {
+                class: c,
+                subclass: s,
+            } => c == class && s == subclass,
         }
     }
 }
@@ -41,10 +47,16 @@ mod tests {
 
     #[test]
     fn id_and_class_matches() {
-        let edu = Match::Id { vendor: 0x1234, device: 0x11e8 };
+        let edu = Match::Id {
+            vendor: 0x1234,
+            device: 0x11e8,
+        };
         assert!(edu.matches(0x1234, 0x11e8, 0x00, 0xff));
         assert!(!edu.matches(0x1234, 0x11e9, 0x00, 0xff));
-        let nvme = Match::Class { class: 0x01, subclass: 0x08 };
+        let nvme = Match::Class {
+            class: 0x01,
+            subclass: 0x08,
+        };
         assert!(nvme.matches(0x1b36, 0x0010, 0x01, 0x08));
         assert!(!nvme.matches(0x1b36, 0x0010, 0x01, 0x06));
     }

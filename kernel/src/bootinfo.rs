@@ -47,7 +47,9 @@ pub fn init(loader: u32, address: u32) -> Result<&'static BootInfo, Error> {
 
 /// The boot information (after [`init`]).
 pub fn get() -> &'static BootInfo {
-    BOOT_INFO.get().expect("boot information read before bootinfo::init")
+    BOOT_INFO
+        .get()
+        .expect("boot information read before bootinfo::init")
 }
 
 /// Prints the loader's raw structures in the fixture format (`dumpboot` option), so a real

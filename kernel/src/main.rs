@@ -21,6 +21,8 @@ mod logger;
 mod memory;
 mod options;
 mod panic;
+mod pcie;
+mod platform;
 mod qemu;
 mod serial;
 mod tests;
@@ -58,6 +60,11 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     memory::init(boot);
 
     summary(boot);
+    let platform = platform::init(boot);
+    if let Some(p) = platform {
+        platform::log_summary(p);
+    }
+    pcie::init(platform.map_or(&[][..], |p| &p.ecam));
     serial_println!("kernel ready");
 
     match options.test {
@@ -82,12 +89,22 @@ fn summary(boot: &BootInfo) {
     );
     log::info!("TSC: {} MHz", time::tsc_hz() / 1_000_000);
     for r in boot.memory_map() {
-        log::info!("  [{:#014x}-{:#014x}) {:>9} KiB {:?}", r.start, r.end(), r.len / 1024, r.kind);
+        log::info!(
+            "  [{:#014x}-{:#014x}) {:>9} KiB {:?}",
+            r.start,
+            r.end(),
+            r.len / 1024,
+            r.kind
+        );
     }
     if boot.dropped_regions > 0 {
-        log::warn!("{} memory-map entries dropped (empty or too many)", boot.dropped_regions);
+        log::warn!(
+            "{} memory-map entries dropped (empty or too many)",
+            boot.dropped_regions
+        );
     }
-    let (free, managed, leaked) = memory::frames::with(|f| (f.free_bytes(), f.managed_bytes(), f.leaked_frames()));
+    let (free, managed, leaked) =
+        memory::frames::with(|f| (f.free_bytes(), f.managed_bytes(), f.leaked_frames()));
     let (heap_used, heap_free) = memory::heap::usage();
     log::info!(
         "memory: {} MiB usable, {} MiB allocatable, {} MiB free, heap {} KiB ({} KiB used){}",
@@ -101,12 +118,23 @@ fn summary(boot: &BootInfo) {
     match &boot.rsdp {
         Some(r) => {
             let oem = core::str::from_utf8(&r.bytes[9..15]).unwrap_or("?");
-            log::info!("RSDP: at {:#x}, ACPI revision {}, OEM {:?}", r.loader_address, r.revision, oem);
+            log::info!(
+                "RSDP: at {:#x}, ACPI revision {}, OEM {:?}",
+                r.loader_address,
+                r.revision,
+                oem
+            );
         }
         None => log::warn!("RSDP: none given by the loader"),
     }
     if let Some(fb) = &boot.framebuffer {
-        log::info!("framebuffer: {}x{}x{} at {:#x}", fb.width, fb.height, fb.bpp, fb.address);
+        log::info!(
+            "framebuffer: {}x{}x{} at {:#x}",
+            fb.width,
+            fb.height,
+            fb.bpp,
+            fb.address
+        );
     }
     log::info!("command line: {:?}", boot.cmdline());
     serial_println!(

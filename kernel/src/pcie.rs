@@ -13,6 +13,7 @@
 //! for an absent function, so callers need no special case.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use pci_types::{ConfigRegionAccess, PciAddress};
 use spin::{Mutex, Once};
@@ -40,9 +41,11 @@ enum Method {
     PortIo(Mutex<()>),
 }
 
-/// The kernel's [`ConfigRegionAccess`].
+/// The kernel's [`ConfigRegionAccess`]. Counts its accesses for the enumeration benchmark.
 pub struct KernelConfig {
     method: Method,
+    reads: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl KernelConfig {
@@ -59,7 +62,11 @@ impl KernelConfig {
         }
     }
 
-    fn ecam_offset(windows: &[EcamWindow], address: PciAddress, offset: u16) -> Option<(&Mmio, u64)> {
+    fn ecam_offset(
+        windows: &[EcamWindow],
+        address: PciAddress,
+        offset: u16,
+    ) -> Option<(&Mmio, u64)> {
         let w = windows.iter().find(|w| {
             w.region.segment == address.segment()
                 && (w.region.start_bus..=w.region.end_bus).contains(&address.bus())
@@ -81,15 +88,26 @@ impl KernelConfig {
         })
     }
 
+    /// (reads, writes) made so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Reads a dword (all ones where nothing answers).
     pub fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         match &self.method {
             Method::Ecam(windows) => match Self::ecam_offset(windows, address, offset) {
                 Some((mmio, at)) => mmio.read32(at),
                 None => u32::MAX,
             },
             Method::PortIo(lock) => {
-                let Some(a) = Self::port_address(address, offset) else { return u32::MAX };
+                let Some(a) = Self::port_address(address, offset) else {
+                    return u32::MAX;
+                };
                 let _guard = lock.lock();
                 x86_64::instructions::interrupts::without_interrupts(|| {
                     // SAFETY: configuration mechanism #1 ports, used only under `lock`.
@@ -103,6 +121,7 @@ impl KernelConfig {
 
     /// Writes a dword (dropped where nothing answers).
     pub fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         match &self.method {
             Method::Ecam(windows) => {
                 if let Some((mmio, at)) = Self::ecam_offset(windows, address, offset) {
@@ -110,7 +129,9 @@ impl KernelConfig {
                 }
             }
             Method::PortIo(lock) => {
-                let Some(a) = Self::port_address(address, offset) else { return };
+                let Some(a) = Self::port_address(address, offset) else {
+                    return;
+                };
                 let _guard = lock.lock();
                 x86_64::instructions::interrupts::without_interrupts(|| {
                     // SAFETY: configuration mechanism #1 ports, used only under `lock`.
@@ -133,20 +154,26 @@ impl ConfigRegionAccess for KernelConfig {
     }
 }
 
-static CONFIG: Once<pci::Counting<KernelConfig>> = Once::new();
+static CONFIG: Once<KernelConfig> = Once::new();
 
 /// Chooses the access method: ECAM for every MCFG window that maps, else port I/O.
-pub fn init(ecam: &[EcamRegion]) -> &'static pci::Counting<KernelConfig> {
+pub fn init(ecam: &[EcamRegion]) -> &'static KernelConfig {
     CONFIG.call_once(|| {
         let mut windows = Vec::new();
         for region in ecam {
             if region.end_bus < region.start_bus {
-                log::warn!("pci: MCFG entry for segment {} has end bus below start bus; ignored", region.segment);
+                log::warn!(
+                    "pci: MCFG entry for segment {} has end bus below start bus; ignored",
+                    region.segment
+                );
                 continue;
             }
             let buses = u64::from(region.end_bus - region.start_bus) + 1;
             match Mmio::map(region.base, buses << 20) {
-                Ok(mmio) => windows.push(EcamWindow { region: *region, mmio }),
+                Ok(mmio) => windows.push(EcamWindow {
+                    region: *region,
+                    mmio,
+                }),
                 Err(e) => log::error!("pci: cannot map ECAM at {:#x}: {e}", region.base),
             }
         }
@@ -154,24 +181,40 @@ pub fn init(ecam: &[EcamRegion]) -> &'static pci::Counting<KernelConfig> {
             log::info!("pci: configuration space through port I/O (0xCF8/0xCFC)");
             Method::PortIo(Mutex::new(()))
         } else {
-            log::info!("pci: configuration space through ECAM ({} window(s))", windows.len());
+            log::info!(
+                "pci: configuration space through ECAM ({} window(s))",
+                windows.len()
+            );
             Method::Ecam(windows)
         };
-        pci::Counting::new(KernelConfig { method })
+        KernelConfig {
+            method,
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        }
     })
 }
 
 /// The configuration access (port I/O until [`init`] chose, for early AML users).
-pub fn config() -> Option<&'static pci::Counting<KernelConfig>> {
+pub fn config() -> Option<&'static KernelConfig> {
     CONFIG.get()
 }
 
-static EARLY: KernelConfig = KernelConfig { method: Method::PortIo(Mutex::new(())) };
+/// Port I/O access regardless of the chosen method (for cross-checks against ECAM).
+pub fn port_io() -> &'static KernelConfig {
+    &EARLY
+}
+
+static EARLY: KernelConfig = KernelConfig {
+    method: Method::PortIo(Mutex::new(())),
+    reads: AtomicU64::new(0),
+    writes: AtomicU64::new(0),
+};
 
 /// Reads a config dword for AML (through the chosen method, or port I/O before).
 pub fn read32(address: PciAddress, offset: u16) -> u32 {
     match CONFIG.get() {
-        Some(c) => c.inner().read(address, offset),
+        Some(c) => c.read(address, offset),
         None => EARLY.read(address, offset),
     }
 }
@@ -179,7 +222,7 @@ pub fn read32(address: PciAddress, offset: u16) -> u32 {
 /// Writes a config dword for AML.
 pub fn write32(address: PciAddress, offset: u16, value: u32) {
     match CONFIG.get() {
-        Some(c) => c.inner().write(address, offset, value),
+        Some(c) => c.write(address, offset, value),
         None => EARLY.write(address, offset, value),
     }
 }

@@ -17,7 +17,7 @@ const PIT_COMMAND: u16 = 0x43;
 /// NMI status and control: bit 0 gates channel 2, bit 1 speaker, bit 5 channel 2 output.
 const PORT_61: u16 = 0x61;
 /// Calibration window.
-const CALIBRATION_MS: u64 = 10;
+const CALIBRATION_MS: u64 = 5;
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use pci_types::PciAddress;
+
 /// Segment, bus, device and function of one PCI function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
@@ -32,14 +34,42 @@ impl fmt::Display for AddressError {
 
 impl Address {
     /// Checks the device (5 bits) and function (3 bits) numbers.
-    pub const fn new(segment: u16, bus: u8, device: u8, function: u8) -> Result<Self, AddressError> {
+    pub const fn new(
+        segment: u16,
+        bus: u8,
+        device: u8,
+        function: u8,
+    ) -> Result<Self, AddressError> {
         if device > 31 {
             return Err(AddressError::DeviceOutOfRange(device));
         }
         if function > 7 {
             return Err(AddressError::FunctionOutOfRange(function));
         }
-        Ok(Address { segment, bus, device, function })
+        Ok(Address {
+            segment,
+            bus,
+            device,
+            function,
+        })
+    }
+
+    /// Builds an address from any numbers, keeping the low 5 bits of `device` and the low 3
+    /// bits of `function` (what a configuration mechanism would decode).
+    pub const fn new_masked(segment: u16, bus: u8, device: u8, function: u8) -> Self {
+        Address {
+            segment,
+            bus,
+            device: device & 0x1f,
+            function: function & 0x07,
+        }
+    }
+
+    /// The same function's address in `pci_types`' encoding, for [`ConfigRegionAccess`].
+    ///
+    /// [`ConfigRegionAccess`]: pci_types::ConfigRegionAccess
+    pub fn to_pci_types(&self) -> PciAddress {
+        PciAddress::new(self.segment, self.bus, self.device, self.function)
     }
 
     /// PCI segment group.
@@ -83,14 +113,32 @@ impl fmt::Display for Address {
     }
 }
 
+impl From<Address> for PciAddress {
+    fn from(a: Address) -> PciAddress {
+        a.to_pci_types()
+    }
+}
+
+impl From<PciAddress> for Address {
+    fn from(a: PciAddress) -> Address {
+        Address::new_masked(a.segment(), a.bus(), a.device(), a.function())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn rejects_out_of_range_numbers() {
-        assert_eq!(Address::new(0, 0, 32, 0), Err(AddressError::DeviceOutOfRange(32)));
-        assert_eq!(Address::new(0, 0, 0, 8), Err(AddressError::FunctionOutOfRange(8)));
+        assert_eq!(
+            Address::new(0, 0, 32, 0),
+            Err(AddressError::DeviceOutOfRange(32))
+        );
+        assert_eq!(
+            Address::new(0, 0, 0, 8),
+            Err(AddressError::FunctionOutOfRange(8))
+        );
     }
 
     #[test]
@@ -105,5 +153,20 @@ mod tests {
         assert_eq!(a.ecam_offset(0), Some((3 << 20) | (2 << 15) | (1 << 12)));
         assert_eq!(a.ecam_offset(3), Some((2 << 15) | (1 << 12)));
         assert_eq!(a.ecam_offset(4), None);
+    }
+
+    #[test]
+    fn converts_to_and_from_pci_types() {
+        let a = Address::new(2, 0x80, 0x1f, 7).unwrap();
+        let p = PciAddress::from(a);
+        assert_eq!(
+            (p.segment(), p.bus(), p.device(), p.function()),
+            (2, 0x80, 0x1f, 7)
+        );
+        assert_eq!(Address::from(p), a);
+        assert_eq!(
+            Address::new_masked(0, 0, 0x3f, 0xf),
+            Address::new(0, 0, 0x1f, 7).unwrap()
+        );
     }
 }

@@ -408,6 +408,7 @@ mod tests {
             serial: "kernel ready\n".into(),
             timed_out: false,
             wall: std::time::Duration::from_millis(5),
+            first_output: None,
             stderr: String::new(),
             command: "qemu".into(),
         };

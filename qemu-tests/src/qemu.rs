@@ -111,6 +111,9 @@ pub struct Outcome {
     pub timed_out: bool,
     /// Time from spawning QEMU until it exited.
     pub wall: Duration,
+    /// Time from spawning QEMU until the first byte on the serial port (firmware, loader or
+    /// kernel), if any: separates QEMU's own start-up from guest time.
+    pub first_output: Option<Duration>,
     /// QEMU's own stderr (errors about the command line, the kernel image, ...).
     pub stderr: String,
     /// The command line, for logs.
@@ -385,6 +388,7 @@ impl Qemu {
         let deadline = start + self.timeout;
         let mut serial = Vec::new();
         let mut marker_at = None;
+        let mut first_output = None;
         let mut timed_out = false;
         let mut killed = false;
         loop {
@@ -402,6 +406,7 @@ impl Qemu {
             };
             match rx.recv_timeout(wait) {
                 Ok(chunk) => {
+                    first_output.get_or_insert_with(|| start.elapsed());
                     let scan_from = serial.len().saturating_sub(marker.map_or(0, str::len));
                     serial.extend_from_slice(&chunk);
                     if let Some(m) = marker
@@ -430,6 +435,7 @@ impl Qemu {
             serial: String::from_utf8_lossy(&serial).into_owned(),
             timed_out,
             wall,
+            first_output,
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             command,
         };

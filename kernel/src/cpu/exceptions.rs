@@ -164,8 +164,8 @@ macro_rules! stubs {
 }
 
 stubs!(
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-    25, 26, 27, 28, 29, 30, 31
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31
 );
 
 /// Per-vector entry: makes the frame uniform, then joins [`common_stub`].
@@ -235,7 +235,10 @@ unsafe extern "C" fn common_stub() -> ! {
 
 /// Reports an exception and fails. Every CPU exception is fatal in this kernel.
 extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
-    let name = NAMES.get(frame.vector as usize).copied().unwrap_or("unknown");
+    let name = NAMES
+        .get(frame.vector as usize)
+        .copied()
+        .unwrap_or("unknown");
     let cr2 = Cr2::read_raw();
     crate::serial::write_fmt_emergency(format_args!(
         "EXCEPTION {name} (vector {vector}) error=0x{err:x} RIP=0x{rip:016x} CR2=0x{cr2:x}\n\
@@ -270,14 +273,26 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
     if frame.vector == 14 {
         crate::serial::write_fmt_emergency(format_args!(
             "  page fault: {} access, {}, {}{}\n",
-            if frame.error_code & 2 != 0 { "write" } else { "read" },
+            if frame.error_code & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            },
             if frame.error_code & 1 != 0 {
                 "protection violation"
             } else {
                 "page not present"
             },
-            if frame.error_code & 4 != 0 { "user" } else { "supervisor" },
-            if frame.error_code & 16 != 0 { ", instruction fetch" } else { "" },
+            if frame.error_code & 4 != 0 {
+                "user"
+            } else {
+                "supervisor"
+            },
+            if frame.error_code & 16 != 0 {
+                ", instruction fetch"
+            } else {
+                ""
+            },
         ));
     }
     qemu::exit(qemu::ExitCode::Failure)

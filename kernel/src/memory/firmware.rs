@@ -5,8 +5,8 @@
 //! skips anyway; this walk also protects against firmware that reports them inside "usable"
 //! memory. Every length and count is bounded: a malformed table ends the walk with a warning.
 
-use boot::phys::PhysMemory;
 use boot::BootInfo;
+use boot::phys::PhysMemory;
 
 /// Most tables remembered (RSDT/XSDT entries plus DSDT, FACS and the root table).
 pub const MAX_TABLES: usize = 64;
@@ -42,7 +42,10 @@ static FOUND: spin::Once<AcpiRanges> = spin::Once::new();
 /// kernel's own page tables are active, firmware memory is no longer mapped, so the walk is
 /// not repeated; this is what the frame allocator excluded.
 pub fn found() -> &'static AcpiRanges {
-    static EMPTY: AcpiRanges = AcpiRanges { ranges: [(0, 0); MAX_TABLES], count: 0 };
+    static EMPTY: AcpiRanges = AcpiRanges {
+        ranges: [(0, 0); MAX_TABLES],
+        count: 0,
+    };
     FOUND.get().unwrap_or(&EMPTY)
 }
 
@@ -70,11 +73,15 @@ impl AcpiRanges {
 }
 
 fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(offset..offset + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        bytes.get(offset..offset + 4)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(offset..offset + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        bytes.get(offset..offset + 8)?.try_into().ok()?,
+    ))
 }
 
 /// Reads one table's header and records it; returns its bytes when readable.
@@ -96,7 +103,10 @@ pub fn acpi_table_ranges(boot: &BootInfo, mem: &impl PhysMemory) -> &'static Acp
 }
 
 fn walk(boot: &BootInfo, mem: &impl PhysMemory) -> AcpiRanges {
-    let mut out = AcpiRanges { ranges: [(0, 0); MAX_TABLES], count: 0 };
+    let mut out = AcpiRanges {
+        ranges: [(0, 0); MAX_TABLES],
+        count: 0,
+    };
     let Some(rsdp) = boot.rsdp else {
         return out;
     };
@@ -119,13 +129,21 @@ fn walk(boot: &BootInfo, mem: &impl PhysMemory) -> AcpiRanges {
         } else {
             u32_at(root_bytes, at).map(u64::from)
         };
-        let Some(addr) = addr.filter(|a| *a != 0) else { continue };
-        let Some(bytes) = table(mem, &mut out, addr) else { continue };
+        let Some(addr) = addr.filter(|a| *a != 0) else {
+            continue;
+        };
+        let Some(bytes) = table(mem, &mut out, addr) else {
+            continue;
+        };
         if bytes.get(0..4) == Some(b"FACP") {
             // FADT (ACPI 6.5 §5.2.9): FIRMWARE_CTRL at 36, DSDT at 40, X_FIRMWARE_CTRL at
             // 132, X_DSDT at 140. The FACS has no checksum-covered header but a length at 4.
-            let facs = u64_at(bytes, 132).filter(|a| *a != 0).or(u32_at(bytes, 36).map(u64::from));
-            let dsdt = u64_at(bytes, 140).filter(|a| *a != 0).or(u32_at(bytes, 40).map(u64::from));
+            let facs = u64_at(bytes, 132)
+                .filter(|a| *a != 0)
+                .or(u32_at(bytes, 36).map(u64::from));
+            let dsdt = u64_at(bytes, 140)
+                .filter(|a| *a != 0)
+                .or(u32_at(bytes, 40).map(u64::from));
             for pointer in [facs, dsdt].into_iter().flatten().filter(|a| *a != 0) {
                 let _ = table(mem, &mut out, pointer);
             }

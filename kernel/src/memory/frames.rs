@@ -122,7 +122,10 @@ pub fn excluded_ranges(
     let mut out = [(0, 0); 3 + super::firmware::MAX_TABLES];
     out[0] = (0, LOW_MEMORY_END);
     out[1] = image.all;
-    out[2] = (boot.raw_address, boot.raw_address.saturating_add(boot.raw_size));
+    out[2] = (
+        boot.raw_address,
+        boot.raw_address.saturating_add(boot.raw_size),
+    );
     let mut n = 3;
     for r in acpi.as_slice() {
         out[n] = *r;
@@ -140,11 +143,19 @@ pub fn init(boot: &BootInfo, image: KernelImage, acpi: &AcpiRanges) {
         // Capacity is above `usable`'s, so this cannot fail.
         let _ = free.insert(start, end);
     }
-    if !boot.memory_map().iter().any(|r| r.kind == MemoryKind::Usable) {
+    if !boot
+        .memory_map()
+        .iter()
+        .any(|r| r.kind == MemoryKind::Usable)
+    {
         log::error!("memory map has no usable RAM");
     }
     let managed = free;
-    *FRAMES.lock() = Some(FrameAllocator { free, managed, leaked: 0 });
+    *FRAMES.lock() = Some(FrameAllocator {
+        free,
+        managed,
+        leaked: 0,
+    });
 }
 
 /// Runs `f` with the allocator locked. Panics if called before [`init`], which is a kernel
@@ -152,7 +163,9 @@ pub fn init(boot: &BootInfo, image: KernelImage, acpi: &AcpiRanges) {
 pub fn with<R>(f: impl FnOnce(&mut FrameAllocator) -> R) -> R {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let mut guard = FRAMES.lock();
-        let allocator = guard.as_mut().expect("frame allocator used before memory::init");
+        let allocator = guard
+            .as_mut()
+            .expect("frame allocator used before memory::init");
         f(allocator)
     })
 }

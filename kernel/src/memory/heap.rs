@@ -47,7 +47,9 @@ pub fn usage() -> (usize, usize) {
 /// Tries an allocation directly on the heap, without the global allocator's OOM path
 /// (for tests of exhaustion).
 pub fn try_allocate(layout: core::alloc::Layout) -> Option<core::ptr::NonNull<u8>> {
-    x86_64::instructions::interrupts::without_interrupts(|| HEAP.lock().allocate_first_fit(layout).ok())
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        HEAP.lock().allocate_first_fit(layout).ok()
+    })
 }
 
 /// Gives back a block from [`try_allocate`].

@@ -14,8 +14,8 @@
 //! it uncached beside its cached identity mapping would create conflicting memory types
 //! (SDM vol. 3A §11.12.4).
 
-use boot::ranges::RangeSet;
 use boot::BootInfo;
+use boot::ranges::RangeSet;
 use spin::Mutex;
 
 use super::PAGE_SIZE;
@@ -41,8 +41,8 @@ pub enum MapError {
         /// Bytes asked for.
         len: u64,
     },
-    /// A page table could not be allocated.
-    OutOfFrames,
+    /// The page tables refused the mapping.
+    PageTable(&'static str),
 }
 
 impl core::fmt::Display for MapError {
@@ -50,15 +50,22 @@ impl core::fmt::Display for MapError {
         match self {
             MapError::BadRange { phys, len } => write!(f, "bad MMIO range {phys:#x}+{len:#x}"),
             MapError::OverlapsRam { phys } => write!(f, "MMIO range at {phys:#x} overlaps RAM"),
-            MapError::WindowFull { len } => write!(f, "no virtual space for {len:#x} bytes of MMIO"),
-            MapError::OutOfFrames => f.write_str("out of frames for page tables"),
+            MapError::WindowFull { len } => {
+                write!(f, "no virtual space for {len:#x} bytes of MMIO")
+            }
+            MapError::PageTable(why) => write!(f, "page tables refused the mapping: {why}"),
         }
     }
 }
 
 /// Free virtual space in the MMIO window, and the RAM ranges that may not be mapped.
+///
+/// The window's lower half takes 4 KiB mappings and its upper half 2 MiB ones: a 2 MiB slot
+/// once used by small pages keeps its page table after they are unmapped, so the two kinds
+/// must never share a slot.
 struct Window {
     free: RangeSet<256>,
+    free_huge: RangeSet<256>,
     ram: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
 }
 
@@ -66,13 +73,22 @@ static WINDOW: Mutex<Option<Window>> = Mutex::new(None);
 
 /// Sets up the window. Called by `memory::init` after paging.
 pub fn init(boot: &BootInfo) {
+    let half = MMIO_BASE + MMIO_SIZE / 2;
     let mut free = RangeSet::new();
-    free.insert(MMIO_BASE, MMIO_BASE + MMIO_SIZE).expect("empty set has room");
+    free.insert(MMIO_BASE, half).expect("empty set has room");
+    let mut free_huge = RangeSet::new();
+    free_huge
+        .insert(half, MMIO_BASE + MMIO_SIZE)
+        .expect("empty set has room");
     let mut ram = RangeSet::new();
     for r in boot.memory_map().iter().filter(|r| paging::is_ram(r.kind)) {
         let _ = ram.insert(r.start, r.end());
     }
-    *WINDOW.lock() = Some(Window { free, ram });
+    *WINDOW.lock() = Some(Window {
+        free,
+        free_huge,
+        ram,
+    });
 }
 
 /// An uncached mapping of device registers.
@@ -97,9 +113,15 @@ const HUGE: u64 = 2 << 20;
 impl Mmio {
     /// Maps `len` bytes of device memory at physical address `phys`.
     pub fn map(phys: u64, len: u64) -> Result<Mmio, MapError> {
-        let end = phys.checked_add(len).filter(|_| len > 0).ok_or(MapError::BadRange { phys, len })?;
+        let end = phys
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(MapError::BadRange { phys, len })?;
         let first = phys & !(PAGE_SIZE - 1);
-        let last = end.checked_add(PAGE_SIZE - 1).ok_or(MapError::BadRange { phys, len })? & !(PAGE_SIZE - 1);
+        let last = end
+            .checked_add(PAGE_SIZE - 1)
+            .ok_or(MapError::BadRange { phys, len })?
+            & !(PAGE_SIZE - 1);
         let pages = (last - first) / PAGE_SIZE;
         let size = pages * PAGE_SIZE;
         let huge = first.is_multiple_of(HUGE) && size.is_multiple_of(HUGE);
@@ -111,15 +133,22 @@ impl Mmio {
             if super::frames::overlaps(&window.ram, first, last) {
                 return Err(MapError::OverlapsRam { phys });
             }
-            let start = window
-                .free
+            let set = if huge {
+                &mut window.free_huge
+            } else {
+                &mut window.free
+            };
+            let start = set
                 .iter()
                 .find_map(|(s, e)| {
                     let aligned = s.next_multiple_of(align);
                     (aligned < e && e - aligned >= size).then_some(aligned)
                 })
                 .ok_or(MapError::WindowFull { len: size })?;
-            window.free.remove(start, start + size).map_err(|_| MapError::WindowFull { len: size })?;
+            window
+                .free
+                .remove(start, start + size)
+                .map_err(|_| MapError::WindowFull { len: size })?;
             Ok(start)
         })?;
 
@@ -127,25 +156,36 @@ impl Mmio {
             let step = if huge { HUGE } else { PAGE_SIZE };
             let mut at = 0;
             while at < size {
-                let ok = if huge {
-                    space.map_device_huge(virt + at, first + at).is_ok()
+                let result = if huge {
+                    space
+                        .map_device_huge(virt + at, first + at)
+                        .map_err(describe)
                 } else {
-                    space.map_device_page(virt + at, first + at).is_ok()
+                    space
+                        .map_device_page(virt + at, first + at)
+                        .map_err(describe)
                 };
-                if !ok {
+                if let Err(why) = result {
                     unmap(space, virt, at, huge);
-                    return Err(MapError::OutOfFrames);
+                    return Err(MapError::PageTable(why));
                 }
                 at += step;
             }
             Ok(())
         });
         if let Err(e) = mapped {
-            release_virtual(virt, size);
+            release_virtual(virt, size, huge);
             return Err(e);
         }
         // INVARIANT: all `pages` pages are mapped to the device range and owned by this value.
-        Ok(Mmio { phys, len, virt, offset: phys - first, pages, huge })
+        Ok(Mmio {
+            phys,
+            len,
+            virt,
+            offset: phys - first,
+            pages,
+            huge,
+        })
     }
 
     /// Physical address of the first byte.
@@ -191,7 +231,6 @@ impl Mmio {
         // SAFETY: as in `read32`.
         unsafe { p.write_volatile(value) }
     }
-
 }
 
 /// The parts of a mapping handed out by [`Mmio::into_raw`].
@@ -209,7 +248,11 @@ impl Mmio {
     /// Gives up ownership without unmapping, for APIs (such as the `acpi` crate's
     /// `PhysicalMapping`) that keep a raw address and call back to unmap.
     pub fn into_raw(self) -> RawMmio {
-        let raw = RawMmio { phys: self.phys, len: self.len, virt: self.virt() };
+        let raw = RawMmio {
+            phys: self.phys,
+            len: self.len,
+            virt: self.virt(),
+        };
         core::mem::forget(self);
         raw
     }
@@ -246,14 +289,31 @@ pub fn is_identity_mapped_ram(phys: u64, len: u64) -> bool {
     }) && phys >= PAGE_SIZE
 }
 
-fn release_virtual(virt: u64, size: u64) {
+fn release_virtual(virt: u64, size: u64, huge: bool) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         if let Some(window) = WINDOW.lock().as_mut()
-            && window.free.insert(virt, virt + size).is_err()
+            && (if huge {
+                &mut window.free_huge
+            } else {
+                &mut window.free
+            })
+            .insert(virt, virt + size)
+            .is_err()
         {
             log::warn!("mmio: window too fragmented; {size:#x} bytes at {virt:#x} leaked");
         }
     });
+}
+
+fn describe<S: x86_64::structures::paging::PageSize>(
+    e: x86_64::structures::paging::mapper::MapToError<S>,
+) -> &'static str {
+    use x86_64::structures::paging::mapper::MapToError;
+    match e {
+        MapToError::FrameAllocationFailed => "out of frames for page tables",
+        MapToError::ParentEntryHugePage => "a large page already covers the range",
+        MapToError::PageAlreadyMapped(_) => "page already mapped",
+    }
 }
 
 /// Unmaps `size` bytes from `virt` (4 KiB or 2 MiB pages).
@@ -261,7 +321,11 @@ fn unmap(space: &mut paging::AddressSpace, virt: u64, size: u64, huge: bool) {
     let step = if huge { HUGE } else { PAGE_SIZE };
     let mut at = 0;
     while at < size {
-        let result = if huge { space.unmap_huge(virt + at) } else { space.unmap_page(virt + at) };
+        let result = if huge {
+            space.unmap_huge(virt + at)
+        } else {
+            space.unmap_page(virt + at)
+        };
         if let Err(e) = result {
             log::error!("mmio: unmapping {:#x} failed: {e:?}", virt + at);
         }
@@ -272,13 +336,16 @@ fn unmap(space: &mut paging::AddressSpace, virt: u64, size: u64, huge: bool) {
 impl Drop for Mmio {
     fn drop(&mut self) {
         paging::with(|space| unmap(space, self.virt, self.pages * PAGE_SIZE, self.huge));
-        release_virtual(self.virt, self.pages * PAGE_SIZE);
+        release_virtual(self.virt, self.pages * PAGE_SIZE, self.huge);
     }
 }
 
 /// Free bytes of virtual space in the MMIO window (for tests).
 pub fn window_free_bytes() -> u64 {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        WINDOW.lock().as_ref().map_or(0, |w| w.free.total())
+        WINDOW
+            .lock()
+            .as_ref()
+            .map_or(0, |w| w.free.total() + w.free_huge.total())
     })
 }

@@ -47,7 +47,10 @@ pub fn kernel_image() -> KernelImage {
             (&raw const __kernel_start) as u64,
             (&raw const __kernel_end) as u64,
         ),
-        text: ((&raw const __text_start) as u64, (&raw const __text_end) as u64),
+        text: (
+            (&raw const __text_start) as u64,
+            (&raw const __text_end) as u64,
+        ),
         rodata: (
             (&raw const __rodata_start) as u64,
             (&raw const __rodata_end) as u64,

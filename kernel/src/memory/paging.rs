@@ -70,8 +70,13 @@ impl AddressSpace {
         // SAFETY: identity-mapping RAM: the virtual page and the frame are the same memory,
         // so no other mapping of the frame with different contents can be created.
         let flush = unsafe {
-            self.mapper
-                .map_to_with_table_flags(page, frame, flags, Flags::PRESENT | Flags::WRITABLE, &mut GlobalFrames)
+            self.mapper.map_to_with_table_flags(
+                page,
+                frame,
+                flags,
+                Flags::PRESENT | Flags::WRITABLE,
+                &mut GlobalFrames,
+            )
         }?;
         flush.ignore();
         Ok(())
@@ -101,11 +106,13 @@ impl AddressSpace {
             let in_image = at < image.all.1 && at + HUGE > image.all.0;
             if at.is_multiple_of(HUGE) && at + HUGE <= end && !in_image {
                 let flags = self.data_flags();
-                self.map_2m(at, flags).expect("out of frames while mapping RAM");
+                self.map_2m(at, flags)
+                    .expect("out of frames while mapping RAM");
                 at += HUGE;
             } else {
                 let flags = self.image_flags(at, image);
-                self.map_4k(at, flags).expect("out of frames while mapping RAM");
+                self.map_4k(at, flags)
+                    .expect("out of frames while mapping RAM");
                 at += PAGE_SIZE;
             }
         }
@@ -135,7 +142,13 @@ impl AddressSpace {
         // SAFETY: `virt` lies in the MMIO window, which only `mmio` uses and which hands each
         // page out once; device memory is not RAM, so no Rust object aliases it.
         let flush = unsafe {
-            self.mapper.map_to_with_table_flags(page, frame, flags, Flags::PRESENT | Flags::WRITABLE, &mut GlobalFrames)
+            self.mapper.map_to_with_table_flags(
+                page,
+                frame,
+                flags,
+                Flags::PRESENT | Flags::WRITABLE,
+                &mut GlobalFrames,
+            )
         }?;
         flush.flush();
         Ok(())
@@ -143,15 +156,27 @@ impl AddressSpace {
 
     /// Maps one 2 MiB page of device memory uncached (both addresses 2 MiB-aligned).
     pub fn map_device_huge(&mut self, virt: u64, phys: u64) -> Result<(), MapToError<Size2MiB>> {
-        let mut flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | Flags::HUGE_PAGE;
+        let mut flags = Flags::PRESENT
+            | Flags::WRITABLE
+            | Flags::NO_CACHE
+            | Flags::WRITE_THROUGH
+            | Flags::HUGE_PAGE;
         if self.nx {
             flags |= Flags::NO_EXECUTE;
         }
-        let page = Page::<Size2MiB>::from_start_address(VirtAddr::new(virt)).map_err(|_| MapToError::FrameAllocationFailed)?;
-        let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(phys)).map_err(|_| MapToError::FrameAllocationFailed)?;
+        let page = Page::<Size2MiB>::from_start_address(VirtAddr::new(virt))
+            .map_err(|_| MapToError::FrameAllocationFailed)?;
+        let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(phys))
+            .map_err(|_| MapToError::FrameAllocationFailed)?;
         // SAFETY: as in `map_device_page`.
         let flush = unsafe {
-            self.mapper.map_to_with_table_flags(page, frame, flags, Flags::PRESENT | Flags::WRITABLE, &mut GlobalFrames)
+            self.mapper.map_to_with_table_flags(
+                page,
+                frame,
+                flags,
+                Flags::PRESENT | Flags::WRITABLE,
+                &mut GlobalFrames,
+            )
         }?;
         flush.flush();
         Ok(())
@@ -211,7 +236,9 @@ pub fn init(boot: &BootInfo, image: KernelImage) {
     while at < image.all.1 {
         if space.translate(at).is_none() {
             let flags = space.image_flags(at, &image);
-            space.map_4k(at, flags).expect("out of frames while mapping the kernel");
+            space
+                .map_4k(at, flags)
+                .expect("out of frames while mapping the kernel");
         }
         at += PAGE_SIZE;
     }
@@ -220,5 +247,8 @@ pub fn init(boot: &BootInfo, image: KernelImage) {
     // at the same addresses as the boot tables, so execution continues unchanged.
     unsafe { Cr3::write(l4_frame, Cr3Flags::empty()) };
     *SPACE.lock() = Some(space);
-    log::debug!("paging: kernel tables active (NX {})", if nx { "on" } else { "off" });
+    log::debug!(
+        "paging: kernel tables active (NX {})",
+        if nx { "on" } else { "off" }
+    );
 }

@@ -75,7 +75,11 @@ macro_rules! port_access {
 }
 
 impl Handler for KernelAcpi {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let phys = physical_address as u64;
         let (virt, mapped) = if mmio::is_identity_mapped_ram(phys, size as u64) {
             (phys, size)
@@ -101,7 +105,11 @@ impl Handler for KernelAcpi {
         let phys = region.physical_start as u64;
         let virt = region.virtual_start.as_ptr() as u64;
         if virt != phys {
-            let raw = RawMmio { phys, len: region.mapped_length as u64, virt };
+            let raw = RawMmio {
+                phys,
+                len: region.mapped_length as u64,
+                virt,
+            };
             // SAFETY: a virtual address different from the physical one only comes from the
             // `into_raw` in `map_physical_region`, and the crate unmaps each mapping once.
             drop(unsafe { Mmio::from_raw(raw) });

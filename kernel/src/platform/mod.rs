@@ -10,11 +10,11 @@ pub mod handler;
 
 use alloc::vec::Vec;
 
+use ::acpi::AcpiTables;
 use ::acpi::aml::Interpreter;
 use ::acpi::platform::interrupt::{InterruptModel, Polarity, TriggerMode};
 use ::acpi::platform::{AcpiPlatform, PciConfigRegions};
 use ::acpi::sdt::hpet::HpetInfo;
-use ::acpi::AcpiTables;
 use boot::BootInfo;
 use spin::Once;
 
@@ -155,7 +155,11 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
             platform.io_apics = apic
                 .io_apics
                 .iter()
-                .map(|i| IoApicInfo { id: i.id, address: i.address.into(), gsi_base: i.global_system_interrupt_base })
+                .map(|i| IoApicInfo {
+                    id: i.id,
+                    address: i.address.into(),
+                    gsi_base: i.global_system_interrupt_base,
+                })
                 .collect();
             platform.overrides = apic
                 .interrupt_source_overrides
@@ -171,7 +175,9 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
             platform.legacy_pics = apic.also_has_legacy_pics;
             if let Some(p) = processors {
                 platform.cpus.push(p.boot_processor.local_apic_id);
-                platform.cpus.extend(p.application_processors.iter().map(|a| a.local_apic_id));
+                platform
+                    .cpus
+                    .extend(p.application_processors.iter().map(|a| a.local_apic_id));
             }
         }
         Ok((_, _)) => log::warn!("acpi: the MADT describes no APIC"),
@@ -211,7 +217,11 @@ pub fn log_summary(p: &Platform) {
         }
         names.push(' ');
     }
-    log::info!("acpi: revision {}, tables: {}", p.revision, names.trim_end());
+    log::info!(
+        "acpi: revision {}, tables: {}",
+        p.revision,
+        names.trim_end()
+    );
     log::info!(
         "acpi: {} CPU(s) {:?}, local APIC at {:#x}, legacy PICs: {}",
         p.cpus.len(),
@@ -220,22 +230,44 @@ pub fn log_summary(p: &Platform) {
         if p.legacy_pics { "yes" } else { "no" }
     );
     for io in &p.io_apics {
-        log::info!("acpi: IOAPIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
+        log::info!(
+            "acpi: IOAPIC id {} at {:#x}, GSI base {}",
+            io.id,
+            io.address,
+            io.gsi_base
+        );
     }
     for o in &p.overrides {
         log::info!(
             "acpi: ISA IRQ {} -> GSI {} ({}, {})",
             o.isa_irq,
             o.gsi,
-            if o.active_low { "active-low" } else { "active-high" },
+            if o.active_low {
+                "active-low"
+            } else {
+                "active-high"
+            },
             if o.level { "level" } else { "edge" }
         );
     }
     for e in &p.ecam {
-        log::info!("acpi: ECAM segment {} buses {:#04x}-{:#04x} at {:#x}", e.segment, e.start_bus, e.end_bus, e.base);
+        log::info!(
+            "acpi: ECAM segment {} buses {:#04x}-{:#04x} at {:#x}",
+            e.segment,
+            e.start_bus,
+            e.end_bus,
+            e.base
+        );
     }
     if let Some(h) = p.hpet {
         log::info!("acpi: HPET at {h:#x}");
     }
-    log::info!("acpi: AML namespace {}", if p.aml.is_some() { "initialised" } else { "unavailable" });
+    log::info!(
+        "acpi: AML namespace {}",
+        if p.aml.is_some() {
+            "initialised"
+        } else {
+            "unavailable"
+        }
+    );
 }

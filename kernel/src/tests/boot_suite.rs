@@ -13,15 +13,16 @@ use crate::ensure;
 use crate::memory::{self, PAGE_SIZE, firmware, frames, heap, mmio::Mmio, paging};
 
 /// The tests, in order.
-pub const TESTS: &[Test] = &[
-    Test { name: "memory_map_is_sorted_and_disjoint", run: memory_map_is_sorted_and_disjoint },
-    Test { name: "cmdline_round_trips", run: cmdline_round_trips },
-    Test { name: "frames_are_never_reserved_or_kernel", run: frames_are_never_reserved_or_kernel },
-    Test { name: "frame_double_free_is_refused", run: frame_double_free_is_refused },
-    Test { name: "heap_allocates_and_releases", run: heap_allocates_and_releases },
-    Test { name: "mmio_maps_uncached_and_unmaps_on_drop", run: mmio_maps_uncached_and_unmaps_on_drop },
-    Test { name: "mmio_refuses_ram", run: mmio_refuses_ram },
-    Test { name: "tsc_is_calibrated", run: tsc_is_calibrated },
+pub const TESTS: &[Test] = crate::tests![
+    memory_map_is_sorted_and_disjoint,
+    cmdline_round_trips,
+    frames_are_never_reserved_or_kernel,
+    frame_double_free_is_refused,
+    heap_allocates_and_releases,
+    mmio_maps_uncached_and_unmaps_on_drop,
+    mmio_refuses_ram,
+    tsc_is_calibrated,
+    config_space_methods_agree,
 ];
 
 fn memory_map_is_sorted_and_disjoint() -> Result<(), String> {
@@ -44,7 +45,11 @@ fn memory_map_is_sorted_and_disjoint() -> Result<(), String> {
 fn cmdline_round_trips() -> Result<(), String> {
     let cmdline = crate::bootinfo::get().cmdline();
     let options = crate::options::parse(cmdline);
-    ensure!(options.test == Some("boot"), "test= parsed as {:?} from {cmdline:?}", options.test);
+    ensure!(
+        options.test == Some("boot"),
+        "test= parsed as {:?} from {cmdline:?}",
+        options.test
+    );
     // The runner checks the printed BOOTINFO line against the exact text it passed.
     crate::serial_println!("CMDLINE {cmdline}");
     Ok(())
@@ -80,11 +85,16 @@ fn forbidden(addr: u64, acpi: &firmware::AcpiRanges) -> Option<String> {
 
 fn frames_are_never_reserved_or_kernel() -> Result<(), String> {
     let acpi = firmware::found();
-    ensure!(!acpi.as_slice().is_empty(), "no ACPI tables found to check against");
+    ensure!(
+        !acpi.as_slice().is_empty(),
+        "no ACPI tables found to check against"
+    );
     let before = frames::with(|f| f.free_bytes());
     let mut taken = Vec::new();
     for _ in 0..4096 {
-        let Some(frame) = frames::with(|f| f.allocate()) else { break };
+        let Some(frame) = frames::with(|f| f.allocate()) else {
+            break;
+        };
         taken.push(frame.start_address().as_u64());
     }
     let block = frames::with(|f| f.allocate_contiguous(64, 64 * PAGE_SIZE))
@@ -103,7 +113,10 @@ fn frames_are_never_reserved_or_kernel() -> Result<(), String> {
         unsafe { p.write_volatile(addr ^ 0x5a5a_5a5a) };
         // SAFETY: as above.
         let back = unsafe { p.read_volatile() };
-        ensure!(back == addr ^ 0x5a5a_5a5a, "frame {addr:#x} did not hold a value");
+        ensure!(
+            back == addr ^ 0x5a5a_5a5a,
+            "frame {addr:#x} did not hold a value"
+        );
     }
     let mut sorted = all.clone();
     sorted.sort_unstable();
@@ -119,13 +132,22 @@ fn frames_are_never_reserved_or_kernel() -> Result<(), String> {
 }
 
 fn frame_double_free_is_refused() -> Result<(), String> {
-    let frame = frames::with(|f| f.allocate()).ok_or("no frame")?.start_address().as_u64();
+    let frame = frames::with(|f| f.allocate())
+        .ok_or("no frame")?
+        .start_address()
+        .as_u64();
     frames::with(|f| f.free(frame, 1)).map_err(|e| alloc::format!("first free: {e:?}"))?;
     let second = frames::with(|f| f.free(frame, 1));
-    ensure!(second == Err(frames::FreeError::AlreadyFree(frame)), "second free gave {second:?}");
+    ensure!(
+        second == Err(frames::FreeError::AlreadyFree(frame)),
+        "second free gave {second:?}"
+    );
     let kernel = memory::kernel_image().all.0;
     let r = frames::with(|f| f.free(kernel, 1));
-    ensure!(r == Err(frames::FreeError::NotAllocatable(kernel)), "freeing the kernel gave {r:?}");
+    ensure!(
+        r == Err(frames::FreeError::NotAllocatable(kernel)),
+        "freeing the kernel gave {r:?}"
+    );
     Ok(())
 }
 
@@ -133,13 +155,19 @@ fn heap_allocates_and_releases() -> Result<(), String> {
     let (used_before, free_before) = heap::usage();
     {
         let big: Vec<u64> = (0..128 * 1024).collect();
-        ensure!(big.iter().enumerate().all(|(i, v)| *v == i as u64), "big vector corrupted");
+        ensure!(
+            big.iter().enumerate().all(|(i, v)| *v == i as u64),
+            "big vector corrupted"
+        );
         let boxed = Box::new([7u8; 4096]);
         ensure!(boxed.iter().all(|b| *b == 7), "box corrupted");
         let strings: Vec<String> = (0..1000).map(|i| alloc::format!("item {i}")).collect();
         ensure!(strings[999] == "item 999", "string corrupted");
         let (used, _) = heap::usage();
-        ensure!(used >= used_before + 1024 * 1024, "heap use did not grow: {used}");
+        ensure!(
+            used >= used_before + 1024 * 1024,
+            "heap use did not grow: {used}"
+        );
     }
     let (used_after, free_after) = heap::usage();
     ensure!(
@@ -165,16 +193,29 @@ const LAPIC_TPR: u64 = 0x80;
 fn mmio_maps_uncached_and_unmaps_on_drop() -> Result<(), String> {
     // SAFETY: reading IA32_APIC_BASE has no side effects; every x86_64 CPU has it.
     let apic_base = unsafe { Msr::new(IA32_APIC_BASE).read() };
-    ensure!(apic_base & (1 << 10) == 0, "x2APIC enabled by firmware; xAPIC MMIO unavailable");
+    ensure!(
+        apic_base & (1 << 10) == 0,
+        "x2APIC enabled by firmware; xAPIC MMIO unavailable"
+    );
     let phys = apic_base & 0x000f_ffff_ffff_f000;
     let window_before = memory::mmio::window_free_bytes();
     let (virt, version) = {
         let lapic = Mmio::map(phys, 0x400).map_err(|e| e.to_string())?;
         let virt = lapic.virt();
-        ensure!(virt >= paging::MMIO_BASE, "mapped at {virt:#x}, outside the MMIO window");
+        ensure!(
+            virt >= paging::MMIO_BASE,
+            "mapped at {virt:#x}, outside the MMIO window"
+        );
         let translated = paging::with(|s| s.translate(virt));
-        ensure!(translated == Some(phys), "{virt:#x} translates to {translated:x?}");
-        ensure!(lapic.len() == 0x400 && !lapic.is_empty(), "mapping length {}", lapic.len());
+        ensure!(
+            translated == Some(phys),
+            "{virt:#x} translates to {translated:x?}"
+        );
+        ensure!(
+            lapic.len() == 0x400 && !lapic.is_empty(),
+            "mapping length {}",
+            lapic.len()
+        );
         // A write through the mapping: the Task Priority Register holds bits 0-7.
         let tpr = lapic.read32(LAPIC_TPR);
         lapic.write32(LAPIC_TPR, 0x20);
@@ -184,16 +225,30 @@ fn mmio_maps_uncached_and_unmaps_on_drop() -> Result<(), String> {
         (virt, lapic.read32(LAPIC_VERSION))
     };
     // Version 0x1X: integrated APIC (SDM vol. 3A §11.4.8); max LVT entry in bits 16-23.
-    ensure!((0x10..=0x15).contains(&(version & 0xff)), "LAPIC version register reads {version:#x}");
-    ensure!((version >> 16) & 0xff >= 3, "LAPIC reports {} LVT entries", ((version >> 16) & 0xff) + 1);
+    ensure!(
+        (0x10..=0x15).contains(&(version & 0xff)),
+        "LAPIC version register reads {version:#x}"
+    );
+    ensure!(
+        (version >> 16) & 0xff >= 3,
+        "LAPIC reports {} LVT entries",
+        ((version >> 16) & 0xff) + 1
+    );
     let after_drop = paging::with(|s| s.translate(virt));
-    ensure!(after_drop.is_none(), "{virt:#x} still mapped after drop ({after_drop:x?})");
+    ensure!(
+        after_drop.is_none(),
+        "{virt:#x} still mapped after drop ({after_drop:x?})"
+    );
     ensure!(
         memory::mmio::window_free_bytes() == window_before,
         "virtual window not restored after drop"
     );
     let again = Mmio::map(phys, 0x400).map_err(|e| e.to_string())?;
-    ensure!(again.virt() == virt, "virtual range not reused: {:#x} vs {virt:#x}", again.virt());
+    ensure!(
+        again.virt() == virt,
+        "virtual range not reused: {:#x} vs {virt:#x}",
+        again.virt()
+    );
     Ok(())
 }
 
@@ -208,9 +263,54 @@ fn mmio_refuses_ram() -> Result<(), String> {
 
 fn tsc_is_calibrated() -> Result<(), String> {
     let hz = crate::time::tsc_hz();
-    ensure!((100_000_000..=20_000_000_000).contains(&hz), "TSC rate {hz} Hz is implausible");
+    ensure!(
+        (100_000_000..=20_000_000_000).contains(&hz),
+        "TSC rate {hz} Hz is implausible"
+    );
     let a = crate::time::micros_since_boot();
     let b = crate::time::micros_since_boot();
     ensure!(b >= a && a > 0, "clock not monotonic: {a} then {b}");
+    Ok(())
+}
+
+fn config_space_methods_agree() -> Result<(), String> {
+    let config = crate::pcie::config().ok_or("no config access")?;
+    let ecam = crate::platform::get()
+        .map(|p| p.ecam.clone())
+        .unwrap_or_default();
+    ensure!(
+        config.ecam_regions() == ecam,
+        "ECAM windows differ from the MCFG"
+    );
+    ensure!(
+        config.extended() == !ecam.is_empty(),
+        "extended config space without ECAM"
+    );
+    let host = pci_types::PciAddress::new(0, 0, 0, 0);
+    let (reads_before, _) = config.counts();
+    let id = config.read(host, 0);
+    let class = config.read(host, 8);
+    ensure!(config.counts().0 == reads_before + 2, "access counter off");
+    ensure!(
+        id != u32::MAX && id & 0xffff != 0,
+        "no host bridge at 00:00.0 (read {id:#x})"
+    );
+    ensure!(
+        class >> 16 == 0x0600,
+        "00:00.0 is class {:#06x}, not a host bridge",
+        class >> 16
+    );
+    // Mechanism #1 is the independent path to the same registers (q35 and i440fx have both).
+    let port = crate::pcie::port_io();
+    ensure!(
+        port.read(host, 0) == id,
+        "port I/O reads {:#x}, ECAM {id:#x}",
+        port.read(host, 0)
+    );
+    ensure!(port.read(host, 8) == class, "class differs between methods");
+    ensure!(
+        config.read(host, 0x1000 - 4) != 0 || config.extended(),
+        "unreachable offset answered"
+    );
     Ok(())
 }

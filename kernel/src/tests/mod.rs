@@ -37,6 +37,14 @@ macro_rules! ensure {
     };
 }
 
+/// A `&[Test]` from test functions, each named after its function.
+#[macro_export]
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        &[$($crate::tests::Test { name: stringify!($f), run: $f }),*]
+    };
+}
+
 /// Address the `pagefault` suite reads; nothing is mapped there.
 pub const PAGE_FAULT_ADDRESS: u64 = 0xdead_b000;
 
@@ -60,7 +68,9 @@ pub fn run(suite: &str) -> ! {
         }
         other => {
             crate::serial_println!("TEST START {other}");
-            crate::serial_println!("TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pagefault, panic)");
+            crate::serial_println!(
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pagefault, panic)"
+            );
             qemu::exit(ExitCode::Failure)
         }
     };
@@ -79,5 +89,9 @@ pub fn run(suite: &str) -> ! {
         }
     }
     crate::serial_println!("TEST DONE {suite}: {passed} passed, {failed} failed");
-    qemu::exit(if failed == 0 { ExitCode::Success } else { ExitCode::Failure })
+    qemu::exit(if failed == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
 }

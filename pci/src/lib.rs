@@ -1,12 +1,44 @@
-//! The PCI stack: addresses, configuration-space access and (as it grows) enumeration,
-//! capabilities and MSI/MSI-X programming.
+//! The PCI stack: addresses, checked configuration-space access, enumeration, BARs,
+//! capabilities (legacy and PCI Express extended, MSI and MSI-X details), names, and
+//! `lspci`-style output.
 //!
-//! Design: everything here is logic over traits (config-space access, MMIO), so it builds
-//! `no_std` for the kernel and is tested on the host against fakes. The kernel supplies the
-//! real ECAM mapping and port I/O.
+//! Design: everything here is logic over [`pci_types::ConfigRegionAccess`], so it builds
+//! `no_std` (+ `alloc`) for the kernel and is tested on the host against [`fake`] (feature
+//! `fake`). The kernel supplies the real mechanism (ECAM MMIO, port I/O) and makes its one
+//! soundness promise in the `unsafe` [`ConfigSpace::new`]; everything after that is safe,
+//! checked (dword alignment, 256- or 4096-byte limit per root) and returns errors instead of
+//! panicking. [`Counting`] wraps any mechanism to count accesses for the benchmark.
+//!
+//! [`enumerate()`] walks the bus numbers firmware assigned, from the [`Root`]s through
+//! PCI-to-PCI bridges, and returns a [`Topology`]: every function with its IDs, class, BARs
+//! (sized with decode off, see [`bar`]), interrupt pin and line, capabilities (see
+//! [`capability`]) and bridge bus numbers, plus a [`ScanError`] for everything malformed
+//! (capability loops, bad pointers, impossible BARs, bridge loops, functions that vanish
+//! mid-walk). Hardware cannot make it loop, panic or touch anything outside the promised
+//! range; it keeps configuration accesses few (each is an MMIO or port round trip).
+//! [`lspci`] prints a topology three ways, [`ids`] names what it can.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+extern crate alloc;
+
 pub mod address;
+pub mod bar;
+pub mod capability;
+pub mod config;
+pub mod counting;
+pub mod enumerate;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod ids;
+pub mod lspci;
 
 pub use address::{Address, AddressError};
+pub use bar::{Bar, BarError, BarKind};
+pub use capability::{Capability, CapabilityError, ExtendedCapability, Msi, Msix};
+pub use config::{ConfigError, ConfigSpace};
+pub use counting::Counting;
+pub use enumerate::{
+    BridgeBuses, BridgeError, Bus, Function, Root, ScanError, ScanErrorKind, Topology, enumerate,
+    probe,
+};

@@ -7,6 +7,7 @@
 //! the interpreter fails on some firmware, the kernel says so and continues without it.
 
 pub mod handler;
+pub mod roots;
 
 use alloc::vec::Vec;
 
@@ -82,6 +83,8 @@ pub struct Platform {
     pub hpet: Option<u64>,
     /// The AML interpreter with an initialised namespace, if that worked.
     pub aml: Option<Interpreter<KernelAcpi>>,
+    /// PCI root buses (host bridges), where enumeration starts.
+    pub roots: Vec<roots::RootBus>,
 }
 
 static PLATFORM: Once<Platform> = Once::new();
@@ -148,6 +151,7 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         ecam,
         hpet,
         aml: None,
+        roots: Vec::new(),
     };
     match InterruptModel::new(&tables) {
         Ok((InterruptModel::Apic(apic), processors)) => {
@@ -185,7 +189,25 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
     }
 
     platform.aml = init_aml(tables);
+    platform.roots = match &platform.aml {
+        Some(aml) => roots::from_aml(aml),
+        None => Vec::new(),
+    };
+    if platform.roots.is_empty() {
+        platform.roots = fallback_roots(&platform.ecam);
+        log::warn!("acpi: no host bridge found in AML; starting at {:?}", platform.roots);
+    }
     Some(PLATFORM.call_once(|| platform))
+}
+
+/// Root buses without AML: the first bus of each ECAM window, or bus 0.
+pub fn fallback_roots(ecam: &[EcamRegion]) -> Vec<roots::RootBus> {
+    if ecam.is_empty() {
+        return alloc::vec![roots::RootBus { segment: 0, bus: 0 }];
+    }
+    ecam.iter()
+        .map(|e| roots::RootBus { segment: e.segment, bus: e.start_bus })
+        .collect()
 }
 
 /// Builds the AML namespace (DSDT + SSDTs) and selects APIC interrupt mode with `\_PIC(1)`.

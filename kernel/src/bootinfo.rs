@@ -55,14 +55,7 @@ pub fn get() -> &'static BootInfo {
 /// Prints the loader's raw structures in the fixture format (`dumpboot` option), so a real
 /// boot can become a host test of the parsers.
 pub fn dump(info: &BootInfo) {
-    struct Serial;
-    impl core::fmt::Write for Serial {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            crate::serial::write_fmt(format_args!("{s}"));
-            Ok(())
-        }
-    }
     crate::serial_println!("BOOTDUMP BEGIN");
-    let _ = boot::phys::write_fixture(&mut Serial, info, &EarlyPhys);
+    let _ = boot::phys::write_fixture(&mut crate::serial::SerialWriter, info, &EarlyPhys);
     crate::serial_println!("BOOTDUMP END");
 }

@@ -21,6 +21,7 @@ mod logger;
 mod memory;
 mod options;
 mod panic;
+mod pcibus;
 mod pcie;
 mod platform;
 mod qemu;
@@ -64,7 +65,16 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     if let Some(p) = platform {
         platform::log_summary(p);
     }
-    pcie::init(platform.map_or(&[][..], |p| &p.ecam));
+    let config = pcie::init(platform.map_or(&[][..], |p| &p.ecam));
+    let fallback;
+    let roots = match platform {
+        Some(p) => &p.roots,
+        None => {
+            fallback = platform::fallback_roots(&config.ecam_regions());
+            &fallback
+        }
+    };
+    pcibus::init(config, roots);
     serial_println!("kernel ready");
 
     match options.test {

@@ -81,3 +81,13 @@ macro_rules! serial_println {
     () => ($crate::serial_print!("\n"));
     ($($arg:tt)*) => ($crate::serial::write_fmt(format_args!("{}\n", format_args!($($arg)*))));
 }
+
+/// A [`Write`] that goes to COM1 (for formatters such as the PCI listings).
+pub struct SerialWriter;
+
+impl Write for SerialWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_fmt(format_args!("{s}"));
+        Ok(())
+    }
+}

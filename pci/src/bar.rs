@@ -103,12 +103,19 @@ impl fmt::Display for BarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             BarError::AllOnes { slot } => {
-                write!(f, "BAR {slot} reads 0xffffffff (no valid encoding); not sized")
+                write!(
+                    f,
+                    "BAR {slot} reads 0xffffffff (no valid encoding); not sized"
+                )
             }
             BarError::ReadbackAllOnes { slot } => {
                 write!(f, "BAR {slot} reads back 0xffffffff after sizing; ignored")
             }
-            BarError::TypeChanged { slot, original, readback } => write!(
+            BarError::TypeChanged {
+                slot,
+                original,
+                readback,
+            } => write!(
                 f,
                 "BAR {slot} type bits changed while sizing ({original:#010x}, read back \
                  {readback:#010x}); ignored"
@@ -142,7 +149,12 @@ pub(crate) fn size_bars<A: ConfigRegionAccess>(
     keep_decode: bool,
     errors: &mut Vec<ScanErrorKind>,
 ) -> Result<[Option<Bar>; 6], Abort> {
-    let mut sizer = Sizer { r, command, keep_decode, disabled: false };
+    let mut sizer = Sizer {
+        r,
+        command,
+        keep_decode,
+        disabled: false,
+    };
     let mut bars = [None; 6];
     let result = sizer.size_all(count.min(6), &mut bars, errors);
     if sizer.disabled {
@@ -168,7 +180,8 @@ impl<A: ConfigRegionAccess> Sizer<'_, '_, '_, A> {
     /// Switches decode off before the first all-ones write, once.
     fn decode_off(&mut self) -> Result<(), Abort> {
         if !self.disabled && !self.keep_decode && self.command & DECODE_ENABLE != 0 {
-            self.r.write(COMMAND, u32::from(self.command & !DECODE_ENABLE))?;
+            self.r
+                .write(COMMAND, u32::from(self.command & !DECODE_ENABLE))?;
             self.disabled = true;
         }
         Ok(())
@@ -224,7 +237,13 @@ impl<A: ConfigRegionAccess> Sizer<'_, '_, '_, A> {
             let prefetchable = original & 0b1000 != 0;
             match (original >> 1) & 0b11 {
                 0b11 => {
-                    errors.push(BarError::ReservedMemoryType { slot: slot8, value: original }.into());
+                    errors.push(
+                        BarError::ReservedMemoryType {
+                            slot: slot8,
+                            value: original,
+                        }
+                        .into(),
+                    );
                     slot += 1;
                 }
                 0b10 => {
@@ -298,7 +317,11 @@ impl<A: ConfigRegionAccess> Sizer<'_, '_, '_, A> {
             return Ok(Some(BarError::ReadbackAllOnes { slot }));
         }
         if readback & type_bits != original & type_bits {
-            return Ok(Some(BarError::TypeChanged { slot, original, readback }));
+            return Ok(Some(BarError::TypeChanged {
+                slot,
+                original,
+                readback,
+            }));
         }
         Ok(None)
     }

@@ -200,16 +200,25 @@ impl fmt::Display for CapabilityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             CapabilityError::Misaligned { at, pointer } => {
-                write!(f, "pointer {pointer:#x} at {at:#x} has its low two bits set")
+                write!(
+                    f,
+                    "pointer {pointer:#x} at {at:#x} has its low two bits set"
+                )
             }
             CapabilityError::IntoHeader { at, pointer, min } => {
-                write!(f, "pointer {pointer:#x} at {at:#x} is below {min:#x} (into the header)")
+                write!(
+                    f,
+                    "pointer {pointer:#x} at {at:#x} is below {min:#x} (into the header)"
+                )
             }
             CapabilityError::PastEnd { at, pointer, max } => {
                 write!(f, "pointer {pointer:#x} at {at:#x} is past {max:#x}")
             }
             CapabilityError::Loop { at, pointer } => {
-                write!(f, "pointer {pointer:#x} at {at:#x} loops back to a visited capability")
+                write!(
+                    f,
+                    "pointer {pointer:#x} at {at:#x} loops back to a visited capability"
+                )
             }
             CapabilityError::TooMany { limit } => write!(f, "more than {limit} entries"),
             CapabilityError::Truncated { id, offset, length } => write!(
@@ -258,29 +267,44 @@ pub(crate) fn walk_legacy<A: ConfigRegionAccess>(
     loop {
         let err = |e: CapabilityError| ScanErrorKind::Capability(e);
         if pointer & 0b11 != 0 {
-            errors.push(err(CapabilityError::Misaligned { at, pointer: pointer.into() }));
+            errors.push(err(CapabilityError::Misaligned {
+                at,
+                pointer: pointer.into(),
+            }));
             pointer &= 0xfc;
         }
         if pointer == 0 {
             break;
         }
         if pointer < 0x40 {
-            errors.push(err(CapabilityError::IntoHeader { at, pointer: pointer.into(), min: 0x40 }));
+            errors.push(err(CapabilityError::IntoHeader {
+                at,
+                pointer: pointer.into(),
+                min: 0x40,
+            }));
             break;
         }
         let bit = 1u64 << (pointer / 4);
         if visited & bit != 0 {
-            errors.push(err(CapabilityError::Loop { at, pointer: pointer.into() }));
+            errors.push(err(CapabilityError::Loop {
+                at,
+                pointer: pointer.into(),
+            }));
             break;
         }
         if entries == LEGACY_LIMIT {
-            errors.push(err(CapabilityError::TooMany { limit: LEGACY_LIMIT }));
+            errors.push(err(CapabilityError::TooMany {
+                limit: LEGACY_LIMIT,
+            }));
             break;
         }
         visited |= bit;
         entries += 1;
         let header = r.read(pointer.into())?;
-        let cap = Capability { id: header as u8, offset: pointer };
+        let cap = Capability {
+            id: header as u8,
+            offset: pointer,
+        };
         found.capabilities.push(cap);
         let control = (header >> 16) as u16;
         match cap.id {
@@ -299,10 +323,9 @@ pub(crate) fn walk_legacy<A: ConfigRegionAccess>(
 fn msi(offset: u8, control: u16, errors: &mut Vec<ScanErrorKind>) -> Option<Msi> {
     let encoding = ((control >> 1) & 0b111) as u8;
     if encoding > 5 {
-        errors.push(ScanErrorKind::Capability(CapabilityError::MsiReservedVectorCount {
-            offset,
-            encoding,
-        }));
+        errors.push(ScanErrorKind::Capability(
+            CapabilityError::MsiReservedVectorCount { offset, encoding },
+        ));
         return None;
     }
     let is_64bit = control & (1 << 7) != 0;
@@ -321,7 +344,12 @@ fn msi(offset: u8, control: u16, errors: &mut Vec<ScanErrorKind>) -> Option<Msi>
         }));
         return None;
     }
-    Some(Msi { offset, vectors: 1 << encoding, is_64bit, per_vector_masking })
+    Some(Msi {
+        offset,
+        vectors: 1 << encoding,
+        is_64bit,
+        per_vector_masking,
+    })
 }
 
 fn msix<A: ConfigRegionAccess>(
@@ -333,23 +361,32 @@ fn msix<A: ConfigRegionAccess>(
 ) -> Result<Option<Msix>, Abort> {
     let err = |e: CapabilityError| ScanErrorKind::Capability(e);
     if usize::from(offset) + 12 > 256 {
-        errors.push(err(CapabilityError::Truncated { id: id::MSIX, offset, length: 12 }));
+        errors.push(err(CapabilityError::Truncated {
+            id: id::MSIX,
+            offset,
+            length: 12,
+        }));
         return Ok(None);
     }
     // BIR 7 in both makes an all-ones dword invalid: `read` checks presence.
     let table = r.read(u16::from(offset) + 4)?;
     let pba = r.read(u16::from(offset) + 8)?;
-    let is_memory_bar = |bir: u8| {
-        matches!(bars.get(usize::from(bir)), Some(Some(b)) if b.kind != BarKind::Io)
-    };
+    let is_memory_bar =
+        |bir: u8| matches!(bars.get(usize::from(bir)), Some(Some(b)) if b.kind != BarKind::Io);
     let (table_bir, pba_bir) = ((table & 0b111) as u8, (pba & 0b111) as u8);
     let mut ok = true;
     if !is_memory_bar(table_bir) {
-        errors.push(err(CapabilityError::MsixTableBir { offset, bir: table_bir }));
+        errors.push(err(CapabilityError::MsixTableBir {
+            offset,
+            bir: table_bir,
+        }));
         ok = false;
     }
     if !is_memory_bar(pba_bir) {
-        errors.push(err(CapabilityError::MsixPbaBir { offset, bir: pba_bir }));
+        errors.push(err(CapabilityError::MsixPbaBir {
+            offset,
+            bir: pba_bir,
+        }));
         ok = false;
     }
     Ok(ok.then_some(Msix {
@@ -368,9 +405,9 @@ pub(crate) fn walk_extended<A: ConfigRegionAccess>(
     errors: &mut Vec<ScanErrorKind>,
 ) -> Result<Vec<ExtendedCapability>, Abort> {
     let mut found = Vec::new();
-    // All ones at 0x100: a conventional function behind a PCIe-to-PCI bridge; zero: an
-    // empty list (PCIe Base 6.0 §7.6.3).
-    let mut header = r.read_raw(0x100)?;
+    // Zero: an empty list (PCIe Base 6.0 §7.6.3). All ones: no extended space reachable
+    // (a host bridge that does not forward it), or the function vanished: `read` checks.
+    let mut header = r.read(0x100)?;
     if header == 0 || header == !0 {
         return Ok(found);
     }
@@ -389,23 +426,39 @@ pub(crate) fn walk_extended<A: ConfigRegionAccess>(
             break;
         }
         if next < 0x100 {
-            errors.push(err(CapabilityError::IntoHeader { at: offset, pointer: next, min: 0x100 }));
+            errors.push(err(CapabilityError::IntoHeader {
+                at: offset,
+                pointer: next,
+                min: 0x100,
+            }));
             break;
         }
         if next > 0xffc {
-            errors.push(err(CapabilityError::PastEnd { at: offset, pointer: next, max: 0xffc }));
+            errors.push(err(CapabilityError::PastEnd {
+                at: offset,
+                pointer: next,
+                max: 0xffc,
+            }));
             break;
         }
         if next & 0b11 != 0 {
-            errors.push(err(CapabilityError::Misaligned { at: offset, pointer: next }));
+            errors.push(err(CapabilityError::Misaligned {
+                at: offset,
+                pointer: next,
+            }));
             break;
         }
         if visited[usize::from(next / 4 / 64)] & (1 << (next / 4 % 64)) != 0 {
-            errors.push(err(CapabilityError::Loop { at: offset, pointer: next }));
+            errors.push(err(CapabilityError::Loop {
+                at: offset,
+                pointer: next,
+            }));
             break;
         }
         if found.len() >= usize::from(EXTENDED_LIMIT) {
-            errors.push(err(CapabilityError::TooMany { limit: EXTENDED_LIMIT }));
+            errors.push(err(CapabilityError::TooMany {
+                limit: EXTENDED_LIMIT,
+            }));
             break;
         }
         offset = next;

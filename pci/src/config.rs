@@ -50,10 +50,16 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ConfigError::Misaligned { offset, width } => {
-                write!(f, "offset {offset:#x} is not aligned for a {width}-byte access")
+                write!(
+                    f,
+                    "offset {offset:#x} is not aligned for a {width}-byte access"
+                )
             }
             ConfigError::OutOfRange { offset, limit } => {
-                write!(f, "offset {offset:#x} is past the {limit}-byte configuration space")
+                write!(
+                    f,
+                    "offset {offset:#x} is past the {limit}-byte configuration space"
+                )
             }
             ConfigError::NoRoot { segment, bus } => {
                 write!(f, "no root covers segment {segment:04x} bus {bus:02x}")
@@ -91,7 +97,10 @@ impl<'a, A: ConfigRegionAccess> ConfigSpace<'a, A> {
     /// state for soundness while this value exists): only the kernel's PCI owner should
     /// make one.
     pub unsafe fn new(access: &'a A, roots: &[Root]) -> Self {
-        ConfigSpace { access, roots: roots.to_vec() }
+        ConfigSpace {
+            access,
+            roots: roots.to_vec(),
+        }
     }
 
     /// The roots given to [`new`](Self::new).
@@ -118,12 +127,15 @@ impl<'a, A: ConfigRegionAccess> ConfigSpace<'a, A> {
         match self.root_of(address) {
             Some(r) if r.extended => Ok(EXTENDED_SIZE),
             Some(_) => Ok(LEGACY_SIZE),
-            None => Err(ConfigError::NoRoot { segment: address.segment(), bus: address.bus() }),
+            None => Err(ConfigError::NoRoot {
+                segment: address.segment(),
+                bus: address.bus(),
+            }),
         }
     }
 
     fn check(&self, address: Address, offset: u16, width: u8) -> Result<(), ConfigError> {
-        if offset % u16::from(width) != 0 {
+        if !offset.is_multiple_of(u16::from(width)) {
             return Err(ConfigError::Misaligned { offset, width });
         }
         let limit = self.limit(address)?;
@@ -180,11 +192,25 @@ mod tests {
     #[test]
     fn checks_alignment_and_limits_per_root() {
         let fake = FakeConfigSpace::new();
-        fake.add(addr(0, 1, 0), FakeFunction::endpoint(0x8086, 0x100e, 0x02, 0x00, 0x00, 3));
-        fake.add(addr(0x80, 0, 0), FakeFunction::endpoint(0x1af4, 0x1041, 0x02, 0x00, 0x00, 1));
+        fake.add(
+            addr(0, 1, 0),
+            FakeFunction::endpoint(0x8086, 0x100e, 0x02, 0x00, 0x00, 3),
+        );
+        fake.add(
+            addr(0x80, 0, 0),
+            FakeFunction::endpoint(0x1af4, 0x1041, 0x02, 0x00, 0x00, 1),
+        );
         let roots = [
-            Root { segment: 0, bus: 0, extended: false },
-            Root { segment: 0, bus: 0x80, extended: true },
+            Root {
+                segment: 0,
+                bus: 0,
+                extended: false,
+            },
+            Root {
+                segment: 0,
+                bus: 0x80,
+                extended: true,
+            },
         ];
         // SAFETY: the fake answers any aligned offset below 4096 of any address.
         let cs = unsafe { ConfigSpace::new(&fake, &roots) };
@@ -194,16 +220,34 @@ mod tests {
         assert_eq!(cs.read16(legacy, 2), Ok(0x100e));
         assert_eq!(cs.read8(legacy, 1), Ok(0x80));
         assert_eq!(cs.read8(legacy, 0xff), Ok(0));
-        assert_eq!(cs.read32(legacy, 2), Err(ConfigError::Misaligned { offset: 2, width: 4 }));
-        assert_eq!(cs.read16(legacy, 3), Err(ConfigError::Misaligned { offset: 3, width: 2 }));
+        assert_eq!(
+            cs.read32(legacy, 2),
+            Err(ConfigError::Misaligned {
+                offset: 2,
+                width: 4
+            })
+        );
+        assert_eq!(
+            cs.read16(legacy, 3),
+            Err(ConfigError::Misaligned {
+                offset: 3,
+                width: 2
+            })
+        );
         assert_eq!(
             cs.read32(legacy, 0x100),
-            Err(ConfigError::OutOfRange { offset: 0x100, limit: 256 })
+            Err(ConfigError::OutOfRange {
+                offset: 0x100,
+                limit: 256
+            })
         );
         assert_eq!(cs.read32(ecam, 0x100), Ok(0));
         assert_eq!(
             cs.write32(ecam, 0x1000, 0),
-            Err(ConfigError::OutOfRange { offset: 0x1000, limit: 4096 })
+            Err(ConfigError::OutOfRange {
+                offset: 0x1000,
+                limit: 4096
+            })
         );
         assert_eq!(cs.limit(addr(0x7f, 0, 0)), Ok(256));
         assert_eq!(

@@ -17,7 +17,11 @@ pub struct Counting<A> {
 impl<A> Counting<A> {
     /// Wraps `inner` with both counters at zero.
     pub const fn new(inner: A) -> Self {
-        Counting { inner, reads: AtomicUsize::new(0), writes: AtomicUsize::new(0) }
+        Counting {
+            inner,
+            reads: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+        }
     }
 
     /// The wrapped mechanism.
@@ -76,16 +80,32 @@ mod tests {
     fn counts_and_resets() {
         let fake = FakeConfigSpace::new();
         let a = Address::new(0, 0, 3, 0).unwrap();
-        fake.add(a, FakeFunction::endpoint(0x1234, 0x11e8, 0x00, 0xff, 0, 0x10));
+        fake.add(
+            a,
+            FakeFunction::endpoint(0x1234, 0x11e8, 0x00, 0xff, 0, 0x10),
+        );
         let counting = Counting::new(fake);
-        let roots = [Root { segment: 0, bus: 0, extended: true }];
+        let roots = [Root {
+            segment: 0,
+            bus: 0,
+            extended: true,
+        }];
         // SAFETY: the fake answers any aligned offset below 4096 of any address.
         let cs = unsafe { ConfigSpace::new(&counting, &roots) };
         assert_eq!(cs.read32(a, 0), Ok(0x11e8_1234));
         cs.read8(a, 9).unwrap();
         cs.write32(a, 0x04, 0).unwrap();
-        assert_eq!(cs.read32(a, 0x1001), Err(crate::ConfigError::Misaligned { offset: 0x1001, width: 4 }));
-        assert_eq!((counting.reads(), counting.writes(), counting.accesses()), (2, 1, 3));
+        assert_eq!(
+            cs.read32(a, 0x1001),
+            Err(crate::ConfigError::Misaligned {
+                offset: 0x1001,
+                width: 4
+            })
+        );
+        assert_eq!(
+            (counting.reads(), counting.writes(), counting.accesses()),
+            (2, 1, 3)
+        );
         counting.reset();
         assert_eq!((counting.reads(), counting.writes()), (0, 0));
     }

@@ -9,7 +9,7 @@
 //!
 //! Accesses per function: dwords 0x00 (IDs), 0x0C (header type), 0x08 (class, revision),
 //! 0x04 (Command/Status), 0x2C (subsystem, type 0) or 0x18 (bus numbers, type 1), 0x3C
-//! (interrupt), then BAR sizing (see [`bar`](crate::bar)), then — only if Status bit 4
+//! (interrupt), then BAR sizing (see [`bar`]), then — only if Status bit 4
 //! says there is a list — 0x34 and one dword per capability (+2 for MSI-X), and the extended
 //! list only behind an ECAM root for functions with a PCI Express capability.
 //!
@@ -152,7 +152,10 @@ impl Function {
 
     /// Present BARs with their slots.
     pub fn bars(&self) -> impl Iterator<Item = (usize, &Bar)> {
-        self.bars.iter().enumerate().filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
+        self.bars
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
     }
 
     /// The first legacy capability with this ID.
@@ -162,7 +165,10 @@ impl Function {
 
     /// The first extended capability with this ID.
     pub fn extended_capability(&self, id: u16) -> Option<ExtendedCapability> {
-        self.extended_capabilities.iter().copied().find(|c| c.id == id)
+        self.extended_capabilities
+            .iter()
+            .copied()
+            .find(|c| c.id == id)
     }
 
     /// Has a PCI Express capability.
@@ -228,7 +234,11 @@ pub enum BridgeError {
 impl fmt::Display for BridgeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            BridgeError::SecondaryNotAbove { primary, secondary, bus } => write!(
+            BridgeError::SecondaryNotAbove {
+                primary,
+                secondary,
+                bus,
+            } => write!(
                 f,
                 "bridge secondary bus {secondary:02x} is not above primary bus {primary:02x} \
                  (bridge on bus {bus:02x}); not followed"
@@ -238,7 +248,10 @@ impl fmt::Display for BridgeError {
                 "bridge secondary bus {secondary:02x} is beyond the parent's last bus \
                  {last:02x}; not followed"
             ),
-            BridgeError::SubordinateBelowSecondary { secondary, subordinate } => write!(
+            BridgeError::SubordinateBelowSecondary {
+                secondary,
+                subordinate,
+            } => write!(
                 f,
                 "bridge subordinate bus {subordinate:02x} is below secondary bus \
                  {secondary:02x}; not followed"
@@ -249,7 +262,10 @@ impl fmt::Display for BridgeError {
                  {last:02x}; scanned up to {last:02x}"
             ),
             BridgeError::BusAlreadyScanned { bus } => {
-                write!(f, "bus {bus:02x} was already scanned (bus loop); not followed")
+                write!(
+                    f,
+                    "bus {bus:02x} was already scanned (bus loop); not followed"
+                )
             }
         }
     }
@@ -293,7 +309,10 @@ impl fmt::Display for ScanErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScanErrorKind::Vanished => {
-                write!(f, "function vanished during the scan (vendor ID reads ffff); skipped")
+                write!(
+                    f,
+                    "function vanished during the scan (vendor ID reads ffff); skipped"
+                )
             }
             ScanErrorKind::Config(e) => write!(f, "config access refused: {e}; skipped"),
             ScanErrorKind::UnsupportedHeaderType(t) => write!(
@@ -404,11 +423,17 @@ impl<A: ConfigRegionAccess> Reader<'_, '_, A> {
     /// `Err(Vanished)` if dword 0 reads vendor 0xFFFF or IDs other than at first.
     pub(crate) fn check_present(&self) -> Result<(), Abort> {
         let ids = self.read_raw(0)?;
-        if ids as u16 == 0xffff || ids != self.ids { Err(Abort::Vanished) } else { Ok(()) }
+        if ids as u16 == 0xffff || ids != self.ids {
+            Err(Abort::Vanished)
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn write(&self, offset: u16, value: u32) -> Result<(), Abort> {
-        self.cs.write32(self.address, offset, value).map_err(Abort::Config)
+        self.cs
+            .write32(self.address, offset, value)
+            .map_err(Abort::Config)
     }
 }
 
@@ -445,7 +470,11 @@ fn scan_function<A: ConfigRegionAccess>(
         1 => {
             // Primary = secondary = 0xFF is invalid.
             let [primary, secondary, subordinate, _] = r.read(0x18)?.to_le_bytes();
-            f.bridge = Some(BridgeBuses { primary, secondary, subordinate });
+            f.bridge = Some(BridgeBuses {
+                primary,
+                secondary,
+                subordinate,
+            });
             2
         }
         other => {
@@ -487,7 +516,10 @@ fn probe_into<A: ConfigRegionAccess>(
     let ids = match cs.read32(address, 0) {
         Ok(ids) => ids,
         Err(e) => {
-            errors.push(ScanError { address, kind: ScanErrorKind::Config(e) });
+            errors.push(ScanError {
+                address,
+                kind: ScanErrorKind::Config(e),
+            });
             return None;
         }
     };
@@ -540,8 +572,11 @@ fn scan_bus<A: ConfigRegionAccess>(
 ) -> Vec<(Address, BridgeBuses)> {
     let mut bridges = Vec::new();
     for device in 0..32 {
-        let Some(f0) = probe_into(cs, Address::new_masked(segment, bus, device, 0), &mut topology.errors)
-        else {
+        let Some(f0) = probe_into(
+            cs,
+            Address::new_masked(segment, bus, device, 0),
+            &mut topology.errors,
+        ) else {
             continue;
         };
         let multifunction = f0.multifunction;
@@ -588,16 +623,28 @@ pub fn enumerate<A: ConfigRegionAccess>(config: &ConfigSpace<'_, A>) -> Topology
             .map(|r| r.bus - 1)
             .min()
             .unwrap_or(u8::MAX);
-        stack.push(Pending { segment: root.segment, bus: root.bus, last, via: None });
+        stack.push(Pending {
+            segment: root.segment,
+            bus: root.bus,
+            last,
+            via: None,
+        });
         while let Some(p) = stack.pop() {
-            topology.buses.push(Bus { segment: p.segment, number: p.bus, bridge: p.via });
+            topology.buses.push(Bus {
+                segment: p.segment,
+                number: p.bus,
+                bridge: p.via,
+            });
             let bridges = scan_bus(config, p.segment, p.bus, &mut topology);
             let mut children = Vec::new();
             for (address, b) in bridges {
                 match follow(&p, b, &mut visited) {
                     Ok((last, warning)) => {
                         if let Some(w) = warning {
-                            topology.errors.push(ScanError { address, kind: w.into() });
+                            topology.errors.push(ScanError {
+                                address,
+                                kind: w.into(),
+                            });
                         }
                         children.push(Pending {
                             segment: p.segment,
@@ -606,7 +653,10 @@ pub fn enumerate<A: ConfigRegionAccess>(config: &ConfigSpace<'_, A>) -> Topology
                             via: Some(address),
                         });
                     }
-                    Err(e) => topology.errors.push(ScanError { address, kind: e.into() }),
+                    Err(e) => topology.errors.push(ScanError {
+                        address,
+                        kind: e.into(),
+                    }),
                 }
             }
             // Depth first, in address order.
@@ -626,21 +676,38 @@ fn follow(
     b: BridgeBuses,
     visited: &mut BTreeSet<(u16, u8)>,
 ) -> Result<(u8, Option<BridgeError>), BridgeError> {
-    let BridgeBuses { primary, secondary, subordinate } = b;
+    let BridgeBuses {
+        primary,
+        secondary,
+        subordinate,
+    } = b;
     if secondary <= primary || secondary <= parent.bus {
-        return Err(BridgeError::SecondaryNotAbove { primary, secondary, bus: parent.bus });
+        return Err(BridgeError::SecondaryNotAbove {
+            primary,
+            secondary,
+            bus: parent.bus,
+        });
     }
     if secondary > parent.last {
-        return Err(BridgeError::OutsideParentRange { secondary, last: parent.last });
+        return Err(BridgeError::OutsideParentRange {
+            secondary,
+            last: parent.last,
+        });
     }
     if subordinate < secondary {
-        return Err(BridgeError::SubordinateBelowSecondary { secondary, subordinate });
+        return Err(BridgeError::SubordinateBelowSecondary {
+            secondary,
+            subordinate,
+        });
     }
     if !visited.insert((parent.segment, secondary)) {
         return Err(BridgeError::BusAlreadyScanned { bus: secondary });
     }
     if subordinate > parent.last {
-        let warning = BridgeError::SubordinateBeyondParent { subordinate, last: parent.last };
+        let warning = BridgeError::SubordinateBeyondParent {
+            subordinate,
+            last: parent.last,
+        };
         return Ok((parent.last, Some(warning)));
     }
     Ok((subordinate, None))

@@ -115,7 +115,10 @@ impl FakeFunction {
         let mut f = Self::blank();
         f.set16(0x00, vendor);
         f.set16(0x02, device);
-        f.set32(0x08, u32::from_le_bytes([revision, prog_if, subclass, class]));
+        f.set32(
+            0x08,
+            u32::from_le_bytes([revision, prog_if, subclass, class]),
+        );
         f.set8(0x3c, 0xff);
         f
     }
@@ -124,7 +127,10 @@ impl FakeFunction {
     pub fn bridge(vendor: u16, device: u16, primary: u8, secondary: u8, subordinate: u8) -> Self {
         let mut f = Self::endpoint(vendor, device, 0x06, 0x04, 0x00, 0);
         f.set8(0x0e, 0x01);
-        f.set32(0x18, u32::from_le_bytes([primary, secondary, subordinate, 0]));
+        f.set32(
+            0x18,
+            u32::from_le_bytes([primary, secondary, subordinate, 0]),
+        );
         f
     }
 
@@ -166,27 +172,42 @@ impl FakeFunction {
         self
     }
 
-    /// Puts a BAR in `slot` (0..=5; a 64-bit BAR also fills `slot + 1` if there is one).
+    /// Puts a BAR in `slot` (0..=5, or 0..=1 for bridges; a 64-bit BAR also fills
+    /// `slot + 1` if the header layout has one).
     pub fn with_bar(mut self, slot: usize, bar: FakeBar) -> Self {
         let off = 0x10 + 4 * slot;
         let (value, mask, high) = match bar {
             FakeBar::Io { address, size } => (address & !3 | 1, !(size - 1) & !3, None),
-            FakeBar::Mem32 { address, size, prefetchable } => {
+            FakeBar::Mem32 {
+                address,
+                size,
+                prefetchable,
+            } => {
                 let pf = if prefetchable { 8 } else { 0 };
                 (address & !0xf | pf, !(size - 1) & !0xf, None)
             }
-            FakeBar::Mem64 { address, size, prefetchable } => {
+            FakeBar::Mem64 {
+                address,
+                size,
+                prefetchable,
+            } => {
                 let pf = if prefetchable { 8 } else { 0 };
                 let mask = !(size - 1);
                 let low = (address as u32) & !0xf | pf | 0b100;
-                (low, (mask as u32) & !0xf, Some(((address >> 32) as u32, (mask >> 32) as u32)))
+                (
+                    low,
+                    (mask as u32) & !0xf,
+                    Some(((address >> 32) as u32, (mask >> 32) as u32)),
+                )
             }
             FakeBar::Raw { value, writable } => (value, writable, None),
         };
         self.set32(off, value);
         self.writable[off / 4] = mask;
         if let Some((value, mask)) = high {
-            if off + 4 < 0x28 {
+            // In the last slot there is nowhere for the upper half (set the header type
+            // before adding BARs).
+            if self.is_bar(off + 4) {
                 self.set32(off + 4, value);
                 self.writable[off / 4 + 1] = mask;
             }
@@ -222,13 +243,7 @@ impl FakeFunction {
     }
 
     /// Appends an MSI-X capability with `table_size` entries.
-    pub fn with_msix(
-        self,
-        offset: u8,
-        table_size: u16,
-        table: (u8, u32),
-        pba: (u8, u32),
-    ) -> Self {
+    pub fn with_msix(self, offset: u8, table_size: u16, table: (u8, u32), pba: (u8, u32)) -> Self {
         let mut body = Vec::new();
         body.extend_from_slice(&((table_size - 1) & 0x7ff).to_le_bytes());
         body.extend_from_slice(&(table.1 & !7 | u32::from(table.0 & 7)).to_le_bytes());
@@ -341,7 +356,11 @@ impl FakeConfigSpace {
 
     /// A dword as stored, without counting as a read (`None` if absent).
     pub fn peek(&self, address: Address, offset: usize) -> Option<u32> {
-        self.state.borrow().functions.get(&address).map(|f| f.get32(offset))
+        self.state
+            .borrow()
+            .functions
+            .get(&address)
+            .map(|f| f.get32(offset))
     }
 
     /// Misuse seen so far (empty if the caller behaved).
@@ -362,8 +381,10 @@ impl FakeConfigSpace {
     }
 
     fn check_offset(state: &mut State, address: Address, offset: u16, what: &str) -> bool {
-        if offset % 4 != 0 || offset >= 4096 {
-            state.violations.push(format!("{what} {address} at bad offset {offset:#x}"));
+        if !offset.is_multiple_of(4) || offset >= 4096 {
+            state
+                .violations
+                .push(format!("{what} {address} at bad offset {offset:#x}"));
             return false;
         }
         true
@@ -387,7 +408,11 @@ impl ConfigRegionAccess for FakeConfigSpace {
                 *left -= 1;
             }
         }
-        if f.removed { !0 } else { f.get32(usize::from(offset)) }
+        if f.removed {
+            !0
+        } else {
+            f.get32(usize::from(offset))
+        }
     }
 
     unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
@@ -414,9 +439,9 @@ impl ConfigRegionAccess for FakeConfigSpace {
         }
         f.set32(off, new);
         if violation {
-            state
-                .violations
-                .push(format!("{address}: BAR at {offset:#x} sized with decode on (Command {command:#x})"));
+            state.violations.push(format!(
+                "{address}: BAR at {offset:#x} sized with decode on (Command {command:#x})"
+            ));
         }
     }
 }

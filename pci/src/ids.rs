@@ -178,9 +178,7 @@ pub fn device_name(vendor: u16, device: u16) -> Option<&'static str> {
         (0x8086, 0x2936) => "82801I (ICH9 Family) USB UHCI Controller #3",
         (0x8086, 0x293a) => "82801I (ICH9 Family) USB2 EHCI Controller #1",
         (0x8086, 0x293e) => "82801I (ICH9 Family) HD Audio Controller",
-        (0x8086, 0x2668) => {
-            "82801FB/FBM/FR/FW/FRW (ICH6 Family) High Definition Audio Controller"
-        }
+        (0x8086, 0x2668) => "82801FB/FBM/FR/FW/FRW (ICH6 Family) High Definition Audio Controller",
         (0x8086, 0x1237) => "440FX - 82441FX PMC [Natoma]",
         (0x8086, 0x7000) => "82371SB PIIX3 ISA [Natoma/Triton II]",
         (0x8086, 0x7010) => "82371SB PIIX3 IDE [Natoma/Triton II]",

@@ -3,7 +3,7 @@
 //! `lspci`-style output.
 //!
 //! Design: everything here is logic over [`pci_types::ConfigRegionAccess`], so it builds
-//! `no_std` (+ `alloc`) for the kernel and is tested on the host against [`fake`] (feature
+//! `no_std` (+ `alloc`) for the kernel and is tested on the host against `fake` (feature
 //! `fake`). The kernel supplies the real mechanism (ECAM MMIO, port I/O) and makes its one
 //! soundness promise in the `unsafe` [`ConfigSpace::new`]; everything after that is safe,
 //! checked (dword alignment, 256- or 4096-byte limit per root) and returns errors instead of

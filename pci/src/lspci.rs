@@ -2,7 +2,7 @@
 //! a tree like `lspci -tv`, and one machine-readable line per function for the test runner.
 //!
 //! Listing ([`write_listing`]), one line per function (revision only when not zero, as
-//! `lspci`; names from [`ids`](crate::ids), otherwise `Device` and the numbers):
+//! `lspci`; names from [`ids`], otherwise `Device` and the numbers):
 //!
 //! ```text
 //! 0000:00:00.0 Host bridge [0600]: Intel Corporation 82G33/G31/P35/P31 Express DRAM Controller [8086:29c0]
@@ -94,7 +94,10 @@ pub fn write_listing<W: Write + ?Sized>(w: &mut W, topology: &Topology) -> fmt::
 
 /// Name in the tree: like the listing's, but numbers as `lspci -tv` shows them.
 fn write_tree_name<W: Write + ?Sized>(w: &mut W, f: &Function) -> fmt::Result {
-    match (ids::vendor_name(f.vendor_id), ids::device_name(f.vendor_id, f.device_id)) {
+    match (
+        ids::vendor_name(f.vendor_id),
+        ids::device_name(f.vendor_id, f.device_id),
+    ) {
         (Some(v), Some(d)) => write!(w, "{v} {d}"),
         (Some(v), None) => write!(w, "{v} Device {:04x}", f.device_id),
         (None, Some(d)) => write!(w, "Device {:04x}:{:04x} {d}", f.vendor_id, f.device_id),
@@ -119,7 +122,11 @@ pub fn write_tree<W: Write + ?Sized>(w: &mut W, topology: &Topology) -> fmt::Res
             let last = *done == functions.len();
             w.write_char(' ')?;
             for &(outer, outer_done) in &stack[..stack.len() - 1] {
-                w.write_str(if outer_done < outer.len() { "|  " } else { "   " })?;
+                w.write_str(if outer_done < outer.len() {
+                    "|  "
+                } else {
+                    "   "
+                })?;
             }
             w.write_str(if last { "\\-" } else { "+-" })?;
             write!(w, "{:02x}.{}", f.address.device(), f.address.function())?;
@@ -191,9 +198,13 @@ pub fn write_function_line<W: Write + ?Sized>(w: &mut W, f: &Function) -> fmt::R
         )?;
     }
     w.write_str(" caps=")?;
-    write_list(w, f.capabilities.iter().map(|c| c.id), |w, id| write!(w, "{id:02x}"))?;
+    write_list(w, f.capabilities.iter().map(|c| c.id), |w, id| {
+        write!(w, "{id:02x}")
+    })?;
     w.write_str(" ecaps=")?;
-    write_list(w, f.extended_capabilities.iter().map(|c| c.id), |w, id| write!(w, "{id:04x}"))
+    write_list(w, f.extended_capabilities.iter().map(|c| c.id), |w, id| {
+        write!(w, "{id:04x}")
+    })
 }
 
 /// One `PCIERR` line, without the newline.

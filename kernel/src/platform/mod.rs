@@ -195,7 +195,10 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
     };
     if platform.roots.is_empty() {
         platform.roots = fallback_roots(&platform.ecam);
-        log::warn!("acpi: no host bridge found in AML; starting at {:?}", platform.roots);
+        log::warn!(
+            "acpi: no host bridge found in AML; starting at {:?}",
+            platform.roots
+        );
     }
     Some(PLATFORM.call_once(|| platform))
 }
@@ -206,7 +209,10 @@ pub fn fallback_roots(ecam: &[EcamRegion]) -> Vec<roots::RootBus> {
         return alloc::vec![roots::RootBus { segment: 0, bus: 0 }];
     }
     ecam.iter()
-        .map(|e| roots::RootBus { segment: e.segment, bus: e.start_bus })
+        .map(|e| roots::RootBus {
+            segment: e.segment,
+            bus: e.start_bus,
+        })
         .collect()
 }
 

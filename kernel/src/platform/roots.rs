@@ -11,9 +11,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::str::FromStr;
 
+use ::acpi::aml::Interpreter;
 use ::acpi::aml::namespace::{AmlName, NamespaceLevelKind};
 use ::acpi::aml::object::Object;
-use ::acpi::aml::Interpreter;
 
 use super::handler::KernelAcpi;
 
@@ -50,7 +50,10 @@ const fn eisa_id(id: &[u8; 7]) -> u64 {
 }
 
 const PCIE_ROOT: u64 = eisa_id(b"PNP0A08");
-const _: () = assert!(PCIE_ROOT == 0x080A_D041, "EISA ID encoding (ACPI 6.5 §6.1.5)");
+const _: () = assert!(
+    PCIE_ROOT == 0x080A_D041,
+    "EISA ID encoding (ACPI 6.5 §6.1.5)"
+);
 const PCI_ROOT: u64 = eisa_id(b"PNP0A03");
 
 fn is_root_id(object: &Object) -> bool {
@@ -110,7 +113,9 @@ pub fn from_aml(aml: &Interpreter<KernelAcpi>) -> Vec<RootBus> {
                 log::info!("acpi: host bridge {device}: segment {segment}, root bus {bus:#04x}");
                 roots.push(RootBus { segment, bus });
             }
-            _ => log::warn!("acpi: host bridge {device} has _SEG {segment:#x} / _BBN {bus:#x} out of range; ignored"),
+            _ => log::warn!(
+                "acpi: host bridge {device} has _SEG {segment:#x} / _BBN {bus:#x} out of range; ignored"
+            ),
         }
     }
     roots.sort_unstable();

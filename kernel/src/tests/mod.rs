@@ -14,6 +14,7 @@
 //! reported and fail the run.
 
 mod boot_suite;
+mod pci_suite;
 
 use alloc::string::String;
 
@@ -52,6 +53,7 @@ pub const PAGE_FAULT_ADDRESS: u64 = 0xdead_b000;
 pub fn run(suite: &str) -> ! {
     let tests: &[Test] = match suite {
         "boot" => boot_suite::TESTS,
+        "pci" => pci_suite::TESTS,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -69,7 +71,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }
@@ -89,6 +91,12 @@ pub fn run(suite: &str) -> ! {
         }
     }
     crate::serial_println!("TEST DONE {suite}: {passed} passed, {failed} failed");
+    if suite == "pci" {
+        pci_suite::report();
+        // The runner compares the lines above with QEMU's `query-pci`, then quits QEMU.
+        crate::serial_println!("PCI HOLD");
+        qemu::halt_forever();
+    }
     qemu::exit(if failed == 0 {
         ExitCode::Success
     } else {

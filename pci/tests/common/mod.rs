@@ -8,8 +8,16 @@ pub fn a(bus: u8, dev: u8, func: u8) -> Address {
     Address::new(0, bus, dev, func).unwrap()
 }
 
-pub const ECAM_ROOT: Root = Root { segment: 0, bus: 0, extended: true };
-pub const PIO_ROOT: Root = Root { segment: 0, bus: 0, extended: false };
+pub const ECAM_ROOT: Root = Root {
+    segment: 0,
+    bus: 0,
+    extended: true,
+};
+pub const PIO_ROOT: Root = Root {
+    segment: 0,
+    bus: 0,
+    extended: false,
+};
 
 /// Enumerates `fake` below `roots`.
 pub fn scan(fake: &FakeConfigSpace, roots: &[Root]) -> Topology {
@@ -19,7 +27,10 @@ pub fn scan(fake: &FakeConfigSpace, roots: &[Root]) -> Topology {
 }
 
 /// Enumerates and counts accesses: (topology, reads, writes).
-pub fn scan_counted(fake: FakeConfigSpace, roots: &[Root]) -> (Topology, usize, usize, FakeConfigSpace) {
+pub fn scan_counted(
+    fake: FakeConfigSpace,
+    roots: &[Root],
+) -> (Topology, usize, usize, FakeConfigSpace) {
     let counting = Counting::new(fake);
     // SAFETY: the fake answers any aligned offset below 4096 of any address.
     let cs = unsafe { ConfigSpace::new(&counting, roots) };
@@ -55,7 +66,14 @@ pub fn root_port(secondary: u8, bar: u32) -> FakeFunction {
     FakeFunction::bridge(0x1b36, 0x000c, 0, secondary, secondary)
         .with_command(0x0107)
         .with_interrupt(1, 10)
-        .with_bar(0, FakeBar::Mem32 { address: bar, size: 0x1000, prefetchable: false })
+        .with_bar(
+            0,
+            FakeBar::Mem32 {
+                address: bar,
+                size: 0x1000,
+                prefetchable: false,
+            },
+        )
         .with_pcie(0x40)
         .with_msix(0x48, 1, (0, 0), (0, 0x800))
         .with_extended_capability(0x100, 0x0001, 2)
@@ -74,8 +92,22 @@ pub fn q35() -> FakeConfigSpace {
             .with_command(0x0003)
             .with_status(0x2000) // Received Master Abort: RW1C, must survive enumeration
             .with_subsystem(0x1af4, 0x1100)
-            .with_bar(0, FakeBar::Mem32 { address: 0xfd00_0000, size: 0x100_0000, prefetchable: true })
-            .with_bar(2, FakeBar::Mem32 { address: 0xfebf_0000, size: 0x1000, prefetchable: false }),
+            .with_bar(
+                0,
+                FakeBar::Mem32 {
+                    address: 0xfd00_0000,
+                    size: 0x100_0000,
+                    prefetchable: true,
+                },
+            )
+            .with_bar(
+                2,
+                FakeBar::Mem32 {
+                    address: 0xfebf_0000,
+                    size: 0x1000,
+                    prefetchable: false,
+                },
+            ),
     );
     fake.add(a(0, 2, 0), root_port(1, 0xfeb0_0000).multifunction());
     fake.add(a(0, 2, 1), root_port(2, 0xfeb0_1000));
@@ -85,7 +117,14 @@ pub fn q35() -> FakeConfigSpace {
             .with_command(0x0002)
             .with_subsystem(0x1af4, 0x1100)
             .with_interrupt(1, 11)
-            .with_bar(0, FakeBar::Mem32 { address: 0xfe00_0000, size: 0x10_0000, prefetchable: false })
+            .with_bar(
+                0,
+                FakeBar::Mem32 {
+                    address: 0xfe00_0000,
+                    size: 0x10_0000,
+                    prefetchable: false,
+                },
+            )
             .with_msi(0x40, 0, true, false),
     );
     fake.add(
@@ -93,7 +132,14 @@ pub fn q35() -> FakeConfigSpace {
         FakeFunction::bridge(0x1b36, 0x000e, 0, 3, 4)
             .with_command(0x0107)
             .with_interrupt(1, 11)
-            .with_bar(0, FakeBar::Mem64 { address: 0xfeb0_2000, size: 0x100, prefetchable: false })
+            .with_bar(
+                0,
+                FakeBar::Mem64 {
+                    address: 0xfeb0_2000,
+                    size: 0x100,
+                    prefetchable: false,
+                },
+            )
             .with_pcie(0x40)
             .with_capability(0x48, 0x0c, &[0; 6])
             .with_msi(0x70, 0, true, true),
@@ -111,8 +157,21 @@ pub fn q35() -> FakeConfigSpace {
             .with_command(0x0407)
             .with_subsystem(0x1af4, 0x1100)
             .with_interrupt(1, 10)
-            .with_bar(4, FakeBar::Io { address: 0xc040, size: 0x20 })
-            .with_bar(5, FakeBar::Mem32 { address: 0xfebf_1000, size: 0x1000, prefetchable: false })
+            .with_bar(
+                4,
+                FakeBar::Io {
+                    address: 0xc040,
+                    size: 0x20,
+                },
+            )
+            .with_bar(
+                5,
+                FakeBar::Mem32 {
+                    address: 0xfebf_1000,
+                    size: 0x1000,
+                    prefetchable: false,
+                },
+            )
             .with_msi(0x80, 0, false, false)
             .with_capability(0xa8, 0x12, &[0x10, 0, 0x48, 0, 0, 0]),
     );
@@ -122,7 +181,13 @@ pub fn q35() -> FakeConfigSpace {
             .with_command(0x0003)
             .with_subsystem(0x1af4, 0x1100)
             .with_interrupt(1, 10)
-            .with_bar(4, FakeBar::Io { address: 0x0700, size: 0x40 }),
+            .with_bar(
+                4,
+                FakeBar::Io {
+                    address: 0x0700,
+                    size: 0x40,
+                },
+            ),
     );
     fake.add(
         a(1, 0, 0),
@@ -130,7 +195,14 @@ pub fn q35() -> FakeConfigSpace {
             .with_command(0x0507)
             .with_subsystem(0x1af4, 0x1100)
             .with_interrupt(1, 10)
-            .with_bar(0, FakeBar::Mem64 { address: 0xfe80_0000, size: 0x4000, prefetchable: false })
+            .with_bar(
+                0,
+                FakeBar::Mem64 {
+                    address: 0xfe80_0000,
+                    size: 0x4000,
+                    prefetchable: false,
+                },
+            )
             .with_msix(0x40, 65, (0, 0x2000), (0, 0x3000))
             .with_capability(0x60, 0x01, &[0x03, 0x00, 0x08, 0x00, 0x00, 0x00])
             .with_pcie(0x80)
@@ -142,10 +214,21 @@ pub fn q35() -> FakeConfigSpace {
             .with_command(0x0507)
             .with_subsystem(0x1af4, 0x1100)
             .with_interrupt(1, 11)
-            .with_bar(1, FakeBar::Mem32 { address: 0xfe60_0000, size: 0x1000, prefetchable: false })
+            .with_bar(
+                1,
+                FakeBar::Mem32 {
+                    address: 0xfe60_0000,
+                    size: 0x1000,
+                    prefetchable: false,
+                },
+            )
             .with_bar(
                 4,
-                FakeBar::Mem64 { address: 0x80_0000_0000, size: 0x4000, prefetchable: true },
+                FakeBar::Mem64 {
+                    address: 0x80_0000_0000,
+                    size: 0x4000,
+                    prefetchable: true,
+                },
             )
             .with_msix(0x98, 4, (1, 0), (1, 0x800))
             .with_capability(0x84, 0x09, &[0x14, 0x05])
@@ -157,7 +240,14 @@ pub fn q35() -> FakeConfigSpace {
         FakeFunction::bridge(0x1b36, 0x0001, 3, 4, 4)
             .with_command(0x0103)
             .with_interrupt(1, 11)
-            .with_bar(0, FakeBar::Mem64 { address: 0xfe40_0000, size: 0x100, prefetchable: false })
+            .with_bar(
+                0,
+                FakeBar::Mem64 {
+                    address: 0xfe40_0000,
+                    size: 0x100,
+                    prefetchable: false,
+                },
+            )
             .with_capability(0x4c, 0x0c, &[0; 6])
             .with_capability(0x48, 0x04, &[0x01, 0x00])
             .with_msi(0x6c, 0, true, true),
@@ -168,8 +258,21 @@ pub fn q35() -> FakeConfigSpace {
             .with_command(0x0103)
             .with_subsystem(0x1af4, 0x1100)
             .with_interrupt(1, 11)
-            .with_bar(0, FakeBar::Mem32 { address: 0xfe38_0000, size: 0x2_0000, prefetchable: false })
-            .with_bar(1, FakeBar::Io { address: 0xb000, size: 0x40 }),
+            .with_bar(
+                0,
+                FakeBar::Mem32 {
+                    address: 0xfe38_0000,
+                    size: 0x2_0000,
+                    prefetchable: false,
+                },
+            )
+            .with_bar(
+                1,
+                FakeBar::Io {
+                    address: 0xb000,
+                    size: 0x40,
+                },
+            ),
     );
     fake
 }

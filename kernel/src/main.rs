@@ -17,6 +17,7 @@ extern crate alloc;
 
 mod bootinfo;
 mod cpu;
+mod interrupts;
 mod logger;
 mod memory;
 mod options;
@@ -65,6 +66,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     if let Some(p) = platform {
         platform::log_summary(p);
     }
+    interrupts::init(platform, options.prefer_xapic);
     let config = pcie::init(platform.map_or(&[][..], |p| &p.ecam));
     let fallback;
     let roots = match platform {

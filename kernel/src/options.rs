@@ -5,6 +5,7 @@
 //! | `log=<level>` | off, error, warn, info (default), debug, trace |
 //! | `test=<suite>` | run an in-kernel test suite and exit QEMU with its result |
 //! | `dumpboot` | print the loader's raw boot structures (fixture format) |
+//! | `apic=xapic` | keep the local APIC in xAPIC mode even where x2APIC exists |
 //!
 //! Unknown words are kept (the test runner passes tokens of its own) and listed at `debug`.
 
@@ -21,6 +22,8 @@ pub struct Options<'a> {
     pub test: Option<&'a str>,
     /// Print the raw boot structures.
     pub dumpboot: bool,
+    /// `apic=xapic`: keep the local APIC in xAPIC mode even if x2APIC exists.
+    pub prefer_xapic: bool,
 }
 
 /// Parses `cmdline`.
@@ -37,5 +40,6 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         bad_log,
         test: boot::cmdline::get(cmdline, "test").filter(|s| !s.is_empty()),
         dumpboot: boot::cmdline::get(cmdline, "dumpboot").is_some(),
+        prefer_xapic: boot::cmdline::get(cmdline, "apic") == Some("xapic"),
     }
 }

@@ -1,10 +1,12 @@
 //! The IDT and the CPU exceptions (Intel SDM vol. 3A §6.10-6.15).
 //!
-//! Every one of the 32 exception vectors gets a small naked stub that pushes a uniform
+//! Every one of the 256 vectors gets a small naked stub that pushes a uniform
 //! [`TrapFrame`] (a zero error code where the CPU pushes none, the vector number, and all
 //! general registers) and calls [`exception_dispatch`]. The report names the exception and
 //! prints the vector, error code, RIP, CR2 and every general register on serial; then the
-//! kernel fails (QEMU exits with the failure status; a real board halts).
+//! kernel fails (QEMU exits with the failure status; a real board halts). Vectors 32-255
+//! (device interrupts, APIC timer, error and spurious vectors) go to
+//! [`crate::interrupts::dispatch`] and return with `iretq`.
 //!
 //! Double fault, NMI and machine check run on their own IST stacks (see [`super::gdt`]).
 //! The IDT is a plain array of 256 gate descriptors built here, so the interrupt layer can
@@ -158,14 +160,25 @@ const fn has_error_code(vector: u8) -> bool {
 
 macro_rules! stubs {
     ($($vector:literal),* $(,)?) => {
-        /// Entry points of the 32 exception stubs, by vector.
-        const STUBS: [unsafe extern "C" fn() -> !; 32] = [$(stub::<$vector>),*];
+        /// Entry points of the 256 stubs, by vector.
+        const STUBS: [unsafe extern "C" fn() -> !; 256] = [$(stub::<$vector>),*];
     };
 }
 
 stubs!(
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31
+    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
+    50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73,
+    74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97,
+    98, 99, 100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116,
+    117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127, 128, 129, 130, 131, 132, 133, 134, 135,
+    136, 137, 138, 139, 140, 141, 142, 143, 144, 145, 146, 147, 148, 149, 150, 151, 152, 153, 154,
+    155, 156, 157, 158, 159, 160, 161, 162, 163, 164, 165, 166, 167, 168, 169, 170, 171, 172, 173,
+    174, 175, 176, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192,
+    193, 194, 195, 196, 197, 198, 199, 200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211,
+    212, 213, 214, 215, 216, 217, 218, 219, 220, 221, 222, 223, 224, 225, 226, 227, 228, 229, 230,
+    231, 232, 233, 234, 235, 236, 237, 238, 239, 240, 241, 242, 243, 244, 245, 246, 247, 248, 249,
+    250, 251, 252, 253, 254, 255
 );
 
 /// Per-vector entry: makes the frame uniform, then joins [`common_stub`].
@@ -233,8 +246,12 @@ unsafe extern "C" fn common_stub() -> ! {
     )
 }
 
-/// Reports an exception and fails. Every CPU exception is fatal in this kernel.
+/// Vectors 32-255 go to the interrupt dispatcher; exceptions are reported and fatal.
 extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
+    if frame.vector >= 32 {
+        crate::interrupts::dispatch(frame.vector as u8);
+        return;
+    }
     let name = NAMES
         .get(frame.vector as usize)
         .copied()
@@ -298,7 +315,7 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
     qemu::exit(qemu::ExitCode::Failure)
 }
 
-/// Fills the exception gates and loads the IDT. Call after [`gdt::init`].
+/// Fills all 256 gates and loads the IDT. Call after [`gdt::init`].
 pub fn init() {
     let selector = x86_64::instructions::segmentation::CS::get_reg().0;
     let mut idt = IDT.lock();

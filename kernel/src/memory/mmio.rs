@@ -225,6 +225,20 @@ impl Mmio {
         unsafe { p.read_volatile() }
     }
 
+    /// Reads a 64-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn read64(&self, offset: u64) -> u64 {
+        let p = self.check(offset, 8) as *const u64;
+        // SAFETY: `check` proved the aligned 8 bytes lie inside the live mapping (invariant).
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes a 64-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn write64(&self, offset: u64, value: u64) {
+        let p = self.check(offset, 8) as *mut u64;
+        // SAFETY: as in `read64`.
+        unsafe { p.write_volatile(value) }
+    }
+
     /// Writes a 32-bit register. Panics if `offset` is misaligned or outside the mapping.
     pub fn write32(&self, offset: u64, value: u32) {
         let p = self.check(offset, 4) as *mut u32;

@@ -1,0 +1,209 @@
+//! The I/O APICs (82093AA data sheet; ACPI 6.5 §5.2.12.3 for where they are).
+//!
+//! Each IOAPIC is an indirect register file: write the register index to IOREGSEL (+0x00),
+//! then read or write IOWIN (+0x10). Register 0x01 holds the version and the highest
+//! redirection entry; entry n is the 64-bit pair at 0x10 + 2n. An entry carries the vector,
+//! the delivery mode (fixed), polarity, trigger mode, the mask bit and the destination APIC
+//! ID. Every entry is masked at start; entries are unmasked only when a vector was allocated
+//! for them and a handler installed.
+
+use alloc::vec::Vec;
+
+use spin::Mutex;
+
+use crate::memory::mmio::Mmio;
+use crate::platform::{IoApicInfo, SourceOverride};
+
+const IOREGSEL: u64 = 0x00;
+const IOWIN: u64 = 0x10;
+const REG_VERSION: u32 = 0x01;
+const REG_REDIRECTION: u32 = 0x10;
+
+/// Redirection entry: masked.
+const MASKED: u64 = 1 << 16;
+/// Redirection entry: level-triggered.
+const LEVEL: u64 = 1 << 15;
+/// Redirection entry: active-low.
+const ACTIVE_LOW: u64 = 1 << 13;
+
+/// How an input is wired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    /// Level-triggered (else edge).
+    pub level: bool,
+    /// Active-low (else active-high).
+    pub active_low: bool,
+}
+
+impl Trigger {
+    /// ISA default: edge, active-high.
+    pub const ISA: Trigger = Trigger {
+        level: false,
+        active_low: false,
+    };
+    /// PCI INTx: level, active-low (PCI Local Bus 3.0 §2.2.6).
+    pub const PCI: Trigger = Trigger {
+        level: true,
+        active_low: true,
+    };
+}
+
+/// One mapped IOAPIC.
+struct IoApic {
+    info: IoApicInfo,
+    mmio: Mmio,
+    inputs: u32,
+}
+
+impl IoApic {
+    fn read(&self, reg: u32) -> u32 {
+        self.mmio.write32(IOREGSEL, reg);
+        self.mmio.read32(IOWIN)
+    }
+
+    fn write(&self, reg: u32, value: u32) {
+        self.mmio.write32(IOREGSEL, reg);
+        self.mmio.write32(IOWIN, value);
+    }
+
+    fn entry(&self, input: u32) -> u64 {
+        let low = self.read(REG_REDIRECTION + 2 * input);
+        let high = self.read(REG_REDIRECTION + 2 * input + 1);
+        u64::from(high) << 32 | u64::from(low)
+    }
+
+    fn set_entry(&self, input: u32, value: u64) {
+        // Mask first so the entry is never live half-written.
+        self.write(REG_REDIRECTION + 2 * input, (value as u32) | MASKED as u32);
+        self.write(REG_REDIRECTION + 2 * input + 1, (value >> 32) as u32);
+        self.write(REG_REDIRECTION + 2 * input, value as u32);
+    }
+}
+
+/// All IOAPICs and the ISA overrides.
+struct IoApics {
+    chips: Vec<IoApic>,
+    overrides: Vec<SourceOverride>,
+}
+
+static IOAPICS: Mutex<Option<IoApics>> = Mutex::new(None);
+
+/// Why an input could not be programmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No IOAPIC serves this GSI.
+    NoSuchGsi(u32),
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::NoSuchGsi(gsi) => write!(f, "no IOAPIC serves GSI {gsi}"),
+        }
+    }
+}
+
+/// Maps every IOAPIC and masks all of their inputs.
+pub fn init(infos: &[IoApicInfo], overrides: &[SourceOverride]) {
+    let mut chips = Vec::new();
+    for info in infos {
+        let mmio = match Mmio::map(info.address, 0x20) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!(
+                    "ioapic: cannot map IOAPIC {} at {:#x}: {e}",
+                    info.id,
+                    info.address
+                );
+                continue;
+            }
+        };
+        let mut chip = IoApic {
+            info: *info,
+            mmio,
+            inputs: 0,
+        };
+        let version = chip.read(REG_VERSION);
+        chip.inputs = ((version >> 16) & 0xff) + 1;
+        for input in 0..chip.inputs {
+            chip.set_entry(input, MASKED);
+        }
+        log::info!(
+            "ioapic: id {} version {:#x}, GSIs {}-{}, all masked",
+            info.id,
+            version & 0xff,
+            info.gsi_base,
+            info.gsi_base + chip.inputs - 1
+        );
+        chips.push(chip);
+    }
+    *IOAPICS.lock() = Some(IoApics {
+        chips,
+        overrides: overrides.to_vec(),
+    });
+}
+
+/// The GSI and wiring of ISA IRQ `irq`, after the MADT's overrides.
+pub fn isa_route(irq: u8) -> (u32, Trigger) {
+    let guard = IOAPICS.lock();
+    let over = guard
+        .as_ref()
+        .and_then(|a| a.overrides.iter().find(|o| o.isa_irq == irq).copied());
+    match over {
+        Some(o) => (
+            o.gsi,
+            Trigger {
+                level: o.level,
+                active_low: o.active_low,
+            },
+        ),
+        None => (u32::from(irq), Trigger::ISA),
+    }
+}
+
+fn with_gsi<R>(gsi: u32, f: impl FnOnce(&IoApic, u32) -> R) -> Result<R, Error> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let guard = IOAPICS.lock();
+        let chip = guard
+            .as_ref()
+            .and_then(|a| {
+                a.chips
+                    .iter()
+                    .find(|c| (c.info.gsi_base..c.info.gsi_base + c.inputs).contains(&gsi))
+            })
+            .ok_or(Error::NoSuchGsi(gsi))?;
+        Ok(f(chip, gsi - chip.info.gsi_base))
+    })
+}
+
+/// Points `gsi` at `vector` on the CPU with APIC ID `dest`, left masked.
+pub fn route(gsi: u32, vector: u8, dest: u32, trigger: Trigger) -> Result<(), Error> {
+    let mut entry = u64::from(vector) | MASKED | u64::from(dest & 0xff) << 56;
+    if trigger.level {
+        entry |= LEVEL;
+    }
+    if trigger.active_low {
+        entry |= ACTIVE_LOW;
+    }
+    with_gsi(gsi, |chip, input| chip.set_entry(input, entry))
+}
+
+/// Masks or unmasks `gsi`.
+pub fn set_masked(gsi: u32, masked: bool) -> Result<(), Error> {
+    with_gsi(gsi, |chip, input| {
+        let entry = chip.entry(input);
+        chip.set_entry(
+            input,
+            if masked {
+                entry | MASKED
+            } else {
+                entry & !MASKED
+            },
+        );
+    })
+}
+
+/// The redirection entry of `gsi` (for tests and the `irqs` listing).
+pub fn entry(gsi: u32) -> Result<u64, Error> {
+    with_gsi(gsi, |chip, input| chip.entry(input))
+}

@@ -91,3 +91,107 @@ impl Write for SerialWriter {
         Ok(())
     }
 }
+
+/// Bytes received by the COM1 receive interrupt, waiting for a reader.
+struct RxQueue {
+    bytes: [u8; 256],
+    head: usize,
+    len: usize,
+    dropped: u64,
+}
+
+static RX: Mutex<RxQueue> = Mutex::new(RxQueue {
+    bytes: [0; 256],
+    head: 0,
+    len: 0,
+    dropped: 0,
+});
+
+/// The vector block the receive interrupt uses (owned by the console for the kernel's life).
+static RX_VECTOR: spin::Once<pci::vectors::Block> = spin::Once::new();
+
+/// Moves every byte the UART holds into the queue (the receive interrupt's handler).
+fn drain() {
+    let mut console = CONSOLE.lock();
+    let Some(uart) = console.as_mut() else { return };
+    let mut rx = RX.lock();
+    while let Ok(byte) = uart.try_receive_byte() {
+        if rx.len == rx.bytes.len() {
+            rx.dropped += 1;
+            continue;
+        }
+        let at = (rx.head + rx.len) % rx.bytes.len();
+        rx.bytes[at] = byte;
+        rx.len += 1;
+    }
+}
+
+/// The next received byte, if any.
+pub fn read_byte() -> Option<u8> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut rx = RX.lock();
+        if rx.len == 0 {
+            return None;
+        }
+        let byte = rx.bytes[rx.head];
+        rx.head = (rx.head + 1) % rx.bytes.len();
+        rx.len -= 1;
+        Some(byte)
+    })
+}
+
+/// Routes COM1's receive interrupt (ISA IRQ 4, through the MADT's overrides) to an allocated
+/// vector on this CPU and enables it in the UART. Returns the vector.
+pub fn enable_receive_interrupt() -> Result<u8, alloc::string::String> {
+    use crate::interrupts::{dispatch, ioapic, lapic, vectors};
+    if let Some(block) = RX_VECTOR.get() {
+        return Ok(block.first());
+    }
+    if CONSOLE.lock().is_none() {
+        return Err("no UART at COM1".into());
+    }
+    let block = vectors::allocate(1).map_err(|e| alloc::format!("{e}"))?;
+    let vector = block.first();
+    let dest = lapic::get().map_or(0, |l| l.id());
+    let (gsi, trigger) = ioapic::isa_route(4);
+    dispatch::install(vector, "COM1 receive", alloc::boxed::Box::new(drain))
+        .map_err(|e| alloc::format!("{e:?}"))?;
+    ioapic::route(gsi, vector, dest, trigger).map_err(|e| alloc::format!("{e}"))?;
+    RX_VECTOR.call_once(|| block);
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if let Some(uart) = CONSOLE.lock().as_mut() {
+            uart.enable_interrupts(uart_16550::spec::registers::IER::DATA_READY);
+        }
+    });
+    ioapic::set_masked(gsi, false).map_err(|e| alloc::format!("{e}"))?;
+    log::info!("serial: COM1 receive on ISA IRQ 4 -> GSI {gsi} -> vector {vector:#04x}");
+    Ok(vector)
+}
+
+/// Modem control register (16550 data sheet): bit 4 loops transmit back to receive.
+const MCR: u16 = COM1 + 4;
+const MCR_LOOP: u8 = 1 << 4;
+
+/// Sends `bytes` through the UART in loopback mode: they come back as received data (and
+/// through the receive interrupt), never leaving the machine. For tests.
+pub fn loopback(bytes: &[u8]) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut console = CONSOLE.lock();
+        let Some(uart) = console.as_mut() else { return };
+        let mut port = x86_64::instructions::port::Port::<u8>::new(MCR);
+        // SAFETY: COM1's modem control register, owned by this module; loopback only reroutes
+        // the UART's own transmit line to its receiver.
+        let old = unsafe { port.read() };
+        // SAFETY: as above.
+        unsafe { port.write(old | MCR_LOOP) };
+        uart.send_bytes_exact(bytes);
+        // Wait until the transmitter is empty (LSR bit 6) so every byte looped back.
+        let mut lsr = x86_64::instructions::port::Port::<u8>::new(COM1 + 5);
+        // SAFETY: reading the line status register has no side effects on the data path.
+        while unsafe { lsr.read() } & 0x40 == 0 {
+            core::hint::spin_loop();
+        }
+        // SAFETY: restores the modem control register as it was.
+        unsafe { port.write(old) };
+    });
+}

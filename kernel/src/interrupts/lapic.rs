@@ -38,6 +38,8 @@ pub mod reg {
     pub const ISR0: u32 = 0x100;
     /// Error status.
     pub const ESR: u32 = 0x280;
+    /// Interrupt command, low half (xAPIC).
+    pub const ICR_LOW: u32 = 0x300;
     /// LVT timer.
     pub const LVT_TIMER: u32 = 0x320;
     /// LVT LINT0.
@@ -118,6 +120,16 @@ impl LocalApic {
     pub fn in_service(&self, vector: u8) -> bool {
         let word = self.read(reg::ISR0 + u32::from(vector / 32) * 0x10);
         word & (1 << (vector % 32)) != 0
+    }
+
+    /// Sends `vector` to this CPU itself (fixed delivery; SDM vol. 3A §11.6.1, §11.12.11).
+    pub fn self_ipi(&self, vector: u8) {
+        match &self.mode {
+            // ICR low: destination shorthand "self" (bits 19:18 = 01), fixed, edge.
+            Mode::XApic(_) => self.write(reg::ICR_LOW, 0x0004_0000 | u32::from(vector)),
+            // SAFETY: x2APIC SELF IPI register (MSR 0x83F) takes just the vector.
+            Mode::X2Apic => unsafe { Msr::new(0x83F).write(u64::from(vector)) },
+        }
     }
 
     /// Starts the timer counting down once from `count` (divide by 16) on [`TIMER_VECTOR`].

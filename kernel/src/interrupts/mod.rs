@@ -16,15 +16,11 @@ pub mod hpet;
 pub mod ioapic;
 pub mod lapic;
 pub mod pic;
+pub mod vectors;
 
 use spin::Once;
 
 pub use dispatch::dispatch;
-
-/// First vector the allocator may hand out.
-pub const FIRST_ALLOCATABLE: u8 = 0x30;
-/// Last vector the allocator may hand out.
-pub const LAST_ALLOCATABLE: u8 = 0xEF;
 
 /// How the timer was calibrated.
 static CALIBRATION: Once<&'static str> = Once::new();
@@ -33,6 +29,8 @@ static CALIBRATION: Once<&'static str> = Once::new();
 pub fn init(platform: Option<&crate::platform::Platform>, prefer_xapic: bool) {
     pic::remap_and_mask();
     let lapic = lapic::init(prefer_xapic);
+    // Only the boot CPU runs: vectors are allocated on the CPUs that can receive them.
+    vectors::init(1);
     if let Some(p) = platform {
         ioapic::init(&p.io_apics, &p.overrides);
     }

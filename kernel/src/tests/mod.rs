@@ -14,6 +14,7 @@
 //! reported and fail the run.
 
 mod boot_suite;
+mod irq_suite;
 mod pci_suite;
 
 use alloc::string::String;
@@ -54,6 +55,7 @@ pub fn run(suite: &str) -> ! {
     let tests: &[Test] = match suite {
         "boot" => boot_suite::TESTS,
         "pci" => pci_suite::TESTS,
+        "irq" => irq_suite::TESTS,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -71,7 +73,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

@@ -319,8 +319,10 @@ cmd_bench() {
     ensure_toolchain
     ensure_system qemu
     build_kernel || die "kernel build failed"
-    step "cargo run --release -p qemu-tests --bin bench"
+    step "boot time: cargo run --release -p qemu-tests --bin bench"
     cargo run --release -p qemu-tests --bin bench
+    step "vector allocator: cargo bench -p pci --bench vectors"
+    cargo bench -p pci --bench vectors
 }
 
 main() {

@@ -17,6 +17,9 @@
 //! mid-walk). Hardware cannot make it loop, panic or touch anything outside the promised
 //! range; it keeps configuration accesses few (each is an MMIO or port round trip).
 //! [`lspci`] prints a topology three ways, [`ids`] names what it can.
+//!
+//! [`vectors`] allocates interrupt vectors (per-CPU bitmaps, least-loaded spreading, aligned
+//! blocks for multi-message MSI) as owned [`vectors::Block`]s that freeing consumes.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
@@ -32,6 +35,7 @@ pub mod enumerate;
 pub mod fake;
 pub mod ids;
 pub mod lspci;
+pub mod vectors;
 
 pub use address::{Address, AddressError};
 pub use bar::{Bar, BarError, BarKind};

@@ -321,6 +321,8 @@ cmd_bench() {
     build_kernel || die "kernel build failed"
     step "boot time: cargo run --release -p qemu-tests --bin bench"
     cargo run --release -p qemu-tests --bin bench
+    step "PCI config accesses: cargo run --release -p qemu-tests --bin pcibench"
+    cargo run --release -p qemu-tests --bin pcibench
     step "vector allocator: cargo bench -p pci --bench vectors"
     cargo bench -p pci --bench vectors
 }

@@ -9,6 +9,8 @@
 //! out-of-range access and for all ones written to an implemented BAR while Command has I/O
 //! or memory decode on. A function can be made to vanish after a number of reads.
 
+pub mod irq;
+
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;

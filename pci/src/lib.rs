@@ -18,6 +18,9 @@
 //! range; it keeps configuration accesses few (each is an MMIO or port round trip).
 //! [`lspci`] prints a topology three ways, [`ids`] names what it can.
 //!
+//! [`irq`] hands drivers their interrupt vectors as owned values: MSI-X, MSI or INTx,
+//! released only by dropping them, with handlers that borrow them.
+//!
 //! [`vectors`] allocates interrupt vectors (per-CPU bitmaps, least-loaded spreading, aligned
 //! blocks for multi-message MSI) as owned [`vectors::Block`]s that freeing consumes.
 #![cfg_attr(not(test), no_std)]
@@ -34,6 +37,7 @@ pub mod enumerate;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod ids;
+pub mod irq;
 pub mod lspci;
 pub mod vectors;
 

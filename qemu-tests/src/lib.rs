@@ -12,9 +12,17 @@
 //! - [`Report`]: parses the kernel's serial test protocol (see [`protocol`]).
 //! - [`check`]: runs assertions on an outcome and panics with the whole serial log on failure.
 //! - [`qemu_or_skip`]: lets scenario tests skip, loudly, when QEMU is missing outside CI.
+//! - [`qmp`]: a QMP client ([`Qemu::run_until_qmp`]) and QEMU's `query-pci` as a flat list.
+//! - [`pci`]: the kernel's `PCIDEV`/`PCIERR`/`PCISTATS` lines and their comparison with QEMU.
+//! - [`topology`]: the PCI topologies, the `test=pci` runner and its checks.
+//! - [`cfgtrace`]: configuration-space accesses counted from QEMU's trace log.
 
+pub mod cfgtrace;
+pub mod pci;
 pub mod protocol;
 pub mod qemu;
+pub mod qmp;
+pub mod topology;
 
 use std::fs;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -28,8 +36,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use protocol::{BootInfo, Exception, Loader, Panic, Report, Suite, TestCase, Verdict};
 pub use qemu::{
     Boot, DEFAULT_TIMEOUT, Firmware, Machine, Outcome, QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS, Qemu,
-    qemu_available, qemu_program,
+    QmpRun, qemu_available, qemu_program,
 };
+pub use qmp::Qmp;
 
 /// The GRUB configuration template; `@CMDLINE@` is replaced by the kernel command line.
 pub const GRUB_CFG_TEMPLATE: &str = include_str!("../../grub/grub.cfg.in");
@@ -411,6 +420,7 @@ mod tests {
             first_output: None,
             stderr: String::new(),
             command: "qemu".into(),
+            quit_via_qmp: false,
         };
         let report = check("unit", &outcome, |o, r| {
             expect_exit(o, 33)?;

@@ -5,6 +5,12 @@
 //! isa-debug-exit,iobase=0xf4,iosize=0x04`. The kernel ends a run by writing to port 0xf4:
 //! QEMU then exits with `(value << 1) | 1`, so [`EXIT_SUCCESS`] (0x10) gives exit code 33 and
 //! [`EXIT_FAILURE`] (0x11) gives 35.
+//!
+//! Three ways to run: [`Qemu::run`] until QEMU exits, [`Qemu::run_until`] a serial marker (then
+//! QEMU is killed), and [`Qemu::run_until_qmp`], which adds `-qmp
+//! unix:<scratch>/qmp.sock,server=on,wait=off`, and at the marker connects a [`Qmp`] client,
+//! runs the caller's commands and quits QEMU through QMP. The serial port is captured the whole
+//! time and the timeout applies to all of it.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
@@ -15,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::protocol::printable_log;
+use crate::qmp::Qmp;
 use crate::{OvmfImage, find_ovmf, unique_temp_dir};
 
 /// Value the kernel writes to port 0xf4 on success.
@@ -28,6 +35,18 @@ pub const QEMU_EXIT_FAILURE: i32 = ((EXIT_FAILURE << 1) | 1) as i32;
 
 /// Default limit for one QEMU run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long QEMU may take to exit after a QMP `quit` before it is killed.
+const QUIT_GRACE: Duration = Duration::from_secs(10);
+
+/// How long QEMU may take to exit on its own after a failed QMP session before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long connecting to QMP (and the greeting and handshake) may take.
+const QMP_CONNECT: Duration = Duration::from_secs(10);
+
+/// File name of the QMP socket in the run's scratch directory.
+const QMP_SOCKET: &str = "qmp.sock";
 
 /// The QEMU binary, overridable with the `QEMU` environment variable.
 pub fn qemu_program() -> OsString {
@@ -118,6 +137,21 @@ pub struct Outcome {
     pub stderr: String,
     /// The command line, for logs.
     pub command: String,
+    /// Whether the runner ended the run with a QMP `quit` (see [`Qemu::run_until_qmp`]); QEMU
+    /// then exits with code 0.
+    pub quit_via_qmp: bool,
+}
+
+/// What [`Qemu::run_until_qmp`] returns.
+#[derive(Debug)]
+pub struct QmpRun<T> {
+    /// How the run went; the serial log includes everything printed until QEMU exited.
+    pub outcome: Outcome,
+    /// Time from spawning QEMU to the arrival of the marker, `None` if it never came.
+    pub marker_at: Option<Duration>,
+    /// What the QMP session returned (`Err` also when connecting failed); `None` if the marker
+    /// never came, so the session did not run.
+    pub session: Option<Result<T, String>>,
 }
 
 impl Outcome {
@@ -130,6 +164,7 @@ impl Outcome {
     pub fn describe_exit(&self) -> String {
         match self.exit_code {
             _ if self.timed_out => format!("timed out after {:.1} s", self.wall.as_secs_f64()),
+            Some(0) if self.quit_via_qmp => "quit by the runner through QMP".to_owned(),
             Some(QEMU_EXIT_SUCCESS) => "exit code 33 (kernel reported success)".to_owned(),
             Some(QEMU_EXIT_FAILURE) => "exit code 35 (kernel reported failure)".to_owned(),
             Some(0) => "exit code 0 (QEMU quit on its own: triple fault with -no-reboot, \
@@ -325,24 +360,66 @@ impl Qemu {
     /// and the time from spawning QEMU to the arrival of the marker (`None` if QEMU exited or
     /// timed out first).
     pub fn run_until(&self, marker: &str) -> io::Result<(Outcome, Option<Duration>)> {
-        self.run_inner(Some(marker))
+        self.run_inner(Some((marker, AtMarker::Kill)))
     }
 
-    fn run_inner(&self, marker: Option<&str>) -> io::Result<(Outcome, Option<Duration>)> {
+    /// Runs QEMU with a QMP socket until `marker` appears on the serial port, then connects to
+    /// QMP (handshake done), calls `session`, and quits QEMU with the QMP `quit` command
+    /// (killing it if it does not exit within a few seconds). The serial port keeps being
+    /// captured throughout, and the timeout covers the whole run, QMP included.
+    pub fn run_until_qmp<T>(
+        &self,
+        marker: &str,
+        session: impl FnOnce(&mut Qmp) -> Result<T, String>,
+    ) -> io::Result<QmpRun<T>> {
+        let mut result = None;
+        let (outcome, marker_at) = {
+            let mut session = Some(session);
+            let mut callback = |qmp: Result<&mut Qmp, String>| {
+                if let Some(session) = session.take() {
+                    result = Some(qmp.and_then(session));
+                }
+            };
+            self.run_inner(Some((marker, AtMarker::Qmp(&mut callback))))?
+        };
+        Ok(QmpRun {
+            outcome,
+            marker_at,
+            session: result,
+        })
+    }
+
+    fn run_inner(
+        &self,
+        marker: Option<(&str, AtMarker<'_>)>,
+    ) -> io::Result<(Outcome, Option<Duration>)> {
         let scratch = unique_temp_dir("qemu-run");
         let result = self.run_in(marker, &scratch);
-        // Only exists when a split OVMF variable store was copied.
+        // Exists when a split OVMF variable store was copied or a QMP socket was made.
         let _ = std::fs::remove_dir_all(&scratch);
         result
     }
 
     fn run_in(
         &self,
-        marker: Option<&str>,
+        marker: Option<(&str, AtMarker<'_>)>,
         scratch: &Path,
     ) -> io::Result<(Outcome, Option<Duration>)> {
         let program = qemu_program();
-        let args = self.arguments(scratch)?;
+        let mut args = self.arguments(scratch)?;
+        let (marker, mut action) = match marker {
+            Some((m, a)) => (Some(m), Some(a)),
+            None => (None, None),
+        };
+        let qmp_socket = scratch.join(QMP_SOCKET);
+        if matches!(action, Some(AtMarker::Qmp(_))) {
+            std::fs::create_dir_all(scratch)?;
+            let mut spec = OsString::from("unix:");
+            spec.push(&qmp_socket);
+            spec.push(",server=on,wait=off");
+            args.push("-qmp".into());
+            args.push(spec);
+        }
         let command = std::iter::once(program.clone())
             .chain(args.iter().cloned())
             .map(|a| shell_quote(&a.to_string_lossy()))
@@ -391,6 +468,9 @@ impl Qemu {
         let mut first_output = None;
         let mut timed_out = false;
         let mut killed = false;
+        // Set after the QMP session: QEMU must exit before this instant.
+        let mut quit_deadline: Option<Instant> = None;
+        let mut quit_sent = false;
         loop {
             let now = Instant::now();
             if !killed && now >= deadline {
@@ -398,9 +478,21 @@ impl Qemu {
                 killed = true;
                 let _ = child.kill();
             }
+            if !killed && quit_deadline.is_some_and(|q| now >= q) {
+                killed = true;
+                let _ = child.kill();
+            }
             // After a kill, keep draining until EOF (bounded by the pipe closing on exit).
             let wait = if killed {
                 Duration::from_millis(100)
+            } else if let Some(q) = quit_deadline {
+                // QEMU closes stdout only when it exits: poll for the exit meanwhile.
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                q.min(deadline)
+                    .saturating_duration_since(now)
+                    .min(Duration::from_millis(50))
             } else {
                 deadline.saturating_duration_since(now)
             };
@@ -414,12 +506,40 @@ impl Qemu {
                         && contains(&serial[scan_from..], m.as_bytes())
                     {
                         marker_at = Some(start.elapsed());
-                        killed = true;
-                        let _ = child.kill();
+                        match action.take() {
+                            Some(AtMarker::Qmp(session)) => {
+                                // QEMU creates the socket before the guest runs: if it is not
+                                // there soon, QEMU has exited; do not wait for the deadline.
+                                let connect_by = deadline.min(Instant::now() + QMP_CONNECT);
+                                let mut qmp = Qmp::connect(&qmp_socket, connect_by)
+                                    .map(|q| q.with_deadline(deadline));
+                                session(qmp.as_mut().map_err(|e| e.clone()));
+                                // Without a working connection (or if `quit` fails), kill.
+                                let quit = qmp.and_then(|mut q| q.quit());
+                                let now = Instant::now();
+                                if quit.is_ok() {
+                                    quit_sent = true;
+                                    quit_deadline = Some(now + QUIT_GRACE);
+                                } else if now < deadline {
+                                    // QEMU may be exiting on its own (the connection failed
+                                    // because of that): give it a moment to keep its exit
+                                    // code, then kill it.
+                                    quit_deadline = Some(now + EXIT_GRACE);
+                                } else {
+                                    timed_out = true;
+                                    killed = true;
+                                    let _ = child.kill();
+                                }
+                            }
+                            Some(AtMarker::Kill) | None => {
+                                killed = true;
+                                let _ = child.kill();
+                            }
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if killed && child.try_wait()?.is_some() {
+                    if (killed || quit_deadline.is_some()) && child.try_wait()?.is_some() {
                         break;
                     }
                 }
@@ -430,6 +550,12 @@ impl Qemu {
         let wall = start.elapsed();
         let _ = reader.join();
         let stderr = stderr_reader.join().unwrap_or_default();
+        // After the QMP quit QEMU exits on its own; stdout may still hold serial output that
+        // the reader has not passed on yet.
+        while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            first_output.get_or_insert_with(|| start.elapsed());
+            serial.extend_from_slice(&chunk);
+        }
         let outcome = Outcome {
             exit_code: if killed { None } else { status.code() },
             serial: String::from_utf8_lossy(&serial).into_owned(),
@@ -438,9 +564,19 @@ impl Qemu {
             first_output,
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             command,
+            quit_via_qmp: quit_sent && !killed,
         };
         Ok((outcome, marker_at))
     }
+}
+
+/// What to do when the marker arrives.
+enum AtMarker<'a> {
+    /// Kill QEMU.
+    Kill,
+    /// Connect to QMP, pass the connection (or why connecting failed) to the callback, then
+    /// quit QEMU through QMP.
+    Qmp(&'a mut dyn FnMut(Result<&mut Qmp, String>)),
 }
 
 /// Kills and reaps QEMU if the runner returns early (error, panic); harmless after it exited.

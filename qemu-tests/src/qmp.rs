@@ -64,18 +64,33 @@ impl Qmp {
             version: None,
             events: Vec::new(),
         };
-        let greeting = qmp.read_message()?;
+        let greeting = loop {
+            let message = qmp.read_message()?;
+            if message.get("event").is_some() {
+                qmp.events.push(message);
+            } else {
+                break message;
+            }
+        };
         let Some(banner) = greeting.get("QMP") else {
             return Err(format!("QMP: expected a greeting, got {greeting}"));
         };
         let v = &banner["version"]["qemu"];
-        if let (Some(major), Some(minor), Some(micro)) =
-            (v["major"].as_u64(), v["minor"].as_u64(), v["micro"].as_u64())
-        {
+        if let (Some(major), Some(minor), Some(micro)) = (
+            v["major"].as_u64(),
+            v["minor"].as_u64(),
+            v["micro"].as_u64(),
+        ) {
             qmp.version = Some((major, minor, micro));
         }
         qmp.execute("qmp_capabilities", None)?;
         Ok(qmp)
+    }
+
+    /// Moves the deadline for all further operations.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     fn remaining(&self) -> Result<Duration, String> {
@@ -99,7 +114,12 @@ impl Qmp {
             Ok(0) => Err("QMP: connection closed by QEMU".to_owned()),
             Ok(_) => serde_json::from_str(&line)
                 .map_err(|e| format!("QMP: bad JSON from QEMU ({e}): {}", line.trim_end())),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Err("QMP: timed out waiting for QEMU".to_owned())
             }
             Err(e) => Err(format!("QMP: read error: {e}")),
@@ -248,12 +268,9 @@ fn uint<T: TryFrom<u64>>(object: &Value, key: &str, context: &str) -> Result<T, 
 /// A BAR address: `None` for QEMU's "unmapped" (-1 or any negative number, or
 /// 0xffff_ffff_ffff_ffff).
 fn bar_address(value: &Value) -> Option<Option<u64>> {
-    if let Some(a) = value.as_u64() {
-        Some((a != u64::MAX).then_some(a))
-    } else if let Some(a) = value.as_i64() {
-        Some(u64::try_from(a).ok())
-    } else {
-        None
+    match value.as_u64() {
+        Some(a) => Some((a != u64::MAX).then_some(a)),
+        None => value.as_i64().map(|a| u64::try_from(a).ok()),
     }
 }
 
@@ -565,8 +582,10 @@ mod tests {
             let mut send = |v: Value| {
                 out.write_all(format!("{v}\n").as_bytes()).unwrap();
             };
-            send(json!({"QMP": {"version": {"qemu": {"major": 10, "minor": 0, "micro": 2}},
-                                "capabilities": ["oob"]}}));
+            send(
+                json!({"QMP": {"version": {"qemu": {"major": 10, "minor": 0, "micro": 2}},
+                                "capabilities": ["oob"]}}),
+            );
             let mut seen = Vec::new();
             loop {
                 let mut line = String::new();

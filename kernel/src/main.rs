@@ -24,6 +24,7 @@ mod options;
 mod panic;
 mod pcibus;
 mod pcie;
+mod pciirq;
 mod platform;
 mod qemu;
 mod serial;

@@ -85,6 +85,8 @@ pub struct Platform {
     pub aml: Option<Interpreter<KernelAcpi>>,
     /// PCI root buses (host bridges), where enumeration starts.
     pub roots: Vec<roots::RootBus>,
+    /// AML device path of each root bus found in the namespace (for `_PRT`).
+    pub root_paths: Vec<(roots::RootBus, alloc::string::String)>,
 }
 
 static PLATFORM: Once<Platform> = Once::new();
@@ -152,6 +154,7 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         hpet,
         aml: None,
         roots: Vec::new(),
+        root_paths: Vec::new(),
     };
     match InterruptModel::new(&tables) {
         Ok((InterruptModel::Apic(apic), processors)) => {
@@ -189,10 +192,11 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
     }
 
     platform.aml = init_aml(tables);
-    platform.roots = match &platform.aml {
+    platform.root_paths = match &platform.aml {
         Some(aml) => roots::from_aml(aml),
         None => Vec::new(),
     };
+    platform.roots = platform.root_paths.iter().map(|(r, _)| *r).collect();
     if platform.roots.is_empty() {
         platform.roots = fallback_roots(&platform.ecam);
         log::warn!(

@@ -87,8 +87,9 @@ fn integer(aml: &Interpreter<KernelAcpi>, path: &str) -> Option<u64> {
     }
 }
 
-/// The root buses the namespace describes, sorted; empty if it names none.
-pub fn from_aml(aml: &Interpreter<KernelAcpi>) -> Vec<RootBus> {
+/// The root buses the namespace describes, sorted, each with its AML device path (where its
+/// `_PRT` lives); empty if it names none.
+pub fn from_aml(aml: &Interpreter<KernelAcpi>) -> Vec<(RootBus, String)> {
     let mut devices: Vec<String> = Vec::new();
     let walk = aml.namespace.lock().traverse(|name, level| {
         if matches!(level.kind, NamespaceLevelKind::Device) {
@@ -111,7 +112,7 @@ pub fn from_aml(aml: &Interpreter<KernelAcpi>) -> Vec<RootBus> {
         match (u16::try_from(segment), u8::try_from(bus)) {
             (Ok(segment), Ok(bus)) => {
                 log::info!("acpi: host bridge {device}: segment {segment}, root bus {bus:#04x}");
-                roots.push(RootBus { segment, bus });
+                roots.push((RootBus { segment, bus }, device));
             }
             _ => log::warn!(
                 "acpi: host bridge {device} has _SEG {segment:#x} / _BBN {bus:#x} out of range; ignored"
@@ -119,6 +120,6 @@ pub fn from_aml(aml: &Interpreter<KernelAcpi>) -> Vec<RootBus> {
         }
     }
     roots.sort_unstable();
-    roots.dedup();
+    roots.dedup_by(|a, b| a.0 == b.0);
     roots
 }

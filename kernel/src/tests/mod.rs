@@ -14,6 +14,7 @@
 //! reported and fail the run.
 
 mod boot_suite;
+mod devirq_suite;
 mod irq_suite;
 mod pci_suite;
 
@@ -56,6 +57,7 @@ pub fn run(suite: &str) -> ! {
         "boot" => boot_suite::TESTS,
         "pci" => pci_suite::TESTS,
         "irq" => irq_suite::TESTS,
+        "devirq" => devirq_suite::TESTS,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -73,7 +75,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

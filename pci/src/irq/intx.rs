@@ -6,3 +6,6 @@
 pub const COMMAND: u16 = 0x04;
 /// Command: Interrupt Disable.
 pub const INTERRUPT_DISABLE: u16 = 1 << 10;
+/// Command: Bus Master Enable. MSI and MSI-X messages are memory writes issued by the
+/// function, so they need it (PCI Local Bus 3.0 §6.8).
+pub const BUS_MASTER: u16 = 1 << 2;

@@ -48,7 +48,7 @@ enum Slot {
 /// `Drop` releases everything, in order: handlers still registered through leaked
 /// [`Registration`]s are left in place and their vectors are masked and never handed out
 /// again; every entry is masked and read back; pending bits are checked and reported;
-/// MSI / MSI-X is disabled and the INTx-disable bit restored; the vectors go back to the
+/// MSI / MSI-X is disabled, the INTx-disable and Bus Master bits restored; the vectors go back to the
 /// allocator; then the function handle is released. A leaked `IrqVectors` keeps its vectors,
 /// handlers and function forever, and nothing worse.
 ///
@@ -105,6 +105,8 @@ pub struct IrqVectors {
     count: usize,
     /// Interrupt Disable as it was before allocation.
     intx_disabled_before: bool,
+    /// Bus Master Enable as it was before allocation (MSI and MSI-X turn it on).
+    bus_master_before: bool,
     slots: Mutex<Vec<Slot>>,
 }
 
@@ -174,6 +176,7 @@ impl IrqVectors {
     ) -> Result<IrqVectors, (PciFunction, IrqError)> {
         let command = function.config_read16(intx::COMMAND);
         let intx_disabled_before = command & intx::INTERRUPT_DISABLE != 0;
+        let bus_master_before = command & intx::BUS_MASTER != 0;
         let built = match kind {
             IrqKind::Msix => setup_msix(&function, min, max),
             IrqKind::Msi => setup_msi(&function, min, max),
@@ -181,8 +184,14 @@ impl IrqVectors {
         };
         match built {
             Ok((backend, count)) => {
-                // MSI and MSI-X replace INTx; INTx itself stays disabled until a handler listens.
-                function.config_write16(intx::COMMAND, command | intx::INTERRUPT_DISABLE);
+                // MSI and MSI-X replace INTx, and are memory writes: they need bus mastering.
+                // INTx itself stays disabled until a handler listens.
+                let master = if kind == IrqKind::Intx {
+                    0
+                } else {
+                    intx::BUS_MASTER
+                };
+                function.config_write16(intx::COMMAND, command | intx::INTERRUPT_DISABLE | master);
                 // INVARIANT: the backend owns the vectors; no handler is installed yet.
                 Ok(IrqVectors {
                     function,
@@ -190,6 +199,7 @@ impl IrqVectors {
                     kind,
                     count,
                     intx_disabled_before,
+                    bus_master_before,
                     slots: Mutex::new(alloc::vec![Slot::Free; count]),
                 })
             }
@@ -428,11 +438,14 @@ impl Drop for IrqVectors {
             }
         }
         let command = self.function.config_read16(intx::COMMAND);
-        let restored = if self.intx_disabled_before {
+        let mut restored = if self.intx_disabled_before {
             command | intx::INTERRUPT_DISABLE
         } else {
             command & !intx::INTERRUPT_DISABLE
         };
+        if !self.bus_master_before {
+            restored &= !intx::BUS_MASTER;
+        }
         self.function.config_write16(intx::COMMAND, restored);
     }
 }

@@ -1,0 +1,339 @@
+//! The kernel side of `pci::irq`: claims of PCI functions, and the [`IrqPlatform`] that
+//! allocates vectors, installs handlers, maps MSI-X tables and routes INTx.
+//!
+//! INTx routing: the pin is swizzled up through PCI-to-PCI bridges to the root bus (PCI-to-PCI
+//! Bridge Architecture 1.2 §9.1: pin' = (pin + device) mod 4) and looked up in the root
+//! bridge's `_PRT` through the AML interpreter (after `\_PIC(1)` selected APIC mode). Without
+//! AML or a `_PRT` entry, the Interrupt Line register is taken as the GSI, and the kernel says
+//! so. Lines are shared: one vector per GSI, every attached function's handler runs on it.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::str::FromStr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ::acpi::aml::namespace::AmlName;
+use ::acpi::aml::object::{Object, WrappedObject};
+use ::acpi::aml::pci_routing::{PciRoutingTable, Pin};
+use ::acpi::aml::resource::{InterruptPolarity, InterruptTrigger};
+use pci::irq::{Handler, IntxLine, IrqError, IrqPlatform, MsiMessage, PciFunction, RegisterWindow};
+use pci::vectors::{AllocError, Block};
+use pci::{Address, ConfigSpace, Function};
+use spin::{Mutex, Once};
+
+use crate::interrupts::{dispatch, ioapic, lapic, vectors};
+use crate::memory::mmio::Mmio;
+use crate::pcie::KernelConfig;
+
+/// The kernel's interrupt platform (a marker; state is global).
+pub struct KernelIrq;
+
+static PLATFORM: KernelIrq = KernelIrq;
+static SPACE: Once<ConfigSpace<'static, KernelConfig>> = Once::new();
+static CLAIMED: Mutex<Vec<Address>> = Mutex::new(Vec::new());
+static PENDING_AT_RELEASE: AtomicU64 = AtomicU64::new(0);
+
+/// Interrupts found pending on vectors being released, so far.
+pub fn pending_at_release() -> u64 {
+    PENDING_AT_RELEASE.load(Ordering::Relaxed)
+}
+
+/// Claims the function at `address`: its one owned handle, if it exists and is unclaimed.
+pub fn claim(address: Address) -> Option<PciFunction> {
+    let scan = crate::pcibus::scan()?;
+    let info = scan.topology.function(address)?.clone();
+    let space =
+        SPACE.call_once(|| crate::pcibus::config_space(crate::pcibus::config(), &scan.roots));
+    {
+        let mut claimed = CLAIMED.lock();
+        if claimed.contains(&address) {
+            return None;
+        }
+        claimed.push(address);
+    }
+    // SAFETY: `CLAIMED` now records `address`, and only `release_function` (called when this
+    // handle drops) removes it, so this is the only handle; `space` reaches every scanned
+    // function.
+    Some(unsafe { PciFunction::new(info, space, &PLATFORM) })
+}
+
+/// The first scanned function with these IDs.
+pub fn find(vendor: u16, device: u16) -> Option<Address> {
+    let scan = crate::pcibus::scan()?;
+    scan.topology
+        .functions
+        .iter()
+        .find(|f| f.vendor_id == vendor && f.device_id == device)
+        .map(|f| f.address)
+}
+
+struct Window(Mmio);
+
+impl RegisterWindow for Window {
+    fn read32(&self, offset: u64) -> u32 {
+        self.0.read32(offset)
+    }
+
+    fn write32(&self, offset: u64, value: u32) {
+        self.0.write32(offset, value)
+    }
+}
+
+/// A shared INTx line: one vector for a GSI, and the handlers of every function on it.
+struct SharedLine {
+    block: Block,
+    users: BTreeMap<u64, (Handler, &'static str)>,
+    attached: usize,
+}
+
+static LINES: Mutex<BTreeMap<u32, SharedLine>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn run_line(gsi: u32) {
+    // Handlers run with the table locked: they must not attach or detach lines.
+    if let Some(line) = LINES.lock().get_mut(&gsi) {
+        for (handler, _) in line.users.values_mut() {
+            handler();
+        }
+    }
+}
+
+struct Attachment {
+    gsi: u32,
+    cpu: u32,
+    vector: u8,
+}
+
+impl IntxLine for Attachment {
+    fn vector(&self) -> (u32, u8) {
+        (self.cpu, self.vector)
+    }
+
+    fn gsi(&self) -> u32 {
+        self.gsi
+    }
+
+    fn install(&self, owner: &'static str, handler: Handler) -> u64 {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            if let Some(line) = LINES.lock().get_mut(&self.gsi) {
+                line.users.insert(id, (handler, owner));
+            }
+        });
+        id
+    }
+
+    fn uninstall(&self, id: u64) -> bool {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            LINES
+                .lock()
+                .get_mut(&self.gsi)
+                .is_some_and(|l| l.users.remove(&id).is_some())
+        })
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let freed = x86_64::instructions::interrupts::without_interrupts(|| {
+            let mut lines = LINES.lock();
+            let last = lines.get_mut(&self.gsi).is_some_and(|l| {
+                l.attached -= 1;
+                l.attached == 0
+            });
+            if last {
+                let _ = ioapic::set_masked(self.gsi, true);
+                dispatch::uninstall(self.vector);
+                lines.remove(&self.gsi).map(|l| l.block)
+            } else {
+                None
+            }
+        });
+        if let Some(block) = freed {
+            PLATFORM.free(block);
+        }
+    }
+}
+
+/// The GSI and wiring of `function`'s pin, from `_PRT` (or the Interrupt Line register).
+fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), IrqError> {
+    let scan = crate::pcibus::scan().ok_or(IrqError::Platform("PCI not enumerated"))?;
+    // Swizzle through bridges up to the root bus.
+    let mut address = function.address;
+    let mut pin = function.interrupt_pin; // 1..=4
+    while let Some(bus) = scan
+        .topology
+        .buses
+        .iter()
+        .find(|b| b.segment == address.segment() && b.number == address.bus())
+    {
+        let Some(bridge) = bus.bridge else { break };
+        pin = ((pin - 1 + address.device()) % 4) + 1;
+        address = bridge;
+    }
+    let platform = crate::platform::get();
+    let route = platform.and_then(|p| {
+        let aml = p.aml.as_ref()?;
+        let (_, path) = p
+            .root_paths
+            .iter()
+            .find(|(r, _)| r.segment == address.segment() && r.bus == address.bus())?;
+        static PIC: Once<()> = Once::new();
+        PIC.call_once(|| {
+            let arg = WrappedObject::new(Object::Integer(1));
+            if let Ok(name) = AmlName::from_str("\\_PIC")
+                && let Err(e) = aml.evaluate_if_present(name, alloc::vec![arg])
+            {
+                log::warn!("acpi: \\_PIC(1) failed: {e:?}");
+            }
+        });
+        let prt = AmlName::from_str(&alloc::format!("{path}._PRT")).ok()?;
+        let table = PciRoutingTable::from_prt_path(prt, aml)
+            .map_err(|e| log::warn!("acpi: {path}._PRT unusable: {e:?}"))
+            .ok()?;
+        let pin = match pin {
+            1 => Pin::IntA,
+            2 => Pin::IntB,
+            3 => Pin::IntC,
+            _ => Pin::IntD,
+        };
+        table
+            .route(
+                u16::from(address.device()),
+                u16::from(address.function()),
+                pin,
+                aml,
+            )
+            .map_err(|e| log::warn!("acpi: no _PRT route for {address} pin {pin:?}: {e:?}"))
+            .ok()
+    });
+    match route {
+        Some(d) => Ok((
+            d.irq,
+            ioapic::Trigger {
+                level: matches!(d.trigger, InterruptTrigger::Level),
+                active_low: matches!(d.polarity, InterruptPolarity::ActiveLow),
+            },
+        )),
+        None => {
+            let line = function.interrupt_line;
+            if line == 0 || line == 0xff {
+                return Err(IrqError::Platform("no _PRT route and no Interrupt Line"));
+            }
+            log::warn!(
+                "pci: {} INTx routed by its Interrupt Line register ({line}): no _PRT route",
+                function.address
+            );
+            Ok((u32::from(line), ioapic::Trigger::PCI))
+        }
+    }
+}
+
+impl IrqPlatform for KernelIrq {
+    fn allocate(&self, count: u8) -> Result<Block, AllocError> {
+        vectors::allocate(count)
+    }
+
+    fn free(&self, block: Block) {
+        if let Err(e) = vectors::free(block) {
+            log::error!("irq: vectors could not be returned: {e:?}");
+        }
+    }
+
+    fn message(&self, _cpu: u32, vector: u8) -> MsiMessage {
+        // Intel SDM vol. 3A §11.11.1: fixed delivery, edge, physical destination mode.
+        let dest = lapic::get().map_or(0, |l| l.id());
+        MsiMessage {
+            address: 0xFEE0_0000 | u64::from(dest & 0xff) << 12,
+            data: u32::from(vector),
+        }
+    }
+
+    fn install(
+        &self,
+        _cpu: u32,
+        vector: u8,
+        owner: &'static str,
+        handler: Handler,
+    ) -> Result<(), IrqError> {
+        dispatch::install(vector, owner, handler)
+            .map_err(|_| IrqError::Platform("vector already has a handler"))
+    }
+
+    fn uninstall(&self, _cpu: u32, vector: u8) -> bool {
+        dispatch::uninstall(vector)
+    }
+
+    fn is_installed(&self, _cpu: u32, vector: u8) -> bool {
+        dispatch::is_installed(vector)
+    }
+
+    fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError> {
+        Mmio::map(phys, len)
+            .map(|m| Box::new(Window(m)) as Box<dyn RegisterWindow>)
+            .map_err(|_| IrqError::Platform("cannot map the MSI-X structure"))
+    }
+
+    fn attach_intx(&self, function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
+        let (gsi, trigger) = route_pin(function)?;
+        let mut lines = LINES.lock();
+        if let Some(line) = lines.get_mut(&gsi) {
+            line.attached += 1;
+            let (cpu, vector) = (line.block.cpu(), line.block.first());
+            return Ok(Box::new(Attachment { gsi, cpu, vector }));
+        }
+        let block = vectors::allocate(1).map_err(IrqError::Vectors)?;
+        let (cpu, vector) = (block.cpu(), block.first());
+        let dest = lapic::get().map_or(0, |l| l.id());
+        let routed = dispatch::install(vector, "INTx line", Box::new(move || run_line(gsi)))
+            .map_err(|_| IrqError::Platform("INTx vector busy"))
+            .and_then(|()| {
+                ioapic::route(gsi, vector, dest, trigger)
+                    .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+            })
+            .and_then(|()| {
+                ioapic::set_masked(gsi, false)
+                    .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+            });
+        if let Err(e) = routed {
+            dispatch::uninstall(vector);
+            drop(lines);
+            self.free(block);
+            return Err(e);
+        }
+        log::info!(
+            "pci: {} INTx pin {} -> GSI {gsi} -> vector {vector:#04x}",
+            function.address,
+            function.interrupt_pin
+        );
+        lines.insert(
+            gsi,
+            SharedLine {
+                block,
+                users: BTreeMap::new(),
+                attached: 1,
+            },
+        );
+        Ok(Box::new(Attachment { gsi, cpu, vector }))
+    }
+
+    fn release_function(&self, address: Address) {
+        CLAIMED.lock().retain(|a| *a != address);
+    }
+
+    fn pending_at_release(&self, address: Address, vector: u8) {
+        PENDING_AT_RELEASE.fetch_add(1, Ordering::Relaxed);
+        log::warn!("irq: {address}: interrupt pending on vector {vector:#04x} at release");
+    }
+}
+
+/// A short description of the claimed functions (for the console and tests).
+pub fn claimed() -> Vec<String> {
+    CLAIMED
+        .lock()
+        .iter()
+        .map(|a| alloc::format!("{a}"))
+        .collect()
+}

@@ -9,6 +9,7 @@
 //! - [`heap`]: the kernel heap (`linked_list_allocator`), sized from the memory available.
 //! - [`firmware`]: where the ACPI tables are, so they are kept out of the allocator.
 
+pub mod dma;
 pub mod firmware;
 pub mod frames;
 pub mod heap;

@@ -1,0 +1,95 @@
+//! DMA buffers: physically contiguous, zeroed RAM that a device reads and writes.
+//!
+//! The kernel identity-maps RAM, so a buffer's physical address (what the device is given)
+//! is also where the CPU reaches it. The device writes behind the compiler's back, so every
+//! access is volatile and goes through the bounds-checked methods.
+//!
+//! Who owns it: whoever allocated it (a driver's queues, a test). `Drop` gives the frames
+//! back to the frame allocator, so the device must be stopped (or told the memory is gone)
+//! before the buffer drops. A leaked buffer costs its frames until reboot.
+
+use super::{PAGE_SIZE, frames};
+
+/// A physically contiguous, zeroed DMA buffer.
+///
+/// # Invariants
+/// `[phys, phys + pages * 4 KiB)` are frames owned by this value alone, identity-mapped
+/// writable, until `Drop` frees them.
+pub struct DmaBuffer {
+    phys: u64,
+    pages: u64,
+}
+
+impl DmaBuffer {
+    /// At least `bytes` bytes (whole pages), aligned to 4 KiB; `None` when memory is short.
+    pub fn new(bytes: u64) -> Option<DmaBuffer> {
+        let pages = bytes.div_ceil(PAGE_SIZE).max(1);
+        let phys = frames::with(|f| f.allocate_contiguous(pages, PAGE_SIZE))?;
+        // INVARIANT: the frames were just allocated to this buffer alone.
+        let buffer = DmaBuffer { phys, pages };
+        for offset in (0..pages * PAGE_SIZE).step_by(8) {
+            buffer.write64(offset, 0);
+        }
+        Some(buffer)
+    }
+
+    /// Physical address of the first byte (what the device is given).
+    pub fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.pages * PAGE_SIZE
+    }
+
+    /// Whether the buffer is empty (never).
+    pub fn is_empty(&self) -> bool {
+        self.pages == 0
+    }
+
+    fn at(&self, offset: u64, size: u64) -> u64 {
+        assert!(
+            offset.is_multiple_of(size) && offset + size <= self.len(),
+            "DMA access of {size} bytes at {offset:#x} outside {:#x} bytes",
+            self.len()
+        );
+        self.phys + offset
+    }
+
+    /// Reads a dword.
+    pub fn read32(&self, offset: u64) -> u32 {
+        let p = self.at(offset, 4) as *const u32;
+        // SAFETY: inside the buffer (checked), which the invariant says is mapped and ours.
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes a dword.
+    pub fn write32(&self, offset: u64, value: u32) {
+        let p = self.at(offset, 4) as *mut u32;
+        // SAFETY: as in `read32`.
+        unsafe { p.write_volatile(value) }
+    }
+
+    /// Writes a qword.
+    pub fn write64(&self, offset: u64, value: u64) {
+        let p = self.at(offset, 8) as *mut u64;
+        // SAFETY: as in `read32`.
+        unsafe { p.write_volatile(value) }
+    }
+
+    /// Reads a byte.
+    pub fn read8(&self, offset: u64) -> u8 {
+        let p = self.at(offset, 1) as *const u8;
+        // SAFETY: as in `read32`.
+        unsafe { p.read_volatile() }
+    }
+}
+
+impl Drop for DmaBuffer {
+    fn drop(&mut self) {
+        if let Err(e) = frames::with(|f| f.free(self.phys, self.pages)) {
+            log::error!("dma: freeing {:#x} failed: {e:?}", self.phys);
+        }
+    }
+}

@@ -78,6 +78,27 @@ impl DmaBuffer {
         unsafe { p.write_volatile(value) }
     }
 
+    /// Writes a word.
+    pub fn write16(&self, offset: u64, value: u16) {
+        let p = self.at(offset, 2) as *mut u16;
+        // SAFETY: as in `read32`.
+        unsafe { p.write_volatile(value) }
+    }
+
+    /// Reads a word.
+    pub fn read16(&self, offset: u64) -> u16 {
+        let p = self.at(offset, 2) as *const u16;
+        // SAFETY: as in `read32`.
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes a byte.
+    pub fn write8(&self, offset: u64, value: u8) {
+        let p = self.at(offset, 1) as *mut u8;
+        // SAFETY: as in `read32`.
+        unsafe { p.write_volatile(value) }
+    }
+
     /// Reads a byte.
     pub fn read8(&self, offset: u64) -> u8 {
         let p = self.at(offset, 1) as *const u8;

@@ -225,6 +225,34 @@ impl Mmio {
         unsafe { p.read_volatile() }
     }
 
+    /// Reads an 8-bit register. Panics if `offset` is outside the mapping.
+    pub fn read8(&self, offset: u64) -> u8 {
+        let p = self.check(offset, 1);
+        // SAFETY: `check` proved the byte lies inside the live mapping (invariant).
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes an 8-bit register. Panics if `offset` is outside the mapping.
+    pub fn write8(&self, offset: u64, value: u8) {
+        let p = self.check(offset, 1);
+        // SAFETY: as in `read8`.
+        unsafe { p.write_volatile(value) }
+    }
+
+    /// Reads a 16-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn read16(&self, offset: u64) -> u16 {
+        let p = self.check(offset, 2) as *const u16;
+        // SAFETY: `check` proved the aligned 2 bytes lie inside the live mapping (invariant).
+        unsafe { p.read_volatile() }
+    }
+
+    /// Writes a 16-bit register. Panics if `offset` is misaligned or outside the mapping.
+    pub fn write16(&self, offset: u64, value: u16) {
+        let p = self.check(offset, 2) as *mut u16;
+        // SAFETY: as in `read16`.
+        unsafe { p.write_volatile(value) }
+    }
+
     /// Reads a 64-bit register. Panics if `offset` is misaligned or outside the mapping.
     pub fn read64(&self, offset: u64) -> u64 {
         let p = self.check(offset, 8) as *const u64;

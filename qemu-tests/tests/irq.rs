@@ -187,3 +187,23 @@ fn edu_behind_a_bridge_routes_intx_through_the_swizzle() {
         Ok(())
     });
 }
+
+#[test]
+fn two_devices_share_one_intx_line() {
+    if !qemu_or_skip("shared_intx") {
+        return;
+    }
+    // On q35, slots 4 and 8 both reach GSI 20 through INTA# (the firmware's _PRT).
+    let extra = ["-device", "edu,addr=0x4", "-device", "edu,addr=0x8"];
+    let outcome = run("shared_intx", "qemu64", "sharedirq", &extra, "");
+    check_suite("shared_intx", &outcome, 1, "xAPIC");
+    check("shared_intx", &outcome, |outcome, _| {
+        ensure!(
+            outcome
+                .serial
+                .contains("served both devices, 20 interrupts each"),
+            "no shared-line result line"
+        );
+        Ok(())
+    });
+}

@@ -571,3 +571,79 @@ fn virtio_net_transmit_completes_by_best_kind() -> Result<(), String> {
     crate::serial_println!("virtio-net: {kind} transmit completion");
     Ok(())
 }
+
+/// The `sharedirq` suite: two edu devices whose INTA# pins reach the same GSI share one
+/// vector; each handler acknowledges only its own device, and each device's interrupts are
+/// counted by its own handler only.
+pub const SHARED: &[Test] = crate::tests![two_functions_share_an_intx_line];
+
+fn two_functions_share_an_intx_line() -> Result<(), String> {
+    let scan = crate::pcibus::scan().ok_or("PCI not enumerated")?;
+    let edus: alloc::vec::Vec<pci::Address> = scan
+        .topology
+        .functions
+        .iter()
+        .filter(|f| (f.vendor_id, f.device_id) == EDU)
+        .map(|f| f.address)
+        .collect();
+    ensure!(
+        edus.len() >= 2,
+        "need two edu devices on one line, found {}",
+        edus.len()
+    );
+    let start = vectors::snapshot();
+    let mut devices = alloc::vec::Vec::new();
+    for &address in &edus[..2] {
+        let function = pciirq::claim(address).ok_or("edu claimed")?;
+        let bar = function.info().bars[0].ok_or("no BAR 0")?;
+        let regs = Arc::new(Mmio::map(bar.address, bar.size).map_err(|e| alloc::format!("{e}"))?);
+        let irq = function
+            .alloc_irq_vectors(1, 1, IrqKinds::INTX)
+            .map_err(|(_, e)| alloc::format!("{e}"))?;
+        devices.push((irq, regs, Arc::new(AtomicU64::new(0))));
+    }
+    // A `Vector` borrows its `IrqVectors`: copy the number out to use it after release.
+    let a = devices[0].0.vector(0).ok_or("no vector")?.number();
+    let b = devices[1].0.vector(0).ok_or("no vector")?.number();
+    ensure!(a == b, "not shared: vectors {a:#x} and {b:#x}");
+    let mut registrations = alloc::vec::Vec::new();
+    for (irq, regs, hits) in &devices {
+        let (r, h) = (regs.clone(), hits.clone());
+        registrations.push(
+            irq.request(0, "edu shared", move || {
+                let status = r.read32(EDU_IRQ_STATUS);
+                if status != 0 {
+                    r.write32(EDU_IRQ_ACK, status);
+                    h.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .map_err(|e| alloc::format!("{e}"))?,
+        );
+    }
+    for (turn, (_, regs, hits)) in devices.iter().enumerate() {
+        for i in 1..=20 {
+            regs.write32(EDU_IRQ_RAISE, 1);
+            ensure!(
+                wait_for(100, || hits.load(Ordering::Relaxed) >= i),
+                "device {turn}, raise {i} lost"
+            );
+        }
+    }
+    crate::time::busy_wait_us(2000);
+    let counts: alloc::vec::Vec<u64> = devices
+        .iter()
+        .map(|d| d.2.load(Ordering::Relaxed))
+        .collect();
+    drop(registrations);
+    drop(devices);
+    ensure!(
+        counts == [20, 20],
+        "handlers counted {counts:?} for 20 raises each"
+    );
+    ensure!(
+        vectors::snapshot() == start,
+        "the shared line's vector was not freed"
+    );
+    crate::serial_println!("shared INTx: vector {a:#04x} served both devices, 20 interrupts each");
+    Ok(())
+}

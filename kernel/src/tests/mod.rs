@@ -58,6 +58,7 @@ pub fn run(suite: &str) -> ! {
         "pci" => pci_suite::TESTS,
         "irq" => irq_suite::TESTS,
         "devirq" => devirq_suite::TESTS,
+        "sharedirq" => devirq_suite::SHARED,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -75,7 +76,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

@@ -221,3 +221,37 @@ fn pending_bits_are_checked_at_release() {
     drop(vectors);
     assert_eq!(platform.pending_reports(), vec![(ADDRESS, third)]);
 }
+
+#[test]
+fn msi_32_bit_without_masking_enables_only_with_a_handler() {
+    let platform = FakePlatform::leaked(1);
+    let start = platform.snapshot();
+    // 32-bit MSI, 8 vectors (log2 3), no per-vector masking: address at +4, data at +8.
+    let f = FakeFunction::endpoint(0x1234, 0x11e8, 0x00, 0xff, 0, 0x10)
+        .with_msi(0x40, 3, false, false)
+        .with_writable(0x40, 0xffff_0000)
+        .with_writable(0x44, 0xffff_fffc)
+        .with_writable(0x48, 0x0000_ffff);
+    let (function, space) = handle(f, platform);
+    let vectors = function.alloc_irq_vectors(1, 8, IrqKinds::MSI).unwrap();
+    assert_eq!((vectors.kind(), vectors.len()), (IrqKind::Msi, 8));
+    let cfg = |off| space.lock().peek(ADDRESS, off).unwrap();
+    let first = vectors.vector(0).unwrap().number();
+    assert_eq!(first % 8, 0, "block of 8 not aligned");
+    assert_eq!(cfg(0x44), 0xFEE0_0000);
+    assert_eq!(cfg(0x48) & 0xffff, u32::from(first));
+    let control = (cfg(0x40) >> 16) as u16;
+    assert_eq!((control >> 4) & 7, 3, "multiple message enable != log2(8)");
+    assert_eq!(control & 1, 0, "enabled before any handler (no masking to hold it back)");
+    assert_eq!(cfg(0x04) & 0b100, 0b100, "bus mastering off: MSI writes would be dropped");
+    {
+        let _r = vectors.request(5, "test", || {}).unwrap();
+        assert_eq!((cfg(0x40) >> 16) & 1, 1, "not enabled with a handler");
+        assert!(platform.deliver(0, first + 5));
+    }
+    assert_eq!((cfg(0x40) >> 16) & 1, 0, "still enabled after the last handler left");
+    drop(vectors);
+    assert_eq!(platform.snapshot(), start);
+    // Bus mastering (needed for MSI writes) is restored to what it was: off.
+    assert_eq!(cfg(0x04) & 0b100, 0);
+}

@@ -323,6 +323,8 @@ cmd_bench() {
     cargo run --release -p qemu-tests --bin bench
     step "PCI config accesses: cargo run --release -p qemu-tests --bin pcibench"
     cargo run --release -p qemu-tests --bin pcibench
+    step "interrupt round trip (guest instructions, icount): cargo run --release -p qemu-tests --bin irqbench"
+    cargo run --release -p qemu-tests --bin irqbench
     step "vector allocator: cargo bench -p pci --bench vectors"
     cargo bench -p pci --bench vectors
 }

@@ -242,14 +242,26 @@ fn msi_32_bit_without_masking_enables_only_with_a_handler() {
     assert_eq!(cfg(0x48) & 0xffff, u32::from(first));
     let control = (cfg(0x40) >> 16) as u16;
     assert_eq!((control >> 4) & 7, 3, "multiple message enable != log2(8)");
-    assert_eq!(control & 1, 0, "enabled before any handler (no masking to hold it back)");
-    assert_eq!(cfg(0x04) & 0b100, 0b100, "bus mastering off: MSI writes would be dropped");
+    assert_eq!(
+        control & 1,
+        0,
+        "enabled before any handler (no masking to hold it back)"
+    );
+    assert_eq!(
+        cfg(0x04) & 0b100,
+        0b100,
+        "bus mastering off: MSI writes would be dropped"
+    );
     {
         let _r = vectors.request(5, "test", || {}).unwrap();
         assert_eq!((cfg(0x40) >> 16) & 1, 1, "not enabled with a handler");
         assert!(platform.deliver(0, first + 5));
     }
-    assert_eq!((cfg(0x40) >> 16) & 1, 0, "still enabled after the last handler left");
+    assert_eq!(
+        (cfg(0x40) >> 16) & 1,
+        0,
+        "still enabled after the last handler left"
+    );
     drop(vectors);
     assert_eq!(platform.snapshot(), start);
     // Bus mastering (needed for MSI writes) is restored to what it was: off.

@@ -16,6 +16,7 @@
 mod boot_suite;
 mod devirq_suite;
 mod irq_suite;
+mod irqbench_suite;
 mod pci_suite;
 
 use alloc::string::String;
@@ -59,6 +60,7 @@ pub fn run(suite: &str) -> ! {
         "irq" => irq_suite::TESTS,
         "devirq" => devirq_suite::TESTS,
         "sharedirq" => devirq_suite::SHARED,
+        "irqbench" => irqbench_suite::TESTS,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -76,7 +78,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

@@ -3,7 +3,8 @@
 //! allocate/release cycles) and `devirq` suite (QEMU's `edu` device through `pci::irq`: MSI
 //! and INTx via `_PRT`, each raised 100 times and counted exactly; release leaves nothing;
 //! an NVMe Identify Controller completion by MSI-X and by INTx, whose serial number must be
-//! the random one this runner gave QEMU),
+//! the random one this runner gave QEMU; virtio-blk reads of a sector this runner wrote and a
+//! virtio-net transmit, by MSI-X and INTx; an e1000e forced onto MSI and onto INTx),
 //! in xAPIC mode (`-cpu qemu64`, no x2APIC) and x2APIC mode (`-cpu max`).
 //!
 //! The mode the kernel chose is checked against what QEMU was told the CPU has.
@@ -117,10 +118,14 @@ fn devices(name: &str, cpu: &str, mode: &str, virtio_vectors: Option<u32>) {
         "user,id=n0",
         "-device",
         &net,
+        "-netdev",
+        "user,id=n1",
+        "-device",
+        "e1000e,netdev=n1",
     ];
     let outcome = run(name, cpu, "devirq", &extra, "");
     let _ = std::fs::remove_dir_all(&dir);
-    check_suite(name, &outcome, 9, mode);
+    check_suite(name, &outcome, 11, mode);
     let best = if virtio_vectors == Some(0) {
         "INTx"
     } else {
@@ -136,6 +141,8 @@ fn devices(name: &str, cpu: &str, mode: &str, virtio_vectors: Option<u32>) {
             format!("virtio-blk: {best} completion; sector0 fnv1a={hash:016x}"),
             format!("virtio-blk: INTx completion; sector0 fnv1a={hash:016x}"),
             "virtio-net: MSI-X transmit completion".to_owned(),
+            "e1000e: 20 MSI interrupts".to_owned(),
+            "e1000e: 20 INTx interrupts".to_owned(),
         ] {
             ensure!(outcome.serial.contains(&line), "missing `{line}`");
         }

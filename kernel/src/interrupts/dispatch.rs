@@ -23,12 +23,16 @@ struct Slot {
     handler: Option<Handler>,
     /// Who installed it (for the `irqs` listing).
     owner: &'static str,
+    /// Bumped by every install and uninstall, so a handler taken out to run is only put
+    /// back if nobody uninstalled (or replaced) it meanwhile.
+    generation: u64,
 }
 
 impl Slot {
     const EMPTY: Slot = Slot {
         handler: None,
         owner: "",
+        generation: 0,
     };
 }
 
@@ -53,6 +57,7 @@ pub fn install(vector: u8, owner: &'static str, handler: Handler) -> Result<(), 
         }
         slot.handler = Some(handler);
         slot.owner = owner;
+        slot.generation += 1;
         Ok(())
     })
 }
@@ -63,6 +68,7 @@ pub fn uninstall(vector: u8) -> bool {
         let mut table = TABLE.lock();
         let slot = &mut table[usize::from(vector)];
         slot.owner = "";
+        slot.generation += 1;
         slot.handler.take()
     });
     old.is_some()
@@ -109,13 +115,19 @@ pub fn dispatch(vector: u8) {
         SPURIOUS[usize::from(vector)].fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let taken = TABLE.lock()[usize::from(vector)].handler.take();
+    let taken = {
+        let mut table = TABLE.lock();
+        let slot = &mut table[usize::from(vector)];
+        slot.handler.take().map(|h| (h, slot.generation))
+    };
     match taken {
-        Some(mut handler) => {
+        Some((mut handler, generation)) => {
+            // The handler runs without the table locked (it may take other locks); if it was
+            // uninstalled meanwhile, it is dropped here instead of coming back.
             handler();
             let mut table = TABLE.lock();
             let slot = &mut table[usize::from(vector)];
-            if slot.handler.is_none() {
+            if slot.generation == generation && slot.handler.is_none() {
                 slot.handler = Some(handler);
             }
             COUNTS[usize::from(vector)].fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,8 @@ pub const TESTS: &[Test] = crate::tests![
     virtio_blk_read_completes_by_best_kind,
     virtio_blk_read_completes_by_intx,
     virtio_net_transmit_completes_by_best_kind,
+    e1000e_forced_onto_msi,
+    e1000e_forced_onto_intx,
 ];
 
 const EDU: (u16, u16) = (0x1234, 0x11e8);
@@ -646,4 +648,65 @@ fn two_functions_share_an_intx_line() -> Result<(), String> {
     );
     crate::serial_println!("shared INTx: vector {a:#04x} served both devices, 20 interrupts each");
     Ok(())
+}
+
+/// The Intel 82574 (QEMU `e1000e`) offers MSI-X, MSI and INTx; forcing MSI and INTx shows the
+/// negotiation honours the caller. Interrupts are raised by software through the Interrupt
+/// Cause Set register (82574 datasheet §10.2.4: ICR 0xC0 read-to-clear, ICS 0xC8, IMS 0xD0,
+/// IMC 0xD8), cause bit 2 (link status change).
+fn e1000e_interrupts(kinds: IrqKinds, expect: IrqKind) -> Result<(), String> {
+    const ICR: u64 = 0xC0;
+    const ICS: u64 = 0xC8;
+    const IMS: u64 = 0xD0;
+    const IMC: u64 = 0xD8;
+    const LSC: u32 = 1 << 2;
+    let address = pciirq::find(0x8086, 0x10d3).ok_or("no e1000e")?;
+    let function = pciirq::claim(address).ok_or("e1000e claimed")?;
+    let bar = function.info().bars[0].ok_or("e1000e has no BAR 0")?;
+    let regs = Arc::new(Mmio::map(bar.address, 0x1000).map_err(|e| alloc::format!("{e}"))?);
+    let vectors = function
+        .alloc_irq_vectors(1, 1, kinds)
+        .map_err(|(_, e)| alloc::format!("{e}"))?;
+    ensure!(
+        vectors.kind() == expect,
+        "granted {} instead of {expect}",
+        vectors.kind()
+    );
+    regs.write32(IMC, u32::MAX);
+    let _ = regs.read32(ICR);
+    let hits = Arc::new(AtomicU64::new(0));
+    let (h, r) = (hits.clone(), regs.clone());
+    let registration = vectors
+        .request(0, "e1000e test", move || {
+            if r.read32(ICR) & LSC != 0 {
+                h.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| alloc::format!("{e}"))?;
+    regs.write32(IMS, LSC);
+    for i in 1..=20 {
+        regs.write32(ICS, LSC);
+        ensure!(
+            wait_for(100, || hits.load(Ordering::Relaxed) >= i),
+            "cause {i}: no interrupt"
+        );
+    }
+    regs.write32(IMC, u32::MAX);
+    drop(registration);
+    drop(vectors);
+    ensure!(
+        hits.load(Ordering::Relaxed) == 20,
+        "20 causes, {} interrupts",
+        hits.load(Ordering::Relaxed)
+    );
+    crate::serial_println!("e1000e: 20 {expect} interrupts");
+    Ok(())
+}
+
+fn e1000e_forced_onto_msi() -> Result<(), String> {
+    e1000e_interrupts(IrqKinds::MSI, IrqKind::Msi)
+}
+
+fn e1000e_forced_onto_intx() -> Result<(), String> {
+    e1000e_interrupts(IrqKinds::INTX, IrqKind::Intx)
 }

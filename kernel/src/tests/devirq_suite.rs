@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use pci::irq::{IrqKind, IrqKinds};
 
-use super::Test;
+use super::{Test, wait_for};
 use crate::ensure;
 use crate::interrupts::{dispatch, lapic, vectors};
 use crate::memory::mmio::Mmio;
@@ -36,17 +36,6 @@ const EDU_IRQ_STATUS: u64 = 0x24;
 const EDU_IRQ_RAISE: u64 = 0x60;
 const EDU_IRQ_ACK: u64 = 0x64;
 const RAISES: u64 = 100;
-
-fn wait_for(ms: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = crate::time::micros_since_boot() + ms * 1000;
-    while !done() {
-        if crate::time::micros_since_boot() > deadline {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
-}
 
 /// Raises the edu interrupt `RAISES` times through `kinds`, one at a time, and checks the
 /// handler saw each exactly once. Returns the vector used.
@@ -182,6 +171,7 @@ mod nvme {
     use crate::memory::dma::DmaBuffer;
     use crate::memory::mmio::Mmio;
     use crate::pciirq;
+    use crate::tests::wait_for;
 
     const CAP: u64 = 0x00;
     const CC: u64 = 0x14;
@@ -193,7 +183,7 @@ mod nvme {
     const ENTRIES: u32 = 16;
 
     fn wait(regs: &Mmio, ready: bool, timeout_ms: u64) -> bool {
-        super::wait_for(timeout_ms, || (regs.read32(CSTS) & 1 == 1) == ready)
+        wait_for(timeout_ms, || (regs.read32(CSTS) & 1 == 1) == ready)
     }
 
     /// Resets the controller, runs Identify Controller, and returns (kind, model, serial).
@@ -246,7 +236,7 @@ mod nvme {
         sq.write64(24, data.phys());
         sq.write32(40, 1);
         regs.write32(DOORBELLS, 1); // SQ 0 tail
-        let arrived = super::wait_for(1000, || completions.load(Ordering::Relaxed) == 1);
+        let arrived = wait_for(1000, || completions.load(Ordering::Relaxed) == 1);
         let status = cq.read32(12) >> 17;
         let cid = cq.read32(12) & 0xffff;
         drop(registration);
@@ -301,6 +291,7 @@ mod virtio {
     use crate::memory::dma::DmaBuffer;
     use crate::memory::mmio::Mmio;
     use crate::pciirq;
+    use crate::tests::wait_for;
 
     // Common configuration offsets (§4.1.4.3).
     const DEVICE_FEATURE_SELECT: u64 = 0x00;
@@ -403,7 +394,7 @@ mod virtio {
         let c = &common.mmio;
         c.write8(DEVICE_STATUS, 0);
         ensure!(
-            super::wait_for(100, || c.read8(DEVICE_STATUS) == 0),
+            wait_for(100, || c.read8(DEVICE_STATUS) == 0),
             "device did not reset"
         );
         c.write8(DEVICE_STATUS, 1 | 2); // ACKNOWLEDGE | DRIVER
@@ -476,14 +467,14 @@ mod virtio {
             })
             .map_err(|e| alloc::format!("request: {e}"))?;
         notify.mmio.write16(notify_at, request.queue);
-        let arrived = super::wait_for(1000, || {
+        let arrived = wait_for(1000, || {
             ring.read16(used + 2) == 1 && done.load(Ordering::Relaxed) > 0
         });
         let used_idx = ring.read16(used + 2);
         drop(registration);
         c.write8(DEVICE_STATUS, 0);
         ensure!(
-            super::wait_for(100, || c.read8(DEVICE_STATUS) == 0),
+            wait_for(100, || c.read8(DEVICE_STATUS) == 0),
             "device did not reset at the end"
         );
         drop(vectors);

@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::Test;
+use super::{Test, wait_for};
 use crate::ensure;
 use crate::interrupts::{dispatch, lapic};
 
@@ -19,18 +19,6 @@ pub const TESTS: &[Test] = crate::tests![
     thousand_allocate_release_cycles_return_to_start,
     exhaustion_is_an_error_and_earlier_vectors_keep_working,
 ];
-
-/// Waits up to `ms` for `done` (interrupts enabled), halting between checks.
-fn wait_for(ms: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = crate::time::micros_since_boot() + ms * 1000;
-    while !done() {
-        if crate::time::micros_since_boot() > deadline {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
-}
 
 fn lapic_timer_fires_once() -> Result<(), String> {
     let lapic = lapic::get().ok_or("no local APIC")?;

@@ -49,6 +49,18 @@ macro_rules! tests {
     };
 }
 
+/// Waits up to `ms` milliseconds (interrupts enabled, spinning) until `done` holds.
+pub fn wait_for(ms: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = crate::time::micros_since_boot() + ms * 1000;
+    while !done() {
+        if crate::time::micros_since_boot() > deadline {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
 /// Address the `pagefault` suite reads; nothing is mapped there.
 pub const PAGE_FAULT_ADDRESS: u64 = 0xdead_b000;
 

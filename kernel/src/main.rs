@@ -16,6 +16,7 @@
 extern crate alloc;
 
 mod bootinfo;
+mod console;
 mod cpu;
 mod interrupts;
 mod logger;
@@ -26,6 +27,7 @@ mod pcibus;
 mod pcie;
 mod pciirq;
 mod platform;
+mod power;
 mod qemu;
 mod serial;
 mod tests;
@@ -82,10 +84,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
 
     match options.test {
         Some(suite) => tests::run(suite),
-        None => {
-            serial_println!("Nothing more to do yet: halting. (In QEMU: Ctrl-A then X quits.)");
-            qemu::halt_forever()
-        }
+        None => console::run(),
     }
 }
 

@@ -85,6 +85,10 @@ pub struct Platform {
     pub aml: Option<Interpreter<KernelAcpi>>,
     /// PCI root buses (host bridges), where enumeration starts.
     pub roots: Vec<roots::RootBus>,
+    /// FADT PM1a control block, when it is an I/O port (ACPI 6.5 §4.8.3.2.1).
+    pub pm1a_control: Option<u16>,
+    /// FADT reset register (I/O port) and value, when the FADT has one (ACPI 6.5 §4.8.3.6).
+    pub reset: Option<(u16, u8)>,
     /// AML device path of each root bus found in the namespace (for `_PRT`).
     pub root_paths: Vec<(roots::RootBus, alloc::string::String)>,
 }
@@ -155,7 +159,26 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         aml: None,
         roots: Vec::new(),
         root_paths: Vec::new(),
+        pm1a_control: None,
+        reset: None,
     };
+    if let Some(fadt) = tables.find_table::<::acpi::sdt::fadt::Fadt>() {
+        use ::acpi::address::AddressSpace;
+        if let Ok(pm1a) = fadt.pm1a_control_block()
+            && matches!(pm1a.address_space, AddressSpace::SystemIo)
+        {
+            platform.pm1a_control = u16::try_from(pm1a.address).ok();
+        }
+        // RESET_REG_SUP is FADT flag bit 10.
+        if let Ok(reset) = fadt.reset_register()
+            && matches!(reset.address_space, AddressSpace::SystemIo)
+            && reset.address != 0
+        {
+            platform.reset = u16::try_from(reset.address)
+                .ok()
+                .map(|port| (port, fadt.reset_value));
+        }
+    }
     match InterruptModel::new(&tables) {
         Ok((InterruptModel::Apic(apic), processors)) => {
             platform.local_apic = Some(apic.local_apic_address);

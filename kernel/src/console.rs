@@ -1,0 +1,227 @@
+//! The serial console where `./run.sh` ends: a line editor over COM1's receive interrupt and
+//! a handful of commands to look at the machine.
+//!
+//! Input arrives through the IOAPIC (ISA IRQ 4) into `serial`'s queue; the console sleeps
+//! with `sti; hlt` while the queue is empty, so an idle console costs no CPU.
+//! Line editing: printable characters, Backspace/Delete, Ctrl-U (erase line), Ctrl-C (cancel
+//! line); escape sequences (arrow keys) are ignored.
+
+use alloc::string::String;
+
+use crate::{serial, serial_print, serial_println};
+
+/// The prompt.
+pub const PROMPT: &str = "kernel> ";
+const MAX_LINE: usize = 256;
+
+const COMMANDS: &[(&str, &str)] = &[
+    ("help", "this list"),
+    (
+        "lspci",
+        "PCI functions (-t: tree, -v: BARs, capabilities, MSI/MSI-X)",
+    ),
+    (
+        "irqs",
+        "installed interrupt handlers: vector, CPU, count, owner",
+    ),
+    ("mem", "frames, heap and interrupt vectors in use"),
+    ("drivers", "bound drivers"),
+    ("reboot", "reset the machine"),
+    ("poweroff", "power off (ACPI S5)"),
+];
+
+/// Waits for the next received byte, sleeping between interrupts.
+fn next_byte() -> u8 {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        if let Some(b) = serial::read_byte() {
+            x86_64::instructions::interrupts::enable();
+            return b;
+        }
+        // `sti; hlt` back to back: an interrupt cannot slip in between check and sleep.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+/// Whether the last line ended with CR (so a following LF is the same line end).
+static AFTER_CR: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Reads one line with editing.
+fn read_line() -> String {
+    use core::sync::atomic::Ordering::Relaxed;
+    let mut line = String::new();
+    loop {
+        let b = next_byte();
+        let after_cr = AFTER_CR.swap(b == b'\r', Relaxed);
+        match b {
+            b'\n' if after_cr => {}
+            b'\r' | b'\n' => {
+                serial_print!("\n");
+                return line;
+            }
+            0x7f | 0x08 => {
+                if line.pop().is_some() {
+                    serial_print!("\x08 \x08");
+                }
+            }
+            0x15 => {
+                for _ in 0..line.len() {
+                    serial_print!("\x08 \x08");
+                }
+                line.clear();
+            }
+            0x03 => {
+                serial_print!("^C\n");
+                line.clear();
+                return line;
+            }
+            0x1b => {
+                // ESC [ <final byte>: arrow keys and friends; ignored.
+                if next_byte() == b'[' {
+                    while !(0x40..=0x7e).contains(&next_byte()) {}
+                }
+            }
+            0x20..=0x7e if line.len() < MAX_LINE => {
+                line.push(b as char);
+                serial_print!("{}", b as char);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs the console forever.
+pub fn run() -> ! {
+    if let Err(e) = serial::enable_receive_interrupt() {
+        serial_println!("console: no input ({e}); halting. (In QEMU: Ctrl-A then X quits.)");
+        crate::qemu::halt_forever();
+    }
+    serial_println!("Type `help` for commands. (In QEMU: Ctrl-A then X quits.)");
+    loop {
+        serial_print!("{PROMPT}");
+        let line = read_line();
+        let mut words = line.split_whitespace();
+        let Some(command) = words.next() else {
+            continue;
+        };
+        let args: alloc::vec::Vec<&str> = words.collect();
+        execute(command, &args);
+    }
+}
+
+fn execute(command: &str, args: &[&str]) {
+    match command {
+        "help" => {
+            for (name, what) in COMMANDS {
+                serial_println!("{name:<10} {what}");
+            }
+        }
+        "lspci" => lspci(args),
+        "irqs" => irqs(),
+        "mem" => mem(),
+        "drivers" => serial_println!("no drivers are bound"),
+        "reboot" => crate::power::reboot(),
+        "poweroff" => match crate::power::poweroff() {
+            Ok(never) => match never {},
+            Err(e) => serial_println!("poweroff failed: {e}"),
+        },
+        other => serial_println!("unknown command: {other} (try `help`)"),
+    }
+}
+
+fn lspci(args: &[&str]) {
+    let Some(scan) = crate::pcibus::scan() else {
+        serial_println!("PCI was not enumerated");
+        return;
+    };
+    let out = &mut serial::SerialWriter;
+    match args.first().copied() {
+        None => {
+            let _ = pci::lspci::write_listing(out, &scan.topology);
+        }
+        Some("-t") => {
+            let _ = pci::lspci::write_tree(out, &scan.topology);
+        }
+        Some("-v") => {
+            for f in &scan.topology.functions {
+                let _ = pci::lspci::write_listing_line(out, f);
+                for (slot, bar) in f.bars() {
+                    serial_println!(
+                        "\tBAR{slot}: {:?}{} at {:#x}, {:#x} bytes",
+                        bar.kind,
+                        if bar.prefetchable {
+                            " prefetchable"
+                        } else {
+                            ""
+                        },
+                        bar.address,
+                        bar.size
+                    );
+                }
+                if let Some(pin) = f.interrupt_pin_letter() {
+                    serial_println!("\tINT{pin}#, Interrupt Line {}", f.interrupt_line);
+                }
+                if !f.capabilities.is_empty() {
+                    let ids: alloc::vec::Vec<String> = f
+                        .capabilities
+                        .iter()
+                        .map(|c| alloc::format!("{:02x}@{:#x}", c.id, c.offset))
+                        .collect();
+                    serial_println!("\tcapabilities: {}", ids.join(" "));
+                }
+                if !f.extended_capabilities.is_empty() {
+                    let ids: alloc::vec::Vec<String> = f
+                        .extended_capabilities
+                        .iter()
+                        .map(|c| alloc::format!("{:04x}@{:#x}", c.id, c.offset))
+                        .collect();
+                    serial_println!("\textended capabilities: {}", ids.join(" "));
+                }
+                if let Some(m) = f.msi {
+                    serial_println!(
+                        "\tMSI: {} vector(s){}{}",
+                        m.vectors,
+                        if m.is_64bit { ", 64-bit" } else { ", 32-bit" },
+                        if m.per_vector_masking {
+                            ", per-vector masking"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if let Some(m) = f.msix {
+                    serial_println!(
+                        "\tMSI-X: {} entries, table BAR{}+{:#x}, PBA BAR{}+{:#x}",
+                        m.table_size,
+                        m.table_bir,
+                        m.table_offset,
+                        m.pba_bir,
+                        m.pba_offset
+                    );
+                }
+            }
+        }
+        Some(other) => serial_println!("lspci: unknown option {other} (use -t or -v)"),
+    }
+}
+
+fn irqs() {
+    use crate::interrupts::dispatch;
+    serial_println!("vector  cpu  count       owner");
+    for (vector, owner, count) in dispatch::installed() {
+        serial_println!("{vector:#04x}    0    {count:<10}  {owner}");
+    }
+    serial_println!("spurious: {}", dispatch::spurious_total());
+}
+
+fn mem() {
+    let (free, managed) = crate::memory::frames::with(|f| (f.free_bytes(), f.managed_bytes()));
+    let (used, heap_free) = crate::memory::heap::usage();
+    serial_println!("frames: {} KiB free of {} KiB", free / 1024, managed / 1024);
+    serial_println!(
+        "heap: {} KiB used, {} KiB free",
+        used / 1024,
+        heap_free / 1024
+    );
+    serial_println!("vectors: {} free", crate::interrupts::vectors::total_free());
+}

@@ -267,3 +267,38 @@ fn msi_32_bit_without_masking_enables_only_with_a_handler() {
     // Bus mastering (needed for MSI writes) is restored to what it was: off.
     assert_eq!(cfg(0x04) & 0b100, 0);
 }
+
+#[test]
+fn installed_handlers_live_as_long_as_the_vectors() {
+    let platform = FakePlatform::leaked(1);
+    let start = platform.snapshot();
+    let (function, _) = handle(device(4), platform);
+    let mut vectors = function.alloc_irq_vectors(2, 2, IrqKinds::MSIX).unwrap();
+    let hits = Arc::new(AtomicU32::new(0));
+    let h = hits.clone();
+    vectors
+        .install(1, "owned", move || {
+            h.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+    assert!(!entry_masked(platform, 1));
+    let v = vectors.vector(1).unwrap();
+    let (cpu, number) = (v.cpu(), v.number());
+    assert!(platform.deliver(cpu, number));
+    assert!(matches!(
+        vectors.install(1, "twice", || {}),
+        Err(IrqError::Busy(1))
+    ));
+    drop(vectors);
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+    assert!(
+        !platform.deliver(cpu, number),
+        "handler outlived its vectors"
+    );
+    assert_eq!(platform.installed(), 0);
+    assert_eq!(
+        platform.snapshot(),
+        start,
+        "an installed handler kept its vector"
+    );
+}

@@ -34,6 +34,17 @@ enum Slot {
     Free,
     /// A live [`Registration`] (or a leaked one) holds it; for INTx, the line's handler id.
     Registered(Option<u64>),
+    /// Installed with [`IrqVectors::install`]: lives exactly as long as the vectors.
+    Owned(Option<u64>),
+}
+
+impl Slot {
+    fn id(self) -> Option<u64> {
+        match self {
+            Slot::Free => None,
+            Slot::Registered(id) | Slot::Owned(id) => id,
+        }
+    }
 }
 
 /// A function's interrupt vectors: MSI-X entries, an MSI block, or its INTx line.
@@ -257,36 +268,66 @@ impl IrqVectors {
         owner: &'static str,
         handler: impl FnMut() + Send + 'static,
     ) -> Result<Registration<'_>, IrqError> {
+        self.register(index, owner, Box::new(handler), false)?;
+        Ok(Registration {
+            vectors: self,
+            index,
+        })
+    }
+
+    /// Installs `handler` on vector `index` for as long as these vectors live: the form a
+    /// driver uses when the vectors sit in its own state (a [`Registration`] there would
+    /// borrow a sibling field). Dropping the `IrqVectors` uninstalls it first, so the handler
+    /// still cannot outlive its vector.
+    pub fn install(
+        &mut self,
+        index: usize,
+        owner: &'static str,
+        handler: impl FnMut() + Send + 'static,
+    ) -> Result<(), IrqError> {
+        self.register(index, owner, Box::new(handler), true)
+    }
+
+    fn register(
+        &self,
+        index: usize,
+        owner: &'static str,
+        handler: Handler,
+        owned: bool,
+    ) -> Result<(), IrqError> {
+        let slot = |id| {
+            if owned {
+                Slot::Owned(id)
+            } else {
+                Slot::Registered(id)
+            }
+        };
         let vector = self.vector(index).ok_or(IrqError::NoSuchVector(index))?;
         let mut slots = self.slots.lock();
         if slots[index] != Slot::Free {
             return Err(IrqError::Busy(index));
         }
-        let handler: Handler = Box::new(handler);
         let platform = self.function.platform();
         match self.backend() {
             Backend::Msix { table, .. } => {
                 platform.install(vector.cpu, vector.number, owner, handler)?;
                 msix::set_masked(table.as_ref(), index, false);
-                slots[index] = Slot::Registered(None);
+                slots[index] = slot(None);
             }
             Backend::Msi { cap, .. } => {
                 platform.install(vector.cpu, vector.number, owner, handler)?;
-                slots[index] = Slot::Registered(None);
+                slots[index] = slot(None);
                 self.msi_update(cap, &slots);
             }
             Backend::Intx { line } => {
                 let id = line.install(owner, handler);
-                slots[index] = Slot::Registered(Some(id));
+                slots[index] = slot(Some(id));
                 let command = self.function.config_read16(intx::COMMAND);
                 self.function
                     .config_write16(intx::COMMAND, command & !intx::INTERRUPT_DISABLE);
             }
         }
-        Ok(Registration {
-            vectors: self,
-            index,
-        })
+        Ok(())
     }
 
     /// MSI: mask exactly the vectors without a handler (per-vector masking), or keep the
@@ -299,7 +340,7 @@ impl IrqVectors {
                 for (i, slot) in slots.iter().enumerate() {
                     match slot {
                         Slot::Free => mask |= 1 << i,
-                        Slot::Registered(_) => mask &= !(1 << i),
+                        Slot::Registered(_) | Slot::Owned(_) => mask &= !(1 << i),
                     }
                 }
                 self.function.config_write32(mask_at, mask);
@@ -319,9 +360,10 @@ impl IrqVectors {
 
     fn unregister(&self, index: usize) {
         let mut slots = self.slots.lock();
-        let Slot::Registered(id) = slots[index] else {
+        if slots[index] == Slot::Free {
             return;
-        };
+        }
+        let id = slots[index].id();
         let platform = self.function.platform();
         match self.backend() {
             Backend::Msix { table, blocks, .. } => {
@@ -350,6 +392,13 @@ impl IrqVectors {
 
 impl Drop for IrqVectors {
     fn drop(&mut self) {
+        // Handlers installed for the vectors' lifetime go first, the regular way.
+        let owned: Vec<usize> = (0..self.count)
+            .filter(|&i| matches!(self.slots.lock()[i], Slot::Owned(_)))
+            .collect();
+        for i in owned {
+            self.unregister(i);
+        }
         let Some(backend) = self.backend.take() else {
             return;
         };

@@ -1,9 +1,68 @@
 //! Device drivers. They hold no `unsafe`: `pci/` and `kernel/` hand them owned, safe views of
 //! configuration space, BARs, DMA memory and interrupt vectors, and everything a driver holds
 //! is released when its state is dropped.
+//!
+//! The model: a [`Driver`] names the devices it matches; its `probe` receives an owned
+//! [`pci::irq::PciFunction`] and returns its state as a [`Bound`], or hands the function back
+//! with the error. Unbinding is dropping the `Bound`: its fields (register windows, DMA
+//! buffers, interrupt vectors with their handlers, the function handle) release themselves.
+//! There is no `remove` method to forget to write.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+extern crate alloc;
+
+pub mod edu;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+
+use pci::irq::PciFunction;
+
+/// Why a probe failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeError(pub String);
+
+impl core::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A driver: what it matches and how it binds.
+pub trait Driver: Sync {
+    /// Short name.
+    fn name(&self) -> &'static str;
+    /// The devices it drives.
+    fn matches(&self) -> &'static [Match];
+    /// Takes the function and brings the device up; on failure the function comes back.
+    fn probe(&self, function: PciFunction) -> Result<Box<dyn Bound>, (PciFunction, ProbeError)>;
+}
+
+/// A bound driver's state. Dropping it unbinds the device and releases everything.
+pub trait Bound: Send {
+    /// The driver's name.
+    fn driver(&self) -> &'static str;
+    /// The function it drives.
+    fn address(&self) -> pci::Address;
+    /// One line about the device (for the console's `drivers`).
+    fn status(&self) -> String;
+    /// Exercises the device once and says what happened (an error says what failed).
+    fn self_test(&mut self) -> Result<String, String>;
+}
+
+/// Every driver, in probe order.
+pub const ALL: &[&dyn Driver] = &[&edu::EduDriver];
+
+/// The first driver matching these identity fields.
+pub fn find(vendor: u16, device: u16, class: u8, subclass: u8) -> Option<&'static dyn Driver> {
+    ALL.iter().copied().find(|d| {
+        d.matches()
+            .iter()
+            .any(|m| m.matches(vendor, device, class, subclass))
+    })
+}
 
 /// How a driver names the devices it can drive (PCI Local Bus 3.0 §6.2.1: vendor and device
 /// IDs; Appendix D: class codes).

@@ -26,6 +26,12 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     ("mem", "frames, heap and interrupt vectors in use"),
     ("drivers", "bound drivers"),
+    ("bind", "bind <address>: offer a function to the drivers"),
+    (
+        "unbind",
+        "unbind <address>: drop the driver's state, releasing everything",
+    ),
+    ("selftest", "selftest <address>: exercise a bound device"),
     ("reboot", "reset the machine"),
     ("poweroff", "power off (ACPI S5)"),
 ];
@@ -119,7 +125,32 @@ fn execute(command: &str, args: &[&str]) {
         "lspci" => lspci(args),
         "irqs" => irqs(),
         "mem" => mem(),
-        "drivers" => serial_println!("no drivers are bound"),
+        "drivers" => {
+            let list = crate::bus::list();
+            if list.is_empty() {
+                serial_println!("no drivers are bound");
+            }
+            for line in list {
+                serial_println!("{line}");
+            }
+        }
+        "bind" | "unbind" | "selftest" => {
+            let Some(address) = args.first().and_then(|a| crate::bus::parse_address(a)) else {
+                serial_println!("{command}: give an address like 0000:00:03.0");
+                return;
+            };
+            let result = match command {
+                "bind" => crate::bus::bind(address),
+                "unbind" => {
+                    crate::bus::unbind(address).map(|()| alloc::format!("{address} unbound"))
+                }
+                _ => crate::bus::self_test(address),
+            };
+            match result {
+                Ok(text) => serial_println!("{text}"),
+                Err(e) => serial_println!("{command}: {e}"),
+            }
+        }
         "reboot" => crate::power::reboot(),
         "poweroff" => match crate::power::poweroff() {
             Ok(never) => match never {},

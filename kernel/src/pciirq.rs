@@ -276,6 +276,12 @@ impl IrqPlatform for KernelIrq {
             .map_err(|_| IrqError::Platform("cannot map the MSI-X structure"))
     }
 
+    fn dma(&self, bytes: u64) -> Result<Box<dyn pci::window::DmaRegion>, IrqError> {
+        crate::memory::dma::DmaBuffer::new(bytes)
+            .map(|b| Box::new(b) as Box<dyn pci::window::DmaRegion>)
+            .ok_or(IrqError::Platform("out of memory for a DMA buffer"))
+    }
+
     fn attach_intx(&self, function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
         let (gsi, trigger) = route_pin(function)?;
         let mut lines = LINES.lock();

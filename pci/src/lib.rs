@@ -40,6 +40,7 @@ pub mod ids;
 pub mod irq;
 pub mod lspci;
 pub mod vectors;
+pub mod window;
 
 pub use address::{Address, AddressError};
 pub use bar::{Bar, BarError, BarKind};

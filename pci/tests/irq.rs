@@ -302,3 +302,24 @@ fn installed_handlers_live_as_long_as_the_vectors() {
         "an installed handler kept its vector"
     );
 }
+
+#[test]
+fn into_function_releases_like_drop_and_returns_the_handle() {
+    let platform = FakePlatform::leaked(1);
+    let start = platform.snapshot();
+    let (function, _) = handle(device(4), platform);
+    let mut vectors = function.alloc_irq_vectors(4, 4, IrqKinds::MSIX).unwrap();
+    vectors.install(0, "owned", || {}).unwrap();
+    let function = vectors.into_function();
+    assert_eq!(platform.snapshot(), start, "vectors not released");
+    assert_eq!(platform.installed(), 0, "handler not uninstalled");
+    assert!(
+        platform.released().is_empty(),
+        "the handle was released although returned"
+    );
+    // The same handle can allocate again.
+    let again = function.alloc_irq_vectors(1, 1, IrqKinds::MSI).unwrap();
+    assert_eq!(again.kind(), IrqKind::Msi);
+    drop(again);
+    assert_eq!(platform.released(), vec![ADDRESS]);
+}

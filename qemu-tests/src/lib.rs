@@ -12,6 +12,7 @@
 //! - [`Report`]: parses the kernel's serial test protocol (see [`protocol`]).
 //! - [`check`]: runs assertions on an outcome and panics with the whole serial log on failure.
 //! - [`qemu_or_skip`]: lets scenario tests skip, loudly, when QEMU is missing outside CI.
+//! - [`session`]: [`Qemu::interact`]'s expect-style [`Session`] on the serial console.
 //! - [`qmp`]: a QMP client ([`Qemu::run_until_qmp`]) and QEMU's `query-pci` as a flat list.
 //! - [`pci`]: the kernel's `PCIDEV`/`PCIERR`/`PCISTATS` lines and their comparison with QEMU.
 //! - [`topology`]: the PCI topologies, the `test=pci` runner and its checks.
@@ -22,6 +23,7 @@ pub mod pci;
 pub mod protocol;
 pub mod qemu;
 pub mod qmp;
+pub mod session;
 pub mod topology;
 
 use std::fs;
@@ -35,10 +37,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use protocol::{BootInfo, Exception, Loader, Panic, Report, Suite, TestCase, Verdict};
 pub use qemu::{
-    Boot, DEFAULT_TIMEOUT, Firmware, Machine, Outcome, QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS, Qemu,
-    QmpRun, qemu_available, qemu_program,
+    Boot, DEFAULT_TIMEOUT, Firmware, InteractRun, Machine, Outcome, QEMU_EXIT_FAILURE,
+    QEMU_EXIT_SUCCESS, Qemu, QmpRun, qemu_available, qemu_program,
 };
 pub use qmp::Qmp;
+pub use session::Session;
 
 /// The GRUB configuration template; `@CMDLINE@` is replaced by the kernel command line.
 pub const GRUB_CFG_TEMPLATE: &str = include_str!("../../grub/grub.cfg.in");

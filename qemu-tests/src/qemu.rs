@@ -2,26 +2,29 @@
 //! enforces a timeout and reports the exit code.
 //!
 //! Every run uses `-display none -serial stdio -monitor none -no-reboot -device
-//! isa-debug-exit,iobase=0xf4,iosize=0x04`. The kernel ends a run by writing to port 0xf4:
-//! QEMU then exits with `(value << 1) | 1`, so [`EXIT_SUCCESS`] (0x10) gives exit code 33 and
-//! [`EXIT_FAILURE`] (0x11) gives 35.
+//! isa-debug-exit,iobase=0xf4,iosize=0x04` (`-no-reboot` can be left out with
+//! [`Qemu::no_reboot`]). The kernel ends a run by writing to port 0xf4: QEMU then exits with
+//! `(value << 1) | 1`, so [`EXIT_SUCCESS`] (0x10) gives exit code 33 and [`EXIT_FAILURE`]
+//! (0x11) gives 35.
 //!
-//! Three ways to run: [`Qemu::run`] until QEMU exits, [`Qemu::run_until`] a serial marker (then
-//! QEMU is killed), and [`Qemu::run_until_qmp`], which adds `-qmp
+//! Four ways to run: [`Qemu::run`] until QEMU exits, [`Qemu::run_until`] a serial marker (then
+//! QEMU is killed), [`Qemu::run_until_qmp`], which adds `-qmp
 //! unix:<scratch>/qmp.sock,server=on,wait=off`, and at the marker connects a [`Qmp`] client,
-//! runs the caller's commands and quits QEMU through QMP. The serial port is captured the whole
-//! time and the timeout applies to all of it.
+//! runs the caller's commands and quits QEMU through QMP, and [`Qemu::interact`], which pipes
+//! QEMU's stdin so that a [`Session`] can type on the serial console and wait for answers. The
+//! serial port is captured the whole time and the timeout applies to all of it.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::protocol::printable_log;
 use crate::qmp::Qmp;
+use crate::session::{Session, spawn_reader};
 use crate::{OvmfImage, find_ovmf, unique_temp_dir};
 
 /// Value the kernel writes to port 0xf4 on success.
@@ -117,6 +120,7 @@ pub struct Qemu {
     firmware: Firmware,
     extra: Vec<OsString>,
     timeout: Duration,
+    no_reboot: bool,
 }
 
 /// What happened in one run.
@@ -212,6 +216,7 @@ impl Qemu {
             firmware: Firmware::Bios,
             extra: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            no_reboot: true,
         }
     }
 
@@ -272,6 +277,13 @@ impl Qemu {
     /// Sets the timeout after which QEMU is killed.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Whether to pass `-no-reboot` (the default): a guest reset (triple fault, reboot) then
+    /// makes QEMU exit with code 0. With `false` QEMU resets the machine and boots again.
+    pub fn no_reboot(mut self, no_reboot: bool) -> Self {
+        self.no_reboot = no_reboot;
         self
     }
 
@@ -343,6 +355,9 @@ impl Qemu {
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
         ] {
+            if fixed == "-no-reboot" && !self.no_reboot {
+                continue;
+            }
             push(&fixed);
         }
         for extra in &self.extra {
@@ -420,47 +435,15 @@ impl Qemu {
             args.push("-qmp".into());
             args.push(spec);
         }
-        let command = std::iter::once(program.clone())
-            .chain(args.iter().cloned())
-            .map(|a| shell_quote(&a.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut cmd = Command::new(&program);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-
+        let command = command_line(&program, &args);
         let start = Instant::now();
-        let mut child = ChildGuard(cmd.spawn().map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot start {}: {e}", program.to_string_lossy()),
-            )
-        })?);
+        let mut child = spawn(&program, &args, Stdio::null())?;
         let child = &mut child.0;
 
-        let mut stdout = child.stdout.take().expect("stdout piped");
-        let mut stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
-        let reader = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match stdout.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        let stderr_reader = thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            text
-        });
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (rx, reader) = spawn_reader(stdout);
+        let stderr_reader = spawn_stderr_reader(stderr);
 
         let deadline = start + self.timeout;
         let mut serial = Vec::new();
@@ -570,6 +553,122 @@ impl Qemu {
     }
 }
 
+impl Qemu {
+    /// Runs QEMU with its stdin piped to the serial port and calls `script` with a
+    /// [`Session`] to drive the kernel's console: [`Session::expect`] waits for text,
+    /// [`Session::send`] types, [`Session::wait_exit`] waits for QEMU to exit.
+    ///
+    /// When `script` returns `Ok`, the run goes on as with [`Qemu::run`]: until QEMU exits or
+    /// the timeout kills it (so a script that ends with `poweroff` gets QEMU's exit code in the
+    /// outcome). When it returns `Err`, QEMU is killed at once. The serial port is captured the
+    /// whole time, and the timeout covers the whole run, `script` included.
+    pub fn interact<T>(
+        &self,
+        script: impl FnOnce(&mut Session<'_>) -> Result<T, String>,
+    ) -> io::Result<InteractRun<T>> {
+        let scratch = unique_temp_dir("qemu-run");
+        let result = self.interact_in(&scratch, script);
+        // Exists when a split OVMF variable store was copied.
+        let _ = std::fs::remove_dir_all(&scratch);
+        result
+    }
+
+    fn interact_in<T>(
+        &self,
+        scratch: &Path,
+        script: impl FnOnce(&mut Session<'_>) -> Result<T, String>,
+    ) -> io::Result<InteractRun<T>> {
+        let program = qemu_program();
+        let args = self.arguments(scratch)?;
+        let command = command_line(&program, &args);
+        let start = Instant::now();
+        let mut guard = spawn(&program, &args, Stdio::piped())?;
+        let child = &mut guard.0;
+        let mut stdin = child.stdin.take().expect("stdin piped");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (rx, reader) = spawn_reader(stdout);
+        let stderr_reader = spawn_stderr_reader(stderr);
+        let deadline = start + self.timeout;
+
+        let mut session = Session::new(&rx, &mut stdin, Some(&mut *child), start, deadline);
+        let result = script(&mut session);
+        let end = session.finish(result.is_err());
+        let mut serial = end.raw;
+        let mut first_output = end.first_output;
+        // Reaped by the session, or (killed, or its stdout closed) exiting now.
+        let status = match end.status {
+            Some(status) => status,
+            None => child.wait()?,
+        };
+        let wall = end.exited_at.unwrap_or_else(|| start.elapsed());
+        // Kept open until QEMU is gone: QEMU's stdio backend is not to see end of file.
+        drop(stdin);
+        let _ = reader.join();
+        let stderr = stderr_reader.join().unwrap_or_default();
+        if !end.eof {
+            while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+                first_output.get_or_insert_with(|| start.elapsed());
+                serial.extend_from_slice(&chunk);
+            }
+        }
+        let outcome = Outcome {
+            exit_code: if end.killed { None } else { status.code() },
+            serial: String::from_utf8_lossy(&serial).into_owned(),
+            timed_out: end.timed_out,
+            wall,
+            first_output,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            command,
+            quit_via_qmp: false,
+        };
+        Ok(InteractRun { outcome, result })
+    }
+}
+
+/// What [`Qemu::interact`] returns.
+#[derive(Debug)]
+pub struct InteractRun<T> {
+    /// How the run went; the serial log holds everything QEMU printed, echoed keystrokes and
+    /// escape sequences included.
+    pub outcome: Outcome,
+    /// What the script returned.
+    pub result: Result<T, String>,
+}
+
+/// The command line as one string, quoted for a shell, for logs.
+fn command_line(program: &OsStr, args: &[OsString]) -> String {
+    std::iter::once(program)
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| shell_quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Starts QEMU with stdout and stderr piped and the given stdin.
+fn spawn(program: &OsStr, args: &[OsString], stdin: Stdio) -> io::Result<ChildGuard> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().map(ChildGuard).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start {}: {e}", program.to_string_lossy()),
+        )
+    })
+}
+
+/// Collects QEMU's stderr on a thread.
+fn spawn_stderr_reader(mut stderr: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    })
+}
+
 /// What to do when the marker arrives.
 enum AtMarker<'a> {
     /// Kill QEMU.
@@ -635,6 +734,29 @@ mod tests {
              -smp 2"
         );
         assert_eq!(q.memory_bytes(), 256 << 20);
+    }
+
+    #[test]
+    fn reboot_allowed() {
+        let q = Qemu::kernel("/k.elf", "").no_reboot(false);
+        let args: Vec<String> = q
+            .arguments(Path::new("/nonexistent"))
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!args.iter().any(|a| a == "-no-reboot"), "{args:?}");
+        assert!(
+            args.iter()
+                .any(|a| a == "isa-debug-exit,iobase=0xf4,iosize=0x04")
+        );
+        assert_eq!(
+            command_line(
+                OsStr::new("qemu"),
+                &[OsString::from("-append"), OsString::from("a b")]
+            ),
+            "qemu -append 'a b'"
+        );
     }
 
     #[test]

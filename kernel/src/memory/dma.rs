@@ -114,3 +114,30 @@ impl Drop for DmaBuffer {
         }
     }
 }
+
+impl pci::window::DmaRegion for DmaBuffer {
+    fn bus_address(&self) -> u64 {
+        // No IOMMU: the bus address is the physical address.
+        self.phys
+    }
+
+    fn len(&self) -> u64 {
+        DmaBuffer::len(self)
+    }
+
+    fn read8(&self, offset: u64) -> u8 {
+        DmaBuffer::read8(self, offset)
+    }
+
+    fn write8(&self, offset: u64, value: u8) {
+        DmaBuffer::write8(self, offset, value)
+    }
+
+    fn read32(&self, offset: u64) -> u32 {
+        DmaBuffer::read32(self, offset)
+    }
+
+    fn write32(&self, offset: u64, value: u32) {
+        DmaBuffer::write32(self, offset, value)
+    }
+}

@@ -15,6 +15,7 @@
 
 mod boot_suite;
 mod devirq_suite;
+mod drivers_suite;
 mod irq_suite;
 mod irqbench_suite;
 mod pci_suite;
@@ -73,6 +74,7 @@ pub fn run(suite: &str) -> ! {
         "devirq" => devirq_suite::TESTS,
         "sharedirq" => devirq_suite::SHARED,
         "irqbench" => irqbench_suite::TESTS,
+        "drivers" => drivers_suite::TESTS,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -90,7 +92,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

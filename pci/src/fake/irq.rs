@@ -138,6 +138,35 @@ impl RegisterWindow for Window {
     }
 }
 
+/// Fake DMA memory: a vector of bytes at a made-up bus address.
+struct FakeDma {
+    bytes: Mutex<Vec<u8>>,
+}
+
+impl crate::window::DmaRegion for FakeDma {
+    fn bus_address(&self) -> u64 {
+        0x1000_0000
+    }
+    fn len(&self) -> u64 {
+        self.bytes.lock().len() as u64
+    }
+    fn read8(&self, offset: u64) -> u8 {
+        self.bytes.lock()[offset as usize]
+    }
+    fn write8(&self, offset: u64, value: u8) {
+        self.bytes.lock()[offset as usize] = value;
+    }
+    fn read32(&self, offset: u64) -> u32 {
+        let b = self.bytes.lock();
+        let o = offset as usize;
+        u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        let o = offset as usize;
+        self.bytes.lock()[o..o + 4].copy_from_slice(&value.to_le_bytes());
+    }
+}
+
 struct FakeLine {
     platform: &'static FakePlatform,
     cpu: u32,
@@ -224,6 +253,12 @@ impl IrqPlatform for &'static FakePlatform {
             platform: self,
             base: phys,
             len,
+        }))
+    }
+
+    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::window::DmaRegion>, IrqError> {
+        Ok(Box::new(FakeDma {
+            bytes: Mutex::new(alloc::vec![0; bytes as usize]),
         }))
     }
 

@@ -96,6 +96,8 @@ pub trait IrqPlatform: Send + Sync {
     fn is_installed(&self, cpu: u32, vector: u8) -> bool;
     /// Maps `len` bytes of device memory at `phys` uncached.
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError>;
+    /// Allocates a zeroed DMA buffer of at least `bytes` bytes.
+    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::window::DmaRegion>, IrqError>;
     /// Attaches the function's INTx pin (1 = INTA#) to its line, routed by firmware.
     fn attach_intx(&self, function: &crate::Function) -> Result<Box<dyn IntxLine>, IrqError>;
     /// The handle of `address` was dropped: the function may be claimed again.

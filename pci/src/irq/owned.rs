@@ -110,7 +110,8 @@ impl Slot {
 /// drop(vectors); // entries masked, MSI-X disabled, vectors returned
 /// ```
 pub struct IrqVectors {
-    function: PciFunction,
+    /// `Some` until [`IrqVectors::into_function`] takes it back.
+    function: Option<PciFunction>,
     backend: Option<Backend>,
     kind: IrqKind,
     count: usize,
@@ -169,7 +170,7 @@ impl Drop for Registration<'_> {
 impl core::fmt::Debug for IrqVectors {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IrqVectors")
-            .field("function", &self.function.address())
+            .field("function", &self.func().address())
             .field("kind", &self.kind)
             .field("count", &self.count)
             .finish()
@@ -205,7 +206,7 @@ impl IrqVectors {
                 function.config_write16(intx::COMMAND, command | intx::INTERRUPT_DISABLE | master);
                 // INVARIANT: the backend owns the vectors; no handler is installed yet.
                 Ok(IrqVectors {
-                    function,
+                    function: Some(function),
                     backend: Some(backend),
                     kind,
                     count,
@@ -235,7 +236,20 @@ impl IrqVectors {
 
     /// The function the vectors belong to.
     pub fn function(&self) -> &PciFunction {
-        &self.function
+        self.func()
+    }
+
+    fn func(&self) -> &PciFunction {
+        self.function
+            .as_ref()
+            .expect("IrqVectors used after into_function")
+    }
+
+    /// Releases the vectors exactly as dropping them does, and gives the function handle
+    /// back (for a probe that fails after allocating, or a driver that wants another kind).
+    pub fn into_function(mut self) -> PciFunction {
+        self.teardown();
+        self.function.take().expect("function present until here")
     }
 
     fn backend(&self) -> &Backend {
@@ -307,7 +321,7 @@ impl IrqVectors {
         if slots[index] != Slot::Free {
             return Err(IrqError::Busy(index));
         }
-        let platform = self.function.platform();
+        let platform = self.func().platform();
         match self.backend() {
             Backend::Msix { table, .. } => {
                 platform.install(vector.cpu, vector.number, owner, handler)?;
@@ -322,8 +336,8 @@ impl IrqVectors {
             Backend::Intx { line } => {
                 let id = line.install(owner, handler);
                 slots[index] = slot(Some(id));
-                let command = self.function.config_read16(intx::COMMAND);
-                self.function
+                let command = self.func().config_read16(intx::COMMAND);
+                self.func()
                     .config_write16(intx::COMMAND, command & !intx::INTERRUPT_DISABLE);
             }
         }
@@ -336,24 +350,24 @@ impl IrqVectors {
         let control = msi::control(cap);
         match msi::mask(cap) {
             Some(mask_at) => {
-                let mut mask = self.function.config_read32(mask_at);
+                let mut mask = self.func().config_read32(mask_at);
                 for (i, slot) in slots.iter().enumerate() {
                     match slot {
                         Slot::Free => mask |= 1 << i,
                         Slot::Registered(_) | Slot::Owned(_) => mask &= !(1 << i),
                     }
                 }
-                self.function.config_write32(mask_at, mask);
+                self.func().config_write32(mask_at, mask);
             }
             None => {
                 let any = slots.iter().any(|s| *s != Slot::Free);
-                let value = self.function.config_read16(control);
+                let value = self.func().config_read16(control);
                 let value = if any {
                     value | msi::ENABLE
                 } else {
                     value & !msi::ENABLE
                 };
-                self.function.config_write16(control, value);
+                self.func().config_write16(control, value);
             }
         }
     }
@@ -364,7 +378,7 @@ impl IrqVectors {
             return;
         }
         let id = slots[index].id();
-        let platform = self.function.platform();
+        let platform = self.func().platform();
         match self.backend() {
             Backend::Msix { table, blocks, .. } => {
                 msix::set_masked(table.as_ref(), index, true);
@@ -378,8 +392,8 @@ impl IrqVectors {
                 platform.uninstall(block.cpu(), block.first() + index as u8);
             }
             Backend::Intx { line } => {
-                let command = self.function.config_read16(intx::COMMAND);
-                self.function
+                let command = self.func().config_read16(intx::COMMAND);
+                self.func()
                     .config_write16(intx::COMMAND, command | intx::INTERRUPT_DISABLE);
                 if let Some(id) = id {
                     line.uninstall(id);
@@ -392,6 +406,17 @@ impl IrqVectors {
 
 impl Drop for IrqVectors {
     fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl IrqVectors {
+    /// The one release path (see the type's documentation), used by `Drop` and
+    /// [`IrqVectors::into_function`]. Runs once: the backend is taken.
+    fn teardown(&mut self) {
+        if self.function.is_none() {
+            return;
+        }
         // Handlers installed for the vectors' lifetime go first, the regular way.
         let owned: Vec<usize> = (0..self.count)
             .filter(|&i| matches!(self.slots.lock()[i], Slot::Owned(_)))
@@ -402,8 +427,8 @@ impl Drop for IrqVectors {
         let Some(backend) = self.backend.take() else {
             return;
         };
-        let platform = self.function.platform();
-        let address = self.function.address();
+        let platform = self.func().platform();
+        let address = self.func().address();
         let slots = core::mem::take(&mut *self.slots.lock());
         // A slot still registered here means its Registration was leaked (a live one would
         // borrow `self`): the handler stays in the dispatch table, so its vector must never be
@@ -417,8 +442,8 @@ impl Drop for IrqVectors {
                 blocks,
             } => {
                 let control_at = msix::control_offset(&cap);
-                let control = self.function.config_read16(control_at);
-                self.function
+                let control = self.func().config_read16(control_at);
+                self.func()
                     .config_write16(control_at, control | msix::FUNCTION_MASK);
                 for i in 0..usize::from(cap.table_size) {
                     msix::set_masked(table.as_ref(), i, true);
@@ -430,7 +455,7 @@ impl Drop for IrqVectors {
                         platform.pending_at_release(address, block.first());
                     }
                 }
-                self.function
+                self.func()
                     .config_write16(control_at, control & !(msix::ENABLE | msix::FUNCTION_MASK));
                 for (i, block) in blocks.into_iter().enumerate() {
                     // A `Block` that is not freed keeps its vectors used: leaked on purpose.
@@ -447,10 +472,10 @@ impl Drop for IrqVectors {
             Backend::Msi { cap, block } => {
                 let control_at = msi::control(&cap);
                 if let Some(mask_at) = msi::mask(&cap) {
-                    self.function.config_write32(mask_at, u32::MAX);
-                    let _ = self.function.config_read32(mask_at);
+                    self.func().config_write32(mask_at, u32::MAX);
+                    let _ = self.func().config_read32(mask_at);
                     if let Some(pending_at) = msi::pending(&cap) {
-                        let pending = self.function.config_read32(pending_at);
+                        let pending = self.func().config_read32(pending_at);
                         for i in 0..self.count {
                             if pending & (1 << i) != 0 {
                                 platform.pending_at_release(address, block.first() + i as u8);
@@ -458,12 +483,12 @@ impl Drop for IrqVectors {
                         }
                     }
                 }
-                let control = self.function.config_read16(control_at);
-                self.function.config_write16(
+                let control = self.func().config_read16(control_at);
+                self.func().config_write16(
                     control_at,
                     control & !msi::ENABLE & !(0b111 << msi::MME_SHIFT),
                 );
-                let _ = self.function.config_read16(control_at);
+                let _ = self.func().config_read16(control_at);
                 if (0..self.count).any(leaked) {
                     log::warn!(
                         "{address}: MSI vectors {:#x}+{} kept: a registration was leaked",
@@ -486,7 +511,7 @@ impl Drop for IrqVectors {
                 }
             }
         }
-        let command = self.function.config_read16(intx::COMMAND);
+        let command = self.func().config_read16(intx::COMMAND);
         let mut restored = if self.intx_disabled_before {
             command | intx::INTERRUPT_DISABLE
         } else {
@@ -495,7 +520,7 @@ impl Drop for IrqVectors {
         if !self.bus_master_before {
             restored &= !intx::BUS_MASTER;
         }
-        self.function.config_write16(intx::COMMAND, restored);
+        self.func().config_write16(intx::COMMAND, restored);
     }
 }
 

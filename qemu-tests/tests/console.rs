@@ -1,0 +1,238 @@
+//! Serial console scenarios: the runner types on COM1 (QEMU's stdin, `-serial stdio`) and
+//! reads the answers ([`Qemu::interact`]).
+//!
+//! Booted without `test=`, the kernel prints its boot summary, `kernel ready`, then the prompt
+//! `kernel> ` and reads lines from COM1's receive interrupt (echo, Backspace/Delete, Ctrl-U).
+//! Both scenarios boot PVH on q35 with 512 MiB, an `edu` device and the command line
+//! `log=warn` (few log lines to interleave with the console):
+//!
+//! - `console_commands`: `help` lists the commands; `lspci` shows the edu device and the q35
+//!   host bridge in `lspci -nn` form; `lspci -t` draws the tree from `-[0000:00]`; `irqs` shows
+//!   the console's own `COM1 receive` handler (typed after a line erased with Ctrl-U);
+//!   `xyz`, three Backspaces, `mem` runs `mem`; an unknown command says so; `poweroff` (ACPI
+//!   S5) makes QEMU exit with status 0 within 10 s.
+//! - `console_reboot`: without `-no-reboot`, `reboot` resets the machine, the kernel boots
+//!   again (a second `kernel ready`), and `poweroff` ends the run.
+//!
+//! Without `qemu-system-x86_64` the scenarios print `SKIPPED` and return, unless `CI` is set.
+
+use std::time::Duration;
+
+use qemu_tests::{
+    InteractRun, Machine, Qemu, Report, Session, check, ensure, expect_exit, kernel_elf,
+    qemu_or_skip,
+};
+
+/// The console's prompt.
+const PROMPT: &str = "kernel> ";
+/// From QEMU's start to the first prompt.
+const BOOT: Duration = Duration::from_secs(30);
+/// From sending a command to the next prompt.
+const ANSWER: Duration = Duration::from_secs(10);
+/// From `poweroff` to QEMU's exit.
+const POWEROFF: Duration = Duration::from_secs(10);
+/// The whole run.
+const RUN: Duration = Duration::from_secs(120);
+
+fn console_vm(reboot: bool) -> Qemu {
+    Qemu::kernel(kernel_elf(), "log=warn")
+        .machine(Machine::Q35)
+        .memory_mib(512)
+        .args(["-device", "edu"])
+        .timeout(RUN)
+        .no_reboot(!reboot)
+}
+
+/// Sends `line` and Enter, waits for the next prompt, and returns the command's output: what
+/// came after the echoed line, without the final prompt.
+fn command(s: &mut Session<'_>, line: &str) -> Result<String, String> {
+    s.send_line(line)?;
+    let text = s
+        .expect(PROMPT, ANSWER)
+        .map_err(|e| format!("`{line}`: {e}"))?;
+    let text = text.strip_suffix(PROMPT).unwrap_or(&text);
+    Ok(match text.split_once('\n') {
+        Some((_echo, output)) => output.to_owned(),
+        None => String::new(),
+    })
+}
+
+/// Waits for `kernel ready` and the first prompt after it.
+fn boot(s: &mut Session<'_>) -> Result<(), String> {
+    s.expect("kernel ready", BOOT)?;
+    s.expect(PROMPT, BOOT)?;
+    Ok(())
+}
+
+/// Whether `line` looks like `ssss:bb:dd.f ...` (hex digits).
+fn starts_with_address(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 12
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11]
+            .iter()
+            .all(|&i| b[i].is_ascii_hexdigit())
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && b[12] == b' '
+}
+
+/// The `lspci` line for vendor:device `id` (e.g. `1234:11e8`), checked for the `lspci -nn`
+/// shape and the class code `[class]`.
+fn lspci_line<'a>(listing: &'a str, id: &str, class: &str, what: &str) -> Result<&'a str, String> {
+    let tag = format!("[{id}]");
+    let line = listing
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(&tag))
+        .ok_or_else(|| format!("`lspci` does not list the {what} {tag}:\n{listing}"))?;
+    ensure!(
+        starts_with_address(line),
+        "`lspci` line of the {what} does not start with ssss:bb:dd.f: {line:?}"
+    );
+    ensure!(
+        line.contains(&format!("[{class}]:")),
+        "`lspci` line of the {what} lacks its class code [{class}]: {line:?}"
+    );
+    Ok(line)
+}
+
+fn console_script(s: &mut Session<'_>) -> Result<(), String> {
+    boot(s)?;
+
+    let help = command(s, "help")?;
+    let listed: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        .filter(|w| !w.is_empty())
+        .collect();
+    for wanted in ["help", "lspci", "irqs", "mem", "reboot", "poweroff"] {
+        ensure!(
+            listed.contains(&wanted),
+            "`help` does not list `{wanted}` at the start of a line:\n{help}"
+        );
+    }
+
+    let lspci = command(s, "lspci")?;
+    lspci_line(&lspci, "1234:11e8", "00ff", "edu device")?;
+    lspci_line(&lspci, "8086:29c0", "0600", "q35 host bridge")?;
+
+    let tree = command(s, "lspci -t")?;
+    ensure!(
+        tree.contains("-[0000:00]"),
+        "`lspci -t` has no root bus `-[0000:00]`:\n{tree}"
+    );
+
+    // A line erased with Ctrl-U, then `irqs`.
+    s.send("nonsense\x15")?;
+    let irqs = command(s, "irqs")?;
+    ensure!(
+        !irqs.contains("unknown command"),
+        "Ctrl-U did not erase the line before `irqs`:\n{irqs}"
+    );
+    ensure!(
+        irqs.contains("COM1 receive"),
+        "`irqs` does not show the console's `COM1 receive` interrupt:\n{irqs}"
+    );
+
+    // `xyz`, three Backspaces (DEL, as terminals send it), `mem`: must run `mem`.
+    s.send("xyz\x7f\x7f\x7f")?;
+    let mem = command(s, "mem")?;
+    ensure!(
+        !mem.contains("unknown command"),
+        "Backspace did not erase `xyz` before `mem`:\n{mem}"
+    );
+    ensure!(
+        mem.contains("heap"),
+        "`mem` does not mention the heap:\n{mem}"
+    );
+
+    let unknown = command(s, "frobnicate")?;
+    ensure!(
+        unknown
+            .lines()
+            .any(|l| l.trim_start().starts_with("unknown command:")),
+        "an unknown command gives no `unknown command:` line:\n{unknown}"
+    );
+
+    s.send_line("poweroff")?;
+    let code = s
+        .wait_exit(POWEROFF)
+        .map_err(|e| format!("after `poweroff`: {e}"))?;
+    ensure!(
+        code == Some(0),
+        "after `poweroff` QEMU exited with {code:?}, expected Some(0) (ACPI S5)"
+    );
+    Ok(())
+}
+
+fn reboot_script(s: &mut Session<'_>) -> Result<(), String> {
+    boot(s)?;
+    s.send_line("reboot")?;
+    s.expect("kernel ready", BOOT)
+        .map_err(|e| format!("no second boot after `reboot`: {e}"))?;
+    s.expect(PROMPT, BOOT)?;
+    s.send_line("poweroff")?;
+    let code = s
+        .wait_exit(POWEROFF)
+        .map_err(|e| format!("after `poweroff`: {e}"))?;
+    ensure!(
+        code == Some(0),
+        "after `poweroff` QEMU exited with {code:?}, expected Some(0) (ACPI S5)"
+    );
+    Ok(())
+}
+
+/// Runs `script` on a console VM and checks the run: the script's result, QEMU's exit code 0,
+/// no panic or CPU exception, `kernel ready` at least `boots` times.
+#[track_caller]
+fn scenario(
+    name: &str,
+    reboot: bool,
+    boots: usize,
+    script: impl FnOnce(&mut Session<'_>) -> Result<(), String>,
+) {
+    let InteractRun { outcome, result } = console_vm(reboot)
+        .interact(script)
+        .unwrap_or_else(|e| panic!("{name}: cannot run QEMU: {e}"));
+    println!(
+        "{name}: {} in {:.2} s",
+        outcome.describe_exit(),
+        outcome.wall.as_secs_f64()
+    );
+    check(name, &outcome, |outcome, report: &Report| {
+        result?;
+        expect_exit(outcome, 0)?;
+        if let Some(p) = &report.panic {
+            return Err(format!(
+                "kernel panicked at {}:{}:{}: {}",
+                p.file, p.line, p.column, p.message
+            ));
+        }
+        if let Some(e) = report.exceptions.first() {
+            return Err(format!("CPU exception: {}", e.line));
+        }
+        let ready = outcome.serial.matches("kernel ready").count();
+        ensure!(
+            ready >= boots,
+            "`kernel ready` appeared {ready} times, expected {boots}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn console_commands() {
+    if !qemu_or_skip("console_commands") {
+        return;
+    }
+    scenario("console_commands", false, 1, console_script);
+}
+
+#[test]
+fn console_reboot() {
+    if !qemu_or_skip("console_reboot") {
+        return;
+    }
+    scenario("console_reboot", true, 2, reboot_script);
+}

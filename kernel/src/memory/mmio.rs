@@ -17,6 +17,7 @@
 use boot::BootInfo;
 use boot::ranges::RangeSet;
 use spin::Mutex;
+use x86_64::structures::paging::{Size2MiB, Size4KiB};
 
 use super::PAGE_SIZE;
 use super::paging::{self, MMIO_BASE, MMIO_SIZE};
@@ -158,11 +159,11 @@ impl Mmio {
             while at < size {
                 let result = if huge {
                     space
-                        .map_device_huge(virt + at, first + at)
+                        .map_device::<Size2MiB>(virt + at, first + at)
                         .map_err(describe)
                 } else {
                     space
-                        .map_device_page(virt + at, first + at)
+                        .map_device::<Size4KiB>(virt + at, first + at)
                         .map_err(describe)
                 };
                 if let Err(why) = result {

@@ -19,8 +19,8 @@ use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::mapper::{MapToError, Translate, UnmapError};
 use x86_64::structures::paging::{
-    FrameAllocator as _, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags,
-    PhysFrame, Size2MiB, Size4KiB,
+    FrameAllocator as _, Mapper, OffsetPageTable, Page, PageSize, PageTable,
+    PageTableFlags as Flags, PhysFrame, Size2MiB, Size4KiB,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -130,45 +130,25 @@ impl AddressSpace {
         }
     }
 
-    /// Maps one 4 KiB page of device memory uncached (PCD | PWT: UC with the default PAT,
-    /// SDM vol. 3A §11.12.3), never executable.
-    pub fn map_device_page(&mut self, virt: u64, phys: u64) -> Result<(), MapToError<Size4KiB>> {
+    /// Maps one page of size `S` of device memory uncached (PCD | PWT: UC with the default
+    /// PAT, SDM vol. 3A §11.12.3), never executable. Both addresses must be `S`-aligned.
+    pub fn map_device<S: PageSize>(&mut self, virt: u64, phys: u64) -> Result<(), MapToError<S>>
+    where
+        OffsetPageTable<'static>: Mapper<S>,
+    {
         let mut flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
+        if S::SIZE != Size4KiB::SIZE {
+            flags |= Flags::HUGE_PAGE;
+        }
         if self.nx {
             flags |= Flags::NO_EXECUTE;
         }
-        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
-        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(phys));
+        let page = Page::<S>::from_start_address(VirtAddr::new(virt))
+            .map_err(|_| MapToError::FrameAllocationFailed)?;
+        let frame = PhysFrame::<S>::from_start_address(PhysAddr::new(phys))
+            .map_err(|_| MapToError::FrameAllocationFailed)?;
         // SAFETY: `virt` lies in the MMIO window, which only `mmio` uses and which hands each
         // page out once; device memory is not RAM, so no Rust object aliases it.
-        let flush = unsafe {
-            self.mapper.map_to_with_table_flags(
-                page,
-                frame,
-                flags,
-                Flags::PRESENT | Flags::WRITABLE,
-                &mut GlobalFrames,
-            )
-        }?;
-        flush.flush();
-        Ok(())
-    }
-
-    /// Maps one 2 MiB page of device memory uncached (both addresses 2 MiB-aligned).
-    pub fn map_device_huge(&mut self, virt: u64, phys: u64) -> Result<(), MapToError<Size2MiB>> {
-        let mut flags = Flags::PRESENT
-            | Flags::WRITABLE
-            | Flags::NO_CACHE
-            | Flags::WRITE_THROUGH
-            | Flags::HUGE_PAGE;
-        if self.nx {
-            flags |= Flags::NO_EXECUTE;
-        }
-        let page = Page::<Size2MiB>::from_start_address(VirtAddr::new(virt))
-            .map_err(|_| MapToError::FrameAllocationFailed)?;
-        let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(phys))
-            .map_err(|_| MapToError::FrameAllocationFailed)?;
-        // SAFETY: as in `map_device_page`.
         let flush = unsafe {
             self.mapper.map_to_with_table_flags(
                 page,

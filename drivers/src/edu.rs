@@ -40,8 +40,8 @@ const STATUS_IRQ_WHEN_DONE: u32 = 0x80;
 const IRQ_STATUS: u64 = 0x24;
 const IRQ_RAISE: u64 = 0x60;
 const IRQ_ACK: u64 = 0x64;
-/// Polls before giving up on the device (no clock here: bounded spinning).
-const SPIN_LIMIT: u32 = 50_000_000;
+/// How long to wait for the device, in microseconds.
+const TIMEOUT_US: u64 = 100_000;
 
 /// The edu driver.
 pub struct EduDriver;
@@ -120,13 +120,11 @@ impl Edu {
         let before = self.interrupts.load(Ordering::Relaxed);
         self.regs.write32(STATUS, STATUS_IRQ_WHEN_DONE);
         self.regs.write32(FACTORIAL, n);
-        let mut spins = 0;
-        while self.interrupts.load(Ordering::Relaxed) == before {
-            spins += 1;
-            if spins > SPIN_LIMIT {
-                return Err(format!("no completion interrupt for {n}!"));
-            }
-            core::hint::spin_loop();
+        let function = self.irq.function();
+        if !function.wait_until(TIMEOUT_US, || {
+            self.interrupts.load(Ordering::Relaxed) != before
+        }) {
+            return Err(format!("no completion interrupt for {n}!"));
         }
         if self.regs.read32(STATUS) & STATUS_BUSY != 0 {
             return Err("interrupt before the computation finished".into());
@@ -138,13 +136,11 @@ impl Edu {
     pub fn ping(&self) -> Result<(), String> {
         let before = self.interrupts.load(Ordering::Relaxed);
         self.regs.write32(IRQ_RAISE, 0x100);
-        let mut spins = 0;
-        while self.interrupts.load(Ordering::Relaxed) == before {
-            spins += 1;
-            if spins > SPIN_LIMIT {
-                return Err("raised interrupt did not arrive".into());
-            }
-            core::hint::spin_loop();
+        let function = self.irq.function();
+        if !function.wait_until(TIMEOUT_US, || {
+            self.interrupts.load(Ordering::Relaxed) != before
+        }) {
+            return Err("raised interrupt did not arrive".into());
         }
         Ok(())
     }

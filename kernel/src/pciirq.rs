@@ -276,6 +276,10 @@ impl IrqPlatform for KernelIrq {
             .map_err(|_| IrqError::Platform("cannot map the MSI-X structure"))
     }
 
+    fn now_us(&self) -> u64 {
+        crate::time::micros_since_boot()
+    }
+
     fn dma(&self, bytes: u64) -> Result<Box<dyn pci::window::DmaRegion>, IrqError> {
         crate::memory::dma::DmaBuffer::new(bytes)
             .map(|b| Box::new(b) as Box<dyn pci::window::DmaRegion>)

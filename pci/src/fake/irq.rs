@@ -256,6 +256,12 @@ impl IrqPlatform for &'static FakePlatform {
         }))
     }
 
+    fn now_us(&self) -> u64 {
+        static NOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+        // Fake time: every look at the clock advances it by 1 µs.
+        NOW.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+    }
+
     fn dma(&self, bytes: u64) -> Result<Box<dyn crate::window::DmaRegion>, IrqError> {
         Ok(Box::new(FakeDma {
             bytes: Mutex::new(alloc::vec![0; bytes as usize]),

@@ -112,6 +112,24 @@ impl PciFunction {
         self.config.write32(self.info.address, offset, value);
     }
 
+    /// Microseconds since boot, for timeouts.
+    pub fn now_us(&self) -> u64 {
+        self.platform.now_us()
+    }
+
+    /// Waits until `done` holds or `timeout_us` passed; whether it held. Spins (interrupts
+    /// stay enabled, so handlers run meanwhile).
+    pub fn wait_until(&self, timeout_us: u64, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = self.now_us().saturating_add(timeout_us);
+        while !done() {
+            if self.now_us() > deadline {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+        true
+    }
+
     pub(crate) fn platform(&self) -> &'static dyn IrqPlatform {
         self.platform
     }

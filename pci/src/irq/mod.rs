@@ -96,6 +96,8 @@ pub trait IrqPlatform: Send + Sync {
     fn is_installed(&self, cpu: u32, vector: u8) -> bool;
     /// Maps `len` bytes of device memory at `phys` uncached.
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError>;
+    /// Microseconds since boot (a monotonic clock for drivers' timeouts).
+    fn now_us(&self) -> u64;
     /// Allocates a zeroed DMA buffer of at least `bytes` bytes.
     fn dma(&self, bytes: u64) -> Result<Box<dyn crate::window::DmaRegion>, IrqError>;
     /// Attaches the function's INTx pin (1 = INTA#) to its line, routed by firmware.

@@ -238,9 +238,15 @@ fn lspci(args: &[&str]) {
 
 fn irqs() {
     use crate::interrupts::dispatch;
-    serial_println!("vector  cpu  count       owner");
+    serial_println!("vector  cpu  kind    count       owner");
     for (vector, owner, count) in dispatch::installed() {
-        serial_println!("{vector:#04x}    0    {count:<10}  {owner}");
+        serial_println!(
+            "{vector:#04x}    0    {:<6}  {count:<10}  {owner}",
+            dispatch::kind(vector)
+        );
+    }
+    for (gsi, vector, owner) in crate::pciirq::intx_users() {
+        serial_println!("  INTx GSI {gsi} (vector {vector:#04x}): {owner}");
     }
     serial_println!("spurious: {}", dispatch::spurious_total());
 }

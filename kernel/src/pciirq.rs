@@ -256,9 +256,15 @@ impl IrqPlatform for KernelIrq {
         _cpu: u32,
         vector: u8,
         owner: &'static str,
+        kind: pci::irq::IrqKind,
         handler: Handler,
     ) -> Result<(), IrqError> {
-        dispatch::install(vector, owner, handler)
+        let kind = match kind {
+            pci::irq::IrqKind::Msix => "MSI-X",
+            pci::irq::IrqKind::Msi => "MSI",
+            pci::irq::IrqKind::Intx => "INTx",
+        };
+        dispatch::install(vector, owner, kind, handler)
             .map_err(|_| IrqError::Platform("vector already has a handler"))
     }
 
@@ -297,16 +303,17 @@ impl IrqPlatform for KernelIrq {
         let block = vectors::allocate(1).map_err(IrqError::Vectors)?;
         let (cpu, vector) = (block.cpu(), block.first());
         let dest = lapic::get().map_or(0, |l| l.id());
-        let routed = dispatch::install(vector, "INTx line", Box::new(move || run_line(gsi)))
-            .map_err(|_| IrqError::Platform("INTx vector busy"))
-            .and_then(|()| {
-                ioapic::route(gsi, vector, dest, trigger)
-                    .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
-            })
-            .and_then(|()| {
-                ioapic::set_masked(gsi, false)
-                    .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
-            });
+        let routed =
+            dispatch::install(vector, "INTx line", "INTx", Box::new(move || run_line(gsi)))
+                .map_err(|_| IrqError::Platform("INTx vector busy"))
+                .and_then(|()| {
+                    ioapic::route(gsi, vector, dest, trigger)
+                        .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+                })
+                .and_then(|()| {
+                    ioapic::set_masked(gsi, false)
+                        .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+                });
         if let Err(e) = routed {
             dispatch::uninstall(vector);
             drop(lines);
@@ -337,6 +344,21 @@ impl IrqPlatform for KernelIrq {
         PENDING_AT_RELEASE.fetch_add(1, Ordering::Relaxed);
         log::warn!("irq: {address}: interrupt pending on vector {vector:#04x} at release");
     }
+}
+
+/// (GSI, vector, owner) of every handler on a shared INTx line.
+pub fn intx_users() -> Vec<(u32, u8, &'static str)> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        LINES
+            .lock()
+            .iter()
+            .flat_map(|(gsi, line)| {
+                line.users
+                    .values()
+                    .map(move |(_, owner)| (*gsi, line.block.first(), *owner))
+            })
+            .collect()
+    })
 }
 
 /// A short description of the claimed functions (for the console and tests).

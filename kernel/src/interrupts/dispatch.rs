@@ -23,6 +23,8 @@ struct Slot {
     handler: Option<Handler>,
     /// Who installed it (for the `irqs` listing).
     owner: &'static str,
+    /// How it arrives: "MSI-X", "MSI", "INTx", "IOAPIC", "LAPIC", ...
+    kind: &'static str,
     /// Bumped by every install and uninstall, so a handler taken out to run is only put
     /// back if nobody uninstalled (or replaced) it meanwhile.
     generation: u64,
@@ -32,6 +34,7 @@ impl Slot {
     const EMPTY: Slot = Slot {
         handler: None,
         owner: "",
+        kind: "",
         generation: 0,
     };
 }
@@ -48,7 +51,12 @@ pub enum InstallError {
 }
 
 /// Installs `handler` for `vector`.
-pub fn install(vector: u8, owner: &'static str, handler: Handler) -> Result<(), InstallError> {
+pub fn install(
+    vector: u8,
+    owner: &'static str,
+    kind: &'static str,
+    handler: Handler,
+) -> Result<(), InstallError> {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let mut table = TABLE.lock();
         let slot = &mut table[usize::from(vector)];
@@ -57,6 +65,7 @@ pub fn install(vector: u8, owner: &'static str, handler: Handler) -> Result<(), 
         }
         slot.handler = Some(handler);
         slot.owner = owner;
+        slot.kind = kind;
         slot.generation += 1;
         Ok(())
     })
@@ -105,6 +114,11 @@ pub fn installed() -> alloc::vec::Vec<(u8, &'static str, u64)> {
             .map(|v| (v, table[usize::from(v)].owner, count(v)))
             .collect()
     })
+}
+
+/// How the handler on `vector` is delivered ("" if none).
+pub fn kind(vector: u8) -> &'static str {
+    x86_64::instructions::interrupts::without_interrupts(|| TABLE.lock()[usize::from(vector)].kind)
 }
 
 /// Runs the handler for `vector` (interrupts are disabled: interrupt gate).

@@ -37,6 +37,7 @@ pub fn init(platform: Option<&crate::platform::Platform>, prefer_xapic: bool) {
     dispatch::install(
         lapic::ERROR_VECTOR,
         "lapic error",
+        "LAPIC",
         alloc::boxed::Box::new(|| {
             if let Some(l) = lapic::get() {
                 l.write(lapic::reg::ESR, 0);

@@ -27,6 +27,7 @@ fn lapic_timer_fires_once() -> Result<(), String> {
     dispatch::install(
         lapic::TIMER_VECTOR,
         "test timer",
+        "LAPIC",
         alloc::boxed::Box::new(move || {
             h.fetch_add(1, Ordering::Relaxed);
         }),
@@ -62,6 +63,7 @@ fn self_ipi_reaches_its_handler() -> Result<(), String> {
     dispatch::install(
         TEST_VECTOR,
         "test ipi",
+        "IPI",
         alloc::boxed::Box::new(move || {
             h.fetch_add(1, Ordering::Relaxed);
         }),

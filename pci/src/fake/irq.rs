@@ -230,6 +230,7 @@ impl IrqPlatform for &'static FakePlatform {
         cpu: u32,
         vector: u8,
         owner: &'static str,
+        _kind: crate::irq::IrqKind,
         handler: Handler,
     ) -> Result<(), IrqError> {
         let mut handlers = self.handlers.lock();

@@ -88,6 +88,7 @@ pub trait IrqPlatform: Send + Sync {
         cpu: u32,
         vector: u8,
         owner: &'static str,
+        kind: IrqKind,
         handler: Handler,
     ) -> Result<(), IrqError>;
     /// Removes the handler of `vector` on `cpu`; whether there was one.

@@ -324,12 +324,12 @@ impl IrqVectors {
         let platform = self.func().platform();
         match self.backend() {
             Backend::Msix { table, .. } => {
-                platform.install(vector.cpu, vector.number, owner, handler)?;
+                platform.install(vector.cpu, vector.number, owner, IrqKind::Msix, handler)?;
                 msix::set_masked(table.as_ref(), index, false);
                 slots[index] = slot(None);
             }
             Backend::Msi { cap, .. } => {
-                platform.install(vector.cpu, vector.number, owner, handler)?;
+                platform.install(vector.cpu, vector.number, owner, IrqKind::Msi, handler)?;
                 slots[index] = slot(None);
                 self.msi_update(cap, &slots);
             }

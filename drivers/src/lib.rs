@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod edu;
+pub mod virtio;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -53,7 +54,11 @@ pub trait Bound: Send {
 }
 
 /// Every driver, in probe order.
-pub const ALL: &[&dyn Driver] = &[&edu::EduDriver];
+pub const ALL: &[&dyn Driver] = &[
+    &edu::EduDriver,
+    &virtio::blk::VirtioBlkDriver,
+    &virtio::net::VirtioNetDriver,
+];
 
 /// The first driver matching these identity fields.
 pub fn find(vendor: u16, device: u16, class: u8, subclass: u8) -> Option<&'static dyn Driver> {

@@ -19,6 +19,7 @@ mod drivers_suite;
 mod irq_suite;
 mod irqbench_suite;
 mod pci_suite;
+mod virtio_suite;
 
 use alloc::string::String;
 
@@ -75,6 +76,7 @@ pub fn run(suite: &str) -> ! {
         "sharedirq" => devirq_suite::SHARED,
         "irqbench" => irqbench_suite::TESTS,
         "drivers" => drivers_suite::TESTS,
+        "virtio" => virtio_suite::TESTS,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -92,7 +94,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, virtio, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod edu;
+pub mod nvme;
 pub mod virtio;
 
 use alloc::boxed::Box;
@@ -56,6 +57,7 @@ pub trait Bound: Send {
 /// Every driver, in probe order.
 pub const ALL: &[&dyn Driver] = &[
     &edu::EduDriver,
+    &nvme::NvmeDriver,
     &virtio::blk::VirtioBlkDriver,
     &virtio::net::VirtioNetDriver,
 ];

@@ -18,6 +18,7 @@ mod devirq_suite;
 mod drivers_suite;
 mod irq_suite;
 mod irqbench_suite;
+mod nvme_suite;
 mod pci_suite;
 mod virtio_suite;
 
@@ -77,6 +78,8 @@ pub fn run(suite: &str) -> ! {
         "irqbench" => irqbench_suite::TESTS,
         "drivers" => drivers_suite::TESTS,
         "virtio" => virtio_suite::TESTS,
+        "nvme" => nvme_suite::TESTS,
+        "nvmebench" => nvme_suite::BENCH,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -94,7 +97,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, virtio, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, virtio, nvme, nvmebench, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

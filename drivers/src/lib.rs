@@ -52,6 +52,12 @@ pub trait Bound: Send {
     fn status(&self) -> String;
     /// Exercises the device once and says what happened (an error says what failed).
     fn self_test(&mut self) -> Result<String, String>;
+    /// A driver-specific console command (`<driver> <args>`, e.g. `nvme read 0`); `None`
+    /// when the driver has no such command.
+    fn command(&mut self, args: &[&str]) -> Option<Result<String, String>> {
+        let _ = args;
+        None
+    }
 }
 
 /// Every driver, in probe order.

@@ -1258,6 +1258,33 @@ impl Bound for Nvme {
         "nvme"
     }
 
+    /// `read <lba>`: reads one block and shows its first 64 bytes and its FNV-1a.
+    fn command(&mut self, args: &[&str]) -> Option<Result<String, String>> {
+        let ["read", lba] = args else { return None };
+        let Ok(lba) = lba.parse::<u64>() else {
+            return Some(Err(format!("not a block number: {lba}")));
+        };
+        let mut block = vec![0u8; self.identity.lba_size as usize];
+        Some(
+            self.read(lba, &mut block)
+                .map_err(|e| format!("read LBA {lba}: {e}"))
+                .map(|()| {
+                    let mut text = format!(
+                        "LBA {lba} ({} bytes) fnv1a={:016x}",
+                        block.len(),
+                        fnv1a(&block)
+                    );
+                    for (i, row) in block[..64.min(block.len())].chunks(16).enumerate() {
+                        text.push_str(&format!("\n{:04x}:", i * 16));
+                        for b in row {
+                            text.push_str(&format!(" {b:02x}"));
+                        }
+                    }
+                    text
+                }),
+        )
+    }
+
     fn address(&self) -> pci::Address {
         self.function().address()
     }

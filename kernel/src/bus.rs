@@ -96,6 +96,13 @@ pub fn self_test(address: Address) -> Result<String, String> {
     bound.self_test()
 }
 
+/// Runs a driver-specific command (`nvme read 0`) on the first bound device of `driver`.
+pub fn command(driver: &str, args: &[&str]) -> Option<Result<String, String>> {
+    let mut list = BOUND.lock();
+    let bound = list.iter_mut().find(|b| b.driver() == driver)?;
+    bound.command(args)
+}
+
 /// Parses `ssss:bb:dd.f` or `bb:dd.f`.
 pub fn parse_address(text: &str) -> Option<Address> {
     let parts: Vec<&str> = text.split(':').collect();

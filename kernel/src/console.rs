@@ -32,6 +32,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "unbind <address>: drop the driver's state, releasing everything",
     ),
     ("selftest", "selftest <address>: exercise a bound device"),
+    (
+        "nvme",
+        "nvme read <lba>: read one block through the bound NVMe driver",
+    ),
     ("reboot", "reset the machine"),
     ("poweroff", "power off (ACPI S5)"),
 ];
@@ -156,7 +160,11 @@ fn execute(command: &str, args: &[&str]) {
             Ok(never) => match never {},
             Err(e) => serial_println!("poweroff failed: {e}"),
         },
-        other => serial_println!("unknown command: {other} (try `help`)"),
+        other => match crate::bus::command(other, args) {
+            Some(Ok(text)) => serial_println!("{text}"),
+            Some(Err(e)) => serial_println!("{other}: {e}"),
+            None => serial_println!("unknown command: {other} (try `help`)"),
+        },
     }
 }
 

@@ -236,3 +236,68 @@ fn console_reboot() {
     }
     scenario("console_reboot", true, 2, reboot_script);
 }
+
+/// FNV-1a of `bytes`, as the kernel prints it.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `drivers` lists the NVMe controller bound at boot, and `nvme read <lba>` reads blocks
+/// through it that match the disk image this runner wrote.
+#[test]
+fn console_nvme_read() {
+    if !qemu_or_skip("console_nvme_read") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("qemu-tests-console-nvme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let image = dir.join("disk.img");
+    let token = qemu_tests::random_token();
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| {
+            (i.wrapping_mul(2_246_822_519) >> 11) as u8 ^ token.as_bytes()[i as usize % token.len()]
+        })
+        .collect();
+    std::fs::write(&image, &data).expect("disk image");
+    let drive = format!("if=none,id=nvm,format=raw,file={}", image.display());
+    let serial = format!("nvme,serial={token},drive=nvm");
+    let expected: Vec<(u64, u64)> = [0u64, 1, 777, 2047]
+        .iter()
+        .map(|&lba| {
+            (
+                lba,
+                fnv1a(&data[lba as usize * 512..lba as usize * 512 + 512]),
+            )
+        })
+        .collect();
+    let InteractRun { outcome, result } = console_vm(false)
+        .args(["-drive", &drive, "-device", &serial])
+        .interact(|s| {
+            boot(s)?;
+            let drivers = command(s, "drivers")?;
+            ensure!(
+                drivers.contains("nvme") && drivers.contains(&token),
+                "`drivers` does not show the NVMe with serial {token}:\n{drivers}"
+            );
+            for (lba, hash) in &expected {
+                let out = command(s, &format!("nvme read {lba}"))?;
+                let want = format!("LBA {lba} (512 bytes) fnv1a={hash:016x}");
+                ensure!(
+                    out.contains(&want),
+                    "`nvme read {lba}`: expected `{want}`, got:\n{out}"
+                );
+            }
+            s.send_line("poweroff")?;
+            s.wait_exit(POWEROFF)?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("console_nvme_read: cannot run QEMU: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    check("console_nvme_read", &outcome, |outcome, _| {
+        result?;
+        expect_exit(outcome, 0)?;
+        Ok(())
+    });
+}

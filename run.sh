@@ -325,6 +325,8 @@ cmd_bench() {
     cargo run --release -p qemu-tests --bin pcibench
     step "interrupt round trip (guest instructions, icount): cargo run --release -p qemu-tests --bin irqbench"
     cargo run --release -p qemu-tests --bin irqbench
+    step "boot to all drivers bound: cargo run --release -p qemu-tests --bin bootbench"
+    cargo run --release -p qemu-tests --bin bootbench
     step "NVMe sequential read through the driver: cargo run --release -p qemu-tests --bin nvmebench"
     cargo run --release -p qemu-tests --bin nvmebench
     step "vector allocator: cargo bench -p pci --bench vectors"

@@ -96,6 +96,26 @@ pub fn self_test(address: Address) -> Result<String, String> {
     bound.self_test()
 }
 
+/// Runs every bound driver's self test; returns (passed, failed) and logs failures.
+pub fn self_test_all() -> (usize, usize) {
+    let mut list = BOUND.lock();
+    let (mut ok, mut failed) = (0, 0);
+    for bound in list.iter_mut() {
+        match bound.self_test() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                log::error!(
+                    "{} {}: self test failed: {e}",
+                    bound.address(),
+                    bound.driver()
+                );
+            }
+        }
+    }
+    (ok, failed)
+}
+
 /// Runs a driver-specific command (`nvme read 0`) on the first bound device of `driver`.
 pub fn command(driver: &str, args: &[&str]) -> Option<Result<String, String>> {
     let mut list = BOUND.lock();

@@ -6,6 +6,7 @@
 //! | `test=<suite>` | run an in-kernel test suite and exit QEMU with its result |
 //! | `dumpboot` | print the loader's raw boot structures (fixture format) |
 //! | `apic=xapic` | keep the local APIC in xAPIC mode even where x2APIC exists |
+//! | `bootbench` | exercise every bound driver once and report its vectors (boot benchmark) |
 //!
 //! Unknown words are kept (the test runner passes tokens of its own) and listed at `debug`.
 
@@ -24,6 +25,9 @@ pub struct Options<'a> {
     pub dumpboot: bool,
     /// `apic=xapic`: keep the local APIC in xAPIC mode even if x2APIC exists.
     pub prefer_xapic: bool,
+    /// `bootbench`: after binding, exercise every driver and report which of their vectors
+    /// have delivered an interrupt (for the boot benchmark).
+    pub bootbench: bool,
 }
 
 /// Parses `cmdline`.
@@ -41,5 +45,6 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         test: boot::cmdline::get(cmdline, "test").filter(|s| !s.is_empty()),
         dumpboot: boot::cmdline::get(cmdline, "dumpboot").is_some(),
         prefer_xapic: boot::cmdline::get(cmdline, "apic") == Some("xapic"),
+        bootbench: boot::cmdline::get(cmdline, "bootbench").is_some(),
     }
 }

@@ -4,9 +4,8 @@
 //! the device works after every rebind.
 
 use alloc::string::String;
-use alloc::vec::Vec;
 
-use super::Test;
+use super::{Test, baseline::measure};
 use crate::ensure;
 
 /// The tests, in order.
@@ -29,29 +28,6 @@ fn edu_is_bound_at_boot_and_works() -> Result<(), String> {
     let result = crate::bus::self_test(address)?;
     crate::serial_println!("edu self test: {result}");
     Ok(())
-}
-
-/// Everything a bound driver can hold, measured.
-#[derive(Debug, PartialEq, Eq)]
-struct Baseline {
-    vectors: pci::vectors::Snapshot,
-    frames_free: u64,
-    mmio_free: u64,
-    handlers: Vec<(u8, &'static str)>,
-    claimed: usize,
-}
-
-fn measure() -> Baseline {
-    Baseline {
-        vectors: crate::interrupts::vectors::snapshot(),
-        frames_free: crate::memory::frames::with(|f| f.free_bytes()),
-        mmio_free: crate::memory::mmio::window_free_bytes(),
-        handlers: crate::interrupts::dispatch::installed()
-            .into_iter()
-            .map(|(v, o, _)| (v, o))
-            .collect(),
-        claimed: crate::pciirq::claimed().len(),
-    }
 }
 
 fn thousand_unbind_bind_cycles_leave_nothing() -> Result<(), String> {

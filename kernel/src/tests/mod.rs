@@ -52,6 +52,41 @@ macro_rules! tests {
     };
 }
 
+/// What a bound driver can hold, for "unbinding leaves nothing behind" checks.
+pub mod baseline {
+    use alloc::vec::Vec;
+
+    /// Everything a bound driver can hold, measured (the heap is compared separately, with
+    /// the same measurement objects alive, since measuring allocates).
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Baseline {
+        /// The vector allocator's state.
+        pub vectors: pci::vectors::Snapshot,
+        /// Free frames, bytes.
+        pub frames_free: u64,
+        /// Free virtual space in the MMIO window, bytes.
+        pub mmio_free: u64,
+        /// Installed handlers: vector and owner.
+        pub handlers: Vec<(u8, &'static str)>,
+        /// Functions claimed by a `PciFunction` handle.
+        pub claimed: usize,
+    }
+
+    /// Measures now.
+    pub fn measure() -> Baseline {
+        Baseline {
+            vectors: crate::interrupts::vectors::snapshot(),
+            frames_free: crate::memory::frames::with(|f| f.free_bytes()),
+            mmio_free: crate::memory::mmio::window_free_bytes(),
+            handlers: crate::interrupts::dispatch::installed()
+                .into_iter()
+                .map(|(v, o, _)| (v, o))
+                .collect(),
+            claimed: crate::pciirq::claimed().len(),
+        }
+    }
+}
+
 /// Waits up to `ms` milliseconds (interrupts enabled, spinning) until `done` holds.
 pub fn wait_for(ms: u64, mut done: impl FnMut() -> bool) -> bool {
     let deadline = crate::time::micros_since_boot() + ms * 1000;

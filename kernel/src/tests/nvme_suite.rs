@@ -37,7 +37,7 @@ use alloc::vec::Vec;
 use drivers::nvme::Nvme;
 use pci::irq::IrqKind;
 
-use super::Test;
+use super::{Test, baseline::measure};
 use crate::ensure;
 
 /// The tests, in order.
@@ -275,29 +275,6 @@ fn out_of_range_requests_are_refused() -> Result<(), String> {
     nvme.read(lbas - 1, &mut two[..size])
         .map_err(|e| format!("last block: {e}"))?;
     Ok(())
-}
-
-/// Everything a bound driver can hold, measured (as in the `drivers` suite).
-#[derive(Debug, PartialEq, Eq)]
-struct Baseline {
-    vectors: pci::vectors::Snapshot,
-    frames_free: u64,
-    mmio_free: u64,
-    handlers: Vec<(u8, &'static str)>,
-    claimed: usize,
-}
-
-fn measure() -> Baseline {
-    Baseline {
-        vectors: crate::interrupts::vectors::snapshot(),
-        frames_free: crate::memory::frames::with(|f| f.free_bytes()),
-        mmio_free: crate::memory::mmio::window_free_bytes(),
-        handlers: crate::interrupts::dispatch::installed()
-            .into_iter()
-            .map(|(v, o, _)| (v, o))
-            .collect(),
-        claimed: crate::pciirq::claimed().len(),
-    }
 }
 
 /// Probes every NVMe controller twice (the first time warms lazily built kernel structures

@@ -27,7 +27,7 @@ use drivers::virtio::net::{GATEWAY_IP, GUEST_IP, VirtioNet};
 use drivers::virtio::{self, fnv1a};
 use pci::irq::{IrqKind, IrqKinds};
 
-use super::Test;
+use super::{Test, baseline::measure};
 use crate::ensure;
 
 /// The tests, in order.
@@ -174,29 +174,6 @@ fn net_resolves_the_gateway_by_intx() -> Result<(), String> {
     let gateway = card.arp_resolve(GUEST_IP, GATEWAY_IP, 500_000)?;
     crate::serial_println!("virtio-net: INTx gateway 10.0.2.2 is at {gateway}");
     Ok(())
-}
-
-/// Everything a bound driver can hold, measured.
-#[derive(Debug, PartialEq, Eq)]
-struct Baseline {
-    vectors: pci::vectors::Snapshot,
-    frames_free: u64,
-    mmio_free: u64,
-    handlers: Vec<(u8, &'static str)>,
-    claimed: usize,
-}
-
-fn measure() -> Baseline {
-    Baseline {
-        vectors: crate::interrupts::vectors::snapshot(),
-        frames_free: crate::memory::frames::with(|f| f.free_bytes()),
-        mmio_free: crate::memory::mmio::window_free_bytes(),
-        handlers: crate::interrupts::dispatch::installed()
-            .into_iter()
-            .map(|(v, o, _)| (v, o))
-            .collect(),
-        claimed: crate::pciirq::claimed().len(),
-    }
 }
 
 /// Unbinds and binds the driver of device type `ty` [`CYCLES`] times through the bus, with

@@ -60,6 +60,14 @@ pub trait Bound: Send {
     }
 }
 
+/// FNV-1a, 64 bits: the checksum drivers' self tests and the test suites print, which the
+/// host-side runner recomputes over the data it gave QEMU.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Every driver, in probe order.
 pub const ALL: &[&dyn Driver] = &[
     &edu::EduDriver,

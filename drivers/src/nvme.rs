@@ -61,6 +61,7 @@
 //! about 75 frames (300 KiB) of DMA memory and a page of MMIO window stay taken, and the
 //! function stays claimed.
 
+use crate::fnv1a;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -1245,12 +1246,6 @@ fn parse_namespace(data: &[u8]) -> Result<(u64, u32), String> {
         return Err(format!("LBA format {index}: LBADS {lbads}"));
     }
     Ok((nsze, 1 << lbads))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 impl Bound for Nvme {

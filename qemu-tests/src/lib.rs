@@ -127,6 +127,30 @@ pub fn kernel_elf() -> &'static Path {
     }
 }
 
+/// FNV-1a, 64 bits, as the kernel prints it (`drivers::fnv1a`): tests recompute it over
+/// the data they gave QEMU.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// What every benchmark binary needs first: QEMU present and the kernel built. On failure
+/// the reason is printed (prefixed with `name`) and `Err` carries the exit code to return.
+pub fn bench_kernel(name: &str) -> Result<PathBuf, std::process::ExitCode> {
+    if !qemu_available() {
+        eprintln!(
+            "{name}: {} not found; install QEMU >= 8 (./run.sh installs it when run as root)",
+            qemu_program().to_string_lossy()
+        );
+        return Err(std::process::ExitCode::FAILURE);
+    }
+    build_kernel().map_err(|message| {
+        eprintln!("{name}: {message}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// A random-enough token (16 hex digits) from the time, the process id, a counter and the
 /// standard library's per-process random hash keys.
 pub fn random_token() -> String {

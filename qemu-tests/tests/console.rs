@@ -16,6 +16,7 @@
 //!
 //! Without `qemu-system-x86_64` the scenarios print `SKIPPED` and return, unless `CI` is set.
 
+use qemu_tests::fnv1a;
 use std::time::Duration;
 
 use qemu_tests::{
@@ -235,13 +236,6 @@ fn console_reboot() {
         return;
     }
     scenario("console_reboot", true, 2, reboot_script);
-}
-
-/// FNV-1a of `bytes`, as the kernel prints it.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// `drivers` lists the NVMe controller bound at boot, and `nvme read <lba>` reads blocks

@@ -9,6 +9,7 @@
 //!
 //! The mode the kernel chose is checked against what QEMU was told the CPU has.
 
+use qemu_tests::fnv1a;
 use qemu_tests::{
     Machine, Outcome, QEMU_EXIT_SUCCESS, Qemu, check, ensure, expect_exit, kernel_elf,
     qemu_or_skip, random_token,
@@ -71,13 +72,6 @@ fn irq_xapic_forced_on_an_x2apic_cpu() {
     }
     let outcome = run("irq_xapic_forced", "max", "irq", &[], "apic=xapic");
     check_suite("irq_xapic_forced", &outcome, 7, "xAPIC");
-}
-
-/// FNV-1a of `bytes`, as the kernel prints it.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The `devirq` suite with an edu, an NVMe controller whose serial is a fresh token, a

@@ -22,6 +22,7 @@
 //! second controller without a drive, hence without namespace 1, whose probe must fail after
 //! enabling the controller and still release everything.
 
+use qemu_tests::fnv1a;
 use std::process::Command;
 
 use qemu_tests::{
@@ -39,13 +40,6 @@ const WRITE_AT: usize = 1 << 20;
 const WRITE_LEN: usize = 20 * 1024;
 /// Tests in the suite.
 const TESTS: u64 = 8;
-
-/// FNV-1a, as the kernel computes it.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
 
 /// The kernel's write-test byte at disk offset `offset` (`nvme_suite::pattern_byte`).
 fn pattern_byte(offset: u64, serial: &[u8]) -> u8 {

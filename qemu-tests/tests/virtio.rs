@@ -23,6 +23,7 @@
 //! `vectors=2` for the card: configuration on entry 0, both queues sharing entry 1); and no
 //! MSI-X at all (`vectors=0`: the drivers fall back to INTx, the ISR read in the handler).
 
+use qemu_tests::fnv1a;
 use qemu_tests::{
     Machine, Outcome, QEMU_EXIT_SUCCESS, Qemu, check, ensure, expect_exit, kernel_elf,
     qemu_or_skip, random_token, unique_temp_dir,
@@ -36,13 +37,6 @@ const SECTOR: usize = 512;
 const IMAGE_BYTES: usize = 1 << 20;
 /// What QEMU's slirp answers for the gateway: 52:55 and the IPv4 address.
 const GATEWAY_MAC: &str = "52:55:0a:00:02:02";
-
-/// FNV-1a 64, as the kernel prints it.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
 
 /// Byte `offset` of the disk as the kernel's round-trip test writes it.
 fn written_byte(offset: usize) -> u8 {

@@ -68,6 +68,7 @@
 pub mod blk;
 pub mod net;
 
+pub use crate::fnv1a;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -1210,13 +1211,6 @@ fn allocate_vectors(
         }
     }
     Err((function, format!("no interrupts ({})", why.join("; "))))
-}
-
-/// FNV-1a, 64 bits: the checksum the tests print and compare.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Copies `out.len()` bytes from `buffer` at `offset` (dword reads where aligned).

@@ -6,6 +6,7 @@
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
+use drivers::fnv1a;
 
 use pci::irq::{IrqKind, IrqKinds};
 
@@ -530,12 +531,6 @@ mod virtio {
         )?;
         Ok(kind)
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// With every kind allowed: MSI-X where the device has it (the runner checks which kind

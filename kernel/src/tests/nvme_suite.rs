@@ -33,6 +33,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
+use drivers::fnv1a;
 
 use drivers::nvme::Nvme;
 use pci::irq::IrqKind;
@@ -65,13 +66,6 @@ const WRITE_AT: u64 = 1 << 20;
 const WRITE_LEN: usize = 20 * 1024;
 /// Bind/unbind cycles.
 const CYCLES: u32 = 1000;
-
-/// FNV-1a, as the runner computes it.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
 
 /// The write test's byte at disk offset `offset`, for a controller with serial `serial` (the
 /// runner's `pattern_byte` is the same function).

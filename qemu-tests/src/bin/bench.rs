@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use qemu_tests::{Machine, Qemu, build_kernel, qemu_available, qemu_program};
+use qemu_tests::{Machine, Qemu};
 
 const RUNS: usize = 5;
 const MARKER: &str = "kernel ready";
@@ -15,19 +15,9 @@ const GOAL: Duration = Duration::from_millis(150);
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
-    if !qemu_available() {
-        eprintln!(
-            "bench: {} not found; install QEMU >= 8 (./run.sh installs it when run as root)",
-            qemu_program().to_string_lossy()
-        );
-        return ExitCode::FAILURE;
-    }
-    let kernel = match build_kernel() {
-        Ok(path) => path,
-        Err(message) => {
-            eprintln!("bench: {message}");
-            return ExitCode::FAILURE;
-        }
+    let kernel = match qemu_tests::bench_kernel("bench") {
+        Ok(kernel) => kernel,
+        Err(code) => return code,
     };
     println!(
         "boot benchmark: PVH, q35 -nodefaults, 512 MiB, cmdline \"bench\", {}",

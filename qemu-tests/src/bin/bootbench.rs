@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use qemu_tests::{Machine, Qemu, build_kernel, qemu_available, qemu_program, random_token};
+use qemu_tests::{Machine, Qemu, random_token};
 
 const RUNS: usize = 5;
 const MARKER: &str = "all drivers bound";
@@ -55,16 +55,9 @@ fn field(line: &str, key: &str) -> Option<u64> {
 }
 
 fn main() -> ExitCode {
-    if !qemu_available() {
-        eprintln!("bootbench: {} not found", qemu_program().to_string_lossy());
-        return ExitCode::FAILURE;
-    }
-    let kernel = match build_kernel() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("bootbench: {e}");
-            return ExitCode::FAILURE;
-        }
+    let kernel = match qemu_tests::bench_kernel("bootbench") {
+        Ok(kernel) => kernel,
+        Err(code) => return code,
     };
     let dir = std::env::temp_dir().join(format!(
         "qemu-bootbench-{}-{}",

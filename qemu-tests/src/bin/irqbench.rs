@@ -25,9 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use qemu_tests::protocol::clean_line;
-use qemu_tests::{
-    Machine, Outcome, QEMU_EXIT_SUCCESS, Qemu, Report, build_kernel, qemu_available, qemu_program,
-};
+use qemu_tests::{Machine, Outcome, QEMU_EXIT_SUCCESS, Qemu, Report};
 
 /// Goal: instructions per round trip (raw median), exclusive.
 const GOAL: u64 = 300;
@@ -134,19 +132,9 @@ fn figures(outcome: &Outcome, mode: &str) -> Result<Figures, String> {
 }
 
 fn main() -> ExitCode {
-    if !qemu_available() {
-        eprintln!(
-            "irqbench: {} not found; install QEMU >= 8 (./run.sh installs it when run as root)",
-            qemu_program().to_string_lossy()
-        );
-        return ExitCode::FAILURE;
-    }
-    let kernel = match build_kernel() {
-        Ok(path) => path,
-        Err(message) => {
-            eprintln!("irqbench: {message}");
-            return ExitCode::FAILURE;
-        }
+    let kernel = match qemu_tests::bench_kernel("irqbench") {
+        Ok(kernel) => kernel,
+        Err(code) => return code,
     };
     println!(
         "interrupt round-trip benchmark: edu MSI on q35, cmdline \"test=irqbench\", {}",

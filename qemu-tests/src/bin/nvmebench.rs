@@ -25,8 +25,7 @@ use std::time::Duration;
 
 use qemu_tests::protocol::clean_line;
 use qemu_tests::{
-    Machine, Outcome, QEMU_EXIT_SUCCESS, Qemu, Report, build_kernel, qemu_available, qemu_program,
-    random_token, unique_temp_dir,
+    Machine, Outcome, QEMU_EXIT_SUCCESS, Qemu, Report, random_token, unique_temp_dir,
 };
 
 /// Boots measured.
@@ -127,19 +126,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() -> ExitCode {
-    if !qemu_available() {
-        eprintln!(
-            "nvmebench: {} not found; install QEMU >= 8 (./run.sh installs it when run as root)",
-            qemu_program().to_string_lossy()
-        );
-        return ExitCode::FAILURE;
-    }
-    let kernel = match build_kernel() {
-        Ok(path) => path,
-        Err(message) => {
-            eprintln!("nvmebench: {message}");
-            return ExitCode::FAILURE;
-        }
+    let kernel = match qemu_tests::bench_kernel("nvmebench") {
+        Ok(kernel) => kernel,
+        Err(code) => return code,
     };
     let dir = unique_temp_dir("nvmebench");
     let image = dir.join("nvme.img");

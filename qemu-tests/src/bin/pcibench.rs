@@ -27,7 +27,6 @@ use qemu_tests::topology::{
     PCI_CMDLINE, PCI_MEMORY_MIB, Q35_DEVICES, Scratch, TOPOLOGIES, Topology, check_pci_run,
     run_pci, topology,
 };
-use qemu_tests::{build_kernel, qemu_available, qemu_program};
 
 /// Tracing every MMIO access slows QEMU down; leave it plenty of time.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -150,19 +149,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !qemu_available() {
-        eprintln!(
-            "pcibench: {} not found; install QEMU >= 8 (./run.sh installs it when run as root)",
-            qemu_program().to_string_lossy()
-        );
-        return ExitCode::FAILURE;
-    }
-    let kernel = match build_kernel() {
-        Ok(path) => path,
-        Err(message) => {
-            eprintln!("pcibench: {message}");
-            return ExitCode::FAILURE;
-        }
+    let kernel = match qemu_tests::bench_kernel("pcibench") {
+        Ok(kernel) => kernel,
+        Err(code) => return code,
     };
     let scratch = match Scratch::new("pcibench") {
         Ok(s) => s,

@@ -1,0 +1,69 @@
+//! The AML namespace through ACPICA. (Being written: types first.)
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Interrupt polarity (ACPI 6.5 §6.4.3.6 / MADT MPS INTI flags §5.2.12.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polarity {
+    /// Active-high.
+    High,
+    /// Active-low.
+    Low,
+}
+
+/// Interrupt trigger mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Edge-triggered.
+    Edge,
+    /// Level-triggered.
+    Level,
+}
+
+/// One INTx route of a root bus's `_PRT`: device `device`'s pin arrives on `gsi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// PCI device number on the root bus.
+    pub device: u8,
+    /// Pin: 0 = INTA .. 3 = INTD.
+    pub pin: u8,
+    /// Global system interrupt.
+    pub gsi: u32,
+    /// Polarity.
+    pub polarity: Polarity,
+    /// Trigger mode.
+    pub trigger: Trigger,
+}
+
+/// A PCI host bridge (`PNP0A08`/`PNP0A03`) found in the namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostBridge {
+    /// Its AML path, e.g. `\_SB.PCI0`.
+    pub path: String,
+    /// `_SEG` (0 when absent).
+    pub segment: u16,
+    /// `_BBN`, or the first bus of its `_CRS` bus range (0 when neither).
+    pub bus: u8,
+    /// Last bus below it, from `_CRS` (when it says).
+    pub bus_end: Option<u8>,
+    /// Its `_PRT`, every entry resolved to a GSI; or why not.
+    pub prt: Result<Vec<Route>, String>,
+}
+
+/// What loading and running the AML gave.
+#[derive(Clone, Debug, Default)]
+pub struct AmlReport {
+    /// Definition blocks (DSDT, SSDTs) loaded.
+    pub tables_loaded: u32,
+    /// Definition blocks that failed to load.
+    pub tables_failed: u32,
+    /// Whether the namespace was initialised (`_STA`/`_INI` run, regions set up).
+    pub namespace_initialised: bool,
+    /// Whether `\_PIC(1)` selected APIC mode (false when it failed; absent `\_PIC` is fine).
+    pub apic_mode: bool,
+    /// Errors and warnings from the interpreter and from this layer, in order.
+    pub errors: Vec<String>,
+    /// Host bridges, in namespace order.
+    pub host_bridges: Vec<HostBridge>,
+}

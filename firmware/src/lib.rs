@@ -15,9 +15,12 @@
 //!   host tests and `acpi-probe` with [`sim`], a simulated machine holding a real machine's
 //!   tables.
 #![cfg_attr(not(test), no_std)]
+#![feature(c_variadic)]
 
 extern crate alloc;
 
 pub mod aml;
 pub mod hw;
+#[cfg(feature = "probe")]
+pub mod sim;
 pub mod tables;

@@ -1,0 +1,264 @@
+//! A host bridge's `_SEG`/`_BBN`/`_CRS` and its `_PRT`, resolved to GSIs (ACPI 6.5 §6.2.13,
+//! §6.5.5-6.5.6; PCI Firmware 3.2 §4.1).
+//!
+//! Each `_PRT` entry names a device (address `0xDDDDFFFF`), a pin, and a source:
+//! - no source: the entry's source index *is* the GSI, and the line is level-triggered,
+//!   active-low (the PCI default);
+//! - a link device (`PNP0C0F`): the interrupt comes from its current resources, `_CRS`. A
+//!   link with no interrupt set is given one from `_PRS` with `_SRS` (the least used so far
+//!   by other links, in `_PRS` order), then read back. Polarity and trigger come from the
+//!   descriptor. `IRQ()` descriptors give ISA IRQ numbers (bit *positions* of the mask),
+//!   which the MADT's interrupt source overrides map to GSIs; `Interrupt()` descriptors give
+//!   GSIs.
+//!
+//! A link is resolved once and shared by every entry that names it.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::{CStr, c_void};
+
+use super::engine::{self, IsaOverride, Value};
+use super::ffi::{self, Handle};
+use super::os;
+use super::resources::{self, Interrupts, IrqForm};
+use super::{HostBridge, Polarity, Route, Trigger};
+
+/// Link devices resolved so far (by node), and how many links use each interrupt.
+#[derive(Default)]
+pub struct Links {
+    resolved: BTreeMap<usize, Result<(u32, Polarity, Trigger), String>>,
+    uses: BTreeMap<u32, u32>,
+}
+
+fn integer(scope: Handle, name: &str) -> Result<Option<u64>, String> {
+    match engine::evaluate(Some(scope), name, &[])? {
+        None => Ok(None),
+        Some(Value::Integer(v)) => Ok(Some(v)),
+        Some(other) => Err(alloc::format!("{name} returned {other:?}, not an Integer")),
+    }
+}
+
+fn buffer(scope: Handle, name: &str) -> Result<Option<Vec<u8>>, String> {
+    match engine::evaluate(Some(scope), name, &[])? {
+        None => Ok(None),
+        Some(Value::Buffer(b)) => Ok(Some(b)),
+        Some(other) => Err(alloc::format!("{name} returned {other:?}, not a Buffer")),
+    }
+}
+
+/// Describes the host bridge at `handle`: numbers and routes.
+///
+/// # Safety
+/// `handle` is a device node ACPICA handed out (from `AcpiGetDevices`).
+pub unsafe fn describe(
+    handle: Handle,
+    path: String,
+    overrides: &[IsaOverride],
+    links: &mut Links,
+) -> HostBridge {
+    let mut errors = Vec::new();
+    let segment = integer(handle, "_SEG").unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    let bbn = integer(handle, "_BBN").unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    let range = buffer(handle, "_CRS")
+        .unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        })
+        .and_then(|crs| resources::bus_range(&crs));
+    for e in &errors {
+        log::warn!("acpi: host bridge {path}: {e}");
+    }
+    let segment = segment.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+    let bus = bbn
+        .and_then(|b| u8::try_from(b).ok())
+        .or(range.map(|r| r.0))
+        .unwrap_or(0);
+    let mut bridge = engine::bridge(path, segment, bus, range.map(|r| r.1));
+    let mut table = ffi::Buffer {
+        length: ffi::ALLOCATE_BUFFER,
+        pointer: core::ptr::null_mut(),
+    };
+    // SAFETY: `handle` is a device node (the caller's contract); ACPICA allocates the result
+    // buffer.
+    let status = unsafe { ffi::AcpiGetIrqRoutingTable(handle, &mut table) };
+    if status == ffi::AE_NOT_FOUND {
+        engine::free_buffer(&table);
+        return bridge;
+    }
+    bridge.has_prt = true;
+    if status != ffi::AE_OK {
+        bridge.prt = Err(alloc::format!("_PRT: {}", os::status_name(status)));
+        engine::free_buffer(&table);
+        return bridge;
+    }
+    let entries = prt_entries(&table);
+    engine::free_buffer(&table);
+    let mut routes = Vec::with_capacity(entries.len());
+    for e in entries {
+        let device = (e.address >> 16) as u8;
+        let Ok(pin) = u8::try_from(e.pin).map(|p| p & 3) else {
+            continue;
+        };
+        let resolved = if e.source.is_empty() {
+            Ok((e.index, Polarity::Low, Trigger::Level))
+        } else {
+            link(handle, &e.source, e.index, overrides, links)
+        };
+        match resolved {
+            Ok((gsi, polarity, trigger)) => routes.push(Route {
+                device,
+                pin,
+                gsi,
+                polarity,
+                trigger,
+            }),
+            Err(why) => {
+                bridge.prt = Err(alloc::format!(
+                    "device {device:#04x} pin {}: {why}",
+                    (b'A' + pin) as char
+                ));
+                return bridge;
+            }
+        }
+    }
+    bridge.prt = Ok(routes);
+    bridge
+}
+
+struct PrtEntry {
+    address: u64,
+    pin: u32,
+    index: u32,
+    source: String,
+}
+
+/// Walks ACPICA's `ACPI_PCI_ROUTING_TABLE` list (length, pin, address, source index, source
+/// name; ended by a zero length), every step bounded by the buffer.
+fn prt_entries(table: &ffi::Buffer) -> Vec<PrtEntry> {
+    let mut out = Vec::new();
+    if table.pointer.is_null() || table.length == ffi::ALLOCATE_BUFFER {
+        return out;
+    }
+    // SAFETY: ACPICA filled `length` bytes at `pointer`.
+    let bytes = unsafe { core::slice::from_raw_parts(table.pointer.cast::<u8>(), table.length) };
+    let mut at = 0usize;
+    while let Some(header) = bytes.get(at..at + 20) {
+        let u32_at =
+            |o: usize| u32::from_le_bytes([header[o], header[o + 1], header[o + 2], header[o + 3]]);
+        let length = u32_at(0) as usize;
+        if length < 24 || out.len() >= 4096 {
+            break;
+        }
+        let Some(entry) = bytes.get(at..at + length) else {
+            break;
+        };
+        let address = u64::from(u32_at(8)) | (u64::from(u32_at(12)) << 32);
+        let source = entry
+            .get(20..)
+            .and_then(|s| CStr::from_bytes_until_nul(s).ok())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push(PrtEntry {
+            address,
+            pin: u32_at(4),
+            index: u32_at(16),
+            source,
+        });
+        at += length;
+    }
+    out
+}
+
+fn link(
+    bridge: Handle,
+    source: &str,
+    index: u32,
+    overrides: &[IsaOverride],
+    links: &mut Links,
+) -> Result<(u32, Polarity, Trigger), String> {
+    let handle = engine::handle_of(bridge, source)
+        .ok_or_else(|| alloc::format!("link {source} not found"))?;
+    let key = handle as usize;
+    if let Some(r) = links.resolved.get(&key) {
+        return r.clone();
+    }
+    let r = resolve_link(handle, source, index, overrides, links);
+    if let Ok((gsi, _, _)) = r {
+        *links.uses.entry(gsi).or_default() += 1;
+    }
+    links.resolved.insert(key, r.clone());
+    r
+}
+
+fn current(handle: Handle) -> Result<Option<Interrupts>, String> {
+    let crs = buffer(handle, "_CRS")?.ok_or("no _CRS")?;
+    Ok(resources::interrupts(&crs)
+        .into_iter()
+        .find(|i| i.numbers.iter().any(|n| *n != 0)))
+}
+
+fn resolve_link(
+    handle: Handle,
+    source: &str,
+    index: u32,
+    overrides: &[IsaOverride],
+    links: &Links,
+) -> Result<(u32, Polarity, Trigger), String> {
+    let to_gsi = |irqs: &Interrupts, n: u32| match irqs.form {
+        IrqForm::Legacy { .. } => overrides
+            .iter()
+            .find(|o| u32::from(o.source) == n)
+            .map_or(n, |o| o.gsi),
+        IrqForm::Extended => n,
+    };
+    let pick = |irqs: &Interrupts| -> Option<u32> {
+        irqs.numbers
+            .get(index as usize)
+            .or(irqs.numbers.first())
+            .copied()
+            .filter(|n| *n != 0)
+    };
+    if let Some(irqs) = current(handle).map_err(|e| alloc::format!("link {source}: {e}"))?
+        && let Some(n) = pick(&irqs)
+    {
+        return Ok((to_gsi(&irqs, n), irqs.polarity, irqs.trigger));
+    }
+    // Not set: choose from _PRS and set it.
+    let prs = buffer(handle, "_PRS")
+        .map_err(|e| alloc::format!("link {source}: {e}"))?
+        .ok_or_else(|| alloc::format!("link {source}: disabled and no _PRS"))?;
+    let choice = resources::interrupts(&prs)
+        .into_iter()
+        .find(|i| i.numbers.iter().any(|n| *n != 0))
+        .ok_or_else(|| alloc::format!("link {source}: _PRS offers no interrupt"))?;
+    let number = choice
+        .numbers
+        .iter()
+        .copied()
+        .filter(|n| *n != 0)
+        .min_by_key(|n| links.uses.get(&to_gsi(&choice, *n)).copied().unwrap_or(0))
+        .ok_or_else(|| alloc::format!("link {source}: _PRS offers no interrupt"))?;
+    let template = resources::srs_template(&choice, number)
+        .ok_or_else(|| alloc::format!("link {source}: cannot encode IRQ {number}"))?;
+    engine::evaluate(Some(handle), "_SRS", &[Value::Buffer(template)])
+        .map_err(|e| alloc::format!("link {source}: _SRS: {e}"))?
+        .ok_or_else(|| alloc::format!("link {source}: disabled and no _SRS"))?;
+    // Read back what the link now says (some only report after _SRS).
+    match current(handle) {
+        Ok(Some(irqs)) if pick(&irqs).is_some() => {
+            let n = pick(&irqs).unwrap_or(number);
+            Ok((to_gsi(&irqs, n), irqs.polarity, irqs.trigger))
+        }
+        _ => Ok((to_gsi(&choice, number), choice.polarity, choice.trigger)),
+    }
+}
+
+/// Keeps `c_void` in scope for the FFI signatures above.
+const _: Option<*mut c_void> = None;

@@ -20,6 +20,7 @@
 extern crate alloc;
 
 pub mod aml;
+pub mod dump;
 pub mod hw;
 #[cfg(feature = "probe")]
 pub mod sim;

@@ -72,15 +72,14 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     }
     interrupts::init(platform, options.prefer_xapic);
     let config = pcie::init(platform.map_or(&[][..], |p| &p.ecam));
-    let fallback;
-    let roots = match platform {
-        Some(p) => &p.roots,
-        None => {
-            fallback = platform::fallback_roots(&config.ecam_regions());
-            &fallback
-        }
-    };
-    pcibus::init(config, roots);
+    let mut roots = platform
+        .map(|p| platform::aml::roots(platform::aml::load(p)))
+        .unwrap_or_default();
+    if roots.is_empty() {
+        roots = platform::fallback_roots(&config.ecam_regions());
+        log::warn!("acpi: no host bridge found in AML; starting at {roots:?}");
+    }
+    pcibus::init(config, &roots);
     // Test suites that drive devices themselves (and claim them) run without drivers.
     if options.test.is_none_or(|suite| suite == "drivers") {
         bus::bind_all();

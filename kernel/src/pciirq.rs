@@ -3,21 +3,16 @@
 //!
 //! INTx routing: the pin is swizzled up through PCI-to-PCI bridges to the root bus (PCI-to-PCI
 //! Bridge Architecture 1.2 §9.1: pin' = (pin + device) mod 4) and looked up in the root
-//! bridge's `_PRT` through the AML interpreter (after `\_PIC(1)` selected APIC mode). Without
-//! AML or a `_PRT` entry, the Interrupt Line register is taken as the GSI, and the kernel says
-//! so. Lines are shared: one vector per GSI, every attached function's handler runs on it.
+//! bridge's `_PRT`, which the firmware layer resolved to GSIs at boot (APIC mode, link devices
+//! through `_CRS`/`_PRS`/`_SRS`, ISA overrides applied). Without AML or a `_PRT` entry, the
+//! Interrupt Line register is taken as the GSI, and the kernel says so. Lines are shared: one vector per GSI, every attached function's handler runs on it.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::str::FromStr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use ::acpi::aml::namespace::AmlName;
-use ::acpi::aml::object::{Object, WrappedObject};
-use ::acpi::aml::pci_routing::{PciRoutingTable, Pin};
-use ::acpi::aml::resource::{InterruptPolarity, InterruptTrigger};
 use pci::irq::{Handler, IntxLine, IrqError, IrqPlatform, MsiMessage, PciFunction, RegisterWindow};
 use pci::vectors::{AllocError, Block};
 use pci::{Address, ConfigSpace, Function};
@@ -173,50 +168,45 @@ fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), IrqError> {
         pin = ((pin - 1 + address.device()) % 4) + 1;
         address = bridge;
     }
-    let platform = crate::platform::get();
-    let route = platform.and_then(|p| {
-        let aml = p.aml.as_ref()?;
-        let (_, path) = p
-            .root_paths
+    // The root bus's host bridge, and its _PRT entry for (device, pin).
+    let route = crate::platform::aml::report().and_then(|report| {
+        let bridge = report
+            .host_bridges
             .iter()
-            .find(|(r, _)| r.segment == address.segment() && r.bus == address.bus())?;
-        static PIC: Once<()> = Once::new();
-        PIC.call_once(|| {
-            let arg = WrappedObject::new(Object::Integer(1));
-            if let Ok(name) = AmlName::from_str("\\_PIC")
-                && let Err(e) = aml.evaluate_if_present(name, alloc::vec![arg])
-            {
-                log::warn!("acpi: \\_PIC(1) failed: {e:?}");
+            .find(|b| b.segment == address.segment() && b.bus == address.bus())?;
+        match &bridge.prt {
+            Ok(routes) => routes
+                .iter()
+                .find(|r| r.device == address.device() && r.pin + 1 == pin)
+                .copied(),
+            Err(e) => {
+                log::warn!("acpi: {}._PRT unusable: {e}", bridge.path);
+                None
             }
-        });
-        let prt = AmlName::from_str(&alloc::format!("{path}._PRT")).ok()?;
-        let table = PciRoutingTable::from_prt_path(prt, aml)
-            .map_err(|e| log::warn!("acpi: {path}._PRT unusable: {e:?}"))
-            .ok()?;
-        let pin = match pin {
-            1 => Pin::IntA,
-            2 => Pin::IntB,
-            3 => Pin::IntC,
-            _ => Pin::IntD,
-        };
-        table
-            .route(
-                u16::from(address.device()),
-                u16::from(address.function()),
-                pin,
-                aml,
-            )
-            .map_err(|e| log::warn!("acpi: no _PRT route for {address} pin {pin:?}: {e:?}"))
-            .ok()
+        }
     });
     match route {
-        Some(d) => Ok((
-            d.irq,
-            ioapic::Trigger {
-                level: matches!(d.trigger, InterruptTrigger::Level),
-                active_low: matches!(d.polarity, InterruptPolarity::ActiveLow),
-            },
-        )),
+        Some(r) => {
+            let trigger = ioapic::Trigger {
+                level: r.trigger == ::firmware::aml::Trigger::Level,
+                active_low: r.polarity == ::firmware::aml::Polarity::Low,
+            };
+            // ACPI is the authority (as in Linux). A link firmware had set that disagrees
+            // with the Interrupt Line the BIOS recorded is worth a word: one of the two
+            // describes other hardware (SeaBIOS's own tables on q35 describe a PIIX4).
+            let line = u32::from(function.interrupt_line);
+            if r.source == ::firmware::aml::RouteSource::LinkAsFound
+                && (1..16).contains(&line)
+                && line != r.gsi
+            {
+                log::warn!(
+                    "pci: {} INTx: _PRT link gives GSI {}, the BIOS recorded IRQ {line}; following ACPI",
+                    function.address,
+                    r.gsi
+                );
+            }
+            Ok((r.gsi, trigger))
+        }
         None => {
             let line = function.interrupt_line;
             if line == 0 || line == 0xff {

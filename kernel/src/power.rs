@@ -6,9 +6,6 @@
 //! - Power off: ACPI S5: `SLP_TYPa` from the `\_S5` package, written with `SLP_EN` (bit 13)
 //!   to the PM1a control block (ACPI 6.5 §7.4.2, §4.8.3.2.1).
 
-use ::acpi::aml::namespace::AmlName;
-use ::acpi::aml::object::Object;
-use core::str::FromStr;
 use x86_64::instructions::port::Port;
 
 fn outb(port: u16, value: u8) {
@@ -40,20 +37,11 @@ pub fn reboot() -> ! {
     crate::qemu::halt_forever()
 }
 
-/// `SLP_TYPa` of state `\_S5`.
+/// `SLP_TYPa` of state `\_S5` (read from AML at boot).
 fn s5_sleep_type() -> Option<u16> {
-    let platform = crate::platform::get()?;
-    let aml = platform.aml.as_ref()?;
-    let value = aml
-        .evaluate(AmlName::from_str("\\_S5").ok()?, alloc::vec::Vec::new())
-        .ok()?;
-    match &*value {
-        Object::Package(items) => match &**items.first()? {
-            Object::Integer(v) => u16::try_from(*v & 0x7).ok(),
-            _ => None,
-        },
-        _ => None,
-    }
+    crate::platform::aml::report()?
+        .s5
+        .map(|(a, _)| u16::from(a & 0x7))
 }
 
 /// Powers the machine off (ACPI S5). Returns an error text when it cannot.

@@ -74,6 +74,8 @@ pub enum Machine {
     Q35,
     /// `pc`: i440fx, legacy PCI, no MCFG.
     Pc,
+    /// `q35,acpi=off`: SeaBIOS's own ACPI 1.0 tables instead of QEMU's (a 116-byte FADT).
+    Q35AcpiOff,
 }
 
 impl Machine {
@@ -81,6 +83,7 @@ impl Machine {
         match self {
             Self::Q35 => "q35",
             Self::Pc => "pc",
+            Self::Q35AcpiOff => "q35,acpi=off",
         }
     }
 }

@@ -41,6 +41,17 @@ pub enum Trigger {
     Level,
 }
 
+/// Where a route's GSI came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteSource {
+    /// The `_PRT` entry names the GSI itself.
+    Gsi,
+    /// A link device, as firmware had set it (`_CRS`).
+    LinkAsFound,
+    /// A link device this crate set with `_SRS`.
+    LinkProgrammed,
+}
+
 /// One INTx route of a root bus's `_PRT`: device `device`'s pin arrives on `gsi`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -54,6 +65,8 @@ pub struct Route {
     pub polarity: Polarity,
     /// Trigger mode.
     pub trigger: Trigger,
+    /// Where the GSI came from.
+    pub source: RouteSource,
 }
 
 /// A PCI host bridge (`PNP0A08`/`PNP0A03`) found in the namespace.

@@ -72,6 +72,11 @@ fn hw() -> Option<&'static dyn Hardware> {
     HW.get().copied()
 }
 
+/// Reads configuration space through the installed machine (all ones without one).
+pub(super) fn pci_read(at: PciLocation, offset: u16, width: u32) -> u64 {
+    hw().map_or(u64::MAX, |h| h.pci_read(at, offset, width))
+}
+
 /// The adapter the `acpica` crate forwards its nine functions to.
 struct OsLayer;
 

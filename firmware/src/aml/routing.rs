@@ -11,7 +11,11 @@
 //!   which the MADT's interrupt source overrides map to GSIs; `Interrupt()` descriptors give
 //!   GSIs.
 //!
-//! A link is resolved once and shared by every entry that names it.
+//! A link is resolved once and shared by every entry that names it. When a link has no
+//! interrupt yet, the one chosen is, where `_PRS` allows it, the one firmware already told the
+//! devices behind it (their Interrupt Line registers, PCI 3.0 §6.2.4): BIOSes route PIRQs
+//! at boot and record the result there, and a DSDT that does not describe the chipset
+//! (SeaBIOS's own tables on a q35 machine) is then still right for the devices present.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -22,13 +26,47 @@ use super::engine::{self, IsaOverride, Value};
 use super::ffi::{self, Handle};
 use super::os;
 use super::resources::{self, Interrupts, IrqForm};
-use super::{HostBridge, Polarity, Route, Trigger};
+use super::{HostBridge, Polarity, Route, RouteSource, Trigger};
+use crate::hw::PciLocation;
+
+/// A resolved interrupt: GSI, polarity, trigger, and where it came from.
+type Resolved = (u32, Polarity, Trigger, RouteSource);
 
 /// Link devices resolved so far (by node), and how many links use each interrupt.
 #[derive(Default)]
 pub struct Links {
-    resolved: BTreeMap<usize, Result<(u32, Polarity, Trigger), String>>,
+    resolved: BTreeMap<usize, Result<Resolved, String>>,
     uses: BTreeMap<u32, u32>,
+}
+
+/// The Interrupt Line values (1-15) of the functions present at (`segment`, `bus`,
+/// `device`) whose Interrupt Pin is `pin` (0 = INTA).
+fn line_hints(segment: u16, bus: u8, device: u8, pin: u8) -> Vec<u32> {
+    let mut hints = Vec::new();
+    if device >= 32 {
+        return hints;
+    }
+    for function in 0..8u8 {
+        let at = PciLocation {
+            segment,
+            bus,
+            device,
+            function,
+        };
+        let id = os::pci_read(at, 0, 32);
+        if id == 0xFFFF_FFFF || id == 0 {
+            if function == 0 {
+                break;
+            }
+            continue;
+        }
+        let line_pin = os::pci_read(at, 0x3C, 16);
+        let (line, fpin) = ((line_pin & 0xFF) as u32, ((line_pin >> 8) & 0xFF) as u8);
+        if fpin == pin + 1 && (1..16).contains(&line) {
+            hints.push(line);
+        }
+    }
+    hints
 }
 
 fn integer(scope: Handle, name: &str) -> Result<Option<u64>, String> {
@@ -100,24 +138,35 @@ pub unsafe fn describe(
     }
     let entries = prt_entries(&table);
     engine::free_buffer(&table);
+    // What firmware told the devices present behind each link.
+    let mut hints: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for e in entries.iter().filter(|e| !e.source.is_empty()) {
+        let device = (e.address >> 16) as u8;
+        hints
+            .entry(e.source.as_str())
+            .or_default()
+            .extend(line_hints(segment, bus, device, (e.pin & 3) as u8));
+    }
     let mut routes = Vec::with_capacity(entries.len());
-    for e in entries {
+    for e in &entries {
         let device = (e.address >> 16) as u8;
         let Ok(pin) = u8::try_from(e.pin).map(|p| p & 3) else {
             continue;
         };
         let resolved = if e.source.is_empty() {
-            Ok((e.index, Polarity::Low, Trigger::Level))
+            Ok((e.index, Polarity::Low, Trigger::Level, RouteSource::Gsi))
         } else {
-            link(handle, &e.source, e.index, overrides, links)
+            let hint = hints.get(e.source.as_str()).map_or(&[][..], |h| &h[..]);
+            link(handle, &e.source, e.index, overrides, hint, links)
         };
         match resolved {
-            Ok((gsi, polarity, trigger)) => routes.push(Route {
+            Ok((gsi, polarity, trigger, source)) => routes.push(Route {
                 device,
                 pin,
                 gsi,
                 polarity,
                 trigger,
+                source,
             }),
             Err(why) => {
                 bridge.prt = Err(alloc::format!(
@@ -181,16 +230,17 @@ fn link(
     source: &str,
     index: u32,
     overrides: &[IsaOverride],
+    hints: &[u32],
     links: &mut Links,
-) -> Result<(u32, Polarity, Trigger), String> {
+) -> Result<Resolved, String> {
     let handle = engine::handle_of(bridge, source)
         .ok_or_else(|| alloc::format!("link {source} not found"))?;
     let key = handle as usize;
     if let Some(r) = links.resolved.get(&key) {
         return r.clone();
     }
-    let r = resolve_link(handle, source, index, overrides, links);
-    if let Ok((gsi, _, _)) = r {
+    let r = resolve_link(handle, source, index, overrides, hints, links);
+    if let Ok((gsi, _, _, _)) = r {
         *links.uses.entry(gsi).or_default() += 1;
     }
     links.resolved.insert(key, r.clone());
@@ -209,8 +259,9 @@ fn resolve_link(
     source: &str,
     index: u32,
     overrides: &[IsaOverride],
+    hints: &[u32],
     links: &Links,
-) -> Result<(u32, Polarity, Trigger), String> {
+) -> Result<Resolved, String> {
     let to_gsi = |irqs: &Interrupts, n: u32| match irqs.form {
         IrqForm::Legacy { .. } => overrides
             .iter()
@@ -228,7 +279,12 @@ fn resolve_link(
     if let Some(irqs) = current(handle).map_err(|e| alloc::format!("link {source}: {e}"))?
         && let Some(n) = pick(&irqs)
     {
-        return Ok((to_gsi(&irqs, n), irqs.polarity, irqs.trigger));
+        return Ok((
+            to_gsi(&irqs, n),
+            irqs.polarity,
+            irqs.trigger,
+            RouteSource::LinkAsFound,
+        ));
     }
     // Not set: choose from _PRS and set it.
     let prs = buffer(handle, "_PRS")
@@ -238,12 +294,22 @@ fn resolve_link(
         .into_iter()
         .find(|i| i.numbers.iter().any(|n| *n != 0))
         .ok_or_else(|| alloc::format!("link {source}: _PRS offers no interrupt"))?;
-    let number = choice
-        .numbers
+    // The IRQ firmware gave the devices behind this link (the most common one), if _PRS
+    // offers it; else the one least used by other links so far.
+    let hinted = hints
         .iter()
         .copied()
-        .filter(|n| *n != 0)
-        .min_by_key(|n| links.uses.get(&to_gsi(&choice, *n)).copied().unwrap_or(0))
+        .filter(|h| choice.numbers.contains(h))
+        .max_by_key(|h| hints.iter().filter(|x| *x == h).count());
+    let number = hinted
+        .or_else(|| {
+            choice
+                .numbers
+                .iter()
+                .copied()
+                .filter(|n| *n != 0)
+                .min_by_key(|n| links.uses.get(&to_gsi(&choice, *n)).copied().unwrap_or(0))
+        })
         .ok_or_else(|| alloc::format!("link {source}: _PRS offers no interrupt"))?;
     let template = resources::srs_template(&choice, number)
         .ok_or_else(|| alloc::format!("link {source}: cannot encode IRQ {number}"))?;
@@ -254,9 +320,19 @@ fn resolve_link(
     match current(handle) {
         Ok(Some(irqs)) if pick(&irqs).is_some() => {
             let n = pick(&irqs).unwrap_or(number);
-            Ok((to_gsi(&irqs, n), irqs.polarity, irqs.trigger))
+            Ok((
+                to_gsi(&irqs, n),
+                irqs.polarity,
+                irqs.trigger,
+                RouteSource::LinkProgrammed,
+            ))
         }
-        _ => Ok((to_gsi(&choice, number), choice.polarity, choice.trigger)),
+        _ => Ok((
+            to_gsi(&choice, number),
+            choice.polarity,
+            choice.trigger,
+            RouteSource::LinkProgrammed,
+        )),
     }
 }
 

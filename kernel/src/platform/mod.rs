@@ -1,20 +1,21 @@
-//! The platform as firmware describes it: ACPI tables (RSDT/XSDT, MADT, MCFG, HPET) and the
-//! AML namespace, read with the `acpi` crate through [`handler::KernelAcpi`].
+//! The platform as firmware describes it: ACPI tables (RSDT/XSDT, MADT, MCFG, HPET), and the
+//! AML namespace through the `firmware` crate (ACPICA) on [`hw::KernelHardware`].
 //!
 //! Everything firmware says is a claim: a missing table or bad checksum is reported and the
 //! kernel carries on with what it has (no MCFG means legacy port I/O for PCI; no MADT means
 //! no IOAPIC). AML is initialised here because interrupt routing (`_PRT`) needs it later; if
 //! the interpreter fails on some firmware, the kernel says so and continues without it.
 
+pub mod aml;
 pub mod handler;
+pub mod hw;
 pub mod roots;
 
 use alloc::vec::Vec;
 
 use ::acpi::AcpiTables;
-use ::acpi::aml::Interpreter;
+use ::acpi::platform::PciConfigRegions;
 use ::acpi::platform::interrupt::{InterruptModel, Polarity, TriggerMode};
-use ::acpi::platform::{AcpiPlatform, PciConfigRegions};
 use ::acpi::sdt::hpet::HpetInfo;
 use boot::BootInfo;
 use spin::Once;
@@ -81,16 +82,12 @@ pub struct Platform {
     pub ecam: Vec<EcamRegion>,
     /// HPET base address.
     pub hpet: Option<u64>,
-    /// The AML interpreter with an initialised namespace, if that worked.
-    pub aml: Option<Interpreter<KernelAcpi>>,
-    /// PCI root buses (host bridges), where enumeration starts.
-    pub roots: Vec<roots::RootBus>,
+    /// Physical address of the RSDP (the kernel's identity-mapped copy of it).
+    pub rsdp_phys: u64,
     /// FADT PM1a control block, when it is an I/O port (ACPI 6.5 §4.8.3.2.1).
     pub pm1a_control: Option<u16>,
     /// FADT reset register (I/O port) and value, when the FADT has one (ACPI 6.5 §4.8.3.6).
     pub reset: Option<(u16, u8)>,
-    /// AML device path of each root bus found in the namespace (for `_PRT`).
-    pub root_paths: Vec<(roots::RootBus, alloc::string::String)>,
 }
 
 static PLATFORM: Once<Platform> = Once::new();
@@ -156,9 +153,7 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         legacy_pics: true,
         ecam,
         hpet,
-        aml: None,
-        roots: Vec::new(),
-        root_paths: Vec::new(),
+        rsdp_phys: rsdp_address as u64,
         pm1a_control: None,
         reset: None,
     };
@@ -214,19 +209,6 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         Err(e) => log::warn!("acpi: no usable MADT ({e:?})"),
     }
 
-    platform.aml = init_aml(tables);
-    platform.root_paths = match &platform.aml {
-        Some(aml) => roots::from_aml(aml),
-        None => Vec::new(),
-    };
-    platform.roots = platform.root_paths.iter().map(|(r, _)| *r).collect();
-    if platform.roots.is_empty() {
-        platform.roots = fallback_roots(&platform.ecam);
-        log::warn!(
-            "acpi: no host bridge found in AML; starting at {:?}",
-            platform.roots
-        );
-    }
     Some(PLATFORM.call_once(|| platform))
 }
 
@@ -241,26 +223,6 @@ pub fn fallback_roots(ecam: &[EcamRegion]) -> Vec<roots::RootBus> {
             bus: e.start_bus,
         })
         .collect()
-}
-
-/// Builds the AML namespace (DSDT + SSDTs) and selects APIC interrupt mode with `\_PIC(1)`.
-fn init_aml(tables: AcpiTables<KernelAcpi>) -> Option<Interpreter<KernelAcpi>> {
-    let platform = match AcpiPlatform::new(tables, KernelAcpi) {
-        Ok(p) => p,
-        Err(e) => {
-            log::warn!("acpi: no AML ({e:?}); continuing without it");
-            return None;
-        }
-    };
-    let interpreter = match Interpreter::new_from_platform(&platform) {
-        Ok(i) => i,
-        Err(e) => {
-            log::warn!("acpi: AML tables did not load ({e:?}); continuing without AML");
-            return None;
-        }
-    };
-    interpreter.initialize_namespace();
-    Some(interpreter)
 }
 
 /// Logs what ACPI said.
@@ -317,12 +279,4 @@ pub fn log_summary(p: &Platform) {
     if let Some(h) = p.hpet {
         log::info!("acpi: HPET at {h:#x}");
     }
-    log::info!(
-        "acpi: AML namespace {}",
-        if p.aml.is_some() {
-            "initialised"
-        } else {
-            "unavailable"
-        }
-    );
 }

@@ -64,20 +64,31 @@ impl SimMachine {
     /// Writes `bytes` into simulated memory at `phys`.
     pub fn write(&self, phys: u64, bytes: &[u8]) {
         let mut pages = self.pages.lock();
-        for (i, b) in bytes.iter().enumerate() {
-            let a = phys + i as u64;
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let a = phys.wrapping_add(done as u64);
+            let off = (a % PAGE) as usize;
+            let n = (PAGE as usize - off).min(bytes.len() - done);
             let page = pages
                 .entry(a / PAGE)
                 .or_insert_with(|| Box::new([0; PAGE as usize]));
-            page[(a % PAGE) as usize] = *b;
+            page[off..off + n].copy_from_slice(&bytes[done..done + n]);
+            done += n;
         }
     }
 
     fn read(&self, phys: u64, buf: &mut [u8]) {
         let pages = self.pages.lock();
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = phys.wrapping_add(i as u64);
-            *b = pages.get(&(a / PAGE)).map_or(0, |p| p[(a % PAGE) as usize]);
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = phys.wrapping_add(done as u64);
+            let off = (a % PAGE) as usize;
+            let n = (PAGE as usize - off).min(buf.len() - done);
+            match pages.get(&(a / PAGE)) {
+                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
+                None => buf[done..done + n].fill(0),
+            }
+            done += n;
         }
     }
 

@@ -87,6 +87,10 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
             boot_bench();
         }
     }
+    log::info!(
+        "boot: {} TSC ticks from kernel entry to ready (guest instructions under -icount shift=0)",
+        time::ticks_since_boot()
+    );
     serial_println!("kernel ready");
 
     match options.test {

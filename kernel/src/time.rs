@@ -42,6 +42,11 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// TSC ticks since [`mark_boot`] (under QEMU's `-icount shift=0`: guest instructions).
+pub fn ticks_since_boot() -> u64 {
+    rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed))
+}
+
 /// Marks time zero. Called first thing at boot.
 pub fn mark_boot() {
     BOOT_TSC.store(rdtsc(), Ordering::Relaxed);

@@ -5,10 +5,7 @@
 //! [`evaluate`] is there for later questions (`_S5` at power-off, for one).
 //!
 //! The sequence (each step under its own [`Budget`]):
-//! 1. ACPICA's subsystem initialisation, split into its parts (`AcpiUtInitGlobals`,
-//!    `AcpiUtMutexInitialize`, `AcpiNsRootInitialize`, `AcpiUtInitializeInterfaces`; what
-//!    `AcpiInitializeSubsystem` does, minus `AcpiOsInitialize`, whose Rust definition in the
-//!    `acpica` crate has no return value).
+//! 1. `AcpiInitializeSubsystem`.
 //! 2. `AcpiInitializeTables` + `AcpiLoadTables`: DSDT and SSDTs into the namespace.
 //! 3. `AcpiEnableSubsystem` without switching the machine into ACPI mode and without events
 //!    (the kernel does not take the SCI yet), then `AcpiInitializeObjects`: `_REG`, `_STA`,
@@ -89,7 +86,12 @@ fn check(step: &str, status: Status, report: &mut AmlReport) -> bool {
 /// Runs `f` as one top-level operation under `budget`; notes in `report` when it ran out.
 fn timed<R>(what: &str, budget: Budget, report: &mut AmlReport, f: impl FnOnce() -> R) -> R {
     os::begin(budget);
+    let started = os::now_ns();
     let r = f();
+    log::debug!(
+        "acpi: {what}: {} us",
+        os::now_ns().saturating_sub(started) / 1000
+    );
     if os::end() {
         report.errors.push(alloc::format!(
             "{what}: abandoned after {} ms (time budget)",
@@ -108,43 +110,21 @@ pub fn load(hw: &'static dyn Hardware, rsdp_phys: u64, options: &LoadOptions) ->
         report.errors.push("ACPICA was already started".into());
         return report;
     }
-    // SAFETY: plain stores to ACPICA globals before any ACPICA code runs (also below).
+    let budget = options.budget;
+    // SAFETY: ACPICA's first call, made once (`install` refuses a second start).
+    let status = timed("subsystem", budget, &mut report, || unsafe {
+        ffi::AcpiInitializeSubsystem()
+    });
+    if !check("AcpiInitializeSubsystem", status, &mut report) {
+        collect_messages(&mut report);
+        return report;
+    }
+    // SAFETY: plain stores to ACPICA globals while nothing else runs ACPICA (also below).
     unsafe { ffi::AcpiDbgLevel = 0 };
     // SAFETY: as above.
     unsafe { ffi::AcpiDbgLayer = 0 };
     // SAFETY: as above.
     unsafe { ffi::AcpiGbl_MaxLoopIterations = options.loop_seconds.max(1) };
-    let budget = options.budget;
-    let started = timed("subsystem", budget, &mut report, || {
-        // SAFETY: ACPICA's own initialisation order (utxfinit.c), each step called once,
-        // before anything else in ACPICA.
-        unsafe { ffi::AcpiGbl_StartupFlags = 0x01 }; // ACPI_SUBSYSTEM_INITIALIZE
-        let steps: [(&'static str, unsafe extern "C" fn() -> Status); 4] = [
-            ("AcpiUtInitGlobals", ffi::AcpiUtInitGlobals),
-            ("AcpiUtMutexInitialize", ffi::AcpiUtMutexInitialize),
-            ("AcpiNsRootInitialize", ffi::AcpiNsRootInitialize),
-            (
-                "AcpiUtInitializeInterfaces",
-                ffi::AcpiUtInitializeInterfaces,
-            ),
-        ];
-        let mut results: Vec<(&'static str, Status)> = Vec::new();
-        for (name, step) in steps {
-            // SAFETY: see above; stops at the first failure.
-            let status = unsafe { step() };
-            results.push((name, status));
-            if status != ffi::AE_OK {
-                break;
-            }
-        }
-        results
-    });
-    for (step, status) in started {
-        if !check(step, status, &mut report) {
-            collect_messages(&mut report);
-            return report;
-        }
-    }
     // SAFETY: after subsystem initialisation; ACPICA allocates its own table array.
     let status = timed("tables", budget, &mut report, || unsafe {
         ffi::AcpiInitializeTables(core::ptr::null_mut(), 16, 1)

@@ -1,7 +1,7 @@
 //! ACPICA's C interface: the few entry points, globals and structures this crate uses.
 //!
 //! Layouts were checked against ACPICA 20250404's headers (the version the `acpica` crate
-//! bundles) on x86_64: `ACPI_OBJECT` is 24 bytes (type at 0; integer value, or string/buffer/
+//! bundles, built by `build.rs`) on x86_64: `ACPI_OBJECT` is 24 bytes (type at 0; integer value, or string/buffer/
 //! package length at 4 and pointer at 8), `ACPI_BUFFER` is (length, pointer), and a
 //! `ACPI_PCI_ROUTING_TABLE` entry is (length u32, pin u32, address u64, source index u32,
 //! NUL-terminated source name at 20). Resource descriptors are not read through ACPICA's
@@ -93,12 +93,7 @@ pub type WalkCallback = unsafe extern "C" fn(Handle, u32, *mut c_void, *mut *mut
 pub type ExecCallback = unsafe extern "C" fn(*mut c_void);
 
 unsafe extern "C" {
-    // Initialisation, split as `AcpiInitializeSubsystem` does it (see `engine`).
-    pub static mut AcpiGbl_StartupFlags: u8;
-    pub fn AcpiUtInitGlobals() -> Status;
-    pub fn AcpiUtMutexInitialize() -> Status;
-    pub fn AcpiNsRootInitialize() -> Status;
-    pub fn AcpiUtInitializeInterfaces() -> Status;
+    pub fn AcpiInitializeSubsystem() -> Status;
 
     pub fn AcpiInitializeTables(initial: *mut c_void, count: u32, allow_resize: u8) -> Status;
     pub fn AcpiLoadTables() -> Status;

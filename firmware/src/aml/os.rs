@@ -16,8 +16,7 @@
 //! - **Output is kept.** ACPICA's error and warning lines are collected for the report and
 //!   logged.
 //!
-//! Nine of ACPICA's `AcpiOs*` functions are defined by the `acpica` crate in Rust and
-//! forwarded to its `AcpiHandler` trait ([`OsLayer`] here); the other 27 are defined below.
+//! All 36 `AcpiOs*` functions ACPICA needs in this configuration are defined here.
 
 use alloc::alloc::{Layout, alloc, dealloc};
 use alloc::boxed::Box;
@@ -72,15 +71,15 @@ fn hw() -> Option<&'static dyn Hardware> {
     HW.get().copied()
 }
 
+/// The machine's clock, in nanoseconds (0 before [`install`]).
+pub fn now_ns() -> u64 {
+    hw().map_or(0, |h| h.now_ns())
+}
+
 /// Reads configuration space through the installed machine (all ones without one).
 pub(super) fn pci_read(at: PciLocation, offset: u16, width: u32) -> u64 {
     hw().map_or(u64::MAX, |h| h.pci_read(at, offset, width))
 }
-
-/// The adapter the `acpica` crate forwards its nine functions to.
-struct OsLayer;
-
-static OS_LAYER: OsLayer = OsLayer;
 
 /// Hands ACPICA the machine and the RSDP's physical address. Only the first call counts
 /// (ACPICA is one global instance).
@@ -90,7 +89,6 @@ pub fn install(hardware: &'static dyn Hardware, rsdp_phys: u64) -> bool {
     }
     HW.call_once(|| hardware);
     RSDP.store(rsdp_phys, Ordering::Relaxed);
-    acpica::install(&OS_LAYER);
     true
 }
 
@@ -226,17 +224,49 @@ unsafe extern "C" fn AcpiOsPrintf(format: *const c_char, args: ...) {
 // ---------------------------------------------------------------------------------------
 // Memory
 
-/// Header before each allocation: its total size (alignment 16, as C's malloc gives).
+/// Header before each allocation: its total size (alignment 16, as C's malloc gives); a
+/// block on a free list keeps the next block's address in the header's second word.
 const HEADER: usize = 16;
+
+/// Small blocks are recycled by size class instead of going back to the kernel heap: ACPICA
+/// allocates and frees tens of thousands of small objects while it parses AML, and a
+/// first-fit heap spends most of the boot's AML time searching its free list for them.
+/// Blocks on these lists are never returned to the heap (their total is bounded by ACPICA's
+/// peak use).
+const CLASSES: [usize; 6] = [32, 64, 128, 256, 512, 1024];
+
+/// Heads of the free lists, one per class (0: empty).
+static FREE: Mutex<[usize; CLASSES.len()]> = Mutex::new([0; CLASSES.len()]);
+
+fn class_of(total: usize) -> Option<usize> {
+    CLASSES.iter().position(|c| total <= *c)
+}
 
 fn allocate(size: usize) -> Option<NonNull<u8>> {
     if past_deadline() {
         return None;
     }
     let total = size.checked_add(HEADER)?;
-    let layout = Layout::from_size_align(total, 16).ok()?;
-    // SAFETY: `layout` has a non-zero size (at least HEADER).
-    let base = NonNull::new(unsafe { alloc(layout) })?;
+    let class = class_of(total);
+    let total = class.map_or(total, |c| CLASSES[c]);
+    let recycled = class.and_then(|c| {
+        let mut heads = FREE.lock();
+        let head = NonNull::new(heads[c] as *mut u8)?;
+        // Blocks on free list `c` are live, 16-aligned blocks of CLASSES[c] bytes whose second
+        // header word holds the next block's address.
+        let link = head.cast::<usize>().as_ptr().wrapping_add(1);
+        // SAFETY: the second word of a live free block (see above).
+        heads[c] = unsafe { link.read() };
+        Some(head)
+    });
+    let base = match recycled {
+        Some(b) => b,
+        None => {
+            let layout = Layout::from_size_align(total, 16).ok()?;
+            // SAFETY: `layout` has a non-zero size (at least HEADER).
+            NonNull::new(unsafe { alloc(layout) })?
+        }
+    };
     // SAFETY: the block is at least HEADER bytes and 16-aligned, so a usize fits at its start.
     unsafe { base.cast::<usize>().write(total) };
     LIVE_BYTES.fetch_add(total as u64, Ordering::Relaxed);
@@ -252,6 +282,15 @@ unsafe fn free(p: NonNull<u8>) {
     // SAFETY: as above; the header was written by `allocate`.
     let total = unsafe { base.cast::<usize>().read() };
     LIVE_BYTES.fetch_sub(total as u64, Ordering::Relaxed);
+    if let Some(c) = CLASSES.iter().position(|c| *c == total) {
+        let mut heads = FREE.lock();
+        // SAFETY: the block is ours again (ACPICA freed it) and has room for two words.
+        let link = base.cast::<usize>().as_ptr().wrapping_add(1);
+        // SAFETY: as above.
+        unsafe { link.write(heads[c]) };
+        heads[c] = base.as_ptr() as usize;
+        return;
+    }
     let Ok(layout) = Layout::from_size_align(total, 16) else {
         return;
     };
@@ -259,46 +298,53 @@ unsafe fn free(p: NonNull<u8>) {
     unsafe { dealloc(base.as_ptr(), layout) };
 }
 
-impl acpica::AcpiHandler for OsLayer {
-    fn initialize(&self) {}
+/// `AcpiOsInitialize`.
+#[unsafe(no_mangle)]
+extern "C" fn AcpiOsInitialize() -> Status {
+    ffi::AE_OK
+}
 
-    fn terminate(&self) {}
+/// `AcpiOsTerminate`.
+#[unsafe(no_mangle)]
+extern "C" fn AcpiOsTerminate() -> Status {
+    ffi::AE_OK
+}
 
-    fn get_root_address(&self) -> acpica::PhysicalAddress {
-        RSDP.load(Ordering::Relaxed)
+/// `AcpiOsGetRootPointer`: the RSDP given to [`install`].
+#[unsafe(no_mangle)]
+extern "C" fn AcpiOsGetRootPointer() -> u64 {
+    RSDP.load(Ordering::Relaxed)
+}
+
+/// `AcpiOsMapMemory` (NULL when the range cannot be mapped).
+#[unsafe(no_mangle)]
+extern "C" fn AcpiOsMapMemory(physical: u64, length: usize) -> *mut c_void {
+    hw().and_then(|h| h.map(physical, length))
+        .map_or(core::ptr::null_mut(), |p| p.as_ptr().cast())
+}
+
+/// `AcpiOsUnmapMemory`.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn AcpiOsUnmapMemory(logical: *mut c_void, length: usize) {
+    if let (Some(h), Some(p)) = (hw(), NonNull::new(logical.cast::<u8>())) {
+        // SAFETY: ACPICA unmaps exactly what `AcpiOsMapMemory` returned, once, with the
+        // length it mapped.
+        unsafe { h.unmap(p, length) }
     }
+}
 
-    fn map_memory(&self, physical_address: u64, size: usize) -> Option<acpica::LogicalAddress> {
-        hw()?.map(physical_address, size)
-    }
+/// `AcpiOsAllocate` (NULL when out of memory or past the deadline).
+#[unsafe(no_mangle)]
+extern "C" fn AcpiOsAllocate(size: usize) -> *mut c_void {
+    allocate(size).map_or(core::ptr::null_mut(), |p| p.as_ptr().cast())
+}
 
-    fn unmap_memory(&self, logical_address: acpica::LogicalAddress, size: usize) {
-        if let Some(h) = hw() {
-            // SAFETY: ACPICA unmaps exactly what `AcpiOsMapMemory` (`map_memory`) returned,
-            // once, with the length it mapped.
-            unsafe { h.unmap(logical_address, size) }
-        }
-    }
-
-    fn get_physical_address(&self, logical_address: acpica::LogicalAddress) -> u64 {
-        logical_address.as_ptr() as u64
-    }
-
-    fn allocate(&self, size: usize) -> Option<acpica::LogicalAddress> {
-        allocate(size)
-    }
-
-    fn deallocate(&self, logical_address: acpica::LogicalAddress) {
+/// `AcpiOsFree` (NULL is allowed, as for C's `free`).
+#[unsafe(no_mangle)]
+unsafe extern "C" fn AcpiOsFree(memory: *mut c_void) {
+    if let Some(p) = NonNull::new(memory.cast::<u8>()) {
         // SAFETY: ACPICA frees only what `AcpiOsAllocate` returned, once.
-        unsafe { free(logical_address) }
-    }
-
-    fn is_memory_readable(&self, _: acpica::LogicalAddress, _: usize) -> bool {
-        true
-    }
-
-    fn is_memory_writable(&self, _: acpica::LogicalAddress, _: usize) -> bool {
-        true
+        unsafe { free(p) }
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use firmware::aml::{AmlReport, HostBridge, Polarity, Route, Trigger};
+use firmware::aml::{AmlReport, HostBridge, IsaOverride, Polarity, Route, RouteSource, Trigger};
 use firmware::dump::{self, Dump, DumpedTable};
 use firmware::tables::madt::{InterruptPolarity, InterruptTrigger};
 use firmware::tables::{Fadt, GenericAddress, Hpet, Madt, Mcfg};
@@ -67,7 +67,19 @@ fn probe(dump: &Dump) -> Value {
     let table = |sig: &[u8; 4]| dump.find(sig).map(|t| t.bytes.as_slice());
     let madt = table(b"APIC").map(Madt::parse);
     let mcfg = table(b"MCFG").map(Mcfg::parse);
-    let report = aml_report(&dump.tables);
+    let overrides: Vec<IsaOverride> = match &madt {
+        Some(Ok(m)) => m
+            .overrides
+            .iter()
+            .filter(|o| o.bus == 0)
+            .map(|o| IsaOverride {
+                source: o.source,
+                gsi: o.gsi,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let report = aml_report(&dump.tables, &overrides);
     json!({
         "dump": {
             "tables": dump.tables.len(),
@@ -112,20 +124,20 @@ fn probe(dump: &Dump) -> Value {
             "tables_failed": report.tables_failed,
             "namespace_initialised": report.namespace_initialised,
             "apic_mode": report.apic_mode,
+            "s5": report.s5.map(|(a, b)| json!([a, b])),
             "errors": report.errors,
         },
         "host_bridges": report.host_bridges.iter().map(bridge_json).collect::<Vec<_>>(),
     })
 }
 
-/// The AML layer's report on the dump's definition blocks.
-fn aml_report(tables: &[DumpedTable]) -> AmlReport {
-    placeholder_probe_aml(tables) // TODO(aml): call firmware::sim::probe_aml
-}
-
-/// Stands in for `firmware::sim::probe_aml` until the bin is switched to it.
-fn placeholder_probe_aml(_tables: &[DumpedTable]) -> AmlReport {
-    AmlReport::default()
+/// ACPICA's report on the dump's definition blocks, run on a simulated machine.
+fn aml_report(tables: &[DumpedTable], overrides: &[IsaOverride]) -> AmlReport {
+    let tables: Vec<([u8; 4], &[u8])> = tables
+        .iter()
+        .map(|t| (t.signature, t.bytes.as_slice()))
+        .collect();
+    firmware::sim::probe_aml(&tables, overrides)
 }
 
 fn madt_json(m: &Madt) -> Value {
@@ -247,6 +259,11 @@ fn route_json(r: &Route) -> Value {
         "trigger": match r.trigger {
             Trigger::Edge => "edge",
             Trigger::Level => "level",
+        },
+        "source": match r.source {
+            RouteSource::Gsi => "gsi",
+            RouteSource::LinkAsFound => "link",
+            RouteSource::LinkProgrammed => "link-set",
         },
     })
 }

@@ -7,20 +7,15 @@
 //! the interpreter fails on some firmware, the kernel says so and continues without it.
 
 pub mod aml;
-pub mod handler;
 pub mod hw;
 pub mod roots;
 
 use alloc::vec::Vec;
 
-use ::acpi::AcpiTables;
-use ::acpi::platform::PciConfigRegions;
-use ::acpi::platform::interrupt::{InterruptModel, Polarity, TriggerMode};
-use ::acpi::sdt::hpet::HpetInfo;
+use ::firmware::tables::madt::{InterruptPolarity, InterruptTrigger};
+use ::firmware::tables::{self, Fadt, Hpet, Madt, Mcfg};
 use boot::BootInfo;
 use spin::Once;
-
-use handler::KernelAcpi;
 
 /// One ECAM window from the MCFG (PCI Firmware 3.2 §4.1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +92,9 @@ pub fn get() -> Option<&'static Platform> {
     PLATFORM.get()
 }
 
-/// Reads the ACPI tables from the RSDP the loader gave. Never panics on bad tables.
+/// Reads the ACPI tables from the RSDP the loader gave, with the `firmware` crate's parsers.
+/// Never panics on bad tables: a table that cannot be read or parsed is logged and left out,
+/// a bad MADT entry loses only that entry, and the rest of ACPI goes on.
 pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
     let Some(rsdp) = boot.rsdp else {
         log::warn!("acpi: the loader gave no RSDP; no ACPI");
@@ -105,110 +102,131 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
     };
     // Multiboot2 gives a copy of the RSDP inside its (since reused) information structure;
     // the kernel's own copy in `BootInfo` lives in the kernel image, identity-mapped.
-    let rsdp_address = boot.rsdp.as_ref().map(|r| r.bytes.as_ptr() as usize)?;
-    // SAFETY: `rsdp_address` points at a checksummed RSDP (verified by the boot parser)
-    // inside the 'static BootInfo; the handler maps every table it names on demand.
-    let tables = match unsafe { AcpiTables::from_rsdp(KernelAcpi, rsdp_address) } {
-        Ok(t) => t,
+    let rsdp_phys = boot.rsdp.as_ref().map(|r| r.bytes.as_ptr() as u64)?;
+    let rsdp_bytes = rsdp.bytes.get(..rsdp.len).unwrap_or(&rsdp.bytes[..20]);
+    let mem = &hw::HARDWARE;
+    let set = match tables::discover(mem, rsdp_bytes) {
+        Ok(set) => set,
         Err(e) => {
-            log::error!("acpi: cannot read the root table: {e:?}");
+            log::error!("acpi: cannot read the root table: {e}");
             return None;
         }
     };
-    // Signatures are read as raw bytes: a corrupt one must not reach the crate's `as_str`.
-    let signatures: Vec<[u8; 4]> = tables.table_entries().map(handler::signature_at).collect();
-
-    let ecam = match PciConfigRegions::new(&tables) {
-        Ok(r) => r
-            .regions
-            .iter()
-            .map(|e| EcamRegion {
-                base: e.base_address,
-                segment: e.pci_segment_group,
-                start_bus: e.bus_number_start,
-                end_bus: e.bus_number_end,
-            })
-            .collect(),
-        Err(e) => {
-            log::info!("acpi: no MCFG ({e:?}): PCI config space through port I/O only");
-            Vec::new()
-        }
-    };
-    let hpet = match HpetInfo::new(&tables) {
-        Ok(h) => Some(h.base_address as u64),
-        Err(e) => {
-            log::info!("acpi: no HPET table ({e:?})");
-            None
+    for e in &set.errors {
+        log::warn!("acpi: {e}");
+    }
+    let read = |signature: &[u8; 4]| -> Option<Vec<u8>> {
+        let t = set.find(signature)?;
+        match tables::read_table(mem, t) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                log::warn!(
+                    "acpi: {} at {:#x}: {e}",
+                    core::str::from_utf8(signature).unwrap_or("????"),
+                    t.phys
+                );
+                None
+            }
         }
     };
 
     let mut platform = Platform {
-        revision: rsdp.revision,
-        tables: signatures,
+        revision: set.revision,
+        tables: set.tables.iter().map(|t| t.signature).collect(),
         local_apic: None,
         cpus: Vec::new(),
         io_apics: Vec::new(),
         overrides: Vec::new(),
         nmi_entries: 0,
         legacy_pics: true,
-        ecam,
-        hpet,
-        rsdp_phys: rsdp_address as u64,
+        ecam: Vec::new(),
+        hpet: None,
+        rsdp_phys,
         pm1a_control: None,
         reset: None,
     };
-    if let Some(fadt) = tables.find_table::<::acpi::sdt::fadt::Fadt>() {
-        use ::acpi::address::AddressSpace;
-        if let Ok(pm1a) = fadt.pm1a_control_block()
-            && matches!(pm1a.address_space, AddressSpace::SystemIo)
-        {
-            platform.pm1a_control = u16::try_from(pm1a.address).ok();
+
+    match read(b"MCFG").map(|b| Mcfg::parse(&b)) {
+        Some(Ok(mcfg)) => {
+            for e in &mcfg.errors {
+                log::warn!("acpi: MCFG: {e}");
+            }
+            platform.ecam = mcfg
+                .entries
+                .iter()
+                .map(|e| EcamRegion {
+                    base: e.address,
+                    segment: e.segment,
+                    start_bus: e.bus_start,
+                    end_bus: e.bus_end,
+                })
+                .collect();
         }
-        // RESET_REG_SUP is FADT flag bit 10.
-        if let Ok(reset) = fadt.reset_register()
-            && matches!(reset.address_space, AddressSpace::SystemIo)
-            && reset.address != 0
-        {
-            platform.reset = u16::try_from(reset.address)
-                .ok()
-                .map(|port| (port, fadt.reset_value));
-        }
+        Some(Err(e)) => log::warn!("acpi: MCFG unusable ({e}): PCI config space through port I/O"),
+        None => log::info!("acpi: no MCFG: PCI config space through port I/O only"),
     }
-    match InterruptModel::new(&tables) {
-        Ok((InterruptModel::Apic(apic), processors)) => {
-            platform.local_apic = Some(apic.local_apic_address);
-            platform.io_apics = apic
+    match read(b"HPET").map(|b| Hpet::parse(&b)) {
+        Some(Ok(h)) if h.base_address.space_id == 0 && h.base_address.address != 0 => {
+            platform.hpet = Some(h.base_address.address);
+        }
+        Some(Ok(_)) => log::warn!("acpi: the HPET table names no memory-mapped HPET"),
+        Some(Err(e)) => log::warn!("acpi: HPET table unusable ({e})"),
+        None => log::info!("acpi: no HPET table"),
+    }
+    match read(b"FACP").map(|b| Fadt::parse(&b)) {
+        Some(Ok(fadt)) => {
+            // System I/O space is address space 1 (ACPI 6.5 §5.2.3.2).
+            platform.pm1a_control = fadt
+                .pm1a_cnt
+                .filter(|g| g.space_id == 1)
+                .and_then(|g| u16::try_from(g.address).ok());
+            platform.reset = fadt
+                .reset
+                .filter(|r| r.register.space_id == 1 && r.register.address != 0)
+                .and_then(|r| u16::try_from(r.register.address).ok().map(|p| (p, r.value)));
+        }
+        Some(Err(e)) => log::warn!("acpi: FADT unusable ({e}): no ACPI power-off or reset"),
+        None => log::warn!("acpi: no FADT"),
+    }
+    match read(b"APIC").map(|b| Madt::parse(&b)) {
+        Some(Ok(madt)) => {
+            for e in &madt.errors {
+                log::warn!("acpi: MADT: {e} (entry skipped)");
+            }
+            platform.local_apic = Some(madt.local_apic_address);
+            platform.legacy_pics = madt.pcat_compat;
+            // Disabled entries are not CPUs (online-capable ones may be hot-added later).
+            platform.cpus = madt
+                .cpus
+                .iter()
+                .filter(|c| c.enabled)
+                .map(|c| c.apic_id)
+                .collect();
+            platform.io_apics = madt
                 .io_apics
                 .iter()
                 .map(|i| IoApicInfo {
                     id: i.id,
-                    address: i.address.into(),
-                    gsi_base: i.global_system_interrupt_base,
+                    address: i.address,
+                    gsi_base: i.gsi_base,
                 })
                 .collect();
-            platform.overrides = apic
-                .interrupt_source_overrides
+            platform.overrides = madt
+                .overrides
                 .iter()
+                .filter(|o| o.bus == 0)
                 .map(|o| SourceOverride {
-                    isa_irq: o.isa_source,
-                    gsi: o.global_system_interrupt,
-                    active_low: matches!(o.polarity, Polarity::ActiveLow),
-                    level: matches!(o.trigger_mode, TriggerMode::Level),
+                    isa_irq: o.source,
+                    gsi: o.gsi,
+                    active_low: o.polarity == InterruptPolarity::ActiveLow,
+                    level: o.trigger == InterruptTrigger::Level,
                 })
                 .collect();
-            platform.nmi_entries = apic.nmi_sources.len() + apic.local_apic_nmi_lines.len();
-            platform.legacy_pics = apic.also_has_legacy_pics;
-            if let Some(p) = processors {
-                platform.cpus.push(p.boot_processor.local_apic_id);
-                platform
-                    .cpus
-                    .extend(p.application_processors.iter().map(|a| a.local_apic_id));
-            }
+            platform.nmi_entries = madt.nmi_sources.len() + madt.local_nmis.len();
         }
-        Ok((_, _)) => log::warn!("acpi: the MADT describes no APIC"),
-        Err(e) => log::warn!("acpi: no usable MADT ({e:?})"),
+        Some(Err(e)) => log::warn!("acpi: MADT unusable ({e})"),
+        None => log::warn!("acpi: no MADT"),
     }
-
     Some(PLATFORM.call_once(|| platform))
 }
 

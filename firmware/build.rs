@@ -1,0 +1,137 @@
+//! Builds ACPICA (the C source bundled by the `acpica` crate, a build-dependency so that Cargo
+//! fetches it) into a static library linked into this crate.
+//!
+//! - Source: `<cargo home>/registry/src/*/acpica-0.1.0/acpica/source`, copied to `OUT_DIR`,
+//!   with `include/platform/acenv.h` pointed at this crate's platform header
+//!   (`src/aml/acfirmware.h`: 64-bit, ACPICA's own C library, local object caches).
+//! - Components: everything but the debugger and disassembler (as the crate builds it).
+//! - Flags: `-O2 -fno-stack-protector -ffreestanding -fno-builtin
+//!   -fno-tree-loop-distribute-patterns` (ACPICA's own memcpy/memset must not become calls to
+//!   themselves); for `x86_64-unknown-none` also no SSE/MMX/x87 state,
+//!   no red zone (interrupts share the stack), the kernel code model.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const CRATE: &str = "acpica-0.1.0";
+
+fn cargo_home() -> PathBuf {
+    if let Some(home) = env::var_os("CARGO_HOME") {
+        return PathBuf::from(home);
+    }
+    let home = env::var_os("HOME").expect("neither CARGO_HOME nor HOME is set");
+    PathBuf::from(home).join(".cargo")
+}
+
+/// The `acpica` crate's unpacked source (Cargo unpacked it: it is a build-dependency).
+fn acpica_source() -> PathBuf {
+    let registry = cargo_home().join("registry").join("src");
+    let mut found = Vec::new();
+    if let Ok(indexes) = fs::read_dir(&registry) {
+        for index in indexes.flatten() {
+            let candidate = index.path().join(CRATE).join("acpica").join("source");
+            if candidate.join("components").is_dir() {
+                found.push(candidate);
+            }
+        }
+    }
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "ACPICA source not found under {}/*/{CRATE}/acpica/source (the `acpica` crate is a \
+             build-dependency of this crate; `cargo fetch` unpacks it there)",
+            registry.display()
+        )
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create dir");
+    for entry in fs::read_dir(from).expect("read dir").flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            fs::copy(&path, &target).expect("copy file");
+        }
+    }
+}
+
+fn main() {
+    let source = acpica_source();
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let tree = out.join("acpica");
+    let _ = fs::remove_dir_all(&tree);
+    copy_dir(&source, &tree);
+
+    // Our platform header replaces acenv.h's per-OS selection.
+    let acenv = tree.join("include/platform/acenv.h");
+    let text = fs::read_to_string(&acenv).expect("acenv.h");
+    let start = text
+        .find("#if defined(_LINUX)")
+        .expect("acenv.h: no per-OS section");
+    let end = text[start..]
+        .find("#endif")
+        .map(|e| start + e + "#endif".len())
+        .expect("acenv.h: per-OS section not closed");
+    let patched = format!(
+        "{}#include \"acfirmware.h\"{}",
+        &text[..start],
+        &text[end..]
+    );
+    fs::write(&acenv, patched).expect("write acenv.h");
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    let header = manifest.join("src/aml/acfirmware.h");
+    fs::copy(&header, tree.join("include/platform/acfirmware.h")).expect("platform header");
+    println!("cargo::rerun-if-changed={}", header.display());
+    println!("cargo::rerun-if-changed=build.rs");
+
+    let mut build = cc::Build::new();
+    build
+        .warnings(false)
+        .include(tree.join("include"))
+        .define("ACPI_DEBUG_OUTPUT", None)
+        .opt_level(2)
+        .flag("-fno-stack-protector")
+        .flag("-Wno-format-truncation")
+        // ACPICA brings its own memcpy/memset (utclib.c): the compiler must not turn their
+        // loops back into calls to themselves.
+        .flag("-ffreestanding")
+        .flag("-fno-builtin")
+        .flag("-fno-tree-loop-distribute-patterns");
+    if env::var("TARGET").as_deref() == Ok("x86_64-unknown-none") {
+        for flag in [
+            "-mno-red-zone",
+            "-mgeneral-regs-only",
+            "-mno-sse",
+            "-mno-sse2",
+            "-mno-mmx",
+            "-mno-80387",
+            "-mcmodel=kernel",
+            "-fno-pic",
+            "-fno-pie",
+        ] {
+            build.flag(flag);
+        }
+    }
+    let mut files = Vec::new();
+    for component in fs::read_dir(tree.join("components"))
+        .expect("components")
+        .flatten()
+    {
+        let name = component.file_name();
+        if name == "debugger" || name == "disassembler" {
+            continue;
+        }
+        for file in fs::read_dir(component.path()).expect("component").flatten() {
+            let path = file.path();
+            if path.extension().is_some_and(|e| e == "c") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    build.files(files).compile("acpica");
+}

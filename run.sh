@@ -127,7 +127,8 @@ enable_backports() {
     fi
 }
 
-# ensure_system <need>...: need is one of qemu, ovmf, grub (grub-mkrescue and what it uses).
+# ensure_system <need>...: need is one of qemu, ovmf, grub (grub-mkrescue and what it uses),
+# acpica (iasl and acpixtract: the reference ACPI decoder the firmware tests compare with).
 ensure_system() {
     local need_qemu=0 missing=() need
     for need in "$@"; do
@@ -140,6 +141,10 @@ ensure_system() {
             [[ -d /usr/lib/grub/x86_64-efi ]] || missing+=(grub-efi-amd64-bin)
             command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
             command -v mformat >/dev/null 2>&1 || missing+=(mtools)
+            ;;
+        acpica)
+            { command -v iasl && command -v acpixtract; } >/dev/null 2>&1 ||
+                missing+=(acpica-tools)
             ;;
         *) die "internal: unknown requirement $need" ;;
         esac
@@ -242,7 +247,7 @@ cmd_run() {
 
 cmd_test() {
     ensure_toolchain
-    ensure_system qemu ovmf grub
+    ensure_system qemu ovmf grub acpica
     local failed_steps=()
 
     step "cargo fmt --all -- --check"
@@ -271,6 +276,12 @@ cmd_test() {
         }
         END { printf "%d %d\n", p, f }
     ' "$TEST_LOG")
+
+    # The real-firmware corpus test's per-stage counts (written by firmware/tests/corpus.rs).
+    if [[ -f target/tmp/acpi-corpus.txt ]]; then
+        step "real machines' ACPI tables (firmware/tests/corpus.rs)"
+        cat target/tmp/acpi-corpus.txt
+    fi
 
     local step_name
     for step_name in "${failed_steps[@]}"; do

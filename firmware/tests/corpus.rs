@@ -32,6 +32,26 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Machines probed at once.
 const THREADS: usize = 2;
 
+/// Where the corpus summary is also written, for `./run.sh test` to print after the tests.
+fn summary_file() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("acpi-corpus.txt")
+}
+
+/// Prints a summary line and appends it to [`summary_file`].
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(summary_file())
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }};
+}
+
 fn probe_bin() -> &'static str {
     env!("CARGO_BIN_EXE_acpi-probe")
 }
@@ -582,6 +602,7 @@ fn compare_with_iasl(path: &Path, dir: &Path, json: &Value, o: &mut Outcome) {
 
 #[test]
 fn corpus() {
+    let _ = std::fs::remove_file(summary_file());
     let dir = corpus_dir();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
@@ -590,14 +611,14 @@ fn corpus() {
             .filter(|p| p.to_string_lossy().ends_with(".acpidump.gz"))
             .collect(),
         Err(_) => {
-            println!("corpus: ../shared/acpi-corpus not found: SKIPPED (162 machines not checked)");
+            say!("corpus: ../shared/acpi-corpus not found: SKIPPED (162 machines not checked)");
             return;
         }
     };
     files.sort();
     let iasl = iasl_available();
     if !iasl {
-        println!(
+        say!(
             "corpus: acpica-tools (iasl, acpixtract) not installed: MADT/MCFG/FADT comparison \
              with iasl SKIPPED; exit status, JSON and no-panic checks still run"
         );
@@ -625,7 +646,7 @@ fn corpus() {
         .max_by_key(|o| o.elapsed)
         .map(|o| format!("{} {:.2} s", o.name, o.elapsed.as_secs_f64()))
         .unwrap_or_default();
-    println!(
+    say!(
         "corpus: {n} machines: exit 0 with one JSON object on {} (slowest: {slowest})",
         count(&|o| o.exit_ok)
     );
@@ -637,20 +658,20 @@ fn corpus() {
         }),
     ] {
         if iasl {
-            println!(
+            say!(
                 "corpus: {label} parsed {}, decoded by iasl {}, equal to iasl on {}",
                 count(&|o| get(o).ours),
                 count(&|o| get(o).iasl),
                 count(&|o| get(o).equal),
             );
         } else {
-            println!(
+            say!(
                 "corpus: {label} parsed {} (iasl comparison SKIPPED)",
                 count(&|o| get(o).ours)
             );
         }
     }
-    println!(
+    say!(
         "corpus: AML namespace initialised {}, host bridges found on {}, every host bridge's \
          _PRT routed on {}",
         count(&|o| o.aml_initialised),
@@ -659,7 +680,7 @@ fn corpus() {
     );
     for o in &outcomes {
         for note in &o.notes {
-            println!("corpus: note: {}: {note}", o.name);
+            say!("corpus: note: {}: {note}", o.name);
         }
     }
     let failures: Vec<String> = outcomes

@@ -57,6 +57,8 @@ pub struct LoadOptions {
     /// Budget for loading the tables, for initialising the namespace, and for routing each
     /// host bridge, separately.
     pub budget: Budget,
+    /// Budget for the whole load: no step runs past it, however many host bridges.
+    pub total: Budget,
     /// The MADT's ISA overrides.
     pub overrides: Vec<IsaOverride>,
     /// Seconds one AML `While` loop may run (ACPICA's default is 30).
@@ -67,6 +69,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             budget: Budget { ms: 2000 },
+            total: Budget { ms: 8000 },
             overrides: Vec::new(),
             loop_seconds: 1,
         }
@@ -111,6 +114,7 @@ pub fn load(hw: &'static dyn Hardware, rsdp_phys: u64, options: &LoadOptions) ->
         return report;
     }
     let budget = options.budget;
+    os::set_overall(options.total);
     // SAFETY: ACPICA's first call, made once (`install` refuses a second start).
     let status = timed("subsystem", budget, &mut report, || unsafe {
         ffi::AcpiInitializeSubsystem()

@@ -37,6 +37,8 @@ static HW: Once<&'static dyn Hardware> = Once::new();
 static RSDP: AtomicU64 = AtomicU64::new(0);
 /// Deadline of the current operation, in [`Hardware::now_ns`] time; 0 = none.
 static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
+/// Deadline of the whole load, in [`Hardware::now_ns`] time; 0 = none.
+static OVERALL_NS: AtomicU64 = AtomicU64::new(0);
 /// Set when an operation ran past its deadline.
 static EXPIRED: AtomicBool = AtomicBool::new(false);
 /// Bytes ACPICA holds right now.
@@ -95,10 +97,21 @@ pub fn install(hardware: &'static dyn Hardware, rsdp_phys: u64) -> bool {
 /// Starts an operation under `budget`.
 pub fn begin(budget: Budget) {
     let now = hw().map_or(0, |h| h.now_ns());
+    let overall = OVERALL_NS.load(Ordering::Relaxed);
     let deadline = now
         .saturating_add(budget.ms.saturating_mul(1_000_000))
+        .min(if overall == 0 { u64::MAX } else { overall })
         .max(1);
     DEADLINE_NS.store(deadline, Ordering::Relaxed);
+}
+
+/// Sets a deadline no operation may run past, `total` from now (all of [`super::load`]).
+pub fn set_overall(total: Budget) {
+    let now = hw().map_or(0, |h| h.now_ns());
+    let deadline = now
+        .saturating_add(total.ms.saturating_mul(1_000_000))
+        .max(1);
+    OVERALL_NS.store(deadline, Ordering::Relaxed);
 }
 
 /// Ends an operation: runs deferred work and clears the deadline. Returns whether the

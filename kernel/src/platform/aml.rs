@@ -26,6 +26,7 @@ pub fn load(platform: &Platform) -> &'static AmlReport {
     REPORT.call_once(|| {
         let options = LoadOptions {
             budget: Budget { ms: 2000 },
+            total: Budget { ms: 6000 },
             overrides: platform
                 .overrides
                 .iter()

@@ -284,46 +284,50 @@ impl IrqPlatform for KernelIrq {
 
     fn attach_intx(&self, function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
         let (gsi, trigger) = route_pin(function)?;
-        let mut lines = LINES.lock();
-        if let Some(line) = lines.get_mut(&gsi) {
-            line.attached += 1;
-            let (cpu, vector) = (line.block.cpu(), line.block.first());
-            return Ok(Box::new(Attachment { gsi, cpu, vector }));
-        }
-        let block = vectors::allocate(1).map_err(IrqError::Vectors)?;
-        let (cpu, vector) = (block.cpu(), block.first());
-        let dest = lapic::get().map_or(0, |l| l.id());
-        let routed =
-            dispatch::install(vector, "INTx line", "INTx", Box::new(move || run_line(gsi)))
-                .map_err(|_| IrqError::Platform("INTx vector busy"))
-                .and_then(|()| {
-                    ioapic::route(gsi, vector, dest, trigger)
-                        .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
-                })
-                .and_then(|()| {
-                    ioapic::set_masked(gsi, false)
-                        .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
-                });
-        if let Err(e) = routed {
-            dispatch::uninstall(vector);
-            drop(lines);
-            self.free(block);
-            return Err(e);
-        }
-        log::info!(
-            "pci: {} INTx pin {} -> GSI {gsi} -> vector {vector:#04x}",
-            function.address,
-            function.interrupt_pin
-        );
-        lines.insert(
-            gsi,
-            SharedLine {
-                block,
-                users: BTreeMap::new(),
-                attached: 1,
-            },
-        );
-        Ok(Box::new(Attachment { gsi, cpu, vector }))
+        // The line table is also taken in interrupt context (`run_line`): with interrupts on,
+        // an interrupt arriving while it is held here would spin on it forever.
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            let mut lines = LINES.lock();
+            if let Some(line) = lines.get_mut(&gsi) {
+                line.attached += 1;
+                let (cpu, vector) = (line.block.cpu(), line.block.first());
+                return Ok(Box::new(Attachment { gsi, cpu, vector }) as Box<dyn IntxLine>);
+            }
+            let block = vectors::allocate(1).map_err(IrqError::Vectors)?;
+            let (cpu, vector) = (block.cpu(), block.first());
+            let dest = lapic::get().map_or(0, |l| l.id());
+            let routed =
+                dispatch::install(vector, "INTx line", "INTx", Box::new(move || run_line(gsi)))
+                    .map_err(|_| IrqError::Platform("INTx vector busy"))
+                    .and_then(|()| {
+                        ioapic::route(gsi, vector, dest, trigger)
+                            .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+                    })
+                    .and_then(|()| {
+                        ioapic::set_masked(gsi, false)
+                            .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+                    });
+            if let Err(e) = routed {
+                dispatch::uninstall(vector);
+                drop(lines);
+                self.free(block);
+                return Err(e);
+            }
+            log::info!(
+                "pci: {} INTx pin {} -> GSI {gsi} -> vector {vector:#04x}",
+                function.address,
+                function.interrupt_pin
+            );
+            lines.insert(
+                gsi,
+                SharedLine {
+                    block,
+                    users: BTreeMap::new(),
+                    attached: 1,
+                },
+            );
+            Ok(Box::new(Attachment { gsi, cpu, vector }) as Box<dyn IntxLine>)
+        })
     }
 
     fn release_function(&self, address: Address) {

@@ -71,10 +71,12 @@ fn msix_is_preferred_and_entries_stay_masked_until_a_handler_listens() {
     assert_eq!(platform.released(), vec![ADDRESS]);
     let control = (space.lock().peek(ADDRESS, 0x60).unwrap() >> 16) as u16;
     assert_eq!(control & 0xc000, 0, "MSI-X still enabled");
-    assert_eq!(
+    // A released function is left unable to assert INTx: it has no handler, and its line may
+    // be shared with other owners.
+    assert_ne!(
         space.lock().peek(ADDRESS, 0x04).unwrap() & (1 << 10),
         0,
-        "INTx-disable not restored"
+        "INTx re-armed by the release"
     );
 }
 

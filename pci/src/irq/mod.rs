@@ -12,7 +12,7 @@
 //!   the vectors, so the vectors cannot be dropped while a handler is installed.
 //! - Dropping [`IrqVectors`] is the only way to release them, and it does everything in
 //!   order: uninstall what it still owns, mask every entry, read back to flush posted
-//!   writes, check the pending bits, disable MSI/MSI-X, restore INTx-disable, return the
+//!   writes, check the pending bits, disable MSI/MSI-X, leave INTx disabled, return the
 //!   vectors to the allocator. There is no free function.
 //! - Handlers are `'static` and owned by the platform's dispatch table, so leaking a
 //!   `Registration` or the `IrqVectors` with `mem::forget` leaks them, and nothing worse: a

@@ -59,7 +59,8 @@ impl Slot {
 /// `Drop` releases everything, in order: handlers still registered through leaked
 /// [`Registration`]s are left in place and their vectors are masked and never handed out
 /// again; every entry is masked and read back; pending bits are checked and reported;
-/// MSI / MSI-X is disabled, the INTx-disable and Bus Master bits restored; the vectors go back to the
+/// MSI / MSI-X is disabled, INTx left disabled (a function without an owner must not assert a
+/// line that other owners' handlers share) and Bus Master restored; the vectors go back to the
 /// allocator; then the function handle is released. A leaked `IrqVectors` keeps its vectors,
 /// handlers and function forever, and nothing worse.
 ///
@@ -115,8 +116,6 @@ pub struct IrqVectors {
     backend: Option<Backend>,
     kind: IrqKind,
     count: usize,
-    /// Interrupt Disable as it was before allocation.
-    intx_disabled_before: bool,
     /// Bus Master Enable as it was before allocation (MSI and MSI-X turn it on).
     bus_master_before: bool,
     slots: Mutex<Vec<Slot>>,
@@ -187,7 +186,6 @@ impl IrqVectors {
         max: usize,
     ) -> Result<IrqVectors, (PciFunction, IrqError)> {
         let command = function.config_read16(intx::COMMAND);
-        let intx_disabled_before = command & intx::INTERRUPT_DISABLE != 0;
         let bus_master_before = command & intx::BUS_MASTER != 0;
         let built = match kind {
             IrqKind::Msix => setup_msix(&function, min, max),
@@ -210,7 +208,6 @@ impl IrqVectors {
                     backend: Some(backend),
                     kind,
                     count,
-                    intx_disabled_before,
                     bus_master_before,
                     slots: Mutex::new(alloc::vec![Slot::Free; count]),
                 })
@@ -512,11 +509,10 @@ impl IrqVectors {
             }
         }
         let command = self.func().config_read16(intx::COMMAND);
-        let mut restored = if self.intx_disabled_before {
-            command | intx::INTERRUPT_DISABLE
-        } else {
-            command & !intx::INTERRUPT_DISABLE
-        };
+        // INTx stays disabled: the function has no handler now, and an INTx line is shared;
+        // re-arming it here would let this device assert a line other owners still listen on
+        // (the next owner enables INTx when it installs a handler).
+        let mut restored = command | intx::INTERRUPT_DISABLE;
         if !self.bus_master_before {
             restored &= !intx::BUS_MASTER;
         }

@@ -211,10 +211,17 @@ impl Hardware for SimMachine {
         if len > MAX_MAP {
             return None;
         }
-        let mut buf = alloc::vec![0u8; len.max(1)].into_boxed_slice();
-        self.read(phys, &mut buf);
-        let p = NonNull::new(buf.as_mut_ptr())?;
-        self.maps.lock().insert(p.as_ptr() as usize, (phys, buf));
+        // Like a page-table mapping, the copy covers whole pages around the range, plus the
+        // page after it (whose contents are simulated memory too): a parser that reads a few
+        // bytes past a malformed table sees what a real machine would, not the host's heap.
+        let start = phys & !(PAGE - 1);
+        let head = (phys - start) as usize;
+        let span = (head + len.max(1)).next_multiple_of(PAGE as usize) + PAGE as usize;
+        let mut buf = alloc::vec![0u8; span].into_boxed_slice();
+        self.read(start, &mut buf);
+        // SAFETY: `head` < PAGE <= span, inside the allocation.
+        let p = NonNull::new(unsafe { buf.as_mut_ptr().add(head) })?;
+        self.maps.lock().insert(p.as_ptr() as usize, (start, buf));
         Some(p)
     }
 

@@ -255,8 +255,22 @@ fn class_of(total: usize) -> Option<usize> {
     CLASSES.iter().position(|c| total <= *c)
 }
 
+/// Largest single allocation granted. No well-formed firmware needs more (tables are mapped,
+/// not copied); a malformed `Buffer (0xFFFF0004)` must fail, not zero 4 GiB byte by byte.
+const MAX_ALLOCATION: usize = 16 << 20;
+/// Most memory ACPICA may hold at once.
+const MAX_LIVE: u64 = 256 << 20;
+
 fn allocate(size: usize) -> Option<NonNull<u8>> {
     if past_deadline() {
+        return None;
+    }
+    if size > MAX_ALLOCATION
+        || LIVE_BYTES
+            .load(Ordering::Relaxed)
+            .saturating_add(size as u64)
+            > MAX_LIVE
+    {
         return None;
     }
     let total = size.checked_add(HEADER)?;

@@ -73,7 +73,8 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     interrupts::init(platform, options.prefer_xapic);
     let config = pcie::init(platform.map_or(&[][..], |p| &p.ecam));
     let mut roots = platform
-        .map(|p| platform::aml::roots(platform::aml::load(p)))
+        .and_then(platform::aml::load)
+        .map(platform::aml::roots)
         .unwrap_or_default();
     if roots.is_empty() {
         roots = platform::fallback_roots(&config.ecam_regions());

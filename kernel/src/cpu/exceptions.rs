@@ -257,6 +257,15 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
         .copied()
         .unwrap_or("unknown");
     let cr2 = Cr2::read_raw();
+    // Inside a recovery point (ACPICA running firmware's AML): abandon that code, not the
+    // machine. The report follows in the log of whoever set the recovery point.
+    let (vector, rip) = (frame.vector, frame.rip);
+    if super::recover::on_exception(frame, cr2) {
+        crate::serial::write_fmt_emergency(format_args!(
+            "CONTAINED exception {name} (vector {vector}) at RIP=0x{rip:x} CR2=0x{cr2:x}: the guarded code is abandoned\n",
+        ));
+        return;
+    }
     crate::serial::write_fmt_emergency(format_args!(
         "EXCEPTION {name} (vector {vector}) error=0x{err:x} RIP=0x{rip:016x} CR2=0x{cr2:x}\n\
          \x20 CS=0x{cs:x} RFLAGS=0x{rflags:x} RSP=0x{rsp:016x} SS=0x{ss:x}\n\

@@ -3,3 +3,4 @@
 
 pub mod exceptions;
 pub mod gdt;
+pub mod recover;

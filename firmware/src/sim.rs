@@ -26,6 +26,7 @@ use spin::Mutex;
 
 use crate::aml::{self, AmlReport, IsaOverride, LoadOptions};
 use crate::hw::{Hardware, PciLocation, PhysRead};
+use crate::tables::build;
 
 const PAGE: u64 = 4096;
 /// Where the RSDP goes (inside the BIOS area, as on a PC).
@@ -141,15 +142,12 @@ impl SimMachine {
             put32(&mut fadt, 40, dsdt.unwrap_or(0));
             put64(&mut fadt, 132, facs.unwrap_or(0));
             put64(&mut fadt, 140, dsdt.unwrap_or(0));
-            fix_checksum(&mut fadt);
+            build::fix_checksum(&mut fadt, 9);
             self.write(at, &fadt);
         }
         // XSDT (ACPI 6.5 §5.2.8).
-        let mut xsdt = header(b"XSDT", 36 + 8 * listed.len());
-        for at in &listed {
-            xsdt.extend_from_slice(&at.to_le_bytes());
-        }
-        fix_checksum(&mut xsdt);
+        let entries: Vec<u8> = listed.iter().flat_map(|at| at.to_le_bytes()).collect();
+        let xsdt = build::table(b"XSDT", 1, &entries)?;
         self.write(TABLES_AT, &xsdt);
         // RSDP revision 2 (ACPI 6.5 §5.2.5.3).
         let mut rsdp = Vec::with_capacity(36);
@@ -174,29 +172,6 @@ impl Default for SimMachine {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn header(signature: &[u8; 4], length: usize) -> Vec<u8> {
-    let mut h = Vec::with_capacity(length);
-    h.extend_from_slice(signature);
-    h.extend_from_slice(&(length as u32).to_le_bytes());
-    h.push(1); // revision
-    h.push(0); // checksum, fixed later
-    h.extend_from_slice(b"RUSTOS");
-    h.extend_from_slice(b"SIMTABLE");
-    h.extend_from_slice(&1u32.to_le_bytes());
-    h.extend_from_slice(b"RUST");
-    h.extend_from_slice(&1u32.to_le_bytes());
-    h
-}
-
-fn fix_checksum(table: &mut [u8]) {
-    if table.len() < 10 {
-        return;
-    }
-    table[9] = 0;
-    let sum = table.iter().fold(0u8, |s, b| s.wrapping_add(*b));
-    table[9] = 0u8.wrapping_sub(sum);
 }
 
 impl PhysRead for SimMachine {

@@ -24,21 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
-    let length = 36 + body.len();
-    let mut t = Vec::with_capacity(length);
-    t.extend_from_slice(signature);
-    t.extend_from_slice(&(length as u32).to_le_bytes());
-    t.push(revision);
-    t.push(0);
-    t.extend_from_slice(b"RUSTOS");
-    t.extend_from_slice(b"AMLTEST ");
-    t.extend_from_slice(&1u32.to_le_bytes());
-    t.extend_from_slice(b"RUST");
-    t.extend_from_slice(&1u32.to_le_bytes());
-    t.extend_from_slice(body);
-    let sum = t.iter().fold(0u8, |s, b| s.wrapping_add(*b));
-    t[9] = 0u8.wrapping_sub(sum);
-    t
+    firmware::tables::build::table(signature, revision, body).expect("small table")
 }
 
 /// An ACPI 1.0 FADT (116 bytes; the simulated machine fills in FACS and DSDT).

@@ -12,6 +12,7 @@
 //!   the DSDT and FACS the FADT points at.
 //! - [`fadt`], [`madt`], [`mcfg`], [`hpet`]: the tables the kernel needs.
 
+pub mod build;
 pub(crate) mod bytes;
 pub mod fadt;
 pub mod hpet;

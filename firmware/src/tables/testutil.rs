@@ -8,28 +8,10 @@ use crate::hw::PhysRead;
 
 /// A table: `signature`, `revision`, then `body` after the 36-byte header, checksum fixed.
 pub(crate) fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(signature);
-    let len = u32::try_from(36 + body.len()).expect("test table fits");
-    t.extend_from_slice(&len.to_le_bytes());
-    t.push(revision);
-    t.push(0); // checksum, fixed below
-    t.extend_from_slice(b"OEMID ");
-    t.extend_from_slice(b"TABLEID ");
-    t.extend_from_slice(&1u32.to_le_bytes());
-    t.extend_from_slice(b"TEST");
-    t.extend_from_slice(&1u32.to_le_bytes());
-    t.extend_from_slice(body);
-    fix_checksum(&mut t, 9);
-    t
+    super::build::table(signature, revision, body).expect("test table fits")
 }
 
-/// Sets byte `at` so that the whole of `t` sums to zero.
-pub(crate) fn fix_checksum(t: &mut [u8], at: usize) {
-    t[at] = 0;
-    let s = t.iter().fold(0u8, |a, b| a.wrapping_add(*b));
-    t[at] = 0u8.wrapping_sub(s);
-}
+pub(crate) use super::build::fix_checksum;
 
 /// Physical memory made of byte ranges placed at addresses; anything else is unreadable.
 #[derive(Default)]

@@ -68,15 +68,7 @@ fn probe(dump: &Dump) -> Value {
     let madt = table(b"APIC").map(Madt::parse);
     let mcfg = table(b"MCFG").map(Mcfg::parse);
     let overrides: Vec<IsaOverride> = match &madt {
-        Some(Ok(m)) => m
-            .overrides
-            .iter()
-            .filter(|o| o.bus == 0)
-            .map(|o| IsaOverride {
-                source: o.source,
-                gsi: o.gsi,
-            })
-            .collect(),
+        Some(Ok(m)) => m.isa_overrides(),
         _ => Vec::new(),
     };
     let report = aml_report(&dump.tables, &overrides);

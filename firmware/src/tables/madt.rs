@@ -359,6 +359,19 @@ impl Madt {
     pub fn enabled_cpus(&self) -> usize {
         self.cpus.iter().filter(|c| c.enabled).count()
     }
+
+    /// The ISA interrupt source overrides (bus 0), as the AML layer applies them to link
+    /// devices' `IRQ()` numbers.
+    pub fn isa_overrides(&self) -> Vec<crate::aml::IsaOverride> {
+        self.overrides
+            .iter()
+            .filter(|o| o.bus == 0)
+            .map(|o| crate::aml::IsaOverride {
+                source: o.source,
+                gsi: o.gsi,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

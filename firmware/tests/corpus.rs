@@ -277,6 +277,16 @@ fn dsl_hex(value: &str) -> Option<u64> {
     u64::from_str_radix(value.split_whitespace().next()?, 16).ok()
 }
 
+/// The `name : value` lines of an iasl listing whose value is a number, up to the raw dump.
+fn dsl_numbers(text: &str) -> impl Iterator<Item = (&str, u64)> {
+    text.lines()
+        .take_while(|line| !line.starts_with("Raw Table Data"))
+        .filter_map(|line| {
+            let (name, value) = dsl_field(line)?;
+            Some((name, dsl_hex(value)?))
+        })
+}
+
 /// Named numeric fields of an iasl table or subtable.
 type Fields = HashMap<String, u64>;
 
@@ -284,16 +294,7 @@ type Fields = HashMap<String, u64>;
 fn dsl_subtables(text: &str) -> (Fields, Vec<(u64, Fields)>) {
     let mut top = Fields::new();
     let mut subs: Vec<(u64, Fields)> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("Raw Table Data") {
-            break;
-        }
-        let Some((name, value)) = dsl_field(line) else {
-            continue;
-        };
-        let Some(v) = dsl_hex(value) else {
-            continue;
-        };
+    for (name, v) in dsl_numbers(text) {
         if name == "Subtable Type" {
             subs.push((v, HashMap::new()));
         } else if let Some((_, fields)) = subs.last_mut() {
@@ -387,16 +388,7 @@ fn fadt_from_dsl(text: &str) -> Option<FadtFacts> {
     let mut facs = Vec::new();
     let mut f = FadtFacts::default();
     let mut seen = 0;
-    for line in text.lines() {
-        if line.starts_with("Raw Table Data") {
-            break;
-        }
-        let Some((name, value)) = dsl_field(line) else {
-            continue;
-        };
-        let Some(v) = dsl_hex(value) else {
-            continue;
-        };
+    for (name, v) in dsl_numbers(text) {
         match name {
             "DSDT Address" => dsdt.push(v),
             "FACS Address" => facs.push(v),

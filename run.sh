@@ -3,9 +3,10 @@
 #
 #   ./run.sh [-- <kernel args>]   build the kernel and boot it in QEMU (q35, 512 MiB) with the
 #                                 serial port on this terminal; the args become -append
-#   ./run.sh test                 cargo fmt --check, clippy (host crates and kernel), then
-#                                 cargo test for the host crates (including the QEMU scenarios
-#                                 in qemu-tests); the last line is "N passed, M failed"
+#   ./run.sh test                 cargo fmt --check, clippy (host crates and kernel), the tests
+#                                 of pci and boot under Miri, then cargo test for the host
+#                                 crates (including the QEMU scenarios in qemu-tests); the last
+#                                 line is "N passed, M failed"
 #   ./run.sh iso [-- <args>]      write target/kernel.iso, a hybrid BIOS/UEFI GRUB image
 #   ./run.sh bench                boot-time benchmark (PVH on q35, time to `kernel ready`)
 #
@@ -48,7 +49,8 @@ toolchain_complete() {
     [[ -d $sysroot/lib/rustlib/$KERNEL_TARGET/lib ]] &&
         [[ -d $sysroot/lib/rustlib/src/rust/library ]] &&
         [[ -x $sysroot/bin/cargo-clippy ]] &&
-        [[ -x $sysroot/bin/rustfmt ]]
+        [[ -x $sysroot/bin/rustfmt ]] &&
+        cargo miri --version >/dev/null 2>&1
 }
 
 ensure_toolchain() {
@@ -56,7 +58,7 @@ ensure_toolchain() {
     if ! command -v rustup >/dev/null 2>&1; then
         die "the Rust toolchain pinned in rust-toolchain.toml is not usable here and rustup is" \
             "not installed. Install rustup (https://rustup.rs), then run ./run.sh again: it" \
-            "installs the toolchain, the $KERNEL_TARGET target, rust-src, clippy and rustfmt."
+            "installs the toolchain, the $KERNEL_TARGET target, rust-src, clippy, rustfmt and miri."
     fi
     # RUSTUP_AUTO_INSTALL=0 may be set, so install explicitly. Without a toolchain argument
     # rustup installs the one named in rust-toolchain.toml, with its targets and components.
@@ -64,7 +66,7 @@ ensure_toolchain() {
     step "installing the Rust toolchain from rust-toolchain.toml (rustup toolchain install)"
     rustup toolchain install --no-self-update
     toolchain_complete || die "rustup toolchain install did not produce a complete toolchain" \
-        "(need rustc, the $KERNEL_TARGET target, rust-src, clippy, rustfmt)"
+        "(need rustc, the $KERNEL_TARGET target, rust-src, clippy, rustfmt, miri)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +259,11 @@ cmd_test() {
     step "cargo clippy -p kernel --target $KERNEL_TARGET -- -D warnings"
     cargo clippy -p kernel --target "$KERNEL_TARGET" -- -D warnings ||
         failed_steps+=("clippy (kernel)")
+    # The host crates' tests under Miri (undefined behaviour, leaks). The first run builds
+    # Miri's sysroot (cargo miri setup, on demand); heavy tests run smaller or not at all
+    # under cfg(miri) and in full in cargo test below.
+    step "cargo miri test -p pci -p boot"
+    cargo miri test --no-fail-fast -p pci -p boot || failed_steps+=("miri (pci, boot)")
     # Built here so that progress is visible; the QEMU tests reuse it (same target dir).
     build_kernel || failed_steps+=("kernel build")
 

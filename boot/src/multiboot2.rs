@@ -640,6 +640,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "hundreds of entries through a quadratic sweep: minutes under Miri"
+    )]
     fn entries_beyond_limits() {
         let many: Vec<(u64, u64, u32)> = (0..150u64).map(|i| (i * 0x2000, 0x1000, 1)).collect();
         let info = parse_blob(&Mbi::new().mmap(&many, 24).finish()).unwrap();

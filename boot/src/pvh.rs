@@ -482,6 +482,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "hundreds of entries through a quadratic sweep: minutes under Miri"
+    )]
     fn entries_beyond_max_regions() {
         let mut b = Blobs::qemu("");
         let raw: Vec<(u64, u64, u32)> = (0..300u64)

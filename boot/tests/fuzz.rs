@@ -11,6 +11,18 @@ use boot::{
 };
 use testutil::{Mbi, Rng, e820, put32, rsdp, set32, set64, start_info};
 
+/// Rounds of a random test: `native` normally; under Miri, which interprets every step, one
+/// in 2000 of them (too few for the success-rate checks, which only run natively).
+const fn rounds(native: usize) -> usize {
+    if cfg!(miri) { native / 2000 } else { native }
+}
+
+/// Every value of `range` normally; under Miri every 32nd and the last.
+fn sample(range: std::ops::Range<usize>) -> impl Iterator<Item = usize> {
+    let last = range.end.saturating_sub(1);
+    range.filter(move |&v| !cfg!(miri) || v % 32 == 0 || v == last)
+}
+
 /// The invariants every parsed `BootInfo` keeps, whatever the input.
 fn check(info: &BootInfo, mem: &impl PhysMemory) {
     let map = info.memory_map();
@@ -93,7 +105,7 @@ fn valid_mbis() -> Vec<Vec<u8>> {
 #[test]
 fn multiboot2_random_bytes() {
     let mut rng = Rng(0x0123_4567_89ab_cdef);
-    for _ in 0..20_000 {
+    for _ in 0..rounds(20_000) {
         let len = rng.below(300) as usize;
         let mut blob: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         // Make total_size plausible most of the time, so the tag walk is exercised.
@@ -115,7 +127,7 @@ fn multiboot2_random_tags() {
     let types = [0, 1, 2, 6, 8, 14, 15, 17, 3, 21, 0xffff_ffff];
     let mut rng = Rng(0xdead_beef_cafe_f00d);
     let mut accepted = 0usize;
-    for _ in 0..20_000 {
+    for _ in 0..rounds(20_000) {
         let mut mbi = Mbi::new();
         for _ in 0..rng.below(6) {
             let tag_type = types[rng.below(types.len() as u64) as usize];
@@ -141,13 +153,13 @@ fn multiboot2_random_tags() {
         accepted += usize::from(mb2(&blob, MBI));
     }
     // The generator must reach the success path often enough to mean something.
-    assert!(accepted > 500, "only {accepted} accepted");
+    assert!(cfg!(miri) || accepted > 500, "only {accepted} accepted");
 }
 
 #[test]
 fn multiboot2_truncations() {
     for blob in valid_mbis() {
-        for cut in 0..=blob.len() {
+        for cut in sample(0..blob.len() + 1) {
             // The blob cut short, total_size unchanged (unreadable)...
             assert_eq!(mb2(&blob[..cut], MBI), cut == blob.len());
             // ... and total_size cut to match (a walk that runs out mid-tag).
@@ -165,7 +177,7 @@ fn multiboot2_corruptions() {
     let mut rng = Rng(0x5151_5151_7777_9999);
     let mut accepted = 0usize;
     for blob in valid_mbis() {
-        for _ in 0..10_000 {
+        for _ in 0..rounds(10_000) {
             let mut bad = blob.clone();
             for _ in 0..1 + rng.below(4) {
                 let i = rng.below(bad.len() as u64) as usize;
@@ -178,7 +190,7 @@ fn multiboot2_corruptions() {
             accepted += usize::from(mb2(&bad, MBI));
         }
     }
-    assert!(accepted > 1000, "only {accepted} accepted");
+    assert!(cfg!(miri) || accepted > 1000, "only {accepted} accepted");
 }
 
 const SI: u64 = 0x5a8;
@@ -271,7 +283,7 @@ fn pvh_random_fields() {
     ];
     let mut rng = Rng(0x1357_9bdf_2468_ace0);
     let mut accepted = 0usize;
-    for _ in 0..20_000 {
+    for _ in 0..rounds(20_000) {
         let mut p = Pvh::valid(if rng.below(2) == 0 { 0 } else { 2 });
         if rng.below(4) != 0 {
             set32(&mut p.si, 4, rng.below(3) as u32);
@@ -315,7 +327,7 @@ fn pvh_random_fields() {
         }
         accepted += usize::from(p.run());
     }
-    assert!(accepted > 1000, "only {accepted} accepted");
+    assert!(cfg!(miri) || accepted > 1000, "only {accepted} accepted");
 }
 
 #[test]
@@ -324,13 +336,13 @@ fn pvh_truncations_and_corruptions() {
     for rev in [0, 2] {
         for which in 0..4 {
             let len = Pvh::valid(rev).blobs_mut()[which].len();
-            for cut in 0..len {
+            for cut in sample(0..len) {
                 let mut p = Pvh::valid(rev);
                 p.blobs_mut()[which].truncate(cut);
                 assert!(!p.run(), "blob {which} cut at {cut} was accepted");
             }
         }
-        for _ in 0..10_000 {
+        for _ in 0..rounds(10_000) {
             let mut p = Pvh::valid(rev);
             let which = rng.below(4) as usize;
             let blob = &mut p.blobs_mut()[which];
@@ -344,7 +356,7 @@ fn pvh_truncations_and_corruptions() {
 #[test]
 fn pvh_random_bytes() {
     let mut rng = Rng(0x7777_0000_1111_2222);
-    for _ in 0..5_000 {
+    for _ in 0..rounds(5_000) {
         let mut si: Vec<u8> = (0..rng.below(80)).map(|_| rng.next() as u8).collect();
         if si.len() >= 4 {
             set32(&mut si, 0, pvh::MAGIC);

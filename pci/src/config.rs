@@ -4,8 +4,8 @@
 //! The kernel supplies the real mechanism (ECAM MMIO, PCIe Base 6.0 §7.2.2, or the legacy
 //! 0xCF8/0xCFC ports, PCI Local Bus 3.0 §3.2.2.3.2). It promises once, in the `unsafe`
 //! [`ConfigSpace::new`], which functions and offsets are sound to touch; every access after
-//! that is safe and checked here: dword-aligned, and below the size of the function's
-//! configuration space (4096 bytes behind an ECAM root, 256 behind a port-I/O root).
+//! that is safe and checked here (by [`crate::range`]): naturally aligned, and inside the
+//! function's configuration space (4096 bytes behind an ECAM root, 256 behind a port-I/O root).
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -14,6 +14,7 @@ use pci_types::ConfigRegionAccess;
 
 use crate::address::Address;
 use crate::enumerate::Root;
+use crate::range;
 
 /// Size of a conventional (PCI 3.0) configuration space, the most port I/O can reach.
 pub const LEGACY_SIZE: u16 = 256;
@@ -135,13 +136,11 @@ impl<'a, A: ConfigRegionAccess> ConfigSpace<'a, A> {
     }
 
     fn check(&self, address: Address, offset: u16, width: u8) -> Result<(), ConfigError> {
-        if !offset.is_multiple_of(u16::from(width)) {
-            return Err(ConfigError::Misaligned { offset, width });
-        }
+        range::aligned(u64::from(offset), u64::from(width))
+            .map_err(|_| ConfigError::Misaligned { offset, width })?;
         let limit = self.limit(address)?;
-        if u32::from(offset) + u32::from(width) > u32::from(limit) {
-            return Err(ConfigError::OutOfRange { offset, limit });
-        }
+        range::checked_range(u64::from(offset), u64::from(width), u64::from(limit))
+            .map_err(|_| ConfigError::OutOfRange { offset, limit })?;
         Ok(())
     }
 

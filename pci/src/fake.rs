@@ -351,6 +351,11 @@ impl FakeConfigSpace {
         self.state.borrow_mut().functions.insert(address, function);
     }
 
+    /// How many functions were added (and not taken away), vanished ones included.
+    pub fn function_count(&self) -> usize {
+        self.state.borrow().functions.len()
+    }
+
     /// Takes a function away (it then reads all ones).
     pub fn remove(&self, address: Address) {
         self.state.borrow_mut().functions.remove(&address);
@@ -383,7 +388,7 @@ impl FakeConfigSpace {
     }
 
     fn check_offset(state: &mut State, address: Address, offset: u16, what: &str) -> bool {
-        if !offset.is_multiple_of(4) || offset >= 4096 {
+        if crate::range::checked_access(u64::from(offset), 4, 4096).is_err() {
             state
                 .violations
                 .push(format!("{what} {address} at bad offset {offset:#x}"));

@@ -21,6 +21,10 @@
 //! [`irq`] hands drivers their interrupt vectors as owned values: MSI-X, MSI or INTx,
 //! released only by dropping them, with handlers that borrow them.
 //!
+//! [`range`] is the one bounds check (offset, size, length; never wraps) behind every
+//! access through an offset: configuration space, BAR windows, DMA buffers, and the kernel's
+//! MMIO mappings and DMA memory.
+//!
 //! [`vectors`] allocates interrupt vectors (per-CPU bitmaps, least-loaded spreading, aligned
 //! blocks for multi-message MSI) as owned [`vectors::Block`]s that freeing consumes.
 #![cfg_attr(not(test), no_std)]
@@ -39,6 +43,7 @@ pub mod fake;
 pub mod ids;
 pub mod irq;
 pub mod lspci;
+pub mod range;
 pub mod vectors;
 pub mod window;
 

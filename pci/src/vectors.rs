@@ -1024,7 +1024,9 @@ mod tests {
         let mut a = standard(8);
         let start = a.snapshot();
         let mut long_lived = Vec::new();
-        for cycle in 0..1000u32 {
+        // Miri interprets every step: enough cycles there to keep a block across some (60), the
+        // thousand natively.
+        for cycle in 0..if cfg!(miri) { 60 } else { 1000u32 } {
             let mut live = Vec::new();
             for count in [1u8, 32, 2, 1, 8, 4, 16, 1] {
                 live.push(a.allocate(count, Policy::LeastLoaded).unwrap());
@@ -1136,8 +1138,10 @@ mod tests {
     }
 
     proptest! {
+        // Miri interprets every case (each operation checks all 256 vectors against the
+        // model): a few short ones there, many long ones natively.
         #![proptest_config(ProptestConfig {
-            cases: 300,
+            cases: if cfg!(miri) { 3 } else { 300 },
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
@@ -1150,7 +1154,7 @@ mod tests {
             reserved in prop::collection::vec(any::<u8>(), 0..6),
             ops in prop::collection::vec(
                 (0u8..10, 0u32..6, prop::option::of(0u32..7), any::<usize>()),
-                0..250,
+                0..if cfg!(miri) { 6 } else { 250 },
             ),
         ) {
             let end = start.saturating_add(len - 1);

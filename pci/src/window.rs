@@ -4,7 +4,8 @@
 //! A driver gets its registers with [`PciFunction::map_bar`]: the range must lie inside a
 //! memory BAR and must not overlap the function's MSI-X table or PBA, which belong to
 //! [`IrqVectors`](crate::irq::IrqVectors) alone (a driver writing an MSI-X entry could
-//! redirect interrupts behind the ownership model's back). Accesses are bounds-checked.
+//! redirect interrupts behind the ownership model's back). Accesses are bounds-checked by
+//! [`checked_access`] (naturally aligned, inside, never wrapping); out of bounds panics.
 //!
 //! Who owns what: a [`BarWindow`] owns its mapping (unmapped on `Drop`; a leak costs virtual
 //! address space). A [`DmaBuffer`] owns physically contiguous memory (freed on `Drop`; the
@@ -12,9 +13,11 @@
 
 use alloc::boxed::Box;
 use core::fmt;
+use core::ops::Range;
 
 use crate::BarKind;
 use crate::irq::{IrqError, PciFunction, RegisterWindow};
+use crate::range::{checked_access, checked_range};
 
 /// Why a window could not be made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,12 +82,15 @@ impl fmt::Debug for BarWindow {
 }
 
 impl BarWindow {
-    fn check(&self, offset: u64, size: u64) {
-        assert!(
-            offset.is_multiple_of(size) && offset + size <= self.len,
-            "register access of {size} bytes at {offset:#x} outside a {:#x}-byte window",
-            self.len
-        );
+    /// The bytes of an access, or a panic naming it.
+    fn check(&self, offset: u64, size: u64) -> Range<u64> {
+        match checked_access(offset, size, self.len) {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "register access of {size} bytes at {offset:#x} outside a {:#x}-byte window: {e}",
+                self.len
+            ),
+        }
     }
 
     /// Length in bytes.
@@ -111,15 +117,15 @@ impl BarWindow {
 
     /// Writes a qword as two dwords, low first (as NVMe and virtio allow).
     pub fn write64(&self, offset: u64, value: u64) {
-        self.check(offset, 8);
-        self.window.write32(offset, value as u32);
-        self.window.write32(offset + 4, (value >> 32) as u32);
+        let r = self.check(offset, 8);
+        self.window.write32(r.start, value as u32);
+        self.window.write32(r.end - 4, (value >> 32) as u32);
     }
 
     /// Reads a qword as two dwords, low first.
     pub fn read64(&self, offset: u64) -> u64 {
-        self.check(offset, 8);
-        u64::from(self.window.read32(offset)) | u64::from(self.window.read32(offset + 4)) << 32
+        let r = self.check(offset, 8);
+        u64::from(self.window.read32(r.start)) | u64::from(self.window.read32(r.end - 4)) << 32
     }
 }
 
@@ -134,13 +140,22 @@ impl PciFunction {
             .flatten()
             .filter(|b| b.kind != BarKind::Io)
             .ok_or(WindowError::NoMemoryBar(bar))?;
-        let end = offset.checked_add(len).filter(|e| *e <= b.size && len > 0);
-        let end = end.ok_or(WindowError::OutsideBar {
+        let outside = WindowError::OutsideBar {
             bar,
             offset,
             len,
             size: b.size,
-        })?;
+        };
+        let end = match checked_range(offset, len, b.size) {
+            Ok(r) if len > 0 => r.end,
+            _ => return Err(outside),
+        };
+        // A BAR's address is not masked to its size, so a malformed one can sit so close to
+        // the top that the window's end wraps.
+        if b.address.checked_add(end).is_none() {
+            return Err(outside);
+        }
+        let phys = b.address + offset;
         if let Some(m) = info.msix {
             let table = (
                 u64::from(m.table_offset),
@@ -156,7 +171,7 @@ impl PciFunction {
         }
         let window = self
             .platform()
-            .map(b.address + offset, len)
+            .map(phys, len)
             .map_err(WindowError::Platform)?;
         Ok(BarWindow { window, len })
     }
@@ -217,12 +232,15 @@ impl DmaBuffer {
         self.region.len() == 0
     }
 
-    fn check(&self, offset: u64, size: u64) {
-        assert!(
-            offset.is_multiple_of(size) && offset + size <= self.len(),
-            "DMA access of {size} bytes at {offset:#x} outside {:#x} bytes",
-            self.len()
-        );
+    /// The bytes of an access, or a panic naming it.
+    fn check(&self, offset: u64, size: u64) -> Range<u64> {
+        match checked_access(offset, size, self.len()) {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "DMA access of {size} bytes at {offset:#x} outside {:#x} bytes: {e}",
+                self.len()
+            ),
+        }
     }
 
     /// Reads a byte.
@@ -251,8 +269,8 @@ impl DmaBuffer {
 
     /// Writes a qword (two dwords, low first).
     pub fn write64(&self, offset: u64, value: u64) {
-        self.check(offset, 8);
-        self.region.write32(offset, value as u32);
-        self.region.write32(offset + 4, (value >> 32) as u32);
+        let r = self.check(offset, 8);
+        self.region.write32(r.start, value as u32);
+        self.region.write32(r.end - 4, (value >> 32) as u32);
     }
 }

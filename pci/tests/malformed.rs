@@ -661,7 +661,9 @@ fn vanishing_at_any_point_never_panics_or_hangs() {
     let (full, _) = with_function(rich(), ECAM_ROOT);
     let complete = full.function(a(0, 5, 0)).unwrap().clone();
     let mut vanished = 0;
-    for n in 0..80 {
+    // Every point natively; every 4th under Miri, which takes seconds per scan.
+    let step = if cfg!(miri) { 4 } else { 1 };
+    for n in (0..80).step_by(step) {
         let fake = FakeConfigSpace::new();
         fake.add(a(0, 5, 0), rich().vanish_after_reads(n));
         let t = scan(&fake, &[ECAM_ROOT]);
@@ -683,7 +685,7 @@ fn vanishing_at_any_point_never_panics_or_hangs() {
         }
     }
     assert!(
-        vanished > 20,
+        vanished * step > 20,
         "the function vanished at {vanished} different points"
     );
 }

@@ -405,7 +405,8 @@ impl Transport {
     /// Reads a dword of the device-specific configuration at `offset`.
     pub fn device_read32(&self, offset: u32) -> Option<u32> {
         let d = self.device.as_ref()?;
-        (u64::from(offset) + 4 <= d.len()).then(|| d.read32(u64::from(offset)))
+        let inside = pci::range::checked_range(u64::from(offset), 4, d.len()).is_ok();
+        inside.then(|| d.read32(u64::from(offset)))
     }
 
     /// Reads a byte of the device-specific configuration at `offset` (through the window).
@@ -632,8 +633,8 @@ impl Virtqueue {
             ));
         }
         for s in chain {
-            let end = s.offset.checked_add(u64::from(s.len));
-            if s.len == 0 || end.is_none_or(|e| e > self.buffers.len()) {
+            let inside = pci::range::checked_range(s.offset, u64::from(s.len), self.buffers.len());
+            if s.len == 0 || inside.is_err() {
                 return Err(format!(
                     "queue {}: segment {:#x}+{:#x} outside its {:#x}-byte buffer",
                     self.index,

@@ -2,7 +2,8 @@
 //!
 //! The kernel identity-maps RAM, so a buffer's physical address (what the device is given)
 //! is also where the CPU reaches it. The device writes behind the compiler's back, so every
-//! access is volatile and goes through the bounds-checked methods.
+//! access is volatile and goes through the bounds-checked methods (`pci::range`, which cannot
+//! wrap).
 //!
 //! Who owns it: whoever allocated it (a driver's queues, a test). `Drop` gives the frames
 //! back to the frame allocator, so the device must be stopped (or told the memory is gone)
@@ -48,13 +49,16 @@ impl DmaBuffer {
         self.pages == 0
     }
 
+    /// Address of a naturally aligned access of `size` bytes at `offset`; panics outside.
     fn at(&self, offset: u64, size: u64) -> u64 {
-        assert!(
-            offset.is_multiple_of(size) && offset + size <= self.len(),
-            "DMA access of {size} bytes at {offset:#x} outside {:#x} bytes",
-            self.len()
-        );
-        self.phys + offset
+        match pci::range::checked_access(offset, size, self.len()) {
+            // Cannot wrap: the buffer's frames end at or below the top of physical memory.
+            Ok(r) => self.phys + r.start,
+            Err(e) => panic!(
+                "DMA access of {size} bytes at {offset:#x} outside {:#x} bytes: {e}",
+                self.len()
+            ),
+        }
     }
 
     /// Reads a dword.

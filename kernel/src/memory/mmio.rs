@@ -10,9 +10,9 @@
 //! - Leak (`mem::forget`): the virtual range and the page-table entries stay in use; no other
 //!   mapping can take them, so a leak costs address space, never correctness.
 //!
-//! Accesses are volatile and bounds-checked against the mapped length. RAM is refused: mapping
-//! it uncached beside its cached identity mapping would create conflicting memory types
-//! (SDM vol. 3A §11.12.4).
+//! Accesses are volatile and bounds-checked against the mapped length (`pci::range`, which
+//! cannot wrap). RAM is refused: mapping it uncached beside its cached identity mapping would
+//! create conflicting memory types (SDM vol. 3A §11.12.4).
 
 use boot::BootInfo;
 use boot::ranges::RangeSet;
@@ -209,14 +209,16 @@ impl Mmio {
         self.len == 0
     }
 
+    /// Pointer to a naturally aligned access of `size` bytes at `offset`; panics outside.
     fn check(&self, offset: u64, size: u64) -> *mut u8 {
-        assert!(
-            offset.is_multiple_of(size) && offset.checked_add(size).is_some_and(|e| e <= self.len),
-            "MMIO access of {size} bytes at offset {offset:#x} outside {:#x} bytes at {:#x}",
-            self.len,
-            self.phys
-        );
-        (self.virt() + offset) as *mut u8
+        match pci::range::checked_access(offset, size, self.len) {
+            // Cannot wrap: the mapping lies inside the MMIO window.
+            Ok(r) => (self.virt() + r.start) as *mut u8,
+            Err(e) => panic!(
+                "MMIO access of {size} bytes at {offset:#x} outside {:#x} bytes at {:#x}: {e}",
+                self.len, self.phys
+            ),
+        }
     }
 
     /// Reads a 32-bit register. Panics if `offset` is misaligned or outside the mapping.

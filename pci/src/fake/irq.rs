@@ -3,10 +3,17 @@
 //!
 //! The platform keeps a real [`VectorAllocator`], a dispatch table that can "deliver" an
 //! interrupt (run the handler installed on a vector), fake device memory for MSI-X tables,
-//! and records what it was asked (releases, pending reports).
+//! and records what it was asked (releases, pending reports). DMA buffers sit between red
+//! zones so that a test can tell whether an access escaped one.
+//!
+//! The platform and a function's configuration space are handed out as `&'static` (what
+//! [`PciFunction::new`] takes), so they live until the test process exits. They are kept
+//! reachable from a static ([`keep`]): Miri's leak check counts memory reachable from a
+//! static as still in use, so it stays on and reports every leak but these intended ones.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use spin::Mutex;
@@ -15,6 +22,7 @@ use super::{FakeBar, FakeConfigSpace, FakeFunction};
 use crate::irq::{
     ConfigPort, Handler, IntxLine, IrqError, IrqPlatform, MsiMessage, PciFunction, RegisterWindow,
 };
+use crate::range::checked_range;
 use crate::vectors::{AllocError, Block, Policy, Snapshot, VectorAllocator};
 use crate::{Address, ConfigSpace, Function, Root};
 
@@ -39,6 +47,25 @@ impl ConfigPort for Mutex<FakeConfigSpace> {
     }
 }
 
+/// Everything [`keep`] gave out.
+static KEPT: Mutex<Vec<&'static dyn Sync>> = Mutex::new(Vec::new());
+
+/// `value` as `&'static`: allocated, never freed, and reachable from [`KEPT`] so that it does
+/// not count as a leak.
+fn keep<T: Sync + 'static>(value: T) -> &'static T {
+    let kept: &'static T = Box::leak(Box::new(value));
+    KEPT.lock().push(kept);
+    kept
+}
+
+/// Bytes on each side of a fake DMA buffer.
+const RED_ZONE: usize = 64;
+/// What the red zones hold.
+const RED_ZONE_BYTE: u8 = 0xa5;
+
+/// Fake DMA memory: a buffer between two red zones.
+type DmaMemory = Arc<Mutex<Vec<u8>>>;
+
 /// Installed handlers by (CPU, vector), with their owners.
 type HandlerTable = BTreeMap<(u32, u8), (Handler, &'static str)>;
 
@@ -47,6 +74,7 @@ pub struct FakePlatform {
     vectors: Mutex<VectorAllocator>,
     handlers: Mutex<HandlerTable>,
     memory: Mutex<BTreeMap<u64, u32>>,
+    dma: Mutex<Vec<DmaMemory>>,
     released: Mutex<Vec<Address>>,
     pending: Mutex<Vec<(Address, u8)>>,
     intx: Mutex<Option<Block>>,
@@ -54,17 +82,19 @@ pub struct FakePlatform {
 }
 
 impl FakePlatform {
-    /// A platform with `cpus` CPUs and vectors 0x30..=0xEF, leaked to be `'static`.
+    /// A platform with `cpus` CPUs and vectors 0x30..=0xEF, kept until the process exits to
+    /// be `'static` (see the module documentation).
     pub fn leaked(cpus: u32) -> &'static FakePlatform {
-        Box::leak(Box::new(FakePlatform {
+        keep(FakePlatform {
             vectors: Mutex::new(VectorAllocator::new(cpus, 0x30..=0xEF, &[]).expect("valid range")),
             handlers: Mutex::new(BTreeMap::new()),
             memory: Mutex::new(BTreeMap::new()),
+            dma: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             intx: Mutex::new(None),
             intx_users: Mutex::new(BTreeMap::new()),
-        }))
+        })
     }
 
     /// Runs the handler installed on (`cpu`, `vector`), as an interrupt would; whether one ran.
@@ -118,6 +148,22 @@ impl FakePlatform {
     pub fn poke(&self, phys: u64, value: u32) {
         self.memory.lock().insert(phys, value);
     }
+
+    /// Every dword of fake device memory ever written, by physical address.
+    pub fn memory(&self) -> Vec<(u64, u32)> {
+        self.memory.lock().iter().map(|(&a, &v)| (a, v)).collect()
+    }
+
+    /// Whether the red zones around every DMA buffer this platform gave out (live or freed)
+    /// still hold what they were filled with: no access escaped a buffer.
+    pub fn dma_red_zones_intact(&self) -> bool {
+        self.dma.lock().iter().all(|m| {
+            let m = m.lock();
+            let (before, rest) = m.split_at(RED_ZONE);
+            let after = &rest[rest.len() - RED_ZONE..];
+            before.iter().chain(after).all(|&b| b == RED_ZONE_BYTE)
+        })
+    }
 }
 
 struct Window {
@@ -128,19 +174,38 @@ struct Window {
 
 impl RegisterWindow for Window {
     fn read32(&self, offset: u64) -> u32 {
-        assert!(offset + 4 <= self.len, "fake window read out of bounds");
+        assert!(
+            checked_range(offset, 4, self.len).is_ok(),
+            "fake window read out of bounds"
+        );
         self.platform.peek(self.base + offset)
     }
 
     fn write32(&self, offset: u64, value: u32) {
-        assert!(offset + 4 <= self.len, "fake window write out of bounds");
+        assert!(
+            checked_range(offset, 4, self.len).is_ok(),
+            "fake window write out of bounds"
+        );
         self.platform.poke(self.base + offset, value);
     }
 }
 
-/// Fake DMA memory: a vector of bytes at a made-up bus address.
+/// Fake DMA memory at a made-up bus address.
+///
+/// Like the kernel's buffer, which adds the offset to its address, it does no bounds check of
+/// its own and adds with wrapping, as address arithmetic would: an offset that escapes
+/// [`DmaBuffer`](crate::window::DmaBuffer)'s check lands in a red zone (or panics on the
+/// vector's bounds), where [`FakePlatform::dma_red_zones_intact`] sees it.
 struct FakeDma {
-    bytes: Mutex<Vec<u8>>,
+    memory: DmaMemory,
+    len: u64,
+}
+
+impl FakeDma {
+    /// Index into `memory` of byte `offset + i` of the buffer.
+    fn at(offset: u64, i: usize) -> usize {
+        RED_ZONE.wrapping_add(offset as usize).wrapping_add(i)
+    }
 }
 
 impl crate::window::DmaRegion for FakeDma {
@@ -148,22 +213,23 @@ impl crate::window::DmaRegion for FakeDma {
         0x1000_0000
     }
     fn len(&self) -> u64 {
-        self.bytes.lock().len() as u64
+        self.len
     }
     fn read8(&self, offset: u64) -> u8 {
-        self.bytes.lock()[offset as usize]
+        self.memory.lock()[Self::at(offset, 0)]
     }
     fn write8(&self, offset: u64, value: u8) {
-        self.bytes.lock()[offset as usize] = value;
+        self.memory.lock()[Self::at(offset, 0)] = value;
     }
     fn read32(&self, offset: u64) -> u32 {
-        let b = self.bytes.lock();
-        let o = offset as usize;
-        u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+        let m = self.memory.lock();
+        u32::from_le_bytes(core::array::from_fn(|i| m[Self::at(offset, i)]))
     }
     fn write32(&self, offset: u64, value: u32) {
-        let o = offset as usize;
-        self.bytes.lock()[o..o + 4].copy_from_slice(&value.to_le_bytes());
+        let mut m = self.memory.lock();
+        for (i, b) in value.to_le_bytes().into_iter().enumerate() {
+            m[Self::at(offset, i)] = b;
+        }
     }
 }
 
@@ -264,9 +330,15 @@ impl IrqPlatform for &'static FakePlatform {
     }
 
     fn dma(&self, bytes: u64) -> Result<Box<dyn crate::window::DmaRegion>, IrqError> {
-        Ok(Box::new(FakeDma {
-            bytes: Mutex::new(alloc::vec![0; bytes as usize]),
-        }))
+        let too_large = IrqError::Platform("fake: DMA buffer too large");
+        let len = usize::try_from(bytes).map_err(|_| too_large.clone())?;
+        let total = len.checked_add(2 * RED_ZONE).ok_or(too_large)?;
+        let mut memory = alloc::vec![RED_ZONE_BYTE; RED_ZONE];
+        memory.resize(RED_ZONE + len, 0);
+        memory.resize(total, RED_ZONE_BYTE);
+        let memory = Arc::new(Mutex::new(memory));
+        self.dma.lock().push(memory.clone());
+        Ok(Box::new(FakeDma { memory, len: bytes }))
     }
 
     fn attach_intx(&self, _function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
@@ -302,7 +374,7 @@ pub fn handle(
 ) -> (PciFunction, &'static Mutex<FakeConfigSpace>) {
     let space = FakeConfigSpace::new();
     space.add(ADDRESS, function);
-    let space: &'static Mutex<FakeConfigSpace> = Box::leak(Box::new(Mutex::new(space)));
+    let space: &'static Mutex<FakeConfigSpace> = keep(Mutex::new(space));
     let info = {
         let guard = space.lock();
         let roots = [Root {
@@ -316,7 +388,7 @@ pub fn handle(
             .0
             .expect("fake function present")
     };
-    let platform: &'static &'static FakePlatform = Box::leak(Box::new(platform));
+    let platform: &'static &'static FakePlatform = keep(platform);
     // SAFETY: the config space is new, so this is the only handle of its one function.
     let function = unsafe { PciFunction::new(info, space, platform) };
     (function, space)

@@ -43,11 +43,11 @@ pub fn locate(function: &Function, bir: u8, offset: u32, len: u64) -> Result<u64
         }
         None => return Err(fail(0)),
     };
-    let end = u64::from(offset).checked_add(len).ok_or(fail(bar.size))?;
-    if end > bar.size {
-        return Err(fail(bar.size));
-    }
-    Ok(bar.address + u64::from(offset))
+    let r = crate::range::checked_range(u64::from(offset), len, bar.size)
+        .map_err(|_| fail(bar.size))?;
+    // A BAR's address is not masked to its size: a malformed one near the top would wrap.
+    bar.address.checked_add(r.end).ok_or(fail(bar.size))?;
+    Ok(bar.address + r.start)
 }
 
 /// Bytes of the PBA for `entries` entries (whole qwords).

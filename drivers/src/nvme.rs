@@ -71,6 +71,8 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use pci::dma::BusAddr;
+use pci::function::BusMaster;
 use pci::irq::{IrqKind, IrqKinds, IrqVectors, PciFunction};
 use pci::window::{BarWindow, DmaBuffer};
 
@@ -320,53 +322,62 @@ fn status_name(queue: u16, sct: u8, sc: u8) -> &'static str {
     }
 }
 
+/// Where a command's data is: what PRP Entry 1 and 2 (§4.3) will point at. The bus addresses
+/// themselves are written when the command is pushed, from the buffer that owns them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Data {
+    /// No data.
+    #[default]
+    None,
+    /// `len` bytes at `offset` of the queue's own bounce buffer (page aligned, at most
+    /// `MAX_COMMAND_BYTES`).
+    Bounce { offset: u64, len: u64 },
+    /// The ring of a queue being created (physically contiguous), given with the command.
+    Ring,
+}
+
 /// One submission entry (§4.2): the fields this driver uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Command {
     opcode: u8,
     nsid: u32,
-    prp1: u64,
-    prp2: u64,
+    data: Data,
     /// Command dwords 10 to 15.
     cdw: [u32; 6],
 }
 
 impl Command {
-    /// The 16 dwords, with command identifier `cid`.
+    /// The 16 dwords, with command identifier `cid`; PRP Entry 1 and 2 (dwords 6 to 9) are
+    /// zero here and written by [`Queue::push`].
     fn dwords(&self, cid: u16) -> [u32; 16] {
         let mut d = [0u32; 16];
         d[0] = u32::from(self.opcode) | u32::from(cid) << 16; // FUSE 00b, PSDT 00b (PRPs)
         d[1] = self.nsid;
-        d[6] = self.prp1 as u32;
-        d[7] = (self.prp1 >> 32) as u32;
-        d[8] = self.prp2 as u32;
-        d[9] = (self.prp2 >> 32) as u32;
         d[10..16].copy_from_slice(&self.cdw);
         d
     }
 
-    /// Read or Write (§6.9, §6.15) of `blocks` blocks at `lba`, data at `bus` (page aligned,
-    /// at most two pages long).
-    fn io(opcode: u8, lba: u64, blocks: u32, bus: u64, bytes: u64) -> Command {
-        let (prp1, prp2) = prps(bus, bytes);
+    /// Read or Write (§6.9, §6.15) of `blocks` blocks at `lba`, data at `offset` of the
+    /// queue's bounce buffer (page aligned, at most two pages long).
+    fn io(opcode: u8, lba: u64, blocks: u32, offset: u64, bytes: u64) -> Command {
         Command {
             opcode,
             nsid: NAMESPACE,
-            prp1,
-            prp2,
+            data: Data::Bounce { offset, len: bytes },
             cdw: [lba as u32, (lba >> 32) as u32, blocks - 1, 0, 0, 0],
         }
     }
 }
 
-/// PRP Entry 1 and 2 (§4.3) for `bytes` bytes at page-aligned `bus`: the second entry is the
-/// second page, or zero when one page is enough. More than two pages would need a PRP list.
-fn prps(bus: u64, bytes: u64) -> (u64, u64) {
+/// PRP Entry 1 and 2 (§4.3) for `bytes` bytes at page-aligned `offset` of a page-aligned
+/// buffer, as offsets into it: the second entry is the second page, or none when one page is
+/// enough. More than two pages would need a PRP list.
+fn prps(offset: u64, bytes: u64) -> (u64, Option<u64>) {
     assert!(
-        bus.is_multiple_of(PAGE) && bytes > 0 && bytes <= MAX_COMMAND_BYTES,
+        offset.is_multiple_of(PAGE) && bytes > 0 && bytes <= MAX_COMMAND_BYTES,
         "PRP1+PRP2 cover two pages"
     );
-    (bus, if bytes > PAGE { bus + PAGE } else { 0 })
+    (offset, (bytes > PAGE).then_some(offset + PAGE))
 }
 
 /// One completion entry (§4.6).
@@ -425,7 +436,7 @@ struct Queue {
 
 impl Queue {
     fn new(
-        function: &PciFunction,
+        master: &BusMaster,
         id: u16,
         entries: u16,
         data_bytes: u64,
@@ -433,7 +444,7 @@ impl Queue {
         interrupts: Arc<AtomicU64>,
     ) -> Result<Queue, String> {
         let buffer = |what: &str, bytes: u64| {
-            function
+            master
                 .dma_buffer(bytes)
                 .map_err(|e| format!("queue {id} {what}: {e}"))
         };
@@ -454,12 +465,29 @@ impl Queue {
     }
 
     /// Writes `command` at the tail (the doorbell is rung separately); returns its CID.
-    fn push(&mut self, command: &Command) -> u16 {
+    /// `ring` is the address for a [`Data::Ring`] command.
+    fn push(&mut self, command: &Command, ring: Option<BusAddr<'_>>) -> u16 {
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1);
         let at = u64::from(self.sq_tail) * 64;
         for (i, d) in command.dwords(cid).iter().enumerate() {
             self.sq.write32(at + 4 * i as u64, *d);
+        }
+        match command.data {
+            Data::None => {}
+            Data::Bounce { offset, len } => {
+                let (prp1, prp2) = prps(offset, len);
+                self.sq
+                    .write_bus_address(at + 24, self.data.bus_address_at(prp1));
+                if let Some(prp2) = prp2 {
+                    self.sq
+                        .write_bus_address(at + 32, self.data.bus_address_at(prp2));
+                }
+            }
+            Data::Ring => {
+                let ring = ring.expect("a queue-creation command comes with its ring");
+                self.sq.write_bus_address(at + 24, ring);
+            }
         }
         self.sq_tail = (self.sq_tail + 1) % self.entries;
         cid
@@ -496,6 +524,10 @@ struct Controller {
     /// `Some` until [`Controller::into_function`]. Declared before `regs`: the vectors (and
     /// the INTx handler's clone of the window) go before the window unmaps.
     irq: Option<IrqVectors>,
+    /// Bus mastering for the queues' DMA, on while the controller may run; declared after
+    /// `irq` and dropped last of the two, so the queue memory the driver drops while a
+    /// stopped controller still could master the bus waits until it cannot.
+    master: Option<BusMaster>,
     regs: Arc<BarWindow>,
     /// Doorbell stride, bytes.
     stride: u64,
@@ -512,6 +544,10 @@ impl Controller {
 
     fn function(&self) -> &PciFunction {
         self.irq().function()
+    }
+
+    fn master(&self) -> &BusMaster {
+        self.master.as_ref().expect("present until into_function")
     }
 
     fn sq_doorbell(&self, queue: u16) -> u64 {
@@ -549,7 +585,9 @@ impl Controller {
     fn into_function(mut self) -> PciFunction {
         self.disable();
         let irq = self.irq.take().expect("vectors present until here");
-        irq.into_function()
+        let function = irq.into_function();
+        drop(self.master.take());
+        function
     }
 }
 
@@ -629,37 +667,30 @@ impl Nvme {
             Err(e) => fail!(function, "BAR 0 registers and doorbells [0, {len:#x}): {e}"),
         };
         // 3. Reset (§7.6.1): whatever firmware left running stops before bus mastering is
-        //    (re)enabled by the interrupt setup. Bus Master Enable goes off, so that
-        //    releasing the vectors always turns it off again.
+        //    enabled (the PCI layer turned it off when the function was claimed).
         regs.write32(CC, 0);
         if !function.wait_until(timeout_us, || regs.read32(CSTS) & CSTS_RDY == 0) {
             fail!(function, "controller did not reset (CSTS.RDY stays 1)");
         }
-        let command = function.config_read16(0x04);
-        function.config_write16(0x04, command & !BUS_MASTER);
         // 4. Interrupts: MSI-X, one vector for the admin queue and one per I/O queue; else
         //    the INTx pin (one vector, one I/O queue). The function moves into the vectors.
         let irq = match function.alloc_irq_vectors(2, 1 + MAX_IO_QUEUES, IrqKinds::MSIX) {
             Ok(v) => v,
-            Err((function, msix)) => {
-                match function.alloc_irq_vectors(1, 1, IrqKinds::INTX) {
-                    Ok(v) => {
-                        // INTx does not need bus mastering; the queues do.
-                        let f = v.function();
-                        f.config_write16(0x04, f.config_read16(0x04) | BUS_MASTER);
-                        v
-                    }
-                    Err((function, intx)) => {
-                        fail!(function, "interrupts: MSI-X: {msix}; INTx: {intx}")
-                    }
+            Err((function, msix)) => match function.alloc_irq_vectors(1, 1, IrqKinds::INTX) {
+                Ok(v) => v,
+                Err((function, intx)) => {
+                    fail!(function, "interrupts: MSI-X: {msix}; INTx: {intx}")
                 }
-            }
+            },
         };
         let counters: Vec<Arc<AtomicU64>> = (0..irq.len())
             .map(|_| Arc::new(AtomicU64::new(0)))
             .collect();
+        // The queues' DMA needs bus mastering whichever interrupt kind was granted.
+        let master = irq.function().bus_master();
         let mut controller = Controller {
             irq: Some(irq),
+            master: Some(master),
             regs,
             stride,
             timeout_us,
@@ -686,7 +717,7 @@ impl Nvme {
         }
         // 6. The admin queue, on vector 0.
         let admin = match Queue::new(
-            controller.function(),
+            controller.master(),
             0,
             ADMIN_ENTRIES,
             PAGE,
@@ -737,8 +768,8 @@ impl Nvme {
         self.admin.entries = admin_entries;
         let aqs = u32::from(admin_entries - 1);
         regs.write32(AQA, aqs << 16 | aqs);
-        regs.write64(ASQ, self.admin.sq.bus_address());
-        regs.write64(ACQ, self.admin.cq.bus_address());
+        regs.write_bus_address(ASQ, self.admin.sq.bus_address());
+        regs.write_bus_address(ACQ, self.admin.cq.bus_address());
         regs.write32(CC, CC_IOSQES | CC_IOCQES | CC_EN);
         let ready = c.function().wait_until(c.timeout_us, || {
             regs.read32(CSTS) & (CSTS_RDY | CSTS_CFS) != 0
@@ -803,33 +834,45 @@ impl Nvme {
         for qid in 1..=queues as u16 {
             let vector = if intx { 0 } else { usize::from(qid) };
             self.io.push(Queue::new(
-                self.controller.function(),
+                self.controller.master(),
                 qid,
                 entries,
                 DEPTH as u64 * MAX_COMMAND_BYTES,
                 vector,
                 counters[vector].clone(),
             )?);
-            let (cq, sq) = {
-                let q = &self.io[self.io.len() - 1];
-                (q.cq.bus_address(), q.sq.bus_address())
-            };
+            let q = &self.io[self.io.len() - 1];
             let size = u32::from(entries - 1) << 16 | u32::from(qid);
-            self.admin_command(Command {
-                opcode: ADMIN_CREATE_IO_CQ,
-                prp1: cq,
-                // IV in 31:16, IEN (bit 1), PC (bit 0): physically contiguous.
-                cdw: [size, (vector as u32) << 16 | 1 << 1 | 1, 0, 0, 0, 0],
-                ..Command::default()
-            })
+            let mut admin = |command, ring| {
+                admin_command(
+                    &self.controller,
+                    &mut self.admin,
+                    &mut self.broken,
+                    command,
+                    Some(ring),
+                )
+            };
+            admin(
+                Command {
+                    opcode: ADMIN_CREATE_IO_CQ,
+                    data: Data::Ring,
+                    // IV in 31:16, IEN (bit 1), PC (bit 0): physically contiguous.
+                    cdw: [size, (vector as u32) << 16 | 1 << 1 | 1, 0, 0, 0, 0],
+                    ..Command::default()
+                },
+                q.cq.bus_address(),
+            )
             .map_err(|e| format!("Create I/O Completion Queue {qid}: {e}"))?;
-            self.admin_command(Command {
-                opcode: ADMIN_CREATE_IO_SQ,
-                prp1: sq,
-                // CQID in 31:16, QPRIO 00b, PC.
-                cdw: [size, u32::from(qid) << 16 | 1, 0, 0, 0, 0],
-                ..Command::default()
-            })
+            admin(
+                Command {
+                    opcode: ADMIN_CREATE_IO_SQ,
+                    data: Data::Ring,
+                    // CQID in 31:16, QPRIO 00b, PC.
+                    cdw: [size, u32::from(qid) << 16 | 1, 0, 0, 0, 0],
+                    ..Command::default()
+                },
+                q.sq.bus_address(),
+            )
             .map_err(|e| format!("Create I/O Submission Queue {qid}: {e}"))?;
         }
         Ok(())
@@ -837,13 +880,14 @@ impl Nvme {
 
     /// Identify with `cns` for `nsid`; the 4 KiB answer.
     fn identify(&mut self, cns: u32, nsid: u32) -> Result<Vec<u8>, String> {
-        let data = self.admin.data.bus_address();
         self.admin_command(Command {
             opcode: ADMIN_IDENTIFY,
             nsid,
-            prp1: data,
+            data: Data::Bounce {
+                offset: 0,
+                len: PAGE,
+            },
             cdw: [cns, 0, 0, 0, 0, 0],
-            ..Command::default()
         })
         .map_err(|e| format!("Identify (CNS {cns}): {e}"))?;
         let mut out = vec![0u8; PAGE as usize];
@@ -853,20 +897,13 @@ impl Nvme {
 
     /// Runs one admin command; its completion dword 0.
     fn admin_command(&mut self, command: Command) -> Result<u32, NvmeError> {
-        let mut dw0 = [0u32];
-        execute(
+        admin_command(
             &self.controller,
             &mut self.admin,
-            &[command],
-            &mut dw0,
-            ADMIN_TIMEOUT_US,
+            &mut self.broken,
+            command,
+            None,
         )
-        .inspect_err(|e| {
-            if matches!(e, NvmeError::Timeout { .. } | NvmeError::Protocol(_)) {
-                self.broken = Some(format!("{e}"));
-            }
-        })?;
-        Ok(dw0[0])
     }
 
     /// What Identify said.
@@ -969,13 +1006,8 @@ impl Nvme {
             while n < depth && done < bytes {
                 let len = (bytes - done).min(self.chunk);
                 // Each command uses the buffer slice at `done`; slices start page aligned.
-                commands[n] = Command::io(
-                    opcode,
-                    lba + done / size,
-                    (len / size) as u32,
-                    q.data.bus_address() + done,
-                    len,
-                );
+                commands[n] =
+                    Command::io(opcode, lba + done / size, (len / size) as u32, done, len);
                 done += len;
                 n += 1;
             }
@@ -986,6 +1018,7 @@ impl Nvme {
                 &commands[..n],
                 &mut dw0[..n],
                 IO_TIMEOUT_US,
+                None,
             )
             .inspect_err(|e| {
                 if matches!(e, NvmeError::Timeout { .. } | NvmeError::Protocol(_)) {
@@ -1066,19 +1099,35 @@ impl Nvme {
     }
 }
 
-/// Bus Master Enable in the Command register (PCI Local Bus 3.0 §6.2.2).
-const BUS_MASTER: u16 = 1 << 2;
-
 /// Submits `commands` on `q` (fewer than its entries), rings its tail doorbell once, and
 /// waits for every completion by interrupt; their dword 0 go to `dw0`. Every completion is
 /// consumed even when one fails, so the queue stays consistent; the first failure is
 /// returned. A timeout leaves commands outstanding.
+/// Runs one admin command on `admin`; its completion dword 0. `ring` is the address of a
+/// queue being created ([`Data::Ring`]). A timeout or protocol error marks the queues broken.
+fn admin_command(
+    c: &Controller,
+    admin: &mut Queue,
+    broken: &mut Option<String>,
+    command: Command,
+    ring: Option<BusAddr<'_>>,
+) -> Result<u32, NvmeError> {
+    let mut dw0 = [0u32];
+    execute(c, admin, &[command], &mut dw0, ADMIN_TIMEOUT_US, ring).inspect_err(|e| {
+        if matches!(e, NvmeError::Timeout { .. } | NvmeError::Protocol(_)) {
+            *broken = Some(format!("{e}"));
+        }
+    })?;
+    Ok(dw0[0])
+}
+
 fn execute(
     c: &Controller,
     q: &mut Queue,
     commands: &[Command],
     dw0: &mut [u32],
     timeout_us: u64,
+    ring: Option<BusAddr<'_>>,
 ) -> Result<(), NvmeError> {
     assert!(
         commands.len() < usize::from(q.entries).min(64) && commands.len() == dw0.len(),
@@ -1088,7 +1137,7 @@ fn execute(
     );
     let first = q.next_cid;
     for command in commands {
-        q.push(command);
+        q.push(command, ring);
     }
     let function = c.function();
     let start = function.now_us();
@@ -1415,14 +1464,25 @@ mod tests {
 
     #[test]
     fn commands_and_prps() {
-        assert_eq!(prps(0x10_0000, 512), (0x10_0000, 0));
-        assert_eq!(prps(0x10_0000, 4096), (0x10_0000, 0));
-        assert_eq!(prps(0x10_0000, 8192), (0x10_0000, 0x10_1000));
-        let c = Command::io(NVM_READ, 0x1_0000_0002, 16, 0x20_0000, 8192);
+        assert_eq!(prps(0x10_0000, 512), (0x10_0000, None));
+        assert_eq!(prps(0x10_0000, 4096), (0x10_0000, None));
+        assert_eq!(prps(0x10_0000, 8192), (0x10_0000, Some(0x10_1000)));
+        let c = Command::io(NVM_READ, 0x1_0000_0002, 16, 0x2000, 8192);
+        assert_eq!(
+            c.data,
+            Data::Bounce {
+                offset: 0x2000,
+                len: 8192
+            }
+        );
         let d = c.dwords(0x1234);
         assert_eq!(d[0], 0x1234_0002);
         assert_eq!(d[1], 1);
-        assert_eq!((d[6], d[7], d[8], d[9]), (0x20_0000, 0, 0x20_1000, 0));
+        assert_eq!(
+            (d[6], d[7], d[8], d[9]),
+            (0, 0, 0, 0),
+            "PRPs come from the buffer"
+        );
         assert_eq!((d[10], d[11], d[12]), (2, 1, 15));
     }
 

@@ -1,18 +1,21 @@
 //! The kernel side of `pci::irq`: claims of PCI functions, and the [`IrqPlatform`] that
 //! allocates vectors, installs handlers, maps MSI-X tables and routes INTx.
 //!
-//! INTx routing: the pin is swizzled up through PCI-to-PCI bridges to the root bus (PCI-to-PCI
-//! Bridge Architecture 1.2 §9.1: pin' = (pin + device) mod 4) and looked up in the root
-//! bridge's `_PRT`, which the firmware layer resolved to GSIs at boot (APIC mode, link devices
-//! through `_CRS`/`_PRS`/`_SRS`, ISA overrides applied). Without AML or a `_PRT` entry, the
-//! Interrupt Line register is taken as the GSI, and the kernel says so. Lines are shared: one vector per GSI, every attached function's handler runs on it.
+//! INTx routing: the pin is swizzled up through PCI-to-PCI bridges to the root bus
+//! (`pci::intx_lines::pin_at_root`) and looked up in the root bridge's `_PRT`, which the
+//! firmware layer resolved to GSIs at boot (APIC mode, link devices through
+//! `_CRS`/`_PRS`/`_SRS`, ISA overrides applied). Without AML or a `_PRT` entry, the Interrupt
+//! Line register is taken as the GSI, and the kernel says so. Lines are shared: one vector per
+//! GSI, every attached function's handler runs on it; the bookkeeping is
+//! `pci::intx_lines::SharedLines` (host-tested, shared with the fake platform), and this file
+//! adds the IOAPIC programming around it.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use pci::intx_lines::SharedLines;
 use pci::irq::{Handler, IntxLine, IrqError, IrqPlatform, MsiMessage, PciFunction, RegisterWindow};
 use pci::vectors::{AllocError, Block};
 use pci::{Address, ConfigSpace, Function};
@@ -76,25 +79,12 @@ impl RegisterWindow for Window {
     }
 }
 
-/// A shared INTx line: one vector for a GSI, and the handlers of every function on it.
-struct SharedLine {
-    block: Block,
-    users: BTreeMap<u64, (Handler, &'static str)>,
-    attached: usize,
-}
+/// Every shared INTx line. Its lock is also taken in interrupt context (the line's dispatch
+/// handler runs [`SharedLines::run`]), so every use here holds interrupts off.
+static LINES: SharedLines = SharedLines::new();
 
-static LINES: Mutex<BTreeMap<u32, SharedLine>> = Mutex::new(BTreeMap::new());
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn run_line(gsi: u32) {
-    // Handlers run with the table locked: they must not attach or detach lines.
-    if let Some(line) = LINES.lock().get_mut(&gsi) {
-        for (handler, _) in line.users.values_mut() {
-            handler();
-        }
-    }
-}
-
+/// One function's attachment to the shared line of `gsi`: owned by its `IrqVectors`;
+/// dropping it detaches, and the last one unroutes the GSI and frees the line's vector.
 struct Attachment {
     gsi: u32,
     cpu: u32,
@@ -111,21 +101,15 @@ impl IntxLine for Attachment {
     }
 
     fn install(&self, owner: &'static str, handler: Handler) -> u64 {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        // The line exists while this attachment does; an id of 0 is never handed out.
         x86_64::instructions::interrupts::without_interrupts(|| {
-            if let Some(line) = LINES.lock().get_mut(&self.gsi) {
-                line.users.insert(id, (handler, owner));
-            }
-        });
-        id
+            LINES.install(self.gsi, owner, handler).unwrap_or(0)
+        })
     }
 
     fn uninstall(&self, id: u64) -> bool {
         x86_64::instructions::interrupts::without_interrupts(|| {
-            LINES
-                .lock()
-                .get_mut(&self.gsi)
-                .is_some_and(|l| l.users.remove(&id).is_some())
+            LINES.uninstall(self.gsi, id, vectors::current_cpu())
         })
     }
 }
@@ -133,20 +117,14 @@ impl IntxLine for Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         let freed = x86_64::instructions::interrupts::without_interrupts(|| {
-            let mut lines = LINES.lock();
-            let last = lines.get_mut(&self.gsi).is_some_and(|l| {
-                l.attached -= 1;
-                l.attached == 0
-            });
-            if last {
+            // Masked with the lines locked, so a new line on the GSI is not masked by this
+            // teardown; the dispatcher is removed after (it waits for a running line).
+            LINES.detach(self.gsi, |_| {
                 let _ = ioapic::set_masked(self.gsi, true);
-                dispatch::uninstall(self.vector);
-                lines.remove(&self.gsi).map(|l| l.block)
-            } else {
-                None
-            }
+            })
         });
         if let Some(block) = freed {
+            dispatch::uninstall_on(block.cpu(), block.first());
             PLATFORM.free(block);
         }
     }
@@ -156,18 +134,9 @@ impl Drop for Attachment {
 fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), IrqError> {
     let scan = crate::pcibus::scan().ok_or(IrqError::Platform("PCI not enumerated"))?;
     // Swizzle through bridges up to the root bus.
-    let mut address = function.address;
-    let mut pin = function.interrupt_pin; // 1..=4
-    while let Some(bus) = scan
-        .topology
-        .buses
-        .iter()
-        .find(|b| b.segment == address.segment() && b.number == address.bus())
-    {
-        let Some(bridge) = bus.bridge else { break };
-        pin = ((pin - 1 + address.device()) % 4) + 1;
-        address = bridge;
-    }
+    let (address, pin) =
+        pci::intx_lines::pin_at_root(&scan.topology, function.address, function.interrupt_pin)
+            .ok_or(IrqError::Platform("no interrupt pin"))?;
     // The root bus's host bridge, and its _PRT entry for (device, pin).
     let route = crate::platform::aml::report().and_then(|report| {
         let bridge = report
@@ -232,18 +201,19 @@ impl IrqPlatform for KernelIrq {
         }
     }
 
-    fn message(&self, _cpu: u32, vector: u8) -> MsiMessage {
-        // Intel SDM vol. 3A §11.11.1: fixed delivery, edge, physical destination mode.
-        let dest = lapic::get().map_or(0, |l| l.id());
-        MsiMessage {
-            address: 0xFEE0_0000 | u64::from(dest & 0xff) << 12,
-            data: u32::from(vector),
-        }
+    fn message(&self, cpu: u32, vector: u8) -> MsiMessage {
+        // Fixed delivery, edge, physical destination mode. The destination field is 8 bits:
+        // APIC IDs above 255 would need interrupt remapping.
+        let dest = lapic::apic_id(cpu).unwrap_or_else(|| {
+            log::error!("irq: no APIC ID for CPU {cpu}; the message goes to APIC 0");
+            0
+        });
+        pci::x86_msi::x86_message((dest & 0xff) as u8, vector)
     }
 
     fn install(
         &self,
-        _cpu: u32,
+        cpu: u32,
         vector: u8,
         owner: &'static str,
         kind: pci::irq::IrqKind,
@@ -254,16 +224,16 @@ impl IrqPlatform for KernelIrq {
             pci::irq::IrqKind::Msi => "MSI",
             pci::irq::IrqKind::Intx => "INTx",
         };
-        dispatch::install(vector, owner, kind, handler)
+        dispatch::install_on(cpu, vector, owner, kind, handler)
             .map_err(|_| IrqError::Platform("vector already has a handler"))
     }
 
-    fn uninstall(&self, _cpu: u32, vector: u8) -> bool {
-        dispatch::uninstall(vector)
+    fn uninstall(&self, cpu: u32, vector: u8) -> bool {
+        dispatch::uninstall_on(cpu, vector)
     }
 
-    fn is_installed(&self, _cpu: u32, vector: u8) -> bool {
-        dispatch::is_installed(vector)
+    fn is_installed(&self, cpu: u32, vector: u8) -> bool {
+        dispatch::is_installed_on(cpu, vector)
     }
 
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError> {
@@ -284,21 +254,20 @@ impl IrqPlatform for KernelIrq {
 
     fn attach_intx(&self, function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
         let (gsi, trigger) = route_pin(function)?;
-        // The line table is also taken in interrupt context (`run_line`): with interrupts on,
-        // an interrupt arriving while it is held here would spin on it forever.
-        x86_64::instructions::interrupts::without_interrupts(|| {
-            let mut lines = LINES.lock();
-            if let Some(line) = lines.get_mut(&gsi) {
-                line.attached += 1;
-                let (cpu, vector) = (line.block.cpu(), line.block.first());
-                return Ok(Box::new(Attachment { gsi, cpu, vector }) as Box<dyn IntxLine>);
-            }
-            let block = vectors::allocate(1).map_err(IrqError::Vectors)?;
-            let (cpu, vector) = (block.cpu(), block.first());
-            let dest = lapic::get().map_or(0, |l| l.id());
-            let routed =
-                dispatch::install(vector, "INTx line", "INTx", Box::new(move || run_line(gsi)))
-                    .map_err(|_| IrqError::Platform("INTx vector busy"))
+        // The line table is also taken in interrupt context (the line's dispatcher): with
+        // interrupts on, an interrupt arriving while it is held here would spin on it forever.
+        let (cpu, vector) = x86_64::instructions::interrupts::without_interrupts(|| {
+            // The first function on the GSI opens the line (with the lines locked).
+            LINES.attach(gsi, || {
+                let block = vectors::allocate(1).map_err(IrqError::Vectors)?;
+                let (cpu, vector) = (block.cpu(), block.first());
+                let dest = lapic::apic_id(cpu).unwrap_or(0);
+                let run = Box::new(move || {
+                    LINES.run(gsi);
+                });
+                let installed = dispatch::install_on(cpu, vector, "INTx line", "INTx", run)
+                    .map_err(|_| IrqError::Platform("INTx vector busy"));
+                let routed = installed
                     .and_then(|()| {
                         ioapic::route(gsi, vector, dest, trigger)
                             .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
@@ -307,27 +276,21 @@ impl IrqPlatform for KernelIrq {
                         ioapic::set_masked(gsi, false)
                             .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
                     });
-            if let Err(e) = routed {
-                dispatch::uninstall(vector);
-                drop(lines);
-                self.free(block);
-                return Err(e);
-            }
-            log::info!(
-                "pci: {} INTx pin {} -> GSI {gsi} -> vector {vector:#04x}",
-                function.address,
-                function.interrupt_pin
-            );
-            lines.insert(
-                gsi,
-                SharedLine {
-                    block,
-                    users: BTreeMap::new(),
-                    attached: 1,
-                },
-            );
-            Ok(Box::new(Attachment { gsi, cpu, vector }) as Box<dyn IntxLine>)
-        })
+                if let Err(e) = routed {
+                    // Not running: nothing was routed to it.
+                    dispatch::uninstall_on(cpu, vector);
+                    self.free(block);
+                    return Err(e);
+                }
+                log::info!(
+                    "pci: {} INTx pin {} -> GSI {gsi} -> vector {vector:#04x}",
+                    function.address,
+                    function.interrupt_pin
+                );
+                Ok(block)
+            })
+        })?;
+        Ok(Box::new(Attachment { gsi, cpu, vector }))
     }
 
     fn release_function(&self, address: Address) {
@@ -342,17 +305,7 @@ impl IrqPlatform for KernelIrq {
 
 /// (GSI, vector, owner) of every handler on a shared INTx line.
 pub fn intx_users() -> Vec<(u32, u8, &'static str)> {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        LINES
-            .lock()
-            .iter()
-            .flat_map(|(gsi, line)| {
-                line.users
-                    .values()
-                    .map(move |(_, owner)| (*gsi, line.block.first(), *owner))
-            })
-            .collect()
-    })
+    x86_64::instructions::interrupts::without_interrupts(|| LINES.users())
 }
 
 /// A short description of the claimed functions (for the console and tests).

@@ -70,6 +70,8 @@ pub mod ext_id {
     pub const RESIZABLE_BAR: u16 = 0x0015;
     /// Secondary PCI Express.
     pub const SECONDARY_PCIE: u16 = 0x0019;
+    /// VF Resizable BAR (PCIe Base 6.0 §7.8.7).
+    pub const VF_RESIZABLE_BAR: u16 = 0x0024;
 }
 
 /// A legacy capability: ID and offset of its header.

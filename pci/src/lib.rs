@@ -18,12 +18,21 @@
 //! range; it keeps configuration accesses few (each is an MMIO or port round trip).
 //! [`lspci`] prints a topology three ways, [`ids`] names what it can.
 //!
+//! [`dispatch`] is the interrupt dispatch table, per (CPU, vector), that the kernel and the
+//! fake platform share: handlers owned by the table, uninstall that waits for a running
+//! handler, spurious accounting.
+//!
+//! [`intx_lines`] keeps shared legacy INTx lines (one vector per GSI, every attached
+//! function's handler on it) and swizzles a pin through bridges to the root bus.
+//!
 //! [`irq`] hands drivers their interrupt vectors as owned values: MSI-X, MSI or INTx,
 //! released only by dropping them, with handlers that borrow them.
 //!
 //! [`range`] is the one bounds check (offset, size, length; never wraps) behind every
 //! access through an offset: configuration space, BAR windows, DMA buffers, and the kernel's
 //! MMIO mappings and DMA memory.
+//!
+//! [`x86_msi`] composes the x86 MSI message (address and data) for an APIC ID and vector.
 //!
 //! [`vectors`] allocates interrupt vectors (per-CPU bitmaps, least-loaded spreading, aligned
 //! blocks for multi-message MSI) as owned [`vectors::Block`]s that freeing consumes.
@@ -37,15 +46,20 @@ pub mod bar;
 pub mod capability;
 pub mod config;
 pub mod counting;
+pub mod dispatch;
+pub mod dma;
 pub mod enumerate;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod function;
 pub mod ids;
+pub mod intx_lines;
 pub mod irq;
 pub mod lspci;
 pub mod range;
 pub mod vectors;
 pub mod window;
+pub mod x86_msi;
 
 pub use address::{Address, AddressError};
 pub use bar::{Bar, BarError, BarKind};

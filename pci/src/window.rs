@@ -1,5 +1,5 @@
-//! Safe device access for drivers: BAR windows that never cover the MSI-X table or PBA, and
-//! DMA buffers, both owned and released on `Drop`.
+//! Safe device access for drivers: BAR windows that never cover the MSI-X table or PBA,
+//! owned and released on `Drop`. (DMA buffers are in [`crate::dma`].)
 //!
 //! A driver gets its registers with [`PciFunction::map_bar`]: the range must lie inside a
 //! memory BAR and must not overlap the function's MSI-X table or PBA, which belong to
@@ -8,16 +8,22 @@
 //! [`checked_access`] (naturally aligned, inside, never wrapping); out of bounds panics.
 //!
 //! Who owns what: a [`BarWindow`] owns its mapping (unmapped on `Drop`; a leak costs virtual
-//! address space). A [`DmaBuffer`] owns physically contiguous memory (freed on `Drop`; the
-//! device must be stopped first; a leak costs the frames).
+//! address space) and shares the function's core, so the function stays claimed while a
+//! window lives: a window never reaches a function another driver owns.
 
 use alloc::boxed::Box;
 use core::fmt;
 use core::ops::Range;
 
+use alloc::sync::Arc;
+
 use crate::BarKind;
-use crate::irq::{IrqError, PciFunction, RegisterWindow};
+use crate::dma::BusAddr;
+use crate::function::{Core, PciFunction, config_guard};
+use crate::irq::{IrqError, RegisterWindow};
 use crate::range::{checked_access, checked_range};
+
+pub use crate::dma::{DmaBuffer, DmaRegion};
 
 /// Why a window could not be made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,9 +74,18 @@ impl fmt::Display for WindowError {
 }
 
 /// A bounds-checked window of a function's registers.
+///
+/// # Invariants
+/// `window` maps `len` bytes of one of the function's memory BARs, clear of its MSI-X table
+/// and PBA.
+///
+/// Who owns it: the driver. `Drop` unmaps it and lets go of the function's core (the function
+/// is released once nothing else holds it); a leak costs virtual address space and keeps the
+/// function claimed.
 pub struct BarWindow {
     window: Box<dyn RegisterWindow>,
     len: u64,
+    _core: Arc<Core>,
 }
 
 impl fmt::Debug for BarWindow {
@@ -127,10 +142,17 @@ impl BarWindow {
         let r = self.check(offset, 8);
         u64::from(self.window.read32(r.start)) | u64::from(self.window.read32(r.end - 4)) << 32
     }
+
+    /// Hands a DMA buffer's bus address to the device: writes it as a qword at `offset`
+    /// (a queue base register, for instance).
+    pub fn write_bus_address(&self, offset: u64, address: BusAddr<'_>) {
+        self.write64(offset, address.raw());
+    }
 }
 
 impl PciFunction {
     /// Maps `len` bytes at `offset` of memory BAR `bar`, refusing the MSI-X table and PBA.
+    /// Turns the function's memory decode on (Command bit 1), which the window needs.
     pub fn map_bar(&self, bar: usize, offset: u64, len: u64) -> Result<BarWindow, WindowError> {
         let info = self.info();
         let b = info
@@ -173,104 +195,13 @@ impl PciFunction {
             .platform()
             .map(phys, len)
             .map_err(WindowError::Platform)?;
-        Ok(BarWindow { window, len })
-    }
-
-    /// A zeroed DMA buffer of at least `bytes` bytes.
-    pub fn dma_buffer(&self, bytes: u64) -> Result<DmaBuffer, WindowError> {
-        let region = self.platform().dma(bytes).map_err(WindowError::Platform)?;
-        Ok(DmaBuffer { region })
-    }
-}
-
-/// Memory a device can reach by DMA, provided by the platform.
-pub trait DmaRegion: Send + Sync {
-    /// Bus address of the first byte (what the device is given).
-    fn bus_address(&self) -> u64;
-    /// Length in bytes.
-    fn len(&self) -> u64;
-    /// Whether the region is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Reads a byte.
-    fn read8(&self, offset: u64) -> u8;
-    /// Writes a byte.
-    fn write8(&self, offset: u64, value: u8);
-    /// Reads a dword (4-byte aligned).
-    fn read32(&self, offset: u64) -> u32;
-    /// Writes a dword (4-byte aligned).
-    fn write32(&self, offset: u64, value: u32);
-}
-
-/// A DMA buffer. Freed on `Drop`.
-pub struct DmaBuffer {
-    region: Box<dyn DmaRegion>,
-}
-
-impl fmt::Debug for DmaBuffer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DmaBuffer")
-            .field("bus_address", &self.bus_address())
-            .finish_non_exhaustive()
-    }
-}
-
-impl DmaBuffer {
-    /// Bus address of the first byte.
-    pub fn bus_address(&self) -> u64 {
-        self.region.bus_address()
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.region.len()
-    }
-
-    /// Whether the buffer is empty (never).
-    pub fn is_empty(&self) -> bool {
-        self.region.len() == 0
-    }
-
-    /// The bytes of an access, or a panic naming it.
-    fn check(&self, offset: u64, size: u64) -> Range<u64> {
-        match checked_access(offset, size, self.len()) {
-            Ok(r) => r,
-            Err(e) => panic!(
-                "DMA access of {size} bytes at {offset:#x} outside {:#x} bytes: {e}",
-                self.len()
-            ),
-        }
-    }
-
-    /// Reads a byte.
-    pub fn read8(&self, offset: u64) -> u8 {
-        self.check(offset, 1);
-        self.region.read8(offset)
-    }
-
-    /// Writes a byte.
-    pub fn write8(&self, offset: u64, value: u8) {
-        self.check(offset, 1);
-        self.region.write8(offset, value)
-    }
-
-    /// Reads a dword.
-    pub fn read32(&self, offset: u64) -> u32 {
-        self.check(offset, 4);
-        self.region.read32(offset)
-    }
-
-    /// Writes a dword.
-    pub fn write32(&self, offset: u64, value: u32) {
-        self.check(offset, 4);
-        self.region.write32(offset, value)
-    }
-
-    /// Writes a qword (two dwords, low first).
-    pub fn write64(&self, offset: u64, value: u64) {
-        let r = self.check(offset, 8);
-        self.region.write32(r.start, value as u32);
-        self.region.write32(r.end - 4, (value >> 32) as u32);
+        let core = self.core();
+        core.command(config_guard::MEMORY_SPACE, 0);
+        // INVARIANT: checked against the BAR and the MSI-X structures above.
+        Ok(BarWindow {
+            window,
+            len,
+            _core: core.clone(),
+        })
     }
 }

@@ -52,7 +52,8 @@ fn window_accesses_are_bounds_checked() {
 fn dma_buffers_are_zeroed_and_bounds_checked() {
     let platform = FakePlatform::leaked(1);
     let (function, _) = handle(device(8), platform);
-    let buffer = function.dma_buffer(64).unwrap();
+    let master = function.bus_master();
+    let buffer = master.dma_buffer(64).unwrap();
     assert_eq!(buffer.len(), 64);
     assert!((0..64).all(|i| buffer.read8(i) == 0));
     buffer.write64(8, 0x1122_3344_5566_7788);
@@ -155,7 +156,8 @@ fn map_bar_refuses_ranges_that_wrap() {
 fn dma_accesses_near_u64_max_are_refused_and_touch_nothing() {
     let platform = FakePlatform::leaked(1);
     let (function, _) = handle(device(8), platform);
-    let buffer = function.dma_buffer(64).unwrap();
+    let master = function.bus_master();
+    let buffer = master.dma_buffer(64).unwrap();
     for offset in 0..64 {
         buffer.write8(offset, offset as u8);
     }

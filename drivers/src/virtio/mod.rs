@@ -78,6 +78,7 @@ use core::cell::Cell;
 use core::fmt::Write as _;
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
+use pci::function::{BusMaster, ConfigWriteError, VendorWindow};
 use pci::irq::{IrqKind, IrqKinds, IrqVectors, PciFunction};
 use pci::window::{BarWindow, DmaBuffer};
 
@@ -259,28 +260,35 @@ impl Caps {
 /// configuration-space dump (`lspci -v`) cannot disturb the device.
 #[derive(Debug)]
 struct CfgWindow {
-    /// Offset of the capability in configuration space.
-    cap: u16,
+    /// The capability, through the PCI layer's window bounded to it.
+    cap: VendorWindow,
     /// (bar, offset, width) it is aimed at, if known.
     aimed: Cell<Option<(u8, u32, u8)>>,
 }
 
 impl CfgWindow {
-    fn aim(&self, f: &PciFunction, bar: u8, offset: u32, width: u8) {
+    /// Aims the window (`cap.bar`, `cap.offset`, `cap.length`, §4.1.4.9).
+    fn aim(&self, bar: u8, offset: u32, width: u8) -> Result<(), ConfigWriteError> {
         debug_assert!(matches!(width, 1 | 2 | 4) && offset.is_multiple_of(u32::from(width)));
         if self.aimed.get() == Some((bar, offset, width)) {
-            return;
+            return Ok(());
         }
-        let head = f.config_read32(self.cap + 4);
-        f.config_write32(self.cap + 4, (head & !0xff) | u32::from(bar));
-        f.config_write32(self.cap + 8, offset);
-        f.config_write32(self.cap + 12, u32::from(width));
+        self.aimed.set(None);
+        let head = self.cap.read32(4)?;
+        self.cap.write32(4, (head & !0xff) | u32::from(bar))?;
+        self.cap.write32(8, offset)?;
+        self.cap.write32(12, u32::from(width))?;
         self.aimed.set(Some((bar, offset, width)));
+        Ok(())
     }
 
-    fn read(&self, f: &PciFunction, bar: u8, offset: u32, width: u8) -> u32 {
-        self.aim(f, bar, offset, width);
-        let value = f.config_read32(self.cap + 16);
+    /// Reads through the window; all ones if the PCI layer refused to aim it (as a register
+    /// that cannot be reached reads).
+    fn read(&self, _f: &PciFunction, bar: u8, offset: u32, width: u8) -> u32 {
+        let value = self
+            .aim(bar, offset, width)
+            .and_then(|()| self.cap.read32(16))
+            .unwrap_or(u32::MAX);
         match width {
             1 => value & 0xff,
             2 => value & 0xffff,
@@ -288,9 +296,12 @@ impl CfgWindow {
         }
     }
 
-    fn write(&self, f: &PciFunction, bar: u8, offset: u32, width: u8, value: u32) {
-        self.aim(f, bar, offset, width);
-        f.config_write32(self.cap + 16, value);
+    /// Writes through the window. [`Transport::map`] checked that the window reaches the
+    /// common configuration, so a refusal here cannot happen for the registers it is used for.
+    fn write(&self, _f: &PciFunction, bar: u8, offset: u32, width: u8, value: u32) {
+        if self.aim(bar, offset, width).is_ok() {
+            let _ = self.cap.write32(16, value);
+        }
     }
 }
 
@@ -326,15 +337,22 @@ impl Transport {
         } else {
             None
         };
+        let window = CfgWindow {
+            cap: function
+                .vendor_window(caps.pci_cfg)
+                .ok_or("the PCI configuration access capability is not vendor-specific")?,
+            aimed: Cell::new(None),
+        };
+        let c = caps.common;
+        window
+            .aim(c.bar, c.offset, 1)
+            .map_err(|e| format!("PCI configuration access window: {e}"))?;
         Ok(Transport {
             caps,
             common,
             device,
             isr,
-            window: CfgWindow {
-                cap: caps.pci_cfg,
-                aimed: Cell::new(None),
-            },
+            window,
         })
     }
 
@@ -558,7 +576,7 @@ const fn ring_layout(size: u16) -> (u64, u64, u64) {
 impl Virtqueue {
     /// A queue of `size` entries (a power of two) with a `buffer_bytes` DMA buffer.
     fn new(
-        function: &PciFunction,
+        master: &BusMaster,
         index: u16,
         size: u16,
         buffer_bytes: u64,
@@ -569,10 +587,10 @@ impl Virtqueue {
             "split queue sizes are powers of two"
         );
         let (avail, used, total) = ring_layout(size);
-        let ring = function
+        let ring = master
             .dma_buffer(total)
             .map_err(|e| format!("queue {index} rings: {e}"))?;
-        let buffers = function
+        let buffers = master
             .dma_buffer(buffer_bytes.max(1))
             .map_err(|e| format!("queue {index} buffers: {e}"))?;
         Ok(Virtqueue {
@@ -649,7 +667,8 @@ impl Virtqueue {
         for (i, s) in chain.iter().enumerate() {
             let last = i + 1 == n;
             let at = 16 * u64::from(d);
-            self.ring.write64(at, self.buffers.bus_address() + s.offset);
+            self.ring
+                .write_bus_address(at, self.buffers.bus_address_at(s.offset));
             self.ring.write32(at + 8, s.len);
             let mut flags = if s.device_writes { DESC_F_WRITE } else { 0 };
             let next = if last {
@@ -792,6 +811,9 @@ pub struct VirtioPci {
     stopped: bool,
     /// `Some` until [`VirtioPci::into_function`] takes it; owns the function handle.
     irq: Option<IrqVectors>,
+    /// Bus mastering for the queues' DMA (declared last: it goes off after everything else;
+    /// queue memory dropped before then waits in the function's quarantine).
+    master: Option<BusMaster>,
 }
 
 impl VirtioPci {
@@ -851,6 +873,7 @@ impl VirtioPci {
             config_changes: Arc::new(AtomicU64::new(0)),
             stopped: false,
             irq: Some(irq),
+            master: None,
         };
         match dev.bring_up(spec) {
             Ok(()) => Ok(dev),
@@ -880,11 +903,10 @@ impl VirtioPci {
             .map(|_| Arc::new(AtomicU64::new(0)))
             .collect();
         self.install_handlers(spec.name, &counters)?;
-        // Bus mastering: MSI-X turned it on; with INTx it is still as firmware left it. The
-        // vectors restore the value they found when they drop.
+        // Bus mastering for the queues, whichever interrupt kind was granted; off again when
+        // the guard drops, after the vectors.
+        self.master = Some(self.irq().function().bus_master());
         let f = self.irq().function();
-        let command = f.config_read16(0x04);
-        f.config_write16(0x04, command | 0x04);
         if let Routing::Msix(_) = self.routing {
             let t = &self.transport;
             t.common_write(f, MSIX_CONFIG, 2, 0);
@@ -979,13 +1001,16 @@ impl VirtioPci {
         // Split queues have power-of-two sizes; the driver may ask for fewer entries.
         let wanted = offered.min(spec.max_size).max(1);
         let size = 1u16 << (15 - wanted.leading_zeros());
-        let mut queue = Virtqueue::new(f, index, size, spec.buffer_bytes, counter)?;
+        let master = self.master.as_ref().ok_or("bus mastering not set up")?;
+        let mut queue = Virtqueue::new(master, index, size, spec.buffer_bytes, counter)?;
         t.common_write(f, QUEUE_SIZE, 2, u32::from(size));
-        let ring = queue.ring.bus_address();
-        t.common.write64(u64::from(QUEUE_DESC), ring);
+        let ring = &queue.ring;
         t.common
-            .write64(u64::from(QUEUE_DRIVER), ring + queue.avail);
-        t.common.write64(u64::from(QUEUE_DEVICE), ring + queue.used);
+            .write_bus_address(u64::from(QUEUE_DESC), ring.bus_address());
+        t.common
+            .write_bus_address(u64::from(QUEUE_DRIVER), ring.bus_address_at(queue.avail));
+        t.common
+            .write_bus_address(u64::from(QUEUE_DEVICE), ring.bus_address_at(queue.used));
         if let Routing::Msix(n) = self.routing {
             let vector = queue_vector(index, n);
             t.common_write(f, QUEUE_MSIX_VECTOR, 2, u32::from(vector));
@@ -1035,7 +1060,9 @@ impl VirtioPci {
         }
         self.queues.clear();
         let irq = self.irq.take().expect("into_function runs once");
-        irq.into_function()
+        let function = irq.into_function();
+        drop(self.master.take());
+        function
     }
 
     /// The features both sides agreed on.
@@ -1256,11 +1283,12 @@ pub(crate) fn boxed<T: crate::Bound + 'static>(
 mod tests {
     use super::*;
 
-    fn queue(size: u16) -> (PciFunction, Virtqueue) {
+    fn queue(size: u16) -> (BusMaster, Virtqueue) {
         let function = pci::fake::irq::function_with_msix(4);
-        let q = Virtqueue::new(&function, 0, size, 4096, Arc::new(AtomicU64::new(0)))
-            .expect("fake DMA");
-        (function, q)
+        let master = function.bus_master();
+        let q =
+            Virtqueue::new(&master, 0, size, 4096, Arc::new(AtomicU64::new(0))).expect("fake DMA");
+        (master, q)
     }
 
     /// The device's side: takes the next available head, returns it as used with `len`.
@@ -1305,12 +1333,14 @@ mod tests {
         let head = q.add(&chain).unwrap();
         assert_eq!(q.free_descriptors(), 5);
         // Descriptor table: addresses, lengths, flags and next links as the spec lays out.
-        let bus = q.buffers.bus_address();
         let mut d = head;
         for (i, s) in chain.iter().enumerate() {
             let at = 16 * u64::from(d);
             let addr = u64::from(q.ring.read32(at)) | u64::from(q.ring.read32(at + 4)) << 32;
-            assert_eq!(addr, bus + s.offset);
+            assert_eq!(
+                format!("{addr:x}"),
+                format!("{:x}", q.buffers.bus_address_at(s.offset))
+            );
             assert_eq!(q.ring.read32(at + 8), s.len);
             let flags_next = q.ring.read32(at + 12);
             let flags = flags_next & 0xffff;

@@ -195,6 +195,16 @@ pub fn get() -> Option<&'static LocalApic> {
     LAPIC.get()
 }
 
+/// The APIC ID of the CPU with allocator index `cpu` (`pci::vectors`), if it runs: only the
+/// boot CPU does, as index 0.
+pub fn apic_id(cpu: u32) -> Option<u32> {
+    if cpu == super::vectors::current_cpu() {
+        get().map(|l| l.id())
+    } else {
+        None
+    }
+}
+
 /// Measures the timer's rate (divide by 16) against `reference`, a function that waits a
 /// known number of microseconds. Returns Hz of the timer's input after division.
 pub fn calibrate_timer(lapic: &LocalApic, wait_us: u64, reference: impl FnOnce(u64)) -> u32 {

@@ -16,8 +16,19 @@ pub const LAST: u8 = 0xEF;
 
 static ALLOCATOR: Mutex<Option<VectorAllocator>> = Mutex::new(None);
 
-/// Creates the allocator for `cpus` online CPUs.
+/// The allocator's index of the CPU this runs on. Only the boot CPU runs (see
+/// [`super::init`]), and it is index 0.
+pub fn current_cpu() -> u32 {
+    0
+}
+
+/// Creates the allocator for `cpus` online CPUs (at most [`super::dispatch::MAX_CPUS`]: the
+/// dispatch table has a slot for every vector it hands out).
 pub fn init(cpus: u32) {
+    assert!(
+        cpus as usize <= super::dispatch::MAX_CPUS,
+        "more CPUs than the dispatch table holds"
+    );
     let allocator = VectorAllocator::new(cpus, FIRST..=LAST, &[]).expect("valid vector range");
     *ALLOCATOR.lock() = Some(allocator);
 }

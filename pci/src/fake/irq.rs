@@ -1,8 +1,9 @@
 //! A fake interrupt platform and fake functions with MSI-X, MSI and INTx, for host tests and
 //! the documentation examples of [`crate::irq`].
 //!
-//! The platform keeps a real [`VectorAllocator`], a dispatch table that can "deliver" an
-//! interrupt (run the handler installed on a vector), fake device memory for MSI-X tables,
+//! The platform keeps a real [`VectorAllocator`], the kernel's [`DispatchTable`] and
+//! [`SharedLines`] (so [`FakePlatform::deliver`] runs a vector's handler, or a shared INTx
+//! line's handlers, with the code the kernel runs), fake device memory for MSI-X tables,
 //! and records what it was asked (releases, pending reports). DMA buffers sit between red
 //! zones so that a test can tell whether an access escaped one.
 //!
@@ -10,6 +11,12 @@
 //! [`PciFunction::new`] takes), so they live until the test process exits. They are kept
 //! reachable from a static ([`keep`]): Miri's leak check counts memory reachable from a
 //! static as still in use, so it stays on and reports every leak but these intended ones.
+//!
+//! CPUs: everything runs on the calling thread, which stands for the CPU an interrupt is
+//! delivered to, so an uninstall is always "on the handler's CPU" (never waits; from inside a
+//! handler, the handler is dropped when it returns). Waiting across CPUs is tested with real
+//! threads in [`crate::dispatch`] and [`crate::intx_lines`]. Every fake function's pin is
+//! wired to GSI [`FAKE_GSI`], one line shared by all of them.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -19,6 +26,8 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use super::{FakeBar, FakeConfigSpace, FakeFunction};
+use crate::dispatch::{DispatchTable, Dispatched};
+use crate::intx_lines::SharedLines;
 use crate::irq::{
     ConfigPort, Handler, IntxLine, IrqError, IrqPlatform, MsiMessage, PciFunction, RegisterWindow,
 };
@@ -66,57 +75,56 @@ const RED_ZONE_BYTE: u8 = 0xa5;
 /// Fake DMA memory: a buffer between two red zones.
 type DmaMemory = Arc<Mutex<Vec<u8>>>;
 
-/// Installed handlers by (CPU, vector), with their owners.
-type HandlerTable = BTreeMap<(u32, u8), (Handler, &'static str)>;
+/// CPUs the fake's dispatch table has room for.
+pub const FAKE_CPUS: usize = 8;
+
+/// The GSI every fake function's INTx pin is wired to.
+pub const FAKE_GSI: u32 = 16;
 
 /// The fake platform.
 pub struct FakePlatform {
     vectors: Mutex<VectorAllocator>,
-    handlers: Mutex<HandlerTable>,
+    handlers: DispatchTable<FAKE_CPUS>,
     memory: Mutex<BTreeMap<u64, u32>>,
     dma: Mutex<Vec<DmaMemory>>,
     released: Mutex<Vec<Address>>,
     pending: Mutex<Vec<(Address, u8)>>,
-    intx: Mutex<Option<Block>>,
-    intx_users: Mutex<BTreeMap<u64, (Handler, &'static str)>>,
+    intx: SharedLines,
 }
 
 impl FakePlatform {
-    /// A platform with `cpus` CPUs and vectors 0x30..=0xEF, kept until the process exits to
-    /// be `'static` (see the module documentation).
+    /// A platform with `cpus` CPUs (at most [`FAKE_CPUS`]) and vectors 0x30..=0xEF, kept
+    /// until the process exits to be `'static` (see the module documentation).
     pub fn leaked(cpus: u32) -> &'static FakePlatform {
+        assert!(
+            cpus as usize <= FAKE_CPUS,
+            "fake: more CPUs than its dispatch table"
+        );
         keep(FakePlatform {
             vectors: Mutex::new(VectorAllocator::new(cpus, 0x30..=0xEF, &[]).expect("valid range")),
-            handlers: Mutex::new(BTreeMap::new()),
+            handlers: DispatchTable::new(),
             memory: Mutex::new(BTreeMap::new()),
             dma: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
-            intx: Mutex::new(None),
-            intx_users: Mutex::new(BTreeMap::new()),
+            intx: SharedLines::new(),
         })
     }
 
-    /// Runs the handler installed on (`cpu`, `vector`), as an interrupt would; whether one ran.
+    /// Runs the handler installed on (`cpu`, `vector`), as an interrupt would; whether one ran
+    /// (for a shared INTx line's vector: the line's handler, which runs every function's).
     pub fn deliver(&self, cpu: u32, vector: u8) -> bool {
-        let taken = self.handlers.lock().remove(&(cpu, vector));
-        match taken {
-            Some((mut h, owner)) => {
-                h();
-                self.handlers.lock().insert((cpu, vector), (h, owner));
-                true
-            }
-            None => {
-                let intx = self.intx.lock().as_ref().map(|b| (b.cpu(), b.first()));
-                if intx == Some((cpu, vector)) {
-                    for (h, _) in self.intx_users.lock().values_mut() {
-                        h();
-                    }
-                    return true;
-                }
-                false
-            }
-        }
+        self.handlers.dispatch(cpu, vector) == Dispatched::Handled
+    }
+
+    /// Arrivals on (`cpu`, `vector`) with no handler, so far.
+    pub fn spurious(&self, cpu: u32, vector: u8) -> u64 {
+        self.handlers.spurious(cpu, vector)
+    }
+
+    /// (GSI, vector, owner) of every handler on a shared INTx line.
+    pub fn intx_users(&self) -> Vec<(u32, u8, &'static str)> {
+        self.intx.users()
     }
 
     /// The allocator's state.
@@ -124,9 +132,9 @@ impl FakePlatform {
         self.vectors.lock().snapshot()
     }
 
-    /// Vectors with a handler installed.
+    /// Vectors with a handler installed (a shared INTx line's counts once).
     pub fn installed(&self) -> usize {
-        self.handlers.lock().len()
+        self.handlers.installed().len()
     }
 
     /// Functions whose handle was dropped.
@@ -152,6 +160,15 @@ impl FakePlatform {
     /// Every dword of fake device memory ever written, by physical address.
     pub fn memory(&self) -> Vec<(u64, u32)> {
         self.memory.lock().iter().map(|(&a, &v)| (a, v)).collect()
+    }
+
+    /// How many DMA buffers this platform gave out are not freed yet.
+    pub fn dma_live(&self) -> usize {
+        self.dma
+            .lock()
+            .iter()
+            .filter(|m| Arc::strong_count(m) > 1)
+            .count()
     }
 
     /// Whether the red zones around every DMA buffer this platform gave out (live or freed)
@@ -194,11 +211,12 @@ impl RegisterWindow for Window {
 ///
 /// Like the kernel's buffer, which adds the offset to its address, it does no bounds check of
 /// its own and adds with wrapping, as address arithmetic would: an offset that escapes
-/// [`DmaBuffer`](crate::window::DmaBuffer)'s check lands in a red zone (or panics on the
+/// [`DmaBuffer`](crate::dma::DmaBuffer)'s check lands in a red zone (or panics on the
 /// vector's bounds), where [`FakePlatform::dma_red_zones_intact`] sees it.
 struct FakeDma {
     memory: DmaMemory,
     len: u64,
+    bus: u64,
 }
 
 impl FakeDma {
@@ -208,9 +226,9 @@ impl FakeDma {
     }
 }
 
-impl crate::window::DmaRegion for FakeDma {
+impl crate::dma::DmaRegion for FakeDma {
     fn bus_address(&self) -> u64 {
-        0x1000_0000
+        self.bus
     }
     fn len(&self) -> u64 {
         self.len
@@ -233,11 +251,11 @@ impl crate::window::DmaRegion for FakeDma {
     }
 }
 
+/// One function's attachment to the shared line of [`FAKE_GSI`]; dropping it detaches.
 struct FakeLine {
     platform: &'static FakePlatform,
     cpu: u32,
     vector: u8,
-    next: Mutex<u64>,
 }
 
 impl IntxLine for FakeLine {
@@ -246,29 +264,40 @@ impl IntxLine for FakeLine {
     }
 
     fn gsi(&self) -> u32 {
-        16
+        FAKE_GSI
     }
 
     fn install(&self, owner: &'static str, handler: Handler) -> u64 {
-        let mut next = self.next.lock();
-        *next += 1;
+        // The line exists while this attachment does; an id of 0 is never handed out.
         self.platform
-            .intx_users
-            .lock()
-            .insert(*next, (handler, owner));
-        *next
+            .intx
+            .install(FAKE_GSI, owner, handler)
+            .unwrap_or(0)
     }
 
     fn uninstall(&self, id: u64) -> bool {
-        self.platform.intx_users.lock().remove(&id).is_some()
+        // The calling thread stands for the line's CPU (see the module documentation).
+        self.platform.intx.uninstall(FAKE_GSI, id, self.cpu)
     }
 }
 
 impl Drop for FakeLine {
     fn drop(&mut self) {
-        if let Some(block) = self.platform.intx.lock().take() {
+        if let Some(block) = self.platform.intx.detach(FAKE_GSI, |_| {}) {
+            self.platform
+                .handlers
+                .uninstall(block.cpu(), block.first(), block.cpu());
             self.platform.free(block);
         }
+    }
+}
+
+/// How `kind` is listed in the dispatch table (as the kernel lists it).
+fn kind_name(kind: crate::irq::IrqKind) -> &'static str {
+    match kind {
+        crate::irq::IrqKind::Msix => "MSI-X",
+        crate::irq::IrqKind::Msi => "MSI",
+        crate::irq::IrqKind::Intx => "INTx",
     }
 }
 
@@ -285,10 +314,8 @@ impl IrqPlatform for &'static FakePlatform {
     }
 
     fn message(&self, cpu: u32, vector: u8) -> MsiMessage {
-        MsiMessage {
-            address: 0xFEE0_0000 | u64::from(cpu) << 12,
-            data: u32::from(vector),
-        }
+        // The fake's APIC IDs are its CPU indices.
+        crate::x86_msi::x86_message(u8::try_from(cpu).expect("fake: APIC ID fits"), vector)
     }
 
     fn install(
@@ -296,23 +323,21 @@ impl IrqPlatform for &'static FakePlatform {
         cpu: u32,
         vector: u8,
         owner: &'static str,
-        _kind: crate::irq::IrqKind,
+        kind: crate::irq::IrqKind,
         handler: Handler,
     ) -> Result<(), IrqError> {
-        let mut handlers = self.handlers.lock();
-        if handlers.contains_key(&(cpu, vector)) {
-            return Err(IrqError::Platform("vector already has a handler"));
-        }
-        handlers.insert((cpu, vector), (handler, owner));
-        Ok(())
+        self.handlers
+            .install(cpu, vector, owner, kind_name(kind), handler)
+            .map_err(|_| IrqError::Platform("vector already has a handler"))
     }
 
     fn uninstall(&self, cpu: u32, vector: u8) -> bool {
-        self.handlers.lock().remove(&(cpu, vector)).is_some()
+        // The calling thread stands for the handler's CPU (see the module documentation).
+        self.handlers.uninstall(cpu, vector, cpu)
     }
 
     fn is_installed(&self, cpu: u32, vector: u8) -> bool {
-        self.handlers.lock().contains_key(&(cpu, vector))
+        self.handlers.is_installed(cpu, vector)
     }
 
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError> {
@@ -329,7 +354,7 @@ impl IrqPlatform for &'static FakePlatform {
         NOW.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
     }
 
-    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::window::DmaRegion>, IrqError> {
+    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::dma::DmaRegion>, IrqError> {
         let too_large = IrqError::Platform("fake: DMA buffer too large");
         let len = usize::try_from(bytes).map_err(|_| too_large.clone())?;
         let total = len.checked_add(2 * RED_ZONE).ok_or(too_large)?;
@@ -338,18 +363,40 @@ impl IrqPlatform for &'static FakePlatform {
         memory.resize(total, RED_ZONE_BYTE);
         let memory = Arc::new(Mutex::new(memory));
         self.dma.lock().push(memory.clone());
-        Ok(Box::new(FakeDma { memory, len: bytes }))
+        // Each buffer gets bus addresses of its own, page-aligned, as the kernel's do.
+        static NEXT_BUS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+        let pages = bytes.div_ceil(4096).max(1);
+        let first = NEXT_BUS.fetch_add(pages, core::sync::atomic::Ordering::Relaxed);
+        let bus = 0x1000_0000 + first * 4096;
+        Ok(Box::new(FakeDma {
+            memory,
+            len: bytes,
+            bus,
+        }))
     }
 
     fn attach_intx(&self, _function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
-        let block = self.allocate(1).map_err(IrqError::Vectors)?;
-        let (cpu, vector) = (block.cpu(), block.first());
-        *self.intx.lock() = Some(block);
+        let platform: &'static FakePlatform = self;
+        let (cpu, vector) = platform.intx.attach(FAKE_GSI, || {
+            let block = self.allocate(1).map_err(IrqError::Vectors)?;
+            let run = Box::new(move || {
+                platform.intx.run(FAKE_GSI);
+            });
+            match platform
+                .handlers
+                .install(block.cpu(), block.first(), "INTx line", "INTx", run)
+            {
+                Ok(()) => Ok(block),
+                Err(_) => {
+                    self.free(block);
+                    Err(IrqError::Platform("INTx vector busy"))
+                }
+            }
+        })?;
         Ok(Box::new(FakeLine {
-            platform: self,
+            platform,
             cpu,
             vector,
-            next: Mutex::new(0),
         }))
     }
 

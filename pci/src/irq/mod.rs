@@ -23,7 +23,7 @@
 //! module programs the PCI side (PCI Local Bus 3.0 §6.8: MSI and MSI-X) and is host-tested
 //! against fakes.
 
-mod function;
+mod allocate;
 mod intx;
 mod msi;
 mod msix;
@@ -32,7 +32,7 @@ mod owned;
 use alloc::boxed::Box;
 use core::fmt;
 
-pub use function::{ConfigPort, PciFunction};
+pub use crate::function::{ConfigPort, PciFunction};
 pub use owned::{IrqVectors, Registration, Vector};
 
 use crate::Address;
@@ -100,7 +100,7 @@ pub trait IrqPlatform: Send + Sync {
     /// Microseconds since boot (a monotonic clock for drivers' timeouts).
     fn now_us(&self) -> u64;
     /// Allocates a zeroed DMA buffer of at least `bytes` bytes.
-    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::window::DmaRegion>, IrqError>;
+    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::dma::DmaRegion>, IrqError>;
     /// Attaches the function's INTx pin (1 = INTA#) to its line, routed by firmware.
     fn attach_intx(&self, function: &crate::Function) -> Result<Box<dyn IntxLine>, IrqError>;
     /// The handle of `address` was dropped: the function may be claimed again.

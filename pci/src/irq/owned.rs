@@ -8,6 +8,7 @@ use core::marker::PhantomData;
 use spin::Mutex;
 
 use super::{Handler, IntxLine, IrqError, IrqKind, PciFunction, RegisterWindow, intx, msi, msix};
+use crate::function::BusMaster;
 use crate::vectors::Block;
 
 /// The hardware behind the vectors.
@@ -60,7 +61,7 @@ impl Slot {
 /// [`Registration`]s are left in place and their vectors are masked and never handed out
 /// again; every entry is masked and read back; pending bits are checked and reported;
 /// MSI / MSI-X is disabled, INTx left disabled (a function without an owner must not assert a
-/// line that other owners' handlers share) and Bus Master restored; the vectors go back to the
+/// line that other owners' handlers share) and the vectors' [`BusMaster`] guard dropped; the vectors go back to the
 /// allocator; then the function handle is released. A leaked `IrqVectors` keeps its vectors,
 /// handlers and function forever, and nothing worse.
 ///
@@ -116,8 +117,8 @@ pub struct IrqVectors {
     backend: Option<Backend>,
     kind: IrqKind,
     count: usize,
-    /// Bus Master Enable as it was before allocation (MSI and MSI-X turn it on).
-    bus_master_before: bool,
+    /// MSI and MSI-X messages are memory writes: bus mastering stays on while they are in use.
+    master: Option<BusMaster>,
     slots: Mutex<Vec<Slot>>,
 }
 
@@ -185,8 +186,6 @@ impl IrqVectors {
         min: usize,
         max: usize,
     ) -> Result<IrqVectors, (PciFunction, IrqError)> {
-        let command = function.config_read16(intx::COMMAND);
-        let bus_master_before = command & intx::BUS_MASTER != 0;
         let built = match kind {
             IrqKind::Msix => setup_msix(&function, min, max),
             IrqKind::Msi => setup_msi(&function, min, max),
@@ -196,19 +195,15 @@ impl IrqVectors {
             Ok((backend, count)) => {
                 // MSI and MSI-X replace INTx, and are memory writes: they need bus mastering.
                 // INTx itself stays disabled until a handler listens.
-                let master = if kind == IrqKind::Intx {
-                    0
-                } else {
-                    intx::BUS_MASTER
-                };
-                function.config_write16(intx::COMMAND, command | intx::INTERRUPT_DISABLE | master);
+                function.core().command(intx::INTERRUPT_DISABLE, 0);
+                let master = (kind != IrqKind::Intx).then(|| function.bus_master());
                 // INVARIANT: the backend owns the vectors; no handler is installed yet.
                 Ok(IrqVectors {
                     function: Some(function),
                     backend: Some(backend),
                     kind,
                     count,
-                    bus_master_before,
+                    master,
                     slots: Mutex::new(alloc::vec![Slot::Free; count]),
                 })
             }
@@ -333,9 +328,7 @@ impl IrqVectors {
             Backend::Intx { line } => {
                 let id = line.install(owner, handler);
                 slots[index] = slot(Some(id));
-                let command = self.func().config_read16(intx::COMMAND);
-                self.func()
-                    .config_write16(intx::COMMAND, command & !intx::INTERRUPT_DISABLE);
+                self.func().core().command(0, intx::INTERRUPT_DISABLE);
             }
         }
         Ok(())
@@ -354,7 +347,7 @@ impl IrqVectors {
                         Slot::Registered(_) | Slot::Owned(_) => mask &= !(1 << i),
                     }
                 }
-                self.func().config_write32(mask_at, mask);
+                self.func().core().write32(mask_at, mask);
             }
             None => {
                 let any = slots.iter().any(|s| *s != Slot::Free);
@@ -364,7 +357,7 @@ impl IrqVectors {
                 } else {
                     value & !msi::ENABLE
                 };
-                self.func().config_write16(control, value);
+                self.func().core().write16(control, value);
             }
         }
     }
@@ -389,9 +382,7 @@ impl IrqVectors {
                 platform.uninstall(block.cpu(), block.first() + index as u8);
             }
             Backend::Intx { line } => {
-                let command = self.func().config_read16(intx::COMMAND);
-                self.func()
-                    .config_write16(intx::COMMAND, command | intx::INTERRUPT_DISABLE);
+                self.func().core().command(intx::INTERRUPT_DISABLE, 0);
                 if let Some(id) = id {
                     line.uninstall(id);
                 }
@@ -441,7 +432,8 @@ impl IrqVectors {
                 let control_at = msix::control_offset(&cap);
                 let control = self.func().config_read16(control_at);
                 self.func()
-                    .config_write16(control_at, control | msix::FUNCTION_MASK);
+                    .core()
+                    .write16(control_at, control | msix::FUNCTION_MASK);
                 for i in 0..usize::from(cap.table_size) {
                     msix::set_masked(table.as_ref(), i, true);
                 }
@@ -453,7 +445,8 @@ impl IrqVectors {
                     }
                 }
                 self.func()
-                    .config_write16(control_at, control & !(msix::ENABLE | msix::FUNCTION_MASK));
+                    .core()
+                    .write16(control_at, control & !(msix::ENABLE | msix::FUNCTION_MASK));
                 for (i, block) in blocks.into_iter().enumerate() {
                     // A `Block` that is not freed keeps its vectors used: leaked on purpose.
                     if leaked(i) {
@@ -469,7 +462,7 @@ impl IrqVectors {
             Backend::Msi { cap, block } => {
                 let control_at = msi::control(&cap);
                 if let Some(mask_at) = msi::mask(&cap) {
-                    self.func().config_write32(mask_at, u32::MAX);
+                    self.func().core().write32(mask_at, u32::MAX);
                     let _ = self.func().config_read32(mask_at);
                     if let Some(pending_at) = msi::pending(&cap) {
                         let pending = self.func().config_read32(pending_at);
@@ -481,7 +474,7 @@ impl IrqVectors {
                     }
                 }
                 let control = self.func().config_read16(control_at);
-                self.func().config_write16(
+                self.func().core().write16(
                     control_at,
                     control & !msi::ENABLE & !(0b111 << msi::MME_SHIFT),
                 );
@@ -508,15 +501,12 @@ impl IrqVectors {
                 }
             }
         }
-        let command = self.func().config_read16(intx::COMMAND);
         // INTx stays disabled: the function has no handler now, and an INTx line is shared;
         // re-arming it here would let this device assert a line other owners still listen on
         // (the next owner enables INTx when it installs a handler).
-        let mut restored = command | intx::INTERRUPT_DISABLE;
-        if !self.bus_master_before {
-            restored &= !intx::BUS_MASTER;
-        }
-        self.func().config_write16(intx::COMMAND, restored);
+        self.func().core().command(intx::INTERRUPT_DISABLE, 0);
+        // Bus mastering ends with the messages (unless the driver holds a guard of its own).
+        drop(self.master.take());
     }
 }
 
@@ -565,7 +555,9 @@ fn setup_msix(
     // Function mask on while entries are written (PCI 3.0 §6.8.2.3), every entry masked.
     let control_at = msix::control_offset(&cap);
     let control = function.config_read16(control_at);
-    function.config_write16(control_at, control | msix::ENABLE | msix::FUNCTION_MASK);
+    function
+        .core()
+        .write16(control_at, control | msix::ENABLE | msix::FUNCTION_MASK);
     for i in 0..usize::from(cap.table_size) {
         msix::set_masked(table.as_ref(), i, true);
     }
@@ -577,7 +569,9 @@ fn setup_msix(
         );
     }
     let _ = table.read32(12);
-    function.config_write16(control_at, (control | msix::ENABLE) & !msix::FUNCTION_MASK);
+    function
+        .core()
+        .write16(control_at, (control | msix::ENABLE) & !msix::FUNCTION_MASK);
     let count = blocks.len();
     Ok((
         Backend::Msix {
@@ -612,22 +606,28 @@ fn setup_msi(function: &PciFunction, min: usize, max: usize) -> Result<(Backend,
     let message = platform.message(block.cpu(), block.first());
     let control_at = msi::control(&cap);
     let control = function.config_read16(control_at) & !msi::ENABLE;
-    function.config_write16(control_at, control);
+    function.core().write16(control_at, control);
     if let Some(mask_at) = msi::mask(&cap) {
-        function.config_write32(mask_at, u32::MAX);
+        function.core().write32(mask_at, u32::MAX);
     }
-    function.config_write32(msi::address_low(&cap), message.address as u32);
+    function
+        .core()
+        .write32(msi::address_low(&cap), message.address as u32);
     if let Some(high) = msi::address_high(&cap) {
-        function.config_write32(high, (message.address >> 32) as u32);
+        function
+            .core()
+            .write32(high, (message.address >> 32) as u32);
     }
-    function.config_write16(msi::data(&cap), message.data as u16);
+    function
+        .core()
+        .write16(msi::data(&cap), message.data as u16);
     let mme = (count.trailing_zeros() as u16) << msi::MME_SHIFT;
     let mut control = (control & !(0b111 << msi::MME_SHIFT)) | mme;
     if cap.per_vector_masking {
         // Enabled now, every vector masked until a handler is registered.
         control |= msi::ENABLE;
     }
-    function.config_write16(control_at, control);
+    function.core().write16(control_at, control);
     Ok((Backend::Msi { cap, block }, count))
 }
 

@@ -1,0 +1,218 @@
+//! DMA buffers and the bus addresses a device is given for them.
+//!
+//! Design note. A [`DmaBuffer`] is made from a [`BusMaster`](crate::function::BusMaster)
+//! guard and owns physically contiguous memory. Its bus address is a [`BusAddr`], an opaque
+//! value that borrows the buffer: it cannot be used once the buffer is gone, and the only
+//! things that accept it are the writes that hand it to a device
+//! ([`BarWindow::write_bus_address`](crate::window::BarWindow::write_bus_address) for a
+//! register, [`DmaBuffer::write_bus_address`] for a descriptor in DMA memory).
+//!
+//! What stays outside the model without an IOMMU: the device keeps whatever address it was
+//! given and can write there for as long as it may master the bus; and a driver can still
+//! write any number it likes into a register the device reads as an address. This layer makes
+//! sure the memory behind a [`BusAddr`] is not reused while the device can master the bus
+//! (buffers dropped meanwhile are quarantined, see [`BusMaster`](crate::function::BusMaster)),
+//! not that the device only goes where it was pointed.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::Range;
+
+use crate::function::Core;
+use crate::range::checked_access;
+
+/// Memory a device can reach by DMA, provided by the platform.
+pub trait DmaRegion: Send + Sync {
+    /// Bus address of the first byte (what the device is given).
+    fn bus_address(&self) -> u64;
+    /// Length in bytes.
+    fn len(&self) -> u64;
+    /// Whether the region is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Reads a byte.
+    fn read8(&self, offset: u64) -> u8;
+    /// Writes a byte.
+    fn write8(&self, offset: u64, value: u8);
+    /// Reads a dword (4-byte aligned).
+    fn read32(&self, offset: u64) -> u32;
+    /// Writes a dword (4-byte aligned).
+    fn write32(&self, offset: u64, value: u32);
+}
+
+/// The bus address of a byte of a [`DmaBuffer`], borrowing the buffer.
+///
+/// It can be handed to a device ([`BarWindow::write_bus_address`](crate::window::BarWindow),
+/// [`DmaBuffer::write_bus_address`]) and printed, but not made from a number, and not kept
+/// past the buffer:
+///
+/// ```compile_fail,E0505
+/// # use pci::fake::irq::function_with_msix;
+/// let function = function_with_msix(4);
+/// let master = function.bus_master();
+/// let buffer = master.dma_buffer(4096).unwrap();
+/// let address = buffer.bus_address();
+/// drop(buffer); // error[E0505]: cannot move out of `buffer` because it is borrowed
+/// let registers = function.map_bar(0, 0, 0x1000).unwrap();
+/// registers.write_bus_address(0x28, address);
+/// ```
+///
+/// A number is not a bus address:
+///
+/// ```compile_fail,E0308
+/// # use pci::fake::irq::function_with_msix;
+/// let function = function_with_msix(4);
+/// let registers = function.map_bar(0, 0, 0x1000).unwrap();
+/// registers.write_bus_address(0x28, 0x1000_0000u64); // error[E0308]: mismatched types
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BusAddr<'a> {
+    address: u64,
+    _buffer: PhantomData<&'a DmaBuffer>,
+}
+
+impl BusAddr<'_> {
+    pub(crate) fn raw(self) -> u64 {
+        self.address
+    }
+
+    /// Whether the address is a multiple of `align` (a power of two), as queue base
+    /// registers require.
+    pub fn is_aligned(self, align: u64) -> bool {
+        align.is_power_of_two() && self.address & (align - 1) == 0
+    }
+}
+
+impl fmt::Debug for BusAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BusAddr({:#x})", self.address)
+    }
+}
+
+impl fmt::LowerHex for BusAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.address, f)
+    }
+}
+
+/// A DMA buffer.
+///
+/// # Invariants
+/// `region` is `Some` until `Drop` hands it to the function's core, which frees it once the
+/// device cannot master the bus.
+///
+/// Who owns it: the driver. It holds the function's core, so the function stays claimed while
+/// it lives. `Drop` frees the memory, or quarantines it until bus mastering is off; a leak
+/// costs the frames.
+pub struct DmaBuffer {
+    core: Arc<Core>,
+    region: Option<Box<dyn DmaRegion>>,
+}
+
+impl fmt::Debug for DmaBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaBuffer")
+            .field("bus_address", &self.bus_address())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl DmaBuffer {
+    pub(crate) fn new(core: Arc<Core>, region: Box<dyn DmaRegion>) -> DmaBuffer {
+        DmaBuffer {
+            core,
+            region: Some(region),
+        }
+    }
+
+    fn region(&self) -> &dyn DmaRegion {
+        self.region.as_deref().expect("present until drop")
+    }
+
+    /// Bus address of the first byte.
+    pub fn bus_address(&self) -> BusAddr<'_> {
+        BusAddr {
+            address: self.region().bus_address(),
+            _buffer: PhantomData,
+        }
+    }
+
+    /// Bus address of the byte at `offset`. Panics past the end (a driver bug).
+    pub fn bus_address_at(&self, offset: u64) -> BusAddr<'_> {
+        let r = self.check(offset, 1);
+        BusAddr {
+            address: self.region().bus_address() + r.start,
+            _buffer: PhantomData,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.region().len()
+    }
+
+    /// Whether the buffer is empty (never).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of an access, or a panic naming it.
+    fn check(&self, offset: u64, size: u64) -> Range<u64> {
+        match checked_access(offset, size, self.len()) {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "DMA access of {size} bytes at {offset:#x} outside {:#x} bytes: {e}",
+                self.len()
+            ),
+        }
+    }
+
+    /// Reads a byte.
+    pub fn read8(&self, offset: u64) -> u8 {
+        self.check(offset, 1);
+        self.region().read8(offset)
+    }
+
+    /// Writes a byte.
+    pub fn write8(&self, offset: u64, value: u8) {
+        self.check(offset, 1);
+        self.region().write8(offset, value)
+    }
+
+    /// Reads a dword.
+    pub fn read32(&self, offset: u64) -> u32 {
+        self.check(offset, 4);
+        self.region().read32(offset)
+    }
+
+    /// Writes a dword.
+    pub fn write32(&self, offset: u64, value: u32) {
+        self.check(offset, 4);
+        self.region().write32(offset, value)
+    }
+
+    /// Writes a qword (two dwords, low first).
+    pub fn write64(&self, offset: u64, value: u64) {
+        let r = self.check(offset, 8);
+        self.region().write32(r.start, value as u32);
+        self.region().write32(r.end - 4, (value >> 32) as u32);
+    }
+
+    /// Writes a bus address (of this buffer or another) as a qword, for descriptors and
+    /// PRP lists that live in DMA memory.
+    pub fn write_bus_address(&self, offset: u64, address: BusAddr<'_>) {
+        self.write64(offset, address.raw());
+    }
+}
+
+impl Drop for DmaBuffer {
+    fn drop(&mut self) {
+        if let Some(region) = self.region.take() {
+            self.core.retire(region);
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Which configuration writes a driver may make, and why the others are refused.
+//!
+//! Design note. Configuration space is where a function is told where to decode (BARs),
+//! whether it may master the bus, and where its interrupts go (MSI and MSI-X). Each of those
+//! has one owner in this stack: [`PciFunction::map_bar`](crate::function::PciFunction) checks
+//! windows against the BARs as enumerated, the [`BusMaster`](super::BusMaster) guard owns Bus
+//! Master Enable, and [`IrqVectors`](crate::irq::IrqVectors) owns the MSI and MSI-X
+//! capabilities and the Interrupt Disable bit. A raw write to any of them would undo that
+//! owner's promise behind its back (aim MSI at another driver's vector, enable MSI while
+//! MSI-X vectors are held, move a BAR under a mapped window), so a driver's writes go through
+//! [`check_write`], which refuses exactly those registers and names the owner in its error.
+//! Everything else (device-specific registers, Device Control, power management, Status
+//! write-one-to-clear bits) stays writable; reads are never filtered.
+//!
+//! The refused registers, by header layout (PCI Local Bus 3.0 §6.1, §6.2.2, §6.2.5;
+//! PCI-to-PCI Bridge Architecture 1.2 §3.2):
+//!
+//! | bytes | what | owner |
+//! |---|---|---|
+//! | 0x04 bits 0, 1, 2, 10 | I/O and memory decode, Bus Master Enable, Interrupt Disable | the stack |
+//! | 0x10..0x28 (type 0), 0x10..0x18 (type 1) | BARs | enumeration, `map_bar` |
+//! | 0x30 (type 0), 0x38 (type 1) | expansion ROM BAR | enumeration |
+//! | 0x18..0x34, 0x3E (type 1) | bus numbers, forwarding windows, Bridge Control | enumeration |
+//! | 0x10..0x48 except 0x3C (type 2) | CardBus windows | not supported |
+//! | MSI capability (PCI 3.0 §6.8.1) | message address, data, mask | `IrqVectors` |
+//! | MSI-X capability (PCI 3.0 §6.8.2) | Message Control | `IrqVectors` |
+//! | vendor-specific capabilities (§6.7, ID 09h) | device-defined | [`VendorWindow`](super::VendorWindow) |
+//! | SR-IOV (PCIe Base 6.0 §9.3.3), Resizable BAR and VF Resizable BAR (§7.8.6) | new functions and BAR sizes | not supported |
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+
+use crate::capability::{ext_id, id};
+use crate::range::checked_access;
+use crate::{ExtendedCapability, Function};
+
+/// Command register offset (PCI 3.0 §6.2.2).
+pub const COMMAND: u16 = 0x04;
+/// Command bit 0: I/O Space decode.
+pub const IO_SPACE: u16 = 1 << 0;
+/// Command bit 1: Memory Space decode.
+pub const MEMORY_SPACE: u16 = 1 << 1;
+/// Command bit 2: Bus Master Enable.
+pub const BUS_MASTER: u16 = 1 << 2;
+/// Command bit 10: Interrupt Disable (INTx).
+pub const INTERRUPT_DISABLE: u16 = 1 << 10;
+/// The Command bits only the stack writes.
+pub const PROTECTED_COMMAND_BITS: u16 = IO_SPACE | MEMORY_SPACE | BUS_MASTER | INTERRUPT_DISABLE;
+
+/// A register (or block of registers) drivers may not write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Register {
+    /// Base Address Register `n`.
+    Bar(u8),
+    /// The expansion ROM BAR.
+    ExpansionRom,
+    /// A bridge's bus numbers, forwarding windows or Bridge Control.
+    BridgeRouting,
+    /// A CardBus bridge's registers.
+    CardBus,
+    /// The MSI capability at this offset.
+    Msi(u16),
+    /// The MSI-X capability at this offset.
+    Msix(u16),
+    /// A vendor-specific capability at this offset (written through its
+    /// [`VendorWindow`](super::VendorWindow)).
+    Vendor(u16),
+    /// The header (ID, next pointer, length) of a vendor-specific capability.
+    CapabilityHeader(u16),
+    /// SR-IOV, Resizable BAR or VF Resizable BAR at this offset.
+    Extended(u16),
+}
+
+/// Why a configuration write was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigWriteError {
+    /// The width is not 1, 2 or 4, the offset is not a multiple of it, or the register lies
+    /// past the 4 KiB configuration space.
+    BadAccess {
+        /// Offset asked for.
+        offset: u16,
+        /// Width in bytes.
+        width: u8,
+    },
+    /// The write would change Command bits the stack owns (`bits` is the mask changed).
+    Command {
+        /// The protected bits the write would change.
+        bits: u16,
+    },
+    /// The write touches a register with another owner.
+    Protected {
+        /// Offset asked for.
+        offset: u16,
+        /// What lies there.
+        register: Register,
+    },
+}
+
+impl fmt::Display for ConfigWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ConfigWriteError::BadAccess { offset, width } => write!(
+                f,
+                "a {width}-byte write at {offset:#x} is not a naturally aligned access inside configuration space"
+            ),
+            ConfigWriteError::Command { bits } => {
+                write!(f, "Command bits {bits:#06x} (")?;
+                let mut first = true;
+                for (bit, name) in [
+                    (IO_SPACE, "I/O decode: the stack's"),
+                    (MEMORY_SPACE, "memory decode: map_bar's"),
+                    (BUS_MASTER, "bus master: the BusMaster guard's"),
+                    (INTERRUPT_DISABLE, "INTx disable: IrqVectors'"),
+                ] {
+                    if bits & bit != 0 {
+                        if !first {
+                            f.write_str("; ")?;
+                        }
+                        f.write_str(name)?;
+                        first = false;
+                    }
+                }
+                f.write_str(") are not the driver's to write")
+            }
+            ConfigWriteError::Protected { offset, register } => {
+                write!(f, "write at {offset:#x} refused: ")?;
+                match register {
+                    Register::Bar(n) => write!(
+                        f,
+                        "BAR{n} says where the device decodes, and windows were checked against it at enumeration"
+                    ),
+                    Register::ExpansionRom => f.write_str("the expansion ROM BAR is enumeration's"),
+                    Register::BridgeRouting => f.write_str(
+                        "bus numbers and bridge windows decide what reaches the devices below; they are enumeration's",
+                    ),
+                    Register::CardBus => f.write_str("CardBus bridges are not supported"),
+                    Register::Msi(at) => write!(
+                        f,
+                        "the MSI capability at {at:#x} belongs to IrqVectors (alloc_irq_vectors)"
+                    ),
+                    Register::Msix(at) => write!(
+                        f,
+                        "the MSI-X capability at {at:#x} belongs to IrqVectors (alloc_irq_vectors)"
+                    ),
+                    Register::Vendor(at) => write!(
+                        f,
+                        "the vendor-specific capability at {at:#x} is written through vendor_window({at:#x})"
+                    ),
+                    Register::CapabilityHeader(at) => {
+                        write!(f, "the header of the capability at {at:#x} is read-only")
+                    }
+                    Register::Extended(at) => write!(
+                        f,
+                        "the extended capability at {at:#x} (SR-IOV or Resizable BAR) would change BARs or functions"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The registers of one function that drivers may not write, worked out once when the
+/// function is claimed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Protected {
+    regions: Vec<(Range<u16>, Register)>,
+}
+
+impl Protected {
+    /// The protected registers of `info`; `vendor_len(offset)` reads the length byte of the
+    /// vendor-specific capability at `offset` (PCI 3.0 §6.7: byte 2).
+    pub fn of(info: &Function, mut vendor_len: impl FnMut(u16) -> u8) -> Protected {
+        let mut regions = Vec::new();
+        let bars = |regions: &mut Vec<_>, count: u16| {
+            for n in 0..count {
+                let at = 0x10 + 4 * n;
+                regions.push((at..at + 4, Register::Bar(n as u8)));
+            }
+        };
+        match info.header_type {
+            0 => {
+                bars(&mut regions, 6);
+                regions.push((0x30..0x34, Register::ExpansionRom));
+            }
+            1 => {
+                bars(&mut regions, 2);
+                regions.push((0x18..0x34, Register::BridgeRouting));
+                regions.push((0x38..0x3c, Register::ExpansionRom));
+                regions.push((0x3e..0x40, Register::BridgeRouting));
+            }
+            _ => {
+                regions.push((0x10..0x3c, Register::CardBus));
+                regions.push((0x3e..0x48, Register::CardBus));
+            }
+        }
+        for cap in &info.capabilities {
+            let at = u16::from(cap.offset);
+            match cap.id {
+                id::MSI => {
+                    // The longest layout (64-bit with per-vector masking) is 24 bytes; a
+                    // shorter one protects the next few bytes too, which is harmless.
+                    regions.push((at..at + 24, Register::Msi(at)));
+                }
+                id::MSIX => regions.push((at..at + 12, Register::Msix(at))),
+                id::VENDOR => {
+                    let len = u16::from(vendor_len(at)).max(3);
+                    regions.push((at..at + 3, Register::CapabilityHeader(at)));
+                    regions.push((at + 3..(at + len).min(0x100), Register::Vendor(at)));
+                }
+                _ => {}
+            }
+        }
+        for cap in &info.extended_capabilities {
+            if let Some(len) = extended_len(cap) {
+                let end = (cap.offset + len).min(0x1000);
+                regions.push((cap.offset..end, Register::Extended(cap.offset)));
+            }
+        }
+        Protected { regions }
+    }
+
+    /// The vendor-specific capability at `offset`: its length in bytes, if there is one.
+    pub fn vendor(&self, offset: u16) -> Option<u16> {
+        self.regions.iter().find_map(|(r, reg)| match *reg {
+            Register::Vendor(at) if at == offset => Some(r.end - at),
+            _ => None,
+        })
+    }
+
+    /// Checks a `width`-byte write of `value` at `offset`. `command` is the Command register
+    /// as it is now (for a write that covers it); `vendor` is the vendor-specific capability
+    /// the write is made through, if any, whose body is then writable.
+    pub fn check_write(
+        &self,
+        offset: u16,
+        width: u8,
+        value: u32,
+        command: u16,
+        vendor: Option<u16>,
+    ) -> Result<(), ConfigWriteError> {
+        let bad = ConfigWriteError::BadAccess { offset, width };
+        if !matches!(width, 1 | 2 | 4) {
+            return Err(bad);
+        }
+        let bytes = checked_access(u64::from(offset), u64::from(width), 0x1000).map_err(|_| bad)?;
+        let bytes = bytes.start as u16..bytes.end as u16;
+        // Command (bytes 4 and 5): only a change of a protected bit is refused.
+        let command_bytes = COMMAND..COMMAND + 2;
+        if overlaps(&bytes, &command_bytes) {
+            let mut new = command;
+            for byte in bytes.clone() {
+                if command_bytes.contains(&byte) {
+                    let b = (value >> (8 * (byte - offset))) as u8;
+                    let shift = 8 * (byte - COMMAND);
+                    new = (new & !(0xff << shift)) | (u16::from(b) << shift);
+                }
+            }
+            let changed = (new ^ command) & PROTECTED_COMMAND_BITS;
+            if changed != 0 {
+                return Err(ConfigWriteError::Command { bits: changed });
+            }
+        }
+        for (range, register) in &self.regions {
+            if *register == Register::Vendor(vendor.unwrap_or(u16::MAX)) {
+                continue;
+            }
+            if overlaps(&bytes, range) {
+                return Err(ConfigWriteError::Protected {
+                    offset,
+                    register: *register,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn overlaps(a: &Range<u16>, b: &Range<u16>) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+/// How many bytes of an extended capability are protected, if any.
+fn extended_len(cap: &ExtendedCapability) -> Option<u16> {
+    match cap.id {
+        // SR-IOV: 0x40 bytes (PCIe Base 6.0 §9.3.3); (VF) Resizable BAR: header + 6 pairs.
+        ext_id::SRIOV => Some(0x40),
+        ext_id::RESIZABLE_BAR | ext_id::VF_RESIZABLE_BAR => Some(0x34),
+        _ => None,
+    }
+}

@@ -1,0 +1,353 @@
+//! The owned handle of one PCI function, and everything a driver reaches the device through.
+//!
+//! Design note: a [`PciFunction`] is a set of capabilities, not a raw port.
+//!
+//! - **Reads are free**: any configuration register, any time.
+//! - **Writes are typed or filtered**: [`PciFunction::config_write32`] and friends refuse the
+//!   registers another part of the stack owns (BARs, the Command register's decode, bus master
+//!   and INTx-disable bits, the MSI and MSI-X capabilities, bridge routing) with a
+//!   [`ConfigWriteError`] that names the owner; see [`config_guard`].
+//! - **Bus mastering is a guard**: [`PciFunction::bus_master`] returns a [`BusMaster`]; the
+//!   bit is on while at least one guard (or MSI/MSI-X vectors, whose messages are memory
+//!   writes) lives. DMA buffers come from the guard.
+//! - **Vendor-specific capabilities** are written through a [`VendorWindow`] bounded to the
+//!   capability.
+//!
+//! Every handle a driver gets from a function — [`BarWindow`](crate::window::BarWindow),
+//! [`DmaBuffer`](crate::dma::DmaBuffer), [`BusMaster`], [`VendorWindow`] — shares ownership
+//! of the function's core (an `Arc`). The function is released to the PCI layer (and can be
+//! claimed by another driver) only when the *last* of them is gone, so no window, buffer or
+//! guard can reach a function someone else owns. This is shared ownership that the release
+//! waits for, rather than a borrow: a driver keeps its function, windows and buffers side by
+//! side in one state struct, which a lifetime would forbid (a struct cannot borrow its own
+//! field).
+
+pub mod config_guard;
+mod master;
+mod vendor;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use spin::Mutex;
+
+pub use config_guard::{ConfigWriteError, Protected, Register};
+pub use master::BusMaster;
+pub use vendor::VendorWindow;
+
+use crate::config::ConfigSpace;
+use crate::dma::DmaRegion;
+use crate::irq::IrqPlatform;
+use crate::{Address, Function};
+
+/// Configuration-space access for a claimed function: dword reads and writes that cannot fail
+/// (what cannot be reached reads as all ones, as absent hardware does).
+pub trait ConfigPort: Send + Sync {
+    /// Reads the dword at `offset` of `address`.
+    fn read32(&self, address: Address, offset: u16) -> u32;
+    /// Writes the dword at `offset` of `address`.
+    fn write32(&self, address: Address, offset: u16, value: u32);
+}
+
+impl<A> ConfigPort for ConfigSpace<'static, A>
+where
+    A: pci_types::ConfigRegionAccess + Send + Sync,
+{
+    fn read32(&self, address: Address, offset: u16) -> u32 {
+        ConfigSpace::read32(self, address, offset).unwrap_or(u32::MAX)
+    }
+
+    fn write32(&self, address: Address, offset: u16, value: u32) {
+        let _ = ConfigSpace::write32(self, address, offset, value);
+    }
+}
+
+/// Bus mastering bookkeeping of one function.
+struct Master {
+    /// Live [`BusMaster`] guards (MSI/MSI-X vectors hold one too).
+    holders: usize,
+    /// DMA memory dropped while the device could still master the bus: freed when bus
+    /// mastering goes off, never earlier.
+    quarantine: Vec<alloc::boxed::Box<dyn DmaRegion>>,
+}
+
+/// What every handle of one function shares.
+///
+/// # Invariants
+/// Exactly one `Core` exists per claimed function; dropping it (after the last handle) gives
+/// the function back to the PCI layer with bus mastering off and no DMA memory outstanding.
+pub(crate) struct Core {
+    info: Function,
+    config: &'static dyn ConfigPort,
+    platform: &'static dyn IrqPlatform,
+    protected: Protected,
+    master: Mutex<Master>,
+}
+
+impl Core {
+    pub(crate) fn read32(&self, offset: u16) -> u32 {
+        self.config.read32(self.info.address, offset)
+    }
+
+    pub(crate) fn read16(&self, offset: u16) -> u16 {
+        (self.read32(offset & !3) >> ((offset & 2) * 8)) as u16
+    }
+
+    /// Writes a word, unfiltered (read-modify-write of its dword; Status, whose bits are
+    /// write-one-to-clear, is written back as zero).
+    pub(crate) fn write16(&self, offset: u16, value: u16) {
+        let dword = self.read32(offset & !3);
+        let shift = (offset & 2) * 8;
+        let mut keep = dword & !(0xffff << shift);
+        if offset & !3 == config_guard::COMMAND {
+            keep &= 0x0000_ffff; // never write back Status (RW1C)
+        }
+        self.config.write32(
+            self.info.address,
+            offset & !3,
+            keep | (u32::from(value) << shift),
+        );
+    }
+
+    /// Writes a dword, unfiltered.
+    pub(crate) fn write32(&self, offset: u16, value: u32) {
+        self.config.write32(self.info.address, offset, value);
+    }
+
+    /// Sets or clears Command bits, unfiltered.
+    pub(crate) fn command(&self, set: u16, clear: u16) {
+        let command = self.read16(config_guard::COMMAND);
+        self.write16(config_guard::COMMAND, (command | set) & !clear);
+    }
+
+    /// A driver's write of `width` bytes: checked, then made.
+    fn checked_write(
+        &self,
+        offset: u16,
+        width: u8,
+        value: u32,
+        vendor: Option<u16>,
+    ) -> Result<(), ConfigWriteError> {
+        let command = self.read16(config_guard::COMMAND);
+        self.protected
+            .check_write(offset, width, value, command, vendor)?;
+        match width {
+            4 => self.write32(offset, value),
+            2 => self.write16(offset, value as u16),
+            _ => {
+                let dword = self.read32(offset & !3);
+                let shift = (offset & 3) * 8;
+                let mut keep = dword & !(0xff << shift);
+                if offset & !3 == config_guard::COMMAND {
+                    keep &= 0x0000_ffff;
+                }
+                self.write32(offset & !3, keep | ((value & 0xff) << shift));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Every guard is gone (each holds this core), so bus mastering is off and the
+        // quarantine was emptied when it went off.
+        self.platform.release_function(self.info.address);
+    }
+}
+
+/// One PCI function, owned.
+///
+/// # Invariants
+/// At most one `PciFunction` exists per function at a time: the kernel's PCI layer hands one
+/// out per claim. The function goes back to the PCI layer when this handle *and* every
+/// window, DMA buffer and guard made from it are gone
+/// ([`IrqPlatform::release_function`]).
+///
+/// Who owns it: the driver that claimed the function (or its
+/// [`IrqVectors`](crate::irq::IrqVectors), which owns the handle while vectors are allocated).
+/// `Drop` gives the function back (once its windows and buffers are gone too), so it can be
+/// claimed again. A leaked handle keeps the function claimed forever.
+///
+/// A window made from a function keeps it claimed after the handle is dropped, so it can
+/// never reach a function another driver owns:
+///
+/// ```
+/// # use pci::fake::irq::{FakePlatform, device, handle};
+/// let platform = FakePlatform::leaked(1);
+/// let (function, _space) = handle(device(4), platform);
+/// let registers = function.map_bar(0, 0, 0x1000).unwrap();
+/// drop(function);
+/// assert!(platform.released().is_empty()); // still ours: the window lives
+/// let _ = registers.read32(0);
+/// drop(registers);
+/// assert_eq!(platform.released().len(), 1); // now it can be claimed again
+/// ```
+///
+/// A driver has no unfiltered write. The registers other owners hold answer with an error at
+/// run time, and the stack's own raw path is not reachable:
+///
+/// ```
+/// # use pci::fake::irq::function_with_msix;
+/// # use pci::function::ConfigWriteError;
+/// let function = function_with_msix(4);
+/// let command = function.config_read16(0x04);
+/// assert_eq!(
+///     function.config_write16(0x04, command | 0x4), // Bus Master Enable
+///     Err(ConfigWriteError::Command { bits: 0x4 })
+/// );
+/// assert!(function.config_write32(0x10, 0).is_err()); // BAR0
+/// ```
+///
+/// ```compile_fail,E0624
+/// # let function = pci::fake::irq::function_with_msix(4);
+/// function.core().write16(0x04, 0x0006); // error[E0624]: method `core` is private
+/// ```
+///
+/// DMA memory comes only from a [`BusMaster`] guard:
+///
+/// ```compile_fail,E0599
+/// # let function = pci::fake::irq::function_with_msix(4);
+/// let buffer = function.dma_buffer(4096); // error[E0599]: no method named `dma_buffer`
+/// ```
+pub struct PciFunction {
+    core: Arc<Core>,
+}
+
+impl fmt::Debug for PciFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PciFunction")
+            .field("address", &self.core.info.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PciFunction {
+    /// Makes the handle of a function found by enumeration. Bus mastering is turned off: it
+    /// is on only while a [`BusMaster`] guard (or MSI/MSI-X vectors) says so.
+    ///
+    /// # Safety
+    /// No other `PciFunction` for `info.address` may exist while this one (or anything made
+    /// from it) does (the PCI layer's claim bookkeeping guarantees it), and `config` must
+    /// reach that function.
+    pub unsafe fn new(
+        info: Function,
+        config: &'static dyn ConfigPort,
+        platform: &'static dyn IrqPlatform,
+    ) -> PciFunction {
+        let protected = Protected::of(&info, |at| {
+            (config.read32(info.address, at & !3) >> (8 * ((at + 2) & 3))) as u8
+        });
+        // INVARIANT: the caller guarantees this is the only handle.
+        let core = Core {
+            info,
+            config,
+            platform,
+            protected,
+            master: Mutex::new(Master {
+                holders: 0,
+                quarantine: Vec::new(),
+            }),
+        };
+        core.command(0, config_guard::BUS_MASTER);
+        PciFunction {
+            core: Arc::new(core),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// What enumeration found.
+    pub fn info(&self) -> &Function {
+        &self.core.info
+    }
+
+    /// The function's address.
+    pub fn address(&self) -> Address {
+        self.core.info.address
+    }
+
+    /// Reads a configuration dword (any offset; what cannot be reached reads as all ones).
+    pub fn config_read32(&self, offset: u16) -> u32 {
+        self.core.read32(offset)
+    }
+
+    /// Reads a configuration word.
+    pub fn config_read16(&self, offset: u16) -> u16 {
+        self.core.read16(offset)
+    }
+
+    /// Reads a configuration byte.
+    pub fn config_read8(&self, offset: u16) -> u8 {
+        (self.core.read32(offset & !3) >> ((offset & 3) * 8)) as u8
+    }
+
+    /// Writes a configuration dword, unless it touches a register another owner holds (see
+    /// [`config_guard`]); the error says which and why.
+    pub fn config_write32(&self, offset: u16, value: u32) -> Result<(), ConfigWriteError> {
+        self.core.checked_write(offset, 4, value, None)
+    }
+
+    /// Writes a configuration word, as [`PciFunction::config_write32`] does. The other half of
+    /// its dword is written back as read, except Status, whose write-one-to-clear bits are
+    /// written as zero.
+    pub fn config_write16(&self, offset: u16, value: u16) -> Result<(), ConfigWriteError> {
+        self.core.checked_write(offset, 2, u32::from(value), None)
+    }
+
+    /// Writes a configuration byte, as [`PciFunction::config_write32`] does.
+    pub fn config_write8(&self, offset: u16, value: u8) -> Result<(), ConfigWriteError> {
+        self.core.checked_write(offset, 1, u32::from(value), None)
+    }
+
+    /// Turns bus mastering on for as long as the returned guard lives (PCI 3.0 §6.2.2,
+    /// Command bit 2). DMA buffers are made from the guard.
+    pub fn bus_master(&self) -> BusMaster {
+        BusMaster::new(self.core.clone())
+    }
+
+    /// Whether the Command register's Bus Master Enable is set now.
+    pub fn is_bus_master(&self) -> bool {
+        self.core.read16(config_guard::COMMAND) & config_guard::BUS_MASTER != 0
+    }
+
+    /// Offsets of the function's vendor-specific capabilities (ID 09h), in list order.
+    pub fn vendor_capabilities(&self) -> impl Iterator<Item = u16> + '_ {
+        self.core
+            .info
+            .capabilities
+            .iter()
+            .filter(|c| c.id == crate::capability::id::VENDOR)
+            .map(|c| u16::from(c.offset))
+    }
+
+    /// A window on the vendor-specific capability at `offset`, bounded to its length.
+    pub fn vendor_window(&self, offset: u16) -> Option<VendorWindow> {
+        VendorWindow::new(self.core.clone(), offset)
+    }
+
+    /// Microseconds since boot, for timeouts.
+    pub fn now_us(&self) -> u64 {
+        self.core.platform.now_us()
+    }
+
+    /// Waits until `done` holds or `timeout_us` passed; whether it held. Spins (interrupts
+    /// stay enabled, so handlers run meanwhile).
+    pub fn wait_until(&self, timeout_us: u64, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = self.now_us().saturating_add(timeout_us);
+        while !done() {
+            if self.now_us() > deadline {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+        true
+    }
+
+    pub(crate) fn platform(&self) -> &'static dyn IrqPlatform {
+        self.core.platform
+    }
+}

@@ -22,6 +22,8 @@ pub const TESTS: &[Test] = crate::tests![
     edu_intx_through_prt_counts_exactly_n,
     release_leaves_nothing_behind,
     interrupt_on_a_released_vector_is_spurious,
+    raw_config_writes_to_owned_registers_are_refused,
+    dma_memory_waits_until_bus_mastering_is_off,
     nvme_identify_completes_by_msix,
     nvme_identify_completes_by_intx,
     virtio_blk_read_completes_by_best_kind,
@@ -142,6 +144,113 @@ fn release_leaves_nothing_behind() -> Result<(), String> {
     Ok(())
 }
 
+/// On the real (emulated) device: the writes a safe driver could once use to re-aim or re-arm
+/// MSI, move a BAR or flip Command bits are refused with their error, and the registers read
+/// back unchanged.
+fn raw_config_writes_to_owned_registers_are_refused() -> Result<(), String> {
+    use pci::function::{ConfigWriteError, Register};
+    let address = pciirq::find(EDU.0, EDU.1).ok_or("no edu device")?;
+    let function = pciirq::claim(address).ok_or("edu claimed")?;
+    let msi = function.info().msi.ok_or("edu has no MSI capability")?;
+    let at = u16::from(msi.offset);
+    let vectors = function
+        .alloc_irq_vectors(1, 1, IrqKinds::INTX)
+        .map_err(|(_, e)| alloc::format!("{e}"))?;
+    let f = vectors.function();
+    let before: alloc::vec::Vec<u32> = (0..0x40).step_by(4).map(|o| f.config_read32(o)).collect();
+    let msi_before: alloc::vec::Vec<u32> = (0..16)
+        .step_by(4)
+        .map(|o| f.config_read32(at + o))
+        .collect();
+    let command = f.config_read16(0x04);
+    let refusals = [
+        // Enable MSI while INTx vectors are held; aim it at a vector not owned.
+        (
+            f.config_write16(at + 2, f.config_read16(at + 2) | 1),
+            Register::Msi(at),
+        ),
+        (f.config_write32(at + 4, 0xfee0_0000), Register::Msi(at)),
+        (f.config_write16(at + 8, 0x31), Register::Msi(at)),
+        // Move BAR 0 under the windows checked against it.
+        (f.config_write32(0x10, 0xfeb0_0000), Register::Bar(0)),
+    ];
+    for (i, (result, register)) in refusals.into_iter().enumerate() {
+        match result {
+            Err(ConfigWriteError::Protected { register: r, .. }) if r == register => {}
+            other => {
+                return Err(alloc::format!(
+                    "write {i}: {other:?}, expected {register:?}"
+                ));
+            }
+        }
+    }
+    for (bit, name) in [
+        (0x4u16, "bus master"),
+        (0x2, "memory decode"),
+        (0x400, "INTx disable"),
+    ] {
+        let e = f.config_write16(0x04, command ^ bit);
+        ensure!(
+            e == Err(ConfigWriteError::Command { bits: bit }),
+            "{name}: {e:?}"
+        );
+    }
+    let after: alloc::vec::Vec<u32> = (0..0x40).step_by(4).map(|o| f.config_read32(o)).collect();
+    let msi_after: alloc::vec::Vec<u32> = (0..16)
+        .step_by(4)
+        .map(|o| f.config_read32(at + o))
+        .collect();
+    // Status (0x06) may change on its own; compare everything else.
+    let mask = |v: &[u32]| {
+        v.iter()
+            .enumerate()
+            .map(|(i, d)| if i == 1 { d & 0xffff } else { *d })
+            .collect::<alloc::vec::Vec<_>>()
+    };
+    ensure!(
+        mask(&before) == mask(&after),
+        "the header changed: {before:x?} -> {after:x?}"
+    );
+    ensure!(
+        msi_before == msi_after,
+        "the MSI capability changed: {msi_before:x?} -> {msi_after:x?}"
+    );
+    crate::serial_println!("edu: 7 raw writes to owned registers refused, registers unchanged");
+    Ok(())
+}
+
+/// Bus mastering is off at claim and on exactly while a guard lives; a DMA buffer dropped
+/// while it is on keeps its frames until it goes off.
+fn dma_memory_waits_until_bus_mastering_is_off() -> Result<(), String> {
+    let address = pciirq::find(EDU.0, EDU.1).ok_or("no edu device")?;
+    let function = pciirq::claim(address).ok_or("edu claimed")?;
+    let master_bit = |f: &pci::irq::PciFunction| f.config_read16(0x04) & 0x4 != 0;
+    ensure!(!master_bit(&function), "bus mastering on at claim");
+    let free = || crate::memory::frames::with(|a| a.free_bytes());
+    let start = free();
+    let master = function.bus_master();
+    ensure!(master_bit(&function), "bus mastering off with a guard");
+    let buffer = master
+        .dma_buffer(64 * 1024)
+        .map_err(|e| alloc::format!("{e}"))?;
+    let taken = start - free();
+    ensure!(taken >= 64 * 1024, "a 64 KiB buffer took {taken} bytes");
+    drop(buffer);
+    ensure!(
+        start - free() == taken,
+        "freed while the device could master the bus"
+    );
+    drop(master);
+    ensure!(!master_bit(&function), "bus mastering on after the guard");
+    ensure!(
+        free() == start,
+        "quarantined frames not freed: {} bytes",
+        start - free()
+    );
+    crate::serial_println!("edu: {taken} bytes of DMA memory held until bus mastering went off");
+    Ok(())
+}
+
 fn interrupt_on_a_released_vector_is_spurious() -> Result<(), String> {
     let address = pciirq::find(EDU.0, EDU.1).ok_or("no edu device")?;
     let function = pciirq::claim(address).ok_or("edu claimed")?;
@@ -197,6 +306,8 @@ mod nvme {
         let vectors = function
             .alloc_irq_vectors(1, 1, kinds)
             .map_err(|(_, e)| alloc::format!("alloc_irq_vectors: {e}"))?;
+        // The queues are DMA: bus mastering for as long as the controller runs.
+        let master = vectors.function().bus_master();
         let kind = vectors.kind();
         let cap = regs.read64(CAP);
         let stride = 4u64 << ((cap >> 32) & 0xf);
@@ -243,6 +354,7 @@ mod nvme {
         drop(registration);
         regs.write32(CC, 0);
         let stopped = wait(&regs, false, timeout_ms);
+        drop(master);
         drop(vectors);
         ensure!(
             arrived,
@@ -414,6 +526,8 @@ mod virtio {
         let vectors = function
             .alloc_irq_vectors(1, 2, kinds)
             .map_err(|(_, e)| alloc::format!("alloc_irq_vectors: {e}"))?;
+        // The queue is DMA: bus mastering for as long as the device runs.
+        let master = vectors.function().bus_master();
         let kind = vectors.kind();
         // MSI-X: entry 0 for configuration changes, the last granted one for the queue.
         let queue_vector = (vectors.len() - 1) as u16;
@@ -478,6 +592,7 @@ mod virtio {
             wait_for(100, || c.read8(DEVICE_STATUS) == 0),
             "device did not reset at the end"
         );
+        drop(master);
         drop(vectors);
         ensure!(
             arrived,

@@ -32,6 +32,9 @@
 //! access through an offset: configuration space, BAR windows, DMA buffers, and the kernel's
 //! MMIO mappings and DMA memory.
 //!
+//! [`mmio_space`] keeps the free virtual space of the kernel's MMIO window (4 KiB and 2 MiB
+//! slots); the kernel writes the page tables.
+//!
 //! [`x86_msi`] composes the x86 MSI message (address and data) for an APIC ID and vector.
 //!
 //! [`vectors`] allocates interrupt vectors (per-CPU bitmaps, least-loaded spreading, aligned
@@ -56,6 +59,7 @@ pub mod ids;
 pub mod intx_lines;
 pub mod irq;
 pub mod lspci;
+pub mod mmio_space;
 pub mod range;
 pub mod vectors;
 pub mod window;

@@ -10,12 +10,17 @@
 //! - Leak (`mem::forget`): the virtual range and the page-table entries stay in use; no other
 //!   mapping can take them, so a leak costs address space, never correctness.
 //!
+//! Virtual space comes from `pci::mmio_space::MmioSpace` (host-tested bookkeeping: 4 KiB
+//! mappings in the window's lower half, 2 MiB ones in its upper half); this file writes the
+//! page tables.
+//!
 //! Accesses are volatile and bounds-checked against the mapped length (`pci::range`, which
 //! cannot wrap). RAM is refused: mapping it uncached beside its cached identity mapping would
 //! create conflicting memory types (SDM vol. 3A §11.12.4).
 
 use boot::BootInfo;
 use boot::ranges::RangeSet;
+use pci::mmio_space::MmioSpace;
 use spin::Mutex;
 use x86_64::structures::paging::{Size2MiB, Size4KiB};
 
@@ -60,13 +65,8 @@ impl core::fmt::Display for MapError {
 }
 
 /// Free virtual space in the MMIO window, and the RAM ranges that may not be mapped.
-///
-/// The window's lower half takes 4 KiB mappings and its upper half 2 MiB ones: a 2 MiB slot
-/// once used by small pages keeps its page table after they are unmapped, so the two kinds
-/// must never share a slot.
 struct Window {
-    free: RangeSet<256>,
-    free_huge: RangeSet<256>,
+    space: MmioSpace<256>,
     ram: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
 }
 
@@ -74,22 +74,12 @@ static WINDOW: Mutex<Option<Window>> = Mutex::new(None);
 
 /// Sets up the window. Called by `memory::init` after paging.
 pub fn init(boot: &BootInfo) {
-    let half = MMIO_BASE + MMIO_SIZE / 2;
-    let mut free = RangeSet::new();
-    free.insert(MMIO_BASE, half).expect("empty set has room");
-    let mut free_huge = RangeSet::new();
-    free_huge
-        .insert(half, MMIO_BASE + MMIO_SIZE)
-        .expect("empty set has room");
+    let space = MmioSpace::window(MMIO_BASE, MMIO_SIZE).expect("MMIO window 2 MiB-aligned");
     let mut ram = RangeSet::new();
     for r in boot.memory_map().iter().filter(|r| paging::is_ram(r.kind)) {
         let _ = ram.insert(r.start, r.end());
     }
-    *WINDOW.lock() = Some(Window {
-        free,
-        free_huge,
-        ram,
-    });
+    *WINDOW.lock() = Some(Window { space, ram });
 }
 
 /// An uncached mapping of device registers.
@@ -126,7 +116,6 @@ impl Mmio {
         let pages = (last - first) / PAGE_SIZE;
         let size = pages * PAGE_SIZE;
         let huge = first.is_multiple_of(HUGE) && size.is_multiple_of(HUGE);
-        let align = if huge { HUGE } else { PAGE_SIZE };
 
         let virt = x86_64::instructions::interrupts::without_interrupts(|| {
             let mut guard = WINDOW.lock();
@@ -134,23 +123,10 @@ impl Mmio {
             if super::frames::overlaps(&window.ram, first, last) {
                 return Err(MapError::OverlapsRam { phys });
             }
-            let set = if huge {
-                &mut window.free_huge
-            } else {
-                &mut window.free
-            };
-            let start = set
-                .iter()
-                .find_map(|(s, e)| {
-                    let aligned = s.next_multiple_of(align);
-                    (aligned < e && e - aligned >= size).then_some(aligned)
-                })
-                .ok_or(MapError::WindowFull { len: size })?;
             window
-                .free
-                .remove(start, start + size)
-                .map_err(|_| MapError::WindowFull { len: size })?;
-            Ok(start)
+                .space
+                .allocate(size, huge)
+                .map_err(|_| MapError::WindowFull { len: size })
         })?;
 
         let mapped = paging::with(|space| {
@@ -337,15 +313,9 @@ pub fn is_identity_mapped_ram(phys: u64, len: u64) -> bool {
 fn release_virtual(virt: u64, size: u64, huge: bool) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         if let Some(window) = WINDOW.lock().as_mut()
-            && (if huge {
-                &mut window.free_huge
-            } else {
-                &mut window.free
-            })
-            .insert(virt, virt + size)
-            .is_err()
+            && let Err(e) = window.space.free(virt, size, huge)
         {
-            log::warn!("mmio: window too fragmented; {size:#x} bytes at {virt:#x} leaked");
+            log::warn!("mmio: {size:#x} bytes at {virt:#x} not returned ({e}); leaked");
         }
     });
 }
@@ -388,9 +358,6 @@ impl Drop for Mmio {
 /// Free bytes of virtual space in the MMIO window (for tests).
 pub fn window_free_bytes() -> u64 {
     x86_64::instructions::interrupts::without_interrupts(|| {
-        WINDOW
-            .lock()
-            .as_ref()
-            .map_or(0, |w| w.free.total() + w.free_huge.total())
+        WINDOW.lock().as_ref().map_or(0, |w| w.space.free_bytes())
     })
 }

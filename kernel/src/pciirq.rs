@@ -1,5 +1,6 @@
-//! The kernel side of `pci::irq`: claims of PCI functions, and the [`IrqPlatform`] that
-//! allocates vectors, installs handlers, maps MSI-X tables and routes INTx.
+//! The kernel side of `pci::irq`: claims of PCI functions, and the `pci::platform` traits:
+//! [`Interrupts`] (allocates vectors, installs handlers, routes INTx), [`DeviceMemory`] (maps
+//! device registers, allocates DMA memory) and [`Platform`] (clock, claims).
 //!
 //! INTx routing: the pin is swizzled up through PCI-to-PCI bridges to the root bus
 //! (`pci::intx_lines::pin_at_root`) and looked up in the root bridge's `_PRT`, which the
@@ -16,7 +17,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use pci::intx_lines::SharedLines;
-use pci::irq::{Handler, IntxLine, IrqError, IrqPlatform, MsiMessage, PciFunction, RegisterWindow};
+use pci::irq::PciFunction;
+use pci::platform::{
+    DeviceMemory, DmaRegion, Handler, Interrupts, IntxLine, MsiMessage, Platform, PlatformError,
+    RegisterWindow,
+};
 use pci::vectors::{AllocError, Block};
 use pci::{Address, ConfigSpace, Function};
 use spin::{Mutex, Once};
@@ -131,12 +136,12 @@ impl Drop for Attachment {
 }
 
 /// The GSI and wiring of `function`'s pin, from `_PRT` (or the Interrupt Line register).
-fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), IrqError> {
-    let scan = crate::pcibus::scan().ok_or(IrqError::Platform("PCI not enumerated"))?;
+fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), PlatformError> {
+    let scan = crate::pcibus::scan().ok_or(PlatformError::Failed("PCI not enumerated"))?;
     // Swizzle through bridges up to the root bus.
     let (address, pin) =
         pci::intx_lines::pin_at_root(&scan.topology, function.address, function.interrupt_pin)
-            .ok_or(IrqError::Platform("no interrupt pin"))?;
+            .ok_or(PlatformError::Failed("no interrupt pin"))?;
     // The root bus's host bridge, and its _PRT entry for (device, pin).
     let route = crate::platform::aml::report().and_then(|report| {
         let bridge = report
@@ -179,7 +184,7 @@ fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), IrqError> {
         None => {
             let line = function.interrupt_line;
             if line == 0 || line == 0xff {
-                return Err(IrqError::Platform("no _PRT route and no Interrupt Line"));
+                return Err(PlatformError::Failed("no _PRT route and no Interrupt Line"));
             }
             log::warn!(
                 "pci: {} INTx routed by its Interrupt Line register ({line}): no _PRT route",
@@ -190,7 +195,7 @@ fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), IrqError> {
     }
 }
 
-impl IrqPlatform for KernelIrq {
+impl Interrupts for KernelIrq {
     fn allocate(&self, count: u8) -> Result<Block, AllocError> {
         vectors::allocate(count)
     }
@@ -216,16 +221,11 @@ impl IrqPlatform for KernelIrq {
         cpu: u32,
         vector: u8,
         owner: &'static str,
-        kind: pci::irq::IrqKind,
+        kind: &'static str,
         handler: Handler,
-    ) -> Result<(), IrqError> {
-        let kind = match kind {
-            pci::irq::IrqKind::Msix => "MSI-X",
-            pci::irq::IrqKind::Msi => "MSI",
-            pci::irq::IrqKind::Intx => "INTx",
-        };
+    ) -> Result<(), PlatformError> {
         dispatch::install_on(cpu, vector, owner, kind, handler)
-            .map_err(|_| IrqError::Platform("vector already has a handler"))
+            .map_err(|_| PlatformError::Failed("vector already has a handler"))
     }
 
     fn uninstall(&self, cpu: u32, vector: u8) -> bool {
@@ -236,45 +236,29 @@ impl IrqPlatform for KernelIrq {
         dispatch::is_installed_on(cpu, vector)
     }
 
-    fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError> {
-        Mmio::map(phys, len)
-            .map(|m| Box::new(Window(m)) as Box<dyn RegisterWindow>)
-            .map_err(|_| IrqError::Platform("cannot map the MSI-X structure"))
-    }
-
-    fn now_us(&self) -> u64 {
-        crate::time::micros_since_boot()
-    }
-
-    fn dma(&self, bytes: u64) -> Result<Box<dyn pci::window::DmaRegion>, IrqError> {
-        crate::memory::dma::DmaBuffer::new(bytes)
-            .map(|b| Box::new(b) as Box<dyn pci::window::DmaRegion>)
-            .ok_or(IrqError::Platform("out of memory for a DMA buffer"))
-    }
-
-    fn attach_intx(&self, function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
+    fn attach_intx(&self, function: &Function) -> Result<Box<dyn IntxLine>, PlatformError> {
         let (gsi, trigger) = route_pin(function)?;
         // The line table is also taken in interrupt context (the line's dispatcher): with
         // interrupts on, an interrupt arriving while it is held here would spin on it forever.
         let (cpu, vector) = x86_64::instructions::interrupts::without_interrupts(|| {
             // The first function on the GSI opens the line (with the lines locked).
             LINES.attach(gsi, || {
-                let block = vectors::allocate(1).map_err(IrqError::Vectors)?;
+                let block = vectors::allocate(1).map_err(PlatformError::Vectors)?;
                 let (cpu, vector) = (block.cpu(), block.first());
                 let dest = lapic::apic_id(cpu).unwrap_or(0);
                 let run = Box::new(move || {
                     LINES.run(gsi);
                 });
                 let installed = dispatch::install_on(cpu, vector, "INTx line", "INTx", run)
-                    .map_err(|_| IrqError::Platform("INTx vector busy"));
+                    .map_err(|_| PlatformError::Failed("INTx vector busy"));
                 let routed = installed
                     .and_then(|()| {
                         ioapic::route(gsi, vector, dest, trigger)
-                            .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+                            .map_err(|_| PlatformError::Failed("no IOAPIC serves the GSI"))
                     })
                     .and_then(|()| {
                         ioapic::set_masked(gsi, false)
-                            .map_err(|_| IrqError::Platform("no IOAPIC serves the GSI"))
+                            .map_err(|_| PlatformError::Failed("no IOAPIC serves the GSI"))
                     });
                 if let Err(e) = routed {
                     // Not running: nothing was routed to it.
@@ -293,13 +277,33 @@ impl IrqPlatform for KernelIrq {
         Ok(Box::new(Attachment { gsi, cpu, vector }))
     }
 
-    fn release_function(&self, address: Address) {
-        CLAIMED.lock().retain(|a| *a != address);
-    }
-
     fn pending_at_release(&self, address: Address, vector: u8) {
         PENDING_AT_RELEASE.fetch_add(1, Ordering::Relaxed);
         log::warn!("irq: {address}: interrupt pending on vector {vector:#04x} at release");
+    }
+}
+
+impl DeviceMemory for KernelIrq {
+    fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, PlatformError> {
+        Mmio::map(phys, len)
+            .map(|m| Box::new(Window(m)) as Box<dyn RegisterWindow>)
+            .map_err(|_| PlatformError::Failed("cannot map the MSI-X structure"))
+    }
+
+    fn dma(&self, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError> {
+        crate::memory::dma::DmaBuffer::new(bytes)
+            .map(|b| Box::new(b) as Box<dyn DmaRegion>)
+            .ok_or(PlatformError::Failed("out of memory for a DMA buffer"))
+    }
+}
+
+impl Platform for KernelIrq {
+    fn now_us(&self) -> u64 {
+        crate::time::micros_since_boot()
+    }
+
+    fn release_function(&self, address: Address) {
+        CLAIMED.lock().retain(|a| *a != address);
     }
 }
 

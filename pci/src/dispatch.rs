@@ -473,6 +473,34 @@ mod tests {
     }
 
     #[test]
+    fn the_fake_platform_drops_a_handler_uninstalled_while_it_ran() {
+        use crate::fake::irq::FakePlatform;
+        use crate::platform::Interrupts;
+        let platform = FakePlatform::leaked(1);
+        let block = platform.allocate(1).unwrap();
+        let (cpu, vector) = (block.cpu(), block.first());
+        platform
+            .install(
+                cpu,
+                vector,
+                "self",
+                "MSI",
+                Box::new(move || {
+                    assert!(platform.uninstall(cpu, vector), "running handler not found");
+                }),
+            )
+            .unwrap();
+        assert!(platform.deliver(cpu, vector));
+        assert!(!platform.is_installed(cpu, vector));
+        assert!(
+            !platform.deliver(cpu, vector),
+            "the uninstalled handler came back"
+        );
+        assert_eq!(platform.spurious(cpu, vector), 1);
+        platform.free(block);
+    }
+
+    #[test]
     fn uninstall_from_another_cpu_waits_for_the_running_handler() {
         static TABLE: Table = Table::new();
         static STARTED: AtomicBool = AtomicBool::new(false);

@@ -20,28 +20,10 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Range;
 
-use crate::function::Core;
+use crate::function::{BusMaster, Core};
+pub use crate::platform::DmaRegion;
 use crate::range::checked_access;
-
-/// Memory a device can reach by DMA, provided by the platform.
-pub trait DmaRegion: Send + Sync {
-    /// Bus address of the first byte (what the device is given).
-    fn bus_address(&self) -> u64;
-    /// Length in bytes.
-    fn len(&self) -> u64;
-    /// Whether the region is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Reads a byte.
-    fn read8(&self, offset: u64) -> u8;
-    /// Writes a byte.
-    fn write8(&self, offset: u64, value: u8);
-    /// Reads a dword (4-byte aligned).
-    fn read32(&self, offset: u64) -> u32;
-    /// Writes a dword (4-byte aligned).
-    fn write32(&self, offset: u64, value: u32);
-}
+use crate::window::WindowError;
 
 /// The bus address of a byte of a [`DmaBuffer`], borrowing the buffer.
 ///
@@ -206,6 +188,18 @@ impl DmaBuffer {
     /// PRP lists that live in DMA memory.
     pub fn write_bus_address(&self, offset: u64, address: BusAddr<'_>) {
         self.write64(offset, address.raw());
+    }
+}
+
+impl BusMaster {
+    /// A zeroed DMA buffer of at least `bytes` bytes for this function's device.
+    pub fn dma_buffer(&self, bytes: u64) -> Result<DmaBuffer, WindowError> {
+        let region = self
+            .core()
+            .platform
+            .dma(bytes)
+            .map_err(WindowError::Platform)?;
+        Ok(DmaBuffer::new(self.core().clone(), region))
     }
 }
 

@@ -25,6 +25,12 @@
 //! [`intx_lines`] keeps shared legacy INTx lines (one vector per GSI, every attached
 //! function's handler on it) and swizzles a pin through bridges to the root bus.
 //!
+//! [`platform`] is what the kernel provides, split by what it is: [`platform::Interrupts`],
+//! [`platform::DeviceMemory`], and [`platform::Platform`] (both, plus the clock and claims).
+//! [`function`] is a claimed function as a set of capabilities (reads free, owned registers
+//! refused, bus mastering as a guard); [`dma`] and [`window`] are the DMA buffers and BAR
+//! windows made from it.
+//!
 //! [`irq`] hands drivers their interrupt vectors as owned values: MSI-X, MSI or INTx,
 //! released only by dropping them, with handlers that borrow them.
 //!
@@ -60,6 +66,7 @@ pub mod intx_lines;
 pub mod irq;
 pub mod lspci;
 pub mod mmio_space;
+pub mod platform;
 pub mod range;
 pub mod vectors;
 pub mod window;

@@ -20,10 +20,11 @@ use alloc::sync::Arc;
 use crate::BarKind;
 use crate::dma::BusAddr;
 use crate::function::{Core, PciFunction, config_guard};
-use crate::irq::{IrqError, RegisterWindow};
+use crate::platform::{PlatformError, RegisterWindow};
 use crate::range::{checked_access, checked_range};
 
-pub use crate::dma::{DmaBuffer, DmaRegion};
+pub use crate::dma::DmaBuffer;
+pub use crate::platform::DmaRegion;
 
 /// Why a window could not be made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub enum WindowError {
         bar: usize,
     },
     /// The platform could not map or allocate.
-    Platform(IrqError),
+    Platform(PlatformError),
 }
 
 impl fmt::Display for WindowError {

@@ -1,7 +1,7 @@
 //! The x86 MSI message: what a function writes to reach a local APIC (Intel SDM vol. 3A
 //! §11.11.1, "Message Address Register Format" and "Message Data Register Format").
 //!
-//! One pure function, [`x86_message`], used by the kernel's `IrqPlatform::message` and by the
+//! One pure function, [`x86_message`], used by the kernel's `Interrupts::message` and by the
 //! fake platform, so the layout host tests check is the one the kernel programs. The kernel
 //! owns the mapping from its CPU index to the APIC ID.
 

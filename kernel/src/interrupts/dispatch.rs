@@ -15,7 +15,7 @@
 //! interrupts off (`without_interrupts`; the interrupt gate for [`dispatch`]).
 //!
 //! The functions without a CPU act on the current CPU ([`vectors::current_cpu`]); the `_on`
-//! ones take the allocator's CPU index, as `pci::irq::IrqPlatform` hands it.
+//! ones take the allocator's CPU index, as `pci::platform::Interrupts` hands it.
 
 use alloc::vec::Vec;
 

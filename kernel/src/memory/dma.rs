@@ -119,7 +119,7 @@ impl Drop for DmaBuffer {
     }
 }
 
-impl pci::window::DmaRegion for DmaBuffer {
+impl pci::platform::DmaRegion for DmaBuffer {
     fn bus_address(&self) -> u64 {
         // No IOMMU: the bus address is the physical address.
         self.phys

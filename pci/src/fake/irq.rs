@@ -28,8 +28,10 @@ use spin::Mutex;
 use super::{FakeBar, FakeConfigSpace, FakeFunction};
 use crate::dispatch::{DispatchTable, Dispatched};
 use crate::intx_lines::SharedLines;
-use crate::irq::{
-    ConfigPort, Handler, IntxLine, IrqError, IrqPlatform, MsiMessage, PciFunction, RegisterWindow,
+use crate::irq::{ConfigPort, PciFunction};
+use crate::platform::{
+    DeviceMemory, DmaRegion, Handler, Interrupts, IntxLine, MsiMessage, Platform, PlatformError,
+    RegisterWindow,
 };
 use crate::range::checked_range;
 use crate::vectors::{AllocError, Block, Policy, Snapshot, VectorAllocator};
@@ -226,7 +228,7 @@ impl FakeDma {
     }
 }
 
-impl crate::dma::DmaRegion for FakeDma {
+impl DmaRegion for FakeDma {
     fn bus_address(&self) -> u64 {
         self.bus
     }
@@ -292,16 +294,7 @@ impl Drop for FakeLine {
     }
 }
 
-/// How `kind` is listed in the dispatch table (as the kernel lists it).
-fn kind_name(kind: crate::irq::IrqKind) -> &'static str {
-    match kind {
-        crate::irq::IrqKind::Msix => "MSI-X",
-        crate::irq::IrqKind::Msi => "MSI",
-        crate::irq::IrqKind::Intx => "INTx",
-    }
-}
-
-impl IrqPlatform for &'static FakePlatform {
+impl Interrupts for &'static FakePlatform {
     fn allocate(&self, count: u8) -> Result<Block, AllocError> {
         self.vectors.lock().allocate(count, Policy::LeastLoaded)
     }
@@ -323,12 +316,12 @@ impl IrqPlatform for &'static FakePlatform {
         cpu: u32,
         vector: u8,
         owner: &'static str,
-        kind: crate::irq::IrqKind,
+        kind: &'static str,
         handler: Handler,
-    ) -> Result<(), IrqError> {
+    ) -> Result<(), PlatformError> {
         self.handlers
-            .install(cpu, vector, owner, kind_name(kind), handler)
-            .map_err(|_| IrqError::Platform("vector already has a handler"))
+            .install(cpu, vector, owner, kind, handler)
+            .map_err(|_| PlatformError::Failed("vector already has a handler"))
     }
 
     fn uninstall(&self, cpu: u32, vector: u8) -> bool {
@@ -340,7 +333,38 @@ impl IrqPlatform for &'static FakePlatform {
         self.handlers.is_installed(cpu, vector)
     }
 
-    fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError> {
+    fn attach_intx(&self, _function: &Function) -> Result<Box<dyn IntxLine>, PlatformError> {
+        let platform: &'static FakePlatform = self;
+        let (cpu, vector) = platform.intx.attach(FAKE_GSI, || {
+            let block = self.allocate(1).map_err(PlatformError::Vectors)?;
+            let run = Box::new(move || {
+                platform.intx.run(FAKE_GSI);
+            });
+            match platform
+                .handlers
+                .install(block.cpu(), block.first(), "INTx line", "INTx", run)
+            {
+                Ok(()) => Ok(block),
+                Err(_) => {
+                    self.free(block);
+                    Err(PlatformError::Failed("INTx vector busy"))
+                }
+            }
+        })?;
+        Ok(Box::new(FakeLine {
+            platform,
+            cpu,
+            vector,
+        }))
+    }
+
+    fn pending_at_release(&self, address: Address, vector: u8) {
+        self.pending.lock().push((address, vector));
+    }
+}
+
+impl DeviceMemory for &'static FakePlatform {
+    fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, PlatformError> {
         Ok(Box::new(Window {
             platform: self,
             base: phys,
@@ -348,14 +372,8 @@ impl IrqPlatform for &'static FakePlatform {
         }))
     }
 
-    fn now_us(&self) -> u64 {
-        static NOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-        // Fake time: every look at the clock advances it by 1 µs.
-        NOW.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::dma::DmaRegion>, IrqError> {
-        let too_large = IrqError::Platform("fake: DMA buffer too large");
+    fn dma(&self, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError> {
+        let too_large = PlatformError::Failed("fake: DMA buffer too large");
         let len = usize::try_from(bytes).map_err(|_| too_large.clone())?;
         let total = len.checked_add(2 * RED_ZONE).ok_or(too_large)?;
         let mut memory = alloc::vec![RED_ZONE_BYTE; RED_ZONE];
@@ -374,38 +392,17 @@ impl IrqPlatform for &'static FakePlatform {
             bus,
         }))
     }
+}
 
-    fn attach_intx(&self, _function: &Function) -> Result<Box<dyn IntxLine>, IrqError> {
-        let platform: &'static FakePlatform = self;
-        let (cpu, vector) = platform.intx.attach(FAKE_GSI, || {
-            let block = self.allocate(1).map_err(IrqError::Vectors)?;
-            let run = Box::new(move || {
-                platform.intx.run(FAKE_GSI);
-            });
-            match platform
-                .handlers
-                .install(block.cpu(), block.first(), "INTx line", "INTx", run)
-            {
-                Ok(()) => Ok(block),
-                Err(_) => {
-                    self.free(block);
-                    Err(IrqError::Platform("INTx vector busy"))
-                }
-            }
-        })?;
-        Ok(Box::new(FakeLine {
-            platform,
-            cpu,
-            vector,
-        }))
+impl Platform for &'static FakePlatform {
+    fn now_us(&self) -> u64 {
+        static NOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+        // Fake time: every look at the clock advances it by 1 µs.
+        NOW.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
     }
 
     fn release_function(&self, address: Address) {
         self.released.lock().push(address);
-    }
-
-    fn pending_at_release(&self, address: Address, vector: u8) {
-        self.pending.lock().push((address, vector));
     }
 }
 

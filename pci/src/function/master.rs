@@ -17,8 +17,6 @@ use alloc::sync::Arc;
 use core::fmt;
 
 use super::{Core, config_guard};
-use crate::dma::DmaBuffer;
-use crate::window::WindowError;
 
 /// Bus mastering on for one function, for as long as this guard lives.
 ///
@@ -73,14 +71,8 @@ impl BusMaster {
         BusMaster { core }
     }
 
-    /// A zeroed DMA buffer of at least `bytes` bytes for this function's device.
-    pub fn dma_buffer(&self, bytes: u64) -> Result<DmaBuffer, WindowError> {
-        let region = self
-            .core
-            .platform
-            .dma(bytes)
-            .map_err(WindowError::Platform)?;
-        Ok(DmaBuffer::new(self.core.clone(), region))
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 }
 
@@ -110,7 +102,7 @@ impl Drop for BusMaster {
 impl Core {
     /// A DMA region whose buffer was dropped: freed now if the device cannot master the bus,
     /// else kept until it cannot.
-    pub(crate) fn retire(&self, region: alloc::boxed::Box<dyn crate::dma::DmaRegion>) {
+    pub(crate) fn retire(&self, region: alloc::boxed::Box<dyn crate::platform::DmaRegion>) {
         let mut master = self.master.lock();
         if master.holders > 0 {
             master.quarantine.push(region);

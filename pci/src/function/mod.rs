@@ -37,8 +37,7 @@ pub use master::BusMaster;
 pub use vendor::VendorWindow;
 
 use crate::config::ConfigSpace;
-use crate::dma::DmaRegion;
-use crate::irq::IrqPlatform;
+use crate::platform::{DmaRegion, Platform};
 use crate::{Address, Function};
 
 /// Configuration-space access for a claimed function: dword reads and writes that cannot fail
@@ -80,7 +79,7 @@ struct Master {
 pub(crate) struct Core {
     info: Function,
     config: &'static dyn ConfigPort,
-    platform: &'static dyn IrqPlatform,
+    pub(crate) platform: &'static dyn Platform,
     protected: Protected,
     master: Mutex<Master>,
 }
@@ -163,7 +162,7 @@ impl Drop for Core {
 /// At most one `PciFunction` exists per function at a time: the kernel's PCI layer hands one
 /// out per claim. The function goes back to the PCI layer when this handle *and* every
 /// window, DMA buffer and guard made from it are gone
-/// ([`IrqPlatform::release_function`]).
+/// ([`Platform::release_function`]).
 ///
 /// Who owns it: the driver that claimed the function (or its
 /// [`IrqVectors`](crate::irq::IrqVectors), which owns the handle while vectors are allocated).
@@ -234,7 +233,7 @@ impl PciFunction {
     pub unsafe fn new(
         info: Function,
         config: &'static dyn ConfigPort,
-        platform: &'static dyn IrqPlatform,
+        platform: &'static dyn Platform,
     ) -> PciFunction {
         let protected = Protected::of(&info, |at| {
             (config.read32(info.address, at & !3) >> (8 * ((at + 2) & 3))) as u8
@@ -347,7 +346,7 @@ impl PciFunction {
         true
     }
 
-    pub(crate) fn platform(&self) -> &'static dyn IrqPlatform {
+    pub(crate) fn platform(&self) -> &'static dyn Platform {
         self.core.platform
     }
 }

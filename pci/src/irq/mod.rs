@@ -19,9 +19,10 @@
 //!   vector whose handler was leaked is masked and never handed out again.
 //!
 //! The hardware side (vector allocation, the dispatch table, MSI message format, MMIO
-//! mappings, INTx routing) is the [`IrqPlatform`] trait, implemented by the kernel; this
-//! module programs the PCI side (PCI Local Bus 3.0 §6.8: MSI and MSI-X) and is host-tested
-//! against fakes.
+//! mappings, INTx routing) is [`crate::platform`]'s [`Interrupts`](crate::platform::Interrupts)
+//! and [`DeviceMemory`](crate::platform::DeviceMemory), implemented by the kernel; this module
+//! programs the PCI side (PCI Local Bus 3.0 §6.8: MSI and MSI-X) and is host-tested against
+//! fakes.
 
 mod allocate;
 mod intx;
@@ -33,84 +34,11 @@ use alloc::boxed::Box;
 use core::fmt;
 
 pub use crate::function::{ConfigPort, PciFunction};
+pub use crate::platform::{Handler, IntxLine, MsiMessage, RegisterWindow};
 pub use owned::{IrqVectors, Registration, Vector};
 
-use crate::Address;
-use crate::vectors::{AllocError, Block};
-
-/// A handler: runs in interrupt context, must not block. Owned by the dispatch table.
-pub type Handler = Box<dyn FnMut() + Send + 'static>;
-
-/// The message a function writes to raise an interrupt (Intel SDM vol. 3A §11.11.1 on x86:
-/// address `0xFEE0_0000 | destination << 12`, data = vector).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MsiMessage {
-    /// Message address.
-    pub address: u64,
-    /// Message data.
-    pub data: u32,
-}
-
-/// A bounds-checked window of 32-bit device registers (an MSI-X table or PBA).
-pub trait RegisterWindow: Send + Sync {
-    /// Reads the dword at `offset` (dword-aligned, inside the window).
-    fn read32(&self, offset: u64) -> u32;
-    /// Writes the dword at `offset`.
-    fn write32(&self, offset: u64, value: u32);
-}
-
-/// A function's attachment to a (possibly shared) legacy INTx line.
-///
-/// Dropping it detaches the function; the platform frees the line's vector when the last
-/// function sharing it is gone.
-pub trait IntxLine: Send + Sync {
-    /// The CPU (allocator index) and vector the line is delivered on.
-    fn vector(&self) -> (u32, u8);
-    /// The global system interrupt the pin is wired to.
-    fn gsi(&self) -> u32;
-    /// Adds `handler` to the line; returns an id for [`IntxLine::uninstall`].
-    fn install(&self, owner: &'static str, handler: Handler) -> u64;
-    /// Removes the handler `id`; whether it was there.
-    fn uninstall(&self, id: u64) -> bool;
-}
-
-/// What the kernel provides to interrupt delivery.
-pub trait IrqPlatform: Send + Sync {
-    /// Allocates `count` vectors: 1, or an aligned power-of-two block on one CPU.
-    fn allocate(&self, count: u8) -> Result<Block, AllocError>;
-    /// Gives vectors back.
-    fn free(&self, block: Block);
-    /// The message that delivers `vector` to CPU `cpu` (allocator index).
-    fn message(&self, cpu: u32, vector: u8) -> MsiMessage;
-    /// Installs `handler` for `vector` on `cpu`.
-    fn install(
-        &self,
-        cpu: u32,
-        vector: u8,
-        owner: &'static str,
-        kind: IrqKind,
-        handler: Handler,
-    ) -> Result<(), IrqError>;
-    /// Removes the handler of `vector` on `cpu`; whether there was one.
-    fn uninstall(&self, cpu: u32, vector: u8) -> bool;
-    /// Whether a handler is installed for `vector` on `cpu`.
-    fn is_installed(&self, cpu: u32, vector: u8) -> bool;
-    /// Maps `len` bytes of device memory at `phys` uncached.
-    fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, IrqError>;
-    /// Microseconds since boot (a monotonic clock for drivers' timeouts).
-    fn now_us(&self) -> u64;
-    /// Allocates a zeroed DMA buffer of at least `bytes` bytes.
-    fn dma(&self, bytes: u64) -> Result<Box<dyn crate::dma::DmaRegion>, IrqError>;
-    /// Attaches the function's INTx pin (1 = INTA#) to its line, routed by firmware.
-    fn attach_intx(&self, function: &crate::Function) -> Result<Box<dyn IntxLine>, IrqError>;
-    /// The handle of `address` was dropped: the function may be claimed again.
-    fn release_function(&self, address: Address);
-    /// Counts an interrupt found pending on a vector being released (the release checks
-    /// the pending bits after masking).
-    fn pending_at_release(&self, address: Address, vector: u8) {
-        let _ = (address, vector);
-    }
-}
+use crate::platform::PlatformError;
+use crate::vectors::AllocError;
 
 bitflags::bitflags! {
     /// Which interrupt kinds [`PciFunction::alloc_irq_vectors`] may try, best first.
@@ -138,13 +66,20 @@ pub enum IrqKind {
     Intx,
 }
 
-impl fmt::Display for IrqKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl IrqKind {
+    /// Its name: "MSI-X", "MSI" or "INTx".
+    pub fn name(self) -> &'static str {
+        match self {
             IrqKind::Msix => "MSI-X",
             IrqKind::Msi => "MSI",
             IrqKind::Intx => "INTx",
-        })
+        }
+    }
+}
+
+impl fmt::Display for IrqKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -201,6 +136,15 @@ pub enum IrqError {
     Busy(usize),
     /// The function stopped answering (configuration reads return all ones).
     Vanished,
+}
+
+impl From<PlatformError> for IrqError {
+    fn from(e: PlatformError) -> IrqError {
+        match e {
+            PlatformError::Vectors(e) => IrqError::Vectors(e),
+            PlatformError::Failed(why) => IrqError::Platform(why),
+        }
+    }
 }
 
 impl fmt::Display for IrqError {

@@ -316,12 +316,24 @@ impl IrqVectors {
         let platform = self.func().platform();
         match self.backend() {
             Backend::Msix { table, .. } => {
-                platform.install(vector.cpu, vector.number, owner, IrqKind::Msix, handler)?;
+                platform.install(
+                    vector.cpu,
+                    vector.number,
+                    owner,
+                    IrqKind::Msix.name(),
+                    handler,
+                )?;
                 msix::set_masked(table.as_ref(), index, false);
                 slots[index] = slot(None);
             }
             Backend::Msi { cap, .. } => {
-                platform.install(vector.cpu, vector.number, owner, IrqKind::Msi, handler)?;
+                platform.install(
+                    vector.cpu,
+                    vector.number,
+                    owner,
+                    IrqKind::Msi.name(),
+                    handler,
+                )?;
                 slots[index] = slot(None);
                 self.msi_update(cap, &slots);
             }
@@ -544,7 +556,8 @@ fn setup_msix(
     }
     let mapped = platform
         .map(table_phys, table_len)
-        .and_then(|t| platform.map(pba_phys, pba_len).map(|p| (t, p)));
+        .and_then(|t| platform.map(pba_phys, pba_len).map(|p| (t, p)))
+        .map_err(IrqError::from);
     let (table, pba) = match mapped {
         Ok(m) => m,
         Err(e) => {

@@ -50,14 +50,27 @@ use crate::window::WindowError;
 /// let registers = function.map_bar(0, 0, 0x1000).unwrap();
 /// registers.write_bus_address(0x28, 0x1000_0000u64); // error[E0308]: mismatched types
 /// ```
+///
+/// It is handed only to the function whose buffer it is: giving device B the address of
+/// device A's buffer would let B write there after A's bus mastering (which alone holds the
+/// buffer back from reuse) is off. That is a driver bug, and panics like an access outside a
+/// window.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BusAddr<'a> {
     address: u64,
+    /// The function the buffer was made for (its core's address, compared only).
+    function: usize,
     _buffer: PhantomData<&'a DmaBuffer>,
 }
 
 impl BusAddr<'_> {
-    pub(crate) fn raw(self) -> u64 {
+    /// The address, for a write into a device of `function` (a [`Core`] address).
+    pub(crate) fn raw_for(self, function: usize) -> u64 {
+        assert!(
+            self.function == function,
+            "bus address {:#x} belongs to another function's DMA buffer",
+            self.address
+        );
         self.address
     }
 
@@ -119,6 +132,7 @@ impl DmaBuffer {
     pub fn bus_address(&self) -> BusAddr<'_> {
         BusAddr {
             address: self.region().bus_address(),
+            function: Arc::as_ptr(&self.core) as usize,
             _buffer: PhantomData,
         }
     }
@@ -128,6 +142,7 @@ impl DmaBuffer {
         let r = self.check(offset, 1);
         BusAddr {
             address: self.region().bus_address() + r.start,
+            function: Arc::as_ptr(&self.core) as usize,
             _buffer: PhantomData,
         }
     }
@@ -184,10 +199,10 @@ impl DmaBuffer {
         self.region().write32(r.end - 4, (value >> 32) as u32);
     }
 
-    /// Writes a bus address (of this buffer or another) as a qword, for descriptors and
-    /// PRP lists that live in DMA memory.
+    /// Writes a bus address (of this buffer or another of the same function) as a qword, for
+    /// descriptors and PRP lists that live in DMA memory. Panics for another function's.
     pub fn write_bus_address(&self, offset: u64, address: BusAddr<'_>) {
-        self.write64(offset, address.raw());
+        self.write64(offset, address.raw_for(Arc::as_ptr(&self.core) as usize));
     }
 }
 

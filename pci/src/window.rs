@@ -47,6 +47,15 @@ pub enum WindowError {
         /// BAR index.
         bar: usize,
     },
+    /// The BAR no longer holds the address enumeration found (the function was reset).
+    BarMoved {
+        /// BAR index.
+        bar: usize,
+        /// The address found by enumeration.
+        enumerated: u64,
+        /// What the register holds now.
+        now: u64,
+    },
     /// The platform could not map or allocate.
     Platform(PlatformError),
 }
@@ -69,6 +78,14 @@ impl fmt::Display for WindowError {
             WindowError::CoversMsix { bar } => {
                 write!(f, "the range covers the MSI-X table or PBA in BAR{bar}")
             }
+            WindowError::BarMoved {
+                bar,
+                enumerated,
+                now,
+            } => write!(
+                f,
+                "BAR{bar} holds {now:#x}, not {enumerated:#x} as enumerated (was the function reset?)"
+            ),
             WindowError::Platform(e) => write!(f, "{e}"),
         }
     }
@@ -145,9 +162,9 @@ impl BarWindow {
     }
 
     /// Hands a DMA buffer's bus address to the device: writes it as a qword at `offset`
-    /// (a queue base register, for instance).
+    /// (a queue base register, for instance). Panics for a buffer of another function.
     pub fn write_bus_address(&self, offset: u64, address: BusAddr<'_>) {
-        self.write64(offset, address.raw());
+        self.write64(offset, address.raw_for(Arc::as_ptr(&self._core) as usize));
     }
 }
 
@@ -191,6 +208,21 @@ impl PciFunction {
             if hits(m.table_bir, table) || hits(m.pba_bir, pba) {
                 return Err(WindowError::CoversMsix { bar });
             }
+        }
+        // The BAR must still hold what enumeration found: a function reset (FLR, or a D3hot
+        // to D0 transition) clears it, and turning memory decode back on would then make the
+        // device answer at whatever address the BAR holds now.
+        let register = |n: usize| u64::from(self.config_read32(0x10 + 4 * n as u16));
+        let mut now = register(bar) & !0xf;
+        if b.kind == BarKind::Memory64 {
+            now |= register(bar + 1) << 32;
+        }
+        if now != b.address {
+            return Err(WindowError::BarMoved {
+                bar,
+                enumerated: b.address,
+                now,
+            });
         }
         let window = self
             .platform()

@@ -320,3 +320,54 @@ fn virtio_configuration_access_cannot_reach_the_msix_table() {
         assert!(window.write8(16, 0).is_err());
     }
 }
+
+#[test]
+#[should_panic(expected = "another function's DMA buffer")]
+fn a_bus_address_goes_only_to_its_own_function() {
+    let platform = FakePlatform::leaked(1);
+    let (a, _) = handle(device(4), platform);
+    let (b, _) = handle(device(4), platform);
+    let master = a.bus_master();
+    let buffer = master.dma_buffer(4096).unwrap();
+    let registers_of_b = b.map_bar(0, 0, 0x1000).unwrap();
+    // Device B would keep the address after A's bus mastering (which alone holds the buffer
+    // back from reuse) is off.
+    registers_of_b.write_bus_address(0x28, buffer.bus_address());
+}
+
+#[test]
+fn a_bus_address_goes_into_its_own_functions_registers_and_buffers() {
+    let platform = FakePlatform::leaked(1);
+    let (a, _) = handle(device(4), platform);
+    let master = a.bus_master();
+    let ring = master.dma_buffer(4096).unwrap();
+    let data = master.dma_buffer(4096).unwrap();
+    ring.write_bus_address(0, data.bus_address());
+    let registers = a.map_bar(0, 0, 0x1000).unwrap();
+    registers.write_bus_address(0x28, ring.bus_address());
+    assert_eq!(
+        format!("{:x}", registers.read64(0x28)),
+        format!("{:x}", ring.bus_address())
+    );
+}
+
+#[test]
+fn map_bar_refuses_a_bar_that_no_longer_holds_its_enumerated_address() {
+    use pci::irq::ConfigPort;
+    use pci::window::WindowError;
+    let (function, space) = handle(device(4), FakePlatform::leaked(1));
+    let first = function.map_bar(0, 0, 0x1000).unwrap();
+    // What a function reset does to a BAR.
+    space.write32(ADDRESS, 0x10, 0);
+    let e = function.map_bar(0, 0, 0x1000).unwrap_err();
+    assert_eq!(
+        e,
+        WindowError::BarMoved {
+            bar: 0,
+            enumerated: pci::fake::irq::BAR0,
+            now: 0
+        }
+    );
+    assert!(e.to_string().contains("reset"), "{e}");
+    drop(first);
+}

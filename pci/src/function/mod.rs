@@ -204,6 +204,14 @@ impl Drop for Core {
 /// function.core().write16(0x04, 0x0006); // error[E0624]: method `core` is private
 /// ```
 ///
+/// Nothing is made from a function once its handle is gone:
+///
+/// ```compile_fail,E0382
+/// # let function = pci::fake::irq::function_with_msix(4);
+/// drop(function);
+/// let registers = function.map_bar(0, 0, 0x1000); // error[E0382]: use of moved value
+/// ```
+///
 /// DMA memory comes only from a [`BusMaster`] guard:
 ///
 /// ```compile_fail,E0599

@@ -494,6 +494,64 @@ mod tests {
     }
 
     #[test]
+    fn the_fake_platform_shares_one_line_and_frees_it_with_the_last_function() {
+        use crate::fake::irq::{FakePlatform, device, handle};
+        use crate::irq::IrqKinds;
+        let platform = FakePlatform::leaked(1);
+        let start = platform.snapshot();
+        let (first, _) = handle(device(1), platform);
+        let (second, _) = handle(device(1), platform);
+        let mut first = first.alloc_irq_vectors(1, 1, IrqKinds::INTX).unwrap();
+        let mut second = second.alloc_irq_vectors(1, 1, IrqKinds::INTX).unwrap();
+        let v = first.vector(0).unwrap();
+        let (cpu, number) = (v.cpu(), v.number());
+        let w = second.vector(0).unwrap();
+        assert_eq!(
+            (w.cpu(), w.number()),
+            (cpu, number),
+            "two vectors for one line"
+        );
+        let (a, b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (ha, hb) = (a.clone(), b.clone());
+        first
+            .install(0, "first", move || {
+                ha.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        second
+            .install(0, "second", move || {
+                hb.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        assert_eq!(platform.intx_users().len(), 2);
+        assert!(platform.deliver(cpu, number));
+        assert_eq!(
+            (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed)),
+            (1, 1)
+        );
+        drop(first);
+        assert!(
+            platform.deliver(cpu, number),
+            "the line went with its first function"
+        );
+        assert_eq!(
+            (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed)),
+            (1, 2)
+        );
+        drop(second);
+        assert!(
+            !platform.deliver(cpu, number),
+            "the line outlived its functions"
+        );
+        assert_eq!(
+            platform.snapshot(),
+            start,
+            "the line's vector was not freed"
+        );
+        assert_eq!(platform.installed(), 0);
+    }
+
+    #[test]
     fn uninstall_from_another_cpu_waits_for_the_running_line() {
         static LINES: SharedLines = SharedLines::new();
         static STARTED: AtomicBool = AtomicBool::new(false);

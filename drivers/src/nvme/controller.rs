@@ -1,0 +1,543 @@
+//! NVMe controller bring-up (§7.6.1): the controller guard and its shutdown, CAP checks,
+//! reset, interrupts, admin queue, enable, Identify and the creation of the I/O queues.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pci::function::BusMaster;
+use pci::irq::{IrqKind, IrqKinds, IrqVectors, PciFunction};
+use pci::window::BarWindow;
+
+use super::commands::{
+    ADMIN_CREATE_IO_CQ, ADMIN_CREATE_IO_SQ, ADMIN_IDENTIFY, ADMIN_SET_FEATURES, CNS_CONTROLLER,
+    CNS_NAMESPACE, Command, Data, FEATURE_NUMBER_OF_QUEUES,
+};
+use super::queues::{Queue, admin_command, copy_from_dma};
+use super::registers::*;
+use super::{
+    ADMIN_ENTRIES, DEPTH, IO_ENTRIES, Identity, MAX_COMMAND_BYTES, MAX_IO_QUEUES, NAMESPACE, Nvme,
+    NvmeError, OWNERS, PAGE,
+};
+use crate::ProbeError;
+
+/// The inner guard: the controller's registers and interrupt vectors. While it lives the
+/// controller may be enabled; its `Drop` stops the controller (shutdown notification, then
+/// CC.EN = 0 and CSTS.RDY = 0) before its vectors are released and before the queues that
+/// [`Nvme`] declares after it are freed.
+pub(super) struct Controller {
+    /// `Some` until [`Controller::into_function`]. Declared before `regs`: the vectors (and
+    /// the INTx handler's clone of the window) go before the window unmaps.
+    irq: Option<IrqVectors>,
+    /// Bus mastering for the queues' DMA, on while the controller may run; declared after
+    /// `irq` and dropped last of the two, so the queue memory the driver drops while a
+    /// stopped controller still could master the bus waits until it cannot.
+    master: Option<BusMaster>,
+    pub(super) regs: Arc<BarWindow>,
+    /// Doorbell stride, bytes.
+    stride: u64,
+    /// CAP.TO, microseconds: how long enabling or disabling may take.
+    timeout_us: u64,
+}
+
+impl Controller {
+    pub(super) fn irq(&self) -> &IrqVectors {
+        self.irq
+            .as_ref()
+            .expect("vectors present until into_function")
+    }
+
+    pub(super) fn function(&self) -> &PciFunction {
+        self.irq().function()
+    }
+
+    fn master(&self) -> &BusMaster {
+        self.master.as_ref().expect("present until into_function")
+    }
+
+    pub(super) fn sq_doorbell(&self, queue: u16) -> u64 {
+        DOORBELLS + 2 * u64::from(queue) * self.stride
+    }
+
+    pub(super) fn cq_doorbell(&self, queue: u16) -> u64 {
+        DOORBELLS + (2 * u64::from(queue) + 1) * self.stride
+    }
+
+    /// INTx: the handler masks with INTMS; this unmasks (§7.5.1). MSI-X: nothing.
+    pub(super) fn unmask(&self) {
+        if self.irq().kind() == IrqKind::Intx {
+            self.regs.write32(INTMC, 1);
+        }
+    }
+
+    /// Stops the controller: normal shutdown notification (§7.6.2), then CC.EN = 0 and a
+    /// wait for CSTS.RDY = 0. Whether it stopped in time.
+    fn disable(&self) -> bool {
+        let cc = self.regs.read32(CC);
+        let function = self.function();
+        if cc & CC_EN != 0 && self.regs.read32(CSTS) & CSTS_RDY != 0 {
+            self.regs.write32(CC, cc | CC_SHN_NORMAL);
+            function.wait_until(self.timeout_us, || {
+                self.regs.read32(CSTS) & CSTS_SHST == CSTS_SHST_COMPLETE
+            });
+        }
+        self.regs.write32(CC, 0);
+        function.wait_until(self.timeout_us, || self.regs.read32(CSTS) & CSTS_RDY == 0)
+    }
+
+    /// Stops the controller, releases the vectors exactly as dropping does, and gives the
+    /// function back (for a probe that fails).
+    fn into_function(mut self) -> PciFunction {
+        self.disable();
+        let irq = self.irq.take().expect("vectors present until here");
+        let function = irq.into_function();
+        drop(self.master.take());
+        function
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // Step 1 of the release order: the device stops using memory. If it does not report
+        // RDY = 0 in time, dropping `irq` right after still turns Bus Master Enable off.
+        if self.irq.is_some() {
+            self.disable();
+        }
+    }
+}
+
+/// Checks CAP (§3.1.1): the NVM command set, 4 KiB pages. Returns the doorbell stride in
+/// bytes and CAP.TO in microseconds.
+fn parse_cap(cap: u64) -> Result<(u64, u64), String> {
+    if cap == u64::MAX {
+        return Err("registers read all ones (memory decoding off?)".into());
+    }
+    if cap & CAP_CSS_NVM == 0 {
+        return Err(format!("CAP {cap:#x}: no NVM command set (CAP.CSS)"));
+    }
+    let mpsmin = (cap >> 48) & 0xf;
+    if mpsmin != 0 {
+        return Err(format!(
+            "CAP.MPSMIN allows pages of {} KiB and up, not 4 KiB",
+            4u64 << mpsmin
+        ));
+    }
+    let stride = 4u64 << ((cap >> 32) & 0xf);
+    let timeout_us = ((cap >> 24) & 0xff).max(1) * 500_000;
+    Ok((stride, timeout_us))
+}
+
+impl Nvme {
+    /// Brings the controller at `function` up (see the module documentation); on failure the
+    /// function comes back with the reason.
+    pub fn new(function: PciFunction) -> Result<Nvme, (PciFunction, ProbeError)> {
+        macro_rules! fail {
+            ($function:expr, $($arg:tt)*) => {
+                return Err(($function, ProbeError(format!($($arg)*))))
+            };
+        }
+        // 1. CAP through a window on the registers only, to learn the doorbell stride.
+        let (cap, stride, timeout_us) = match function.map_bar(0, 0, DOORBELLS) {
+            Ok(regs) => {
+                let cap = regs.read64(CAP);
+                match parse_cap(cap) {
+                    Ok((stride, timeout)) => (cap, stride, timeout),
+                    Err(e) => fail!(function, "{e}"),
+                }
+            }
+            Err(e) => fail!(function, "BAR 0: {e}"),
+        };
+        // 2. Registers and the doorbells of 1 + MAX_IO_QUEUES queue pairs; never the MSI-X
+        //    table (map_bar refuses it).
+        let len = DOORBELLS + 2 * (1 + MAX_IO_QUEUES as u64) * stride;
+        let regs = match function.map_bar(0, 0, len) {
+            Ok(r) => Arc::new(r),
+            Err(e) => fail!(function, "BAR 0 registers and doorbells [0, {len:#x}): {e}"),
+        };
+        // 3. Reset (§7.6.1): whatever firmware left running stops before bus mastering is
+        //    enabled (the PCI layer turned it off when the function was claimed).
+        regs.write32(CC, 0);
+        if !function.wait_until(timeout_us, || regs.read32(CSTS) & CSTS_RDY == 0) {
+            fail!(function, "controller did not reset (CSTS.RDY stays 1)");
+        }
+        // 4. Interrupts: MSI-X, one vector for the admin queue and one per I/O queue; else
+        //    the INTx pin (one vector, one I/O queue). The function moves into the vectors.
+        let irq = match function.alloc_irq_vectors(2, 1 + MAX_IO_QUEUES, IrqKinds::MSIX) {
+            Ok(v) => v,
+            Err((function, msix)) => match function.alloc_irq_vectors(1, 1, IrqKinds::INTX) {
+                Ok(v) => v,
+                Err((function, intx)) => {
+                    fail!(function, "interrupts: MSI-X: {msix}; INTx: {intx}")
+                }
+            },
+        };
+        let counters: Vec<Arc<AtomicU64>> = (0..irq.len())
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
+        // The queues' DMA needs bus mastering whichever interrupt kind was granted.
+        let master = irq.function().bus_master();
+        let mut controller = Controller {
+            irq: Some(irq),
+            master: Some(master),
+            regs,
+            stride,
+            timeout_us,
+        };
+        // 5. Handlers, living as long as the vectors. MSI-X: count. INTx: mask the
+        //    controller's interrupt (the line is level-triggered and possibly shared), count.
+        let intx = controller.irq().kind() == IrqKind::Intx;
+        for (i, count) in counters.iter().enumerate() {
+            let (count, regs) = (count.clone(), controller.regs.clone());
+            let irq = controller.irq.as_mut().expect("allocated above");
+            let installed = if intx {
+                irq.install(i, OWNERS[i], move || {
+                    regs.write32(INTMS, 1);
+                    count.fetch_add(1, Ordering::Release);
+                })
+            } else {
+                irq.install(i, OWNERS[i], move || {
+                    count.fetch_add(1, Ordering::Release);
+                })
+            };
+            if let Err(e) = installed {
+                fail!(controller.into_function(), "handler {i}: {e}");
+            }
+        }
+        // 6. The admin queue, on vector 0.
+        let admin = match Queue::new(
+            controller.master(),
+            0,
+            ADMIN_ENTRIES,
+            PAGE,
+            0,
+            counters[0].clone(),
+        ) {
+            Ok(q) => q,
+            Err(e) => fail!(controller.into_function(), "{e}"),
+        };
+        let mut nvme = Nvme {
+            controller,
+            admin,
+            io: Vec::new(),
+            identity: Identity::default(),
+            chunk: MAX_COMMAND_BYTES,
+            broken: None,
+            next_queue: 0,
+        };
+        match nvme.start(cap, &counters) {
+            Ok(()) => Ok(nvme),
+            Err(e) => Err((nvme.into_function(), ProbeError(e))),
+        }
+    }
+
+    /// Releases everything in the same order as dropping, giving the function back.
+    fn into_function(self) -> PciFunction {
+        let Nvme {
+            controller,
+            admin,
+            io,
+            ..
+        } = self;
+        let function = controller.into_function();
+        drop(io);
+        drop(admin);
+        function
+    }
+
+    /// Enables the controller and creates the I/O queues (§7.6.1 from step 3 on).
+    fn start(&mut self, cap: u64, counters: &[Arc<AtomicU64>]) -> Result<(), String> {
+        let c = &self.controller;
+        let regs = &c.regs;
+        let mqes = (cap & 0xffff) as u16; // 0's based
+        let admin_entries = ADMIN_ENTRIES.min(mqes.saturating_add(1));
+        if admin_entries < 2 {
+            return Err(format!("CAP.MQES {mqes} allows no queue"));
+        }
+        self.admin.entries = admin_entries;
+        let aqs = u32::from(admin_entries - 1);
+        regs.write32(AQA, aqs << 16 | aqs);
+        regs.write_bus_address(ASQ, self.admin.sq.bus_address());
+        regs.write_bus_address(ACQ, self.admin.cq.bus_address());
+        regs.write32(CC, CC_IOSQES | CC_IOCQES | CC_EN);
+        let ready = c.function().wait_until(c.timeout_us, || {
+            regs.read32(CSTS) & (CSTS_RDY | CSTS_CFS) != 0
+        });
+        let csts = regs.read32(CSTS);
+        if !ready || csts & CSTS_CFS != 0 {
+            return Err(format!("controller did not become ready (CSTS {csts:#x})"));
+        }
+        let vs = regs.read32(VS);
+
+        // Identify Controller.
+        let data = self.identify(CNS_CONTROLLER, 0)?;
+        let ctrl = parse_controller(&data, cap)?;
+        // Identify Namespace 1.
+        if ctrl.namespaces < NAMESPACE {
+            return Err(format!("the controller has {} namespaces", ctrl.namespaces));
+        }
+        let data = self.identify(CNS_NAMESPACE, NAMESPACE)?;
+        let (lbas, lba_size) = parse_namespace(&data)?;
+        self.chunk = ctrl
+            .max_transfer
+            .map_or(MAX_COMMAND_BYTES, |m| m.min(MAX_COMMAND_BYTES));
+        if u64::from(lba_size) > self.chunk {
+            return Err(format!(
+                "blocks of {lba_size} bytes exceed what one command may move ({} bytes)",
+                self.chunk
+            ));
+        }
+        self.identity = Identity {
+            model: ctrl.model,
+            serial: ctrl.serial,
+            firmware: ctrl.firmware,
+            version: ((vs >> 16) as u16, (vs >> 8) as u8, vs as u8),
+            max_transfer: ctrl.max_transfer,
+            namespaces: ctrl.namespaces,
+            lbas,
+            lba_size,
+        };
+
+        // Number of Queues first (§5.21.1.7): NSQR and NCQR, 0's based; the answer says how
+        // many were allocated.
+        let wanted = (counters.len() - 1).clamp(1, MAX_IO_QUEUES);
+        let n = (wanted - 1) as u32;
+        let granted = self
+            .admin_command(Command {
+                opcode: ADMIN_SET_FEATURES,
+                cdw: [FEATURE_NUMBER_OF_QUEUES, n << 16 | n, 0, 0, 0, 0],
+                ..Command::default()
+            })
+            .map_err(|e| format!("Set Features (Number of Queues): {e}"))?;
+        let (nsqa, ncqa) = (
+            (granted & 0xffff) as usize + 1,
+            (granted >> 16) as usize + 1,
+        );
+        let queues = wanted.min(nsqa).min(ncqa);
+        let entries = IO_ENTRIES.min(mqes.saturating_add(1));
+
+        // The queue pairs: completion queue first, with its interrupt vector. Each queue's
+        // memory belongs to `self.io` before the controller learns its address, so that a
+        // failure here still frees it only after the controller has stopped.
+        let intx = self.controller.irq().kind() == IrqKind::Intx;
+        for qid in 1..=queues as u16 {
+            let vector = if intx { 0 } else { usize::from(qid) };
+            self.io.push(Queue::new(
+                self.controller.master(),
+                qid,
+                entries,
+                DEPTH as u64 * MAX_COMMAND_BYTES,
+                vector,
+                counters[vector].clone(),
+            )?);
+            let q = &self.io[self.io.len() - 1];
+            let size = u32::from(entries - 1) << 16 | u32::from(qid);
+            let mut admin = |command, ring| {
+                admin_command(
+                    &self.controller,
+                    &mut self.admin,
+                    &mut self.broken,
+                    command,
+                    Some(ring),
+                )
+            };
+            admin(
+                Command {
+                    opcode: ADMIN_CREATE_IO_CQ,
+                    data: Data::Ring,
+                    // IV in 31:16, IEN (bit 1), PC (bit 0): physically contiguous.
+                    cdw: [size, (vector as u32) << 16 | 1 << 1 | 1, 0, 0, 0, 0],
+                    ..Command::default()
+                },
+                q.cq.bus_address(),
+            )
+            .map_err(|e| format!("Create I/O Completion Queue {qid}: {e}"))?;
+            admin(
+                Command {
+                    opcode: ADMIN_CREATE_IO_SQ,
+                    data: Data::Ring,
+                    // CQID in 31:16, QPRIO 00b, PC.
+                    cdw: [size, u32::from(qid) << 16 | 1, 0, 0, 0, 0],
+                    ..Command::default()
+                },
+                q.sq.bus_address(),
+            )
+            .map_err(|e| format!("Create I/O Submission Queue {qid}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Identify with `cns` for `nsid`; the 4 KiB answer.
+    fn identify(&mut self, cns: u32, nsid: u32) -> Result<Vec<u8>, String> {
+        self.admin_command(Command {
+            opcode: ADMIN_IDENTIFY,
+            nsid,
+            data: Data::Bounce {
+                offset: 0,
+                len: PAGE,
+            },
+            cdw: [cns, 0, 0, 0, 0, 0],
+        })
+        .map_err(|e| format!("Identify (CNS {cns}): {e}"))?;
+        let mut out = vec![0u8; PAGE as usize];
+        copy_from_dma(&self.admin.data, 0, &mut out);
+        Ok(out)
+    }
+
+    /// Runs one admin command; its completion dword 0.
+    fn admin_command(&mut self, command: Command) -> Result<u32, NvmeError> {
+        admin_command(
+            &self.controller,
+            &mut self.admin,
+            &mut self.broken,
+            command,
+            None,
+        )
+    }
+}
+
+/// The Identify Controller fields used (§5.15.2, Identify Controller data structure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ControllerData {
+    model: String,
+    serial: String,
+    firmware: String,
+    max_transfer: Option<u64>,
+    namespaces: u32,
+}
+
+/// An ASCII field, trailing spaces (and NULs) removed.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim_end_matches([' ', '\0'])
+        .into()
+}
+
+fn le32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn le64(bytes: &[u8], at: usize) -> u64 {
+    u64::from(le32(bytes, at)) | u64::from(le32(bytes, at + 4)) << 32
+}
+
+/// Parses Identify Controller data; `cap` gives the page size MDTS counts in.
+fn parse_controller(data: &[u8], cap: u64) -> Result<ControllerData, String> {
+    if data.len() < 4096 {
+        return Err("short Identify Controller data".into());
+    }
+    // MDTS (byte 77): 2^n units of the minimum page size; 0 means no limit.
+    let mdts = data[77];
+    let page = 4096u64 << ((cap >> 48) & 0xf);
+    let max_transfer = (mdts != 0).then(|| page << mdts.min(32));
+    // SQES (512) and CQES (513): required size in 3:0, maximum in 7:4, log2 bytes.
+    let (sqes, cqes) = (data[512], data[513]);
+    if !(sqes & 0xf <= 6 && sqes >> 4 >= 6) || !(cqes & 0xf <= 4 && cqes >> 4 >= 4) {
+        return Err(format!(
+            "entry sizes unsupported: SQES {sqes:#x}, CQES {cqes:#x} (need 64 and 16 bytes)"
+        ));
+    }
+    Ok(ControllerData {
+        serial: text(&data[4..24]),
+        model: text(&data[24..64]),
+        firmware: text(&data[64..72]),
+        max_transfer,
+        namespaces: le32(data, 516),
+    })
+}
+
+/// Parses Identify Namespace data (§5.15.2, Identify Namespace data structure): (NSZE, block
+/// size).
+fn parse_namespace(data: &[u8]) -> Result<(u64, u32), String> {
+    if data.len() < 4096 {
+        return Err("short Identify Namespace data".into());
+    }
+    let nsze = le64(data, 0);
+    if nsze == 0 {
+        return Err("namespace 1 is not active (NSZE 0)".into());
+    }
+    // FLBAS (byte 26) bits 3:0 pick one of NLBAF + 1 (byte 25, 0's based) LBA formats at
+    // byte 128 + 4n: MS in 15:0, LBADS (log2 of the block size) in 23:16.
+    let (nlbaf, flbas) = (data[25], data[26]);
+    let index = flbas & 0xf;
+    if index > nlbaf {
+        return Err(format!(
+            "FLBAS {flbas:#x} names format {index} of {}",
+            nlbaf + 1
+        ));
+    }
+    let format = le32(data, 128 + 4 * usize::from(index));
+    let (ms, lbads) = (format & 0xffff, (format >> 16) & 0xff);
+    if ms != 0 {
+        return Err(format!("LBA format {index} carries {ms} bytes of metadata"));
+    }
+    if !(9..=16).contains(&lbads) {
+        return Err(format!("LBA format {index}: LBADS {lbads}"));
+    }
+    Ok((nsze, 1 << lbads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller_page() -> Vec<u8> {
+        let mut d = vec![0u8; 4096];
+        d[4..24].copy_from_slice(b"deadbeef            ");
+        d[24..64].copy_from_slice(b"QEMU NVMe Ctrl                          ");
+        d[64..72].copy_from_slice(b"10.0.2  ");
+        d[77] = 7;
+        d[512] = 0x66;
+        d[513] = 0x44;
+        d[516] = 1;
+        d
+    }
+
+    #[test]
+    fn identify_controller_fields() {
+        let c = parse_controller(&controller_page(), 0).unwrap();
+        assert_eq!(c.serial, "deadbeef");
+        assert_eq!(c.model, "QEMU NVMe Ctrl");
+        assert_eq!(c.firmware, "10.0.2");
+        assert_eq!(c.max_transfer, Some(512 * 1024));
+        assert_eq!(c.namespaces, 1);
+        let mut d = controller_page();
+        d[77] = 0;
+        assert_eq!(parse_controller(&d, 0).unwrap().max_transfer, None);
+        d[512] = 0x77; // requires 128-byte entries
+        assert!(parse_controller(&d, 0).unwrap_err().contains("SQES"));
+    }
+
+    #[test]
+    fn identify_namespace_fields() {
+        let mut d = vec![0u8; 4096];
+        d[0..8].copy_from_slice(&8192u64.to_le_bytes());
+        d[25] = 1; // two formats
+        d[26] = 1; // the second
+        d[128..132].copy_from_slice(&(9u32 << 16).to_le_bytes());
+        d[132..136].copy_from_slice(&(12u32 << 16).to_le_bytes());
+        assert_eq!(parse_namespace(&d).unwrap(), (8192, 4096));
+        d[26] = 0;
+        assert_eq!(parse_namespace(&d).unwrap(), (8192, 512));
+        d[26] = 2;
+        assert!(parse_namespace(&d).is_err());
+        d[26] = 0;
+        d[128] = 8; // 8 bytes of metadata
+        assert!(parse_namespace(&d).unwrap_err().contains("metadata"));
+        d[0..8].copy_from_slice(&0u64.to_le_bytes());
+        assert!(parse_namespace(&d).unwrap_err().contains("not active"));
+    }
+
+    #[test]
+    fn capabilities_checks() {
+        // QEMU: MQES 0x7ff, CQR, TO 15 (7.5 s), DSTRD 0, CSS NVM, MPSMIN 0, MPSMAX 4.
+        let cap: u64 = 0x7ff | 1 << 16 | 0xf << 24 | CAP_CSS_NVM | 4 << 52;
+        assert_eq!(parse_cap(cap), Ok((4, 7_500_000)));
+        assert_eq!(parse_cap(cap | 2 << 32), Ok((16, 7_500_000)));
+        assert!(parse_cap(cap & !CAP_CSS_NVM).unwrap_err().contains("NVM"));
+        assert!(parse_cap(cap | 1 << 48).unwrap_err().contains("MPSMIN"));
+        assert!(parse_cap(u64::MAX).unwrap_err().contains("all ones"));
+    }
+}

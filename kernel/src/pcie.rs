@@ -11,12 +11,18 @@
 //!
 //! Reads outside what the active method reaches return all ones, exactly what hardware gives
 //! for an absent function, so callers need no special case.
+//!
+//! Firmware without an MCFG entry for a PCI Express host bridge (QEMU's `microvm,pcie=on` is
+//! one) may still say where its ECAM window is: the bridge's `_CBA`, or memory a `PNP0C02`
+//! device below it reserves. [`discover`] tries those after the AML is loaded, and uses a
+//! window only after reading a function through it; otherwise it says plainly that the bridge's
+//! configuration space is out of reach.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use pci_types::{ConfigRegionAccess, PciAddress};
-use spin::{Mutex, Once};
+use spin::{Mutex, Once, RwLock};
 use x86_64::instructions::port::Port;
 
 use crate::memory::mmio::Mmio;
@@ -33,17 +39,14 @@ struct EcamWindow {
     mmio: Mmio,
 }
 
-/// How the kernel reaches configuration space.
-enum Method {
-    /// Memory-mapped windows, one per MCFG entry.
-    Ecam(Vec<EcamWindow>),
-    /// Ports 0xCF8/0xCFC, serialised by a lock (the two-step access is not atomic).
-    PortIo(Mutex<()>),
-}
-
-/// The kernel's [`ConfigRegionAccess`]. Counts its accesses for the enumeration benchmark.
+/// The kernel's [`ConfigRegionAccess`]: ECAM when any window is known, else port I/O.
+/// Counts its accesses for the enumeration benchmark.
 pub struct KernelConfig {
-    method: Method,
+    /// Memory-mapped windows, one per MCFG entry (or found by [`discover`]). Written only at
+    /// boot, before enumeration, with interrupts off.
+    windows: RwLock<Vec<EcamWindow>>,
+    /// Ports 0xCF8/0xCFC, serialised by a lock (the two-step access is not atomic).
+    port: Mutex<()>,
     reads: AtomicU64,
     writes: AtomicU64,
 }
@@ -51,15 +54,12 @@ pub struct KernelConfig {
 impl KernelConfig {
     /// Whether extended configuration space (0x100-0xFFF) is reachable.
     pub fn extended(&self) -> bool {
-        matches!(self.method, Method::Ecam(_))
+        !self.windows.read().is_empty()
     }
 
     /// The ECAM windows (empty for port I/O).
     pub fn ecam_regions(&self) -> Vec<EcamRegion> {
-        match &self.method {
-            Method::Ecam(w) => w.iter().map(|w| w.region).collect(),
-            Method::PortIo(_) => Vec::new(),
-        }
+        self.windows.read().iter().map(|w| w.region).collect()
     }
 
     fn ecam_offset(
@@ -99,16 +99,17 @@ impl KernelConfig {
     /// Reads a dword (all ones where nothing answers).
     pub fn read(&self, address: PciAddress, offset: u16) -> u32 {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        match &self.method {
-            Method::Ecam(windows) => match Self::ecam_offset(windows, address, offset) {
+        let windows = self.windows.read();
+        match windows.is_empty() {
+            false => match Self::ecam_offset(&windows, address, offset) {
                 Some((mmio, at)) => mmio.read32(at),
                 None => u32::MAX,
             },
-            Method::PortIo(lock) => {
+            true => {
                 let Some(a) = Self::port_address(address, offset) else {
                     return u32::MAX;
                 };
-                let _guard = lock.lock();
+                let _guard = self.port.lock();
                 x86_64::instructions::interrupts::without_interrupts(|| {
                     // SAFETY: configuration mechanism #1 ports, used only under `lock`.
                     unsafe { Port::<u32>::new(CONFIG_ADDRESS).write(a) };
@@ -122,17 +123,18 @@ impl KernelConfig {
     /// Writes a dword (dropped where nothing answers).
     pub fn write(&self, address: PciAddress, offset: u16, value: u32) {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        match &self.method {
-            Method::Ecam(windows) => {
-                if let Some((mmio, at)) = Self::ecam_offset(windows, address, offset) {
+        let windows = self.windows.read();
+        match windows.is_empty() {
+            false => {
+                if let Some((mmio, at)) = Self::ecam_offset(&windows, address, offset) {
                     mmio.write32(at, value);
                 }
             }
-            Method::PortIo(lock) => {
+            true => {
                 let Some(a) = Self::port_address(address, offset) else {
                     return;
                 };
-                let _guard = lock.lock();
+                let _guard = self.port.lock();
                 x86_64::instructions::interrupts::without_interrupts(|| {
                     // SAFETY: configuration mechanism #1 ports, used only under `lock`.
                     unsafe { Port::<u32>::new(CONFIG_ADDRESS).write(a) };
@@ -168,31 +170,124 @@ pub fn init(ecam: &[EcamRegion]) -> &'static KernelConfig {
                 );
                 continue;
             }
-            let buses = u64::from(region.end_bus - region.start_bus) + 1;
-            match Mmio::map(region.base, buses << 20) {
-                Ok(mmio) => windows.push(EcamWindow {
-                    region: *region,
-                    mmio,
-                }),
-                Err(e) => log::error!("pci: cannot map ECAM at {:#x}: {e}", region.base),
+            match map_window(region) {
+                Ok(w) => windows.push(w),
+                Err(e) => log::error!("pci: {e}"),
             }
         }
-        let method = if windows.is_empty() {
+        if windows.is_empty() {
             log::info!("pci: configuration space through port I/O (0xCF8/0xCFC)");
-            Method::PortIo(Mutex::new(()))
         } else {
             log::info!(
                 "pci: configuration space through ECAM ({} window(s))",
                 windows.len()
             );
-            Method::Ecam(windows)
-        };
+        }
         KernelConfig {
-            method,
+            windows: RwLock::new(windows),
+            port: Mutex::new(()),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         }
     })
+}
+
+/// Maps `region` (its base is that of bus `start_bus`).
+fn map_window(region: &EcamRegion) -> Result<EcamWindow, alloc::string::String> {
+    let buses = u64::from(region.end_bus - region.start_bus) + 1;
+    Mmio::map(region.base, buses << 20)
+        .map(|mmio| EcamWindow {
+            region: *region,
+            mmio,
+        })
+        .map_err(|e| alloc::format!("cannot map ECAM at {:#x}: {e}", region.base))
+}
+
+/// Finds ECAM windows for host bridges no MCFG entry covers (see the module documentation):
+/// `_CBA` first (whose base, like an MCFG entry's, is that of bus 0), then the memory that
+/// `PNP0C02` devices below the bridge reserve (a window of whole buses starting at the
+/// bridge's first bus). A candidate is used only if bus `bus`, device 0 answers through it.
+pub fn discover(bridges: &[::firmware::aml::HostBridge]) {
+    let Some(config) = config() else {
+        return;
+    };
+    for bridge in bridges {
+        let covered = config.windows.read().iter().any(|w| {
+            w.region.segment == bridge.segment
+                && (w.region.start_bus..=w.region.end_bus).contains(&bridge.bus)
+        });
+        if covered {
+            continue;
+        }
+        let end = bridge.bus_end.unwrap_or(0xff).max(bridge.bus);
+        let mut candidates = Vec::new();
+        if let Some(base) = bridge
+            .cba
+            .and_then(|cba| cba.checked_add(u64::from(bridge.bus) << 20))
+        {
+            candidates.push(("_CBA", base, end));
+        }
+        for &(base, len) in &bridge.reserved {
+            let buses = len >> 20;
+            if base & 0xf_ffff != 0 || len & 0xf_ffff != 0 || buses == 0 {
+                continue;
+            }
+            let last = (u64::from(bridge.bus) + buses - 1).min(u64::from(end)) as u8;
+            candidates.push(("a PNP0C02 reservation", base, last));
+        }
+        let mut found = false;
+        for (source, base, end_bus) in candidates {
+            let region = EcamRegion {
+                base,
+                segment: bridge.segment,
+                start_bus: bridge.bus,
+                end_bus,
+            };
+            let window = match map_window(&region) {
+                Ok(w) => w,
+                Err(e) => {
+                    log::warn!("pci: {}: {source}: {e}", bridge.path);
+                    continue;
+                }
+            };
+            let id = window.mmio.read32(0);
+            if id & 0xffff == 0xffff {
+                log::warn!(
+                    "pci: {}: {source} at {base:#x}: nothing answers at bus {}, device 0; not used",
+                    bridge.path,
+                    bridge.bus
+                );
+                continue;
+            }
+            log::warn!(
+                "pci: {}: no MCFG entry; ECAM at {base:#x} (buses {:#04x}-{end_bus:#04x}) from {source}, checked: {:04x}:{:04x} answers at bus {}, device 0",
+                bridge.path,
+                bridge.bus,
+                id & 0xffff,
+                id >> 16,
+                bridge.bus
+            );
+            x86_64::instructions::interrupts::without_interrupts(|| {
+                config.windows.write().push(window);
+            });
+            found = true;
+            break;
+        }
+        if !found && config.windows.read().is_empty() && !port_io_answers(config, bridge) {
+            log::warn!(
+                "pci: {}: no MCFG entry, no _CBA, no usable reservation, and port I/O finds nothing on bus {}: this host bridge's functions are out of reach",
+                bridge.path,
+                bridge.bus
+            );
+        }
+    }
+}
+
+/// Whether any device answers on the bridge's first bus through port I/O.
+fn port_io_answers(config: &KernelConfig, bridge: &::firmware::aml::HostBridge) -> bool {
+    bridge.segment == 0
+        && (0..32u8)
+            .any(|d| config.read(PciAddress::new(0, bridge.bus, d, 0), 0) & 0xffff != 0xffff)
 }
 
 /// The configuration access (port I/O until [`init`] chose, for early AML users).
@@ -206,7 +301,8 @@ pub fn port_io() -> &'static KernelConfig {
 }
 
 static EARLY: KernelConfig = KernelConfig {
-    method: Method::PortIo(Mutex::new(())),
+    windows: RwLock::new(Vec::new()),
+    port: Mutex::new(()),
     reads: AtomicU64::new(0),
     writes: AtomicU64::new(0),
 };

@@ -167,12 +167,17 @@ pub fn load(hw: &'static dyn Hardware, rsdp_phys: u64, options: &LoadOptions) ->
     );
 
     let bridges = timed("host bridges", budget, &mut report, host_bridges);
+    let reservations = timed("PNP0C02 devices", budget, &mut report, || {
+        devices(c"PNP0C02")
+    });
     let mut links = routing::Links::default();
     for (handle, path) in bridges {
-        let bridge = timed(&path.clone(), budget, &mut report, || {
+        let mut bridge = timed(&path.clone(), budget, &mut report, || {
             // SAFETY: `handle` came from AcpiGetDevices (`host_bridges`).
             unsafe { routing::describe(handle, path, &options.overrides, &mut links) }
         });
+        // SAFETY: as above; the reservations came from AcpiGetDevices too.
+        unsafe { routing::ecam_hints(handle, &mut bridge, &reservations) };
         report.host_bridges.push(bridge);
     }
     report.s5 = timed("\\_S5", budget, &mut report, sleep_type_s5);
@@ -392,8 +397,17 @@ unsafe extern "C" fn collect(
 /// Host bridges (`PNP0A08` PCI Express, `PNP0A03` PCI; `_HID` or `_CID`) that `_STA` says
 /// are present, with their paths, in namespace order.
 fn host_bridges() -> Vec<(Handle, String)> {
+    devices_of(&[c"PNP0A08", c"PNP0A03"])
+}
+
+/// Present devices with `_HID` or `_CID` `hid`, with their paths, sorted by path.
+fn devices(hid: &CStr) -> Vec<(Handle, String)> {
+    devices_of(&[hid])
+}
+
+fn devices_of(hids: &[&CStr]) -> Vec<(Handle, String)> {
     let mut found: Vec<Handle> = Vec::new();
-    for hid in [c"PNP0A08", c"PNP0A03"] {
+    for hid in hids {
         // SAFETY: `collect` matches ACPI_WALK_CALLBACK and `found` outlives the walk.
         let status = unsafe {
             ffi::AcpiGetDevices(
@@ -445,5 +459,7 @@ pub(super) fn bridge(path: String, segment: u16, bus: u8, bus_end: Option<u8>) -
         bus_end,
         prt: Ok(Vec::new()),
         has_prt: false,
+        cba: None,
+        reserved: Vec::new(),
     }
 }

@@ -84,6 +84,11 @@ pub struct HostBridge {
     pub prt: Result<Vec<Route>, String>,
     /// Whether it has a `_PRT` at all.
     pub has_prt: bool,
+    /// `_CBA`: the base of its ECAM window (PCI Firmware 3.3 §4.1.3), when it has one.
+    pub cba: Option<u64>,
+    /// Memory (base, length) that `PNP0C02` devices directly below it reserve (where some
+    /// firmware, QEMU's `microvm` for one, describes the ECAM window it has no MCFG for).
+    pub reserved: Vec<(u64, u64)>,
 }
 
 /// What loading and running the AML gave.

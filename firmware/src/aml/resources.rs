@@ -171,6 +171,56 @@ pub fn bus_range(buf: &[u8]) -> Option<(u8, u8)> {
     None
 }
 
+/// Large item: 32-bit Fixed Memory Range (§6.4.3.4).
+const LARGE_FIXED_MEMORY32: u8 = 0x06;
+/// Address space resource type "memory range" (§6.4.3.5, byte 3).
+const RANGE_MEMORY: u8 = 0;
+
+/// The memory ranges (base, length) of a resource template: 32-bit Fixed Memory descriptors
+/// and DWord/QWord/Extended Address Space descriptors of the memory type. Empty ranges and
+/// ones whose end would pass 2^64 are left out.
+pub fn memory_ranges(buf: &[u8]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for (tag, body) in descriptors(buf) {
+        if tag & 0x80 == 0 {
+            continue;
+        }
+        let le = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |v, b| (v << 8) | u64::from(*b))
+        };
+        let range = match tag & 0x7F {
+            LARGE_FIXED_MEMORY32 => body.get(1..9).map(|b| (le(&b[0..4]), le(&b[4..8]))),
+            t @ (LARGE_DWORD | LARGE_QWORD | LARGE_EXTENDED) => {
+                if body.first() != Some(&RANGE_MEMORY) {
+                    continue;
+                }
+                let (width, fields_at) = match t {
+                    LARGE_DWORD => (4, 3),
+                    LARGE_QWORD => (8, 3),
+                    _ => (8, 5),
+                };
+                // granularity, minimum, maximum, translation, length
+                let field = |i: usize| {
+                    let at = fields_at + width * i;
+                    body.get(at..at + width).map(le)
+                };
+                field(1).zip(field(4))
+            }
+            _ => continue,
+        };
+        if let Some((base, len)) = range
+            && len > 0
+            && base.checked_add(len).is_some()
+        {
+            out.push((base, len));
+        }
+    }
+    out
+}
+
 /// The `_SRS` template that selects `number` from a `_PRS` descriptor `choice`: the same
 /// form and flags, one interrupt, then an End Tag.
 pub fn srs_template(choice: &Interrupts, number: u32) -> Option<Vec<u8>> {
@@ -307,6 +357,43 @@ mod tests {
     }
 
     #[test]
+    fn memory_ranges_from_fixed_and_address_space_descriptors() {
+        // QWordMemory(..., 0xE0000000, 0xEFFFFFFF, 0, 0x10000000): QEMU microvm's ECAM.
+        let mut qword = vec![0x8A, 0x2B, 0x00, RANGE_MEMORY, 0x0C, 0x00];
+        for v in [0u64, 0xE000_0000, 0xEFFF_FFFF, 0, 0x1000_0000] {
+            qword.extend_from_slice(&v.to_le_bytes());
+        }
+        // Memory32Fixed(ReadWrite, 0xFED00000, 0x400).
+        let fixed = [
+            0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0xD0, 0xFE, 0x00, 0x04, 0x00, 0x00,
+        ];
+        // DWordIO (type 1) is not memory.
+        let mut io = vec![0x87, 0x17, 0x00, 1, 0x0C, 0x03];
+        for v in [0u32, 0xCF8, 0xCFF, 0, 8] {
+            io.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&qword);
+        buf.extend_from_slice(&fixed);
+        buf.extend_from_slice(&io);
+        buf.extend_from_slice(&[0x79, 0x00]);
+        assert_eq!(
+            memory_ranges(&buf),
+            [(0xE000_0000, 0x1000_0000), (0xFED0_0000, 0x400)]
+        );
+        // A length that wraps is left out; truncation yields what came before.
+        let mut wrap = vec![0x8A, 0x2B, 0x00, RANGE_MEMORY, 0x0C, 0x00];
+        for v in [0u64, u64::MAX - 1, u64::MAX, 0, 4] {
+            wrap.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(memory_ranges(&wrap).is_empty());
+        assert_eq!(
+            memory_ranges(&buf[..qword.len() + 5]),
+            [(0xE000_0000, 0x1000_0000)]
+        );
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut x = 0x1234_5678_9abc_def0u64;
         for len in 0..200 {
@@ -320,6 +407,7 @@ mod tests {
                 .collect();
             let _ = interrupts(&buf);
             let _ = bus_range(&buf);
+            let _ = memory_ranges(&buf);
         }
         // Large item claiming more than is there.
         assert!(interrupts(&[0x89, 0xFF, 0xFF, 0x01]).is_empty());

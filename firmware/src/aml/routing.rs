@@ -85,6 +85,34 @@ fn buffer(scope: Handle, name: &str) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
+/// Where the ECAM window of the host bridge at `handle` might be when no MCFG entry says:
+/// its `_CBA`, and the memory that `PNP0C02` devices directly below it reserve (`reserved`
+/// lists every present `PNP0C02` device with its path). The kernel verifies a candidate
+/// before it uses it.
+///
+/// # Safety
+/// `handle` and the handles in `reserved` are device nodes ACPICA handed out.
+pub unsafe fn ecam_hints(handle: Handle, bridge: &mut HostBridge, reserved: &[(Handle, String)]) {
+    match integer(handle, "_CBA") {
+        Ok(cba) => bridge.cba = cba,
+        Err(e) => log::warn!("acpi: host bridge {}: {e}", bridge.path),
+    }
+    let prefix = alloc::format!("{}.", bridge.path);
+    for (device, path) in reserved {
+        let Some(rest) = path.strip_prefix(&prefix) else {
+            continue;
+        };
+        if rest.contains('.') {
+            continue; // not directly below the bridge
+        }
+        match buffer(*device, "_CRS") {
+            Ok(Some(crs)) => bridge.reserved.extend(resources::memory_ranges(&crs)),
+            Ok(None) => {}
+            Err(e) => log::warn!("acpi: {path}: {e}"),
+        }
+    }
+}
+
 /// Describes the host bridge at `handle`: numbers and routes.
 ///
 /// # Safety

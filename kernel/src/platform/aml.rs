@@ -103,6 +103,8 @@ fn load_contained(platform: &Platform) -> AmlReport {
 
 /// Root buses from the report, sorted, without duplicates.
 pub fn roots(report: &AmlReport) -> Vec<RootBus> {
+    // Host bridges no MCFG entry covers may still say where their ECAM window is.
+    crate::pcie::discover(&report.host_bridges);
     let mut roots: Vec<RootBus> = report
         .host_bridges
         .iter()

@@ -154,11 +154,19 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
             platform.ecam = mcfg
                 .entries
                 .iter()
-                .map(|e| EcamRegion {
-                    base: e.address,
-                    segment: e.segment,
-                    start_bus: e.bus_start,
-                    end_bus: e.bus_end,
+                .filter_map(|e| {
+                    // An MCFG entry's base is that of bus 0 (PCI Firmware 3.2 §4.1.2), even
+                    // when its first bus is not 0; the window starts at its first bus.
+                    let base = e.address.checked_add(u64::from(e.bus_start) << 20);
+                    if base.is_none() {
+                        log::warn!("acpi: MCFG entry at {:#x} wraps; ignored", e.address);
+                    }
+                    Some(EcamRegion {
+                        base: base?,
+                        segment: e.segment,
+                        start_bus: e.bus_start,
+                        end_bus: e.bus_end,
+                    })
                 })
                 .collect();
         }

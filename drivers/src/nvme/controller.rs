@@ -102,7 +102,8 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         // Step 1 of the release order: the device stops using memory. If it does not report
-        // RDY = 0 in time, dropping `irq` right after still turns Bus Master Enable off.
+        // RDY = 0 in time, dropping `irq` and `master` right after still turns Bus Master
+        // Enable off.
         if self.irq.is_some() {
             self.disable();
         }

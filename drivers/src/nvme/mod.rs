@@ -41,14 +41,17 @@
 //! 1. [`Controller`], the inner guard, first. Its `Drop` body sends the normal shutdown
 //!    notification (CC.SHN, §7.6.2), clears CC.EN and waits for CSTS.RDY = 0: a disabled
 //!    controller has deleted its queues and does no more DMA. Then its own fields drop:
-//!    the [`IrqVectors`] (handlers uninstalled, MSI-X entries masked and disabled, Bus
-//!    Master Enable restored to its state before the allocation, which is off because the
-//!    probe turns it off first; vectors back to the allocator; the [`PciFunction`] handle
-//!    released), then the register window ([`BarWindow`], unmapped; the INTx handler's
-//!    `Arc` clone of it went with the handler).
+//!    the [`IrqVectors`] (handlers uninstalled, MSI-X entries masked and disabled, vectors
+//!    back to the allocator, the vectors' own bus-mastering hold dropped), then the
+//!    driver's [`BusMaster`](pci::function::BusMaster) guard (Bus Master Enable off: the PCI
+//!    layer turned it off when the function was claimed, and only guards turn it on), then
+//!    the register window ([`BarWindow`], unmapped; the INTx handler's `Arc` clone of it
+//!    went with the handler).
 //! 2. The admin queue, then the I/O queues: submission and completion rings and bounce
 //!    buffers ([`DmaBuffer`]s) go back to the frame allocator. The device can no longer
 //!    write them: it is disabled, and even one that ignored CC.EN has lost bus mastering.
+//!    Had a buffer been dropped while bus mastering was still on, the PCI layer would have
+//!    kept it in the function's quarantine until it went off.
 //!
 //! Freeing the rings first would let a live controller write completions (and read data)
 //! into frames the kernel has handed to someone else, the classic use-after-free by DMA.

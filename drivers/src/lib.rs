@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod edu;
 pub mod nvme;
+pub mod storage;
 pub mod virtio;
 
 use alloc::boxed::Box;
@@ -50,7 +51,8 @@ pub trait Bound: Send {
     fn address(&self) -> pci::Address;
     /// One line about the device (for the console's `drivers`).
     fn status(&self) -> String;
-    /// Exercises the device once and says what happened (an error says what failed).
+    /// Exercises the device once and says what happened (an error says what failed). A
+    /// storage driver's self test reads only, unless [`storage::writes_allowed`].
     fn self_test(&mut self) -> Result<String, String>;
     /// A driver-specific console command (`<driver> <args>`, e.g. `nvme read 0`); `None`
     /// when the driver has no such command.

@@ -57,6 +57,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     if let Some(bad) = options.bad_log {
         log::warn!("log={bad} is not a level (off, error, warn, info, debug, trace); using info");
     }
+    options.apply_storage();
 
     cpu::gdt::init();
     cpu::exceptions::init();

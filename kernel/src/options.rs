@@ -7,6 +7,7 @@
 //! | `dumpboot` | print the loader's raw boot structures (fixture format) |
 //! | `apic=xapic` | keep the local APIC in xAPIC mode even where x2APIC exists |
 //! | `bootbench` | exercise every bound driver once and report its vectors (boot benchmark) |
+//! | `storage=write` | allow drivers to write to disks (default: they only read; see `drivers::storage`) |
 //!
 //! Unknown words are kept (the test runner passes tokens of its own) and listed at `debug`.
 
@@ -28,6 +29,10 @@ pub struct Options<'a> {
     /// `bootbench`: after binding, exercise every driver and report which of their vectors
     /// have delivered an interrupt (for the boot benchmark).
     pub bootbench: bool,
+    /// `storage=write`: drivers may write to disks. Without it they only read.
+    pub storage_write: bool,
+    /// `storage=` value that is not `write`, for a warning (storage stays read only).
+    pub bad_storage: Option<&'a str>,
 }
 
 /// Parses `cmdline`.
@@ -46,5 +51,23 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         dumpboot: boot::cmdline::get(cmdline, "dumpboot").is_some(),
         prefer_xapic: boot::cmdline::get(cmdline, "apic") == Some("xapic"),
         bootbench: boot::cmdline::get(cmdline, "bootbench").is_some(),
+        storage_write: boot::cmdline::get(cmdline, "storage") == Some("write"),
+        bad_storage: boot::cmdline::get(cmdline, "storage").filter(|v| *v != "write"),
+    }
+}
+
+impl Options<'_> {
+    /// Hands the storage permission to the drivers (once, at boot, before any driver binds)
+    /// and says which it is.
+    pub fn apply_storage(&self) {
+        if let Some(bad) = self.bad_storage {
+            log::warn!("storage={bad} is not known (only storage=write is); disks stay read only");
+        }
+        if self.storage_write {
+            drivers::storage::allow_writes();
+            log::warn!("storage: writes to disks allowed (storage=write)");
+        } else {
+            log::info!("storage: disks are read only (boot with storage=write to allow writes)");
+        }
     }
 }

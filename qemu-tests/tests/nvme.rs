@@ -8,10 +8,11 @@
 //!   revision QEMU reports (its own version), the namespace size and block size of the image,
 //!   the number of I/O queues and the interrupt kind this runner configured;
 //! - one FNV-1a line per 64 KiB of the disk, computed here from the image as written;
-//! - the write test: after QEMU exits, the image must hold the kernel's pattern (a function of
-//!   the disk offset and the serial number, computed here too) in exactly its 20 KiB at 1 MiB,
-//!   and every other byte as written before the run (the self tests' write to the last block
-//!   was restored 1001 times);
+//! - the write test (the kernel is booted with `storage=write`; without it every write is
+//!   refused, see `tests/storage.rs`): after QEMU exits, the image must hold the kernel's
+//!   pattern (a function of the disk offset and the serial number, computed here too) in
+//!   exactly its 20 KiB at 1 MiB, and every other byte as written before the run (the self
+//!   tests' write to the last block was restored 1001 times);
 //! - with MSI-X, each I/O queue completing on its own vector; every probe (successful or not)
 //!   and the 1000 unbind/bind cycles leaving vectors, frames, heap, MMIO window, handlers and
 //!   claims at baseline.
@@ -108,7 +109,7 @@ fn run(s: &Scenario) {
     std::fs::write(&image, &original).expect("disk image");
     let drive = format!("if=none,id=nvm,format=raw,file={}", image.display());
     let device = format!("nvme,serial={serial},drive=nvm{}", s.properties);
-    let mut qemu = Qemu::kernel(kernel_elf(), "test=nvme")
+    let mut qemu = Qemu::kernel(kernel_elf(), "test=nvme storage=write")
         .machine(Machine::Q35)
         .memory_mib(512)
         .args(["-cpu", s.cpu, "-drive", &drive, "-device", &device]);

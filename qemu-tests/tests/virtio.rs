@@ -92,7 +92,7 @@ fn scenario(setup: &Setup) {
         "-device",
         &net,
     ]);
-    let outcome: Outcome = Qemu::kernel(kernel_elf(), "test=virtio")
+    let outcome: Outcome = Qemu::kernel(kernel_elf(), "test=virtio storage=write")
         .machine(Machine::Q35)
         .memory_mib(512)
         .args(args)

@@ -193,6 +193,9 @@ pub enum NvmeError {
     Request(String),
     /// An earlier timeout left a queue in an unknown state; the device needs rebinding.
     Broken(String),
+    /// A write was refused before reaching the device: writes to storage are not allowed
+    /// ([`crate::storage`]).
+    WritesDisabled,
 }
 
 impl fmt::Display for NvmeError {
@@ -236,6 +239,7 @@ impl fmt::Display for NvmeError {
             NvmeError::Protocol(s) => write!(f, "protocol error: {s}"),
             NvmeError::Request(s) => f.write_str(s),
             NvmeError::Broken(s) => write!(f, "controller unusable after an earlier error: {s}"),
+            NvmeError::WritesDisabled => f.write_str(crate::storage::WRITES_DISABLED),
         }
     }
 }
@@ -392,11 +396,22 @@ impl Bound for Nvme {
                 return Err(format!("LBA 0 differs between queue 1 and queue {}", q + 1));
             }
         }
-        // Round trip on the last block, restoring what was there.
-        let last = self.identity.lbas - 1;
+        // The last block: read always; a write round trip (restoring what was there) only
+        // when writes are allowed. By default a self test never writes (`crate::storage`):
+        // on a real machine this is the user's disk, and its last block holds the backup GPT
+        // header.
+        let last = self.identity.lbas.saturating_sub(1);
         let mut original = vec![0u8; size];
         self.read(last, &mut original)
             .map_err(|x| e("read the last LBA", x))?;
+        if !crate::storage::writes_allowed() {
+            return Ok(format!(
+                "LBA 0 read on {} queue(s) (fnv1a {:016x}), last LBA {last} read (fnv1a {:016x}); read only, no write test (boot with storage=write for one)",
+                self.io.len(),
+                fnv1a(&first),
+                fnv1a(&original)
+            ));
+        }
         let pattern: Vec<u8> = original
             .iter()
             .enumerate()
@@ -465,6 +480,14 @@ mod tests {
         let q = Completion::from_dwords(0, (1 << 8 | 0x01) << 17);
         assert_eq!(q.error(), Some((1, 0x01, false)));
         assert_eq!(status_name(0, 1, 0x01), "invalid queue identifier");
+    }
+
+    #[test]
+    fn refused_write_says_how_to_allow_it() {
+        assert_eq!(
+            NvmeError::WritesDisabled.to_string(),
+            "writes are disabled: boot with storage=write to allow them"
+        );
     }
 
     #[test]

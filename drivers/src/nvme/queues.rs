@@ -340,8 +340,11 @@ impl Nvme {
         Ok(())
     }
 
-    /// Writes `data` (whole blocks) at `lba` through I/O queue `queue` (0-based).
+    /// Writes `data` (whole blocks) at `lba` through I/O queue `queue` (0-based). Refused
+    /// with [`NvmeError::WritesDisabled`], before anything reaches the device, unless
+    /// [`crate::storage::writes_allowed`].
     pub fn write_on(&mut self, queue: usize, lba: u64, data: &[u8]) -> Result<(), NvmeError> {
+        crate::storage::check_write().map_err(|_| NvmeError::WritesDisabled)?;
         self.check(queue, lba, data.len())?;
         let size = u64::from(self.identity.lba_size);
         let batch = (DEPTH as u64 * self.chunk) as usize;

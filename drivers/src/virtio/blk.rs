@@ -162,8 +162,10 @@ impl VirtioBlk {
         Ok(())
     }
 
-    /// Writes `data` (whole sectors) from sector `sector` on.
+    /// Writes `data` (whole sectors) from sector `sector` on. Refused, before anything
+    /// reaches the device, unless [`crate::storage::writes_allowed`].
     pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), String> {
+        crate::storage::check_write()?;
         if self.read_only {
             return Err("the device is read-only".into());
         }
@@ -266,8 +268,9 @@ impl Bound for VirtioBlk {
         )
     }
 
-    /// Reads sector 0, then (unless read-only) writes a pattern over the last sector, reads
-    /// it back, and restores what was there.
+    /// Reads sector 0 and the last sector; then, only when writes to storage are allowed
+    /// (`crate::storage`) and the device is writable, writes a pattern over the last sector,
+    /// reads it back, and restores what was there.
     fn self_test(&mut self) -> Result<String, String> {
         let mut first = [0u8; SECTOR];
         self.read(0, &mut first)?;
@@ -277,9 +280,16 @@ impl Bound for VirtioBlk {
                 "sector 0 fnv1a={sum:016x}; read-only, no write test"
             ));
         }
-        let last = self.capacity - 1;
+        // Capacity is at least 1 here: sector 0 was just read.
+        let last = self.capacity.saturating_sub(1);
         let mut saved = [0u8; SECTOR];
         self.read(last, &mut saved)?;
+        if !crate::storage::writes_allowed() {
+            return Ok(format!(
+                "sector 0 fnv1a={sum:016x}; sector {last} read (fnv1a={:016x}); read only, no write test (boot with storage=write for one)",
+                fnv1a(&saved)
+            ));
+        }
         let salt = self.requests as u8;
         let pattern: [u8; SECTOR] = core::array::from_fn(|i| (i as u8).wrapping_mul(31) ^ salt);
         self.write(last, &pattern)?;

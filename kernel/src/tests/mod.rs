@@ -11,7 +11,8 @@
 //!
 //! QEMU then exits with status 33 when every test passed and 35 otherwise. The suites
 //! `pagefault` and `panic` fail on purpose: the runner checks that faults and panics are
-//! reported and fail the run.
+//! reported and fail the run. The suites `pci` and `storage` end with `PCI HOLD` and
+//! `STORAGE HOLD` instead of an exit: the runner asks QEMU itself (QMP), then quits it.
 
 mod boot_suite;
 mod devirq_suite;
@@ -20,6 +21,7 @@ mod irq_suite;
 mod irqbench_suite;
 mod nvme_suite;
 mod pci_suite;
+mod storage_suite;
 mod virtio_suite;
 
 use alloc::string::String;
@@ -115,6 +117,7 @@ pub fn run(suite: &str) -> ! {
         "virtio" => virtio_suite::TESTS,
         "nvme" => nvme_suite::TESTS,
         "nvmebench" => nvme_suite::BENCH,
+        "storage" => storage_suite::TESTS,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -132,7 +135,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, virtio, nvme, nvmebench, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, virtio, nvme, nvmebench, storage, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }
@@ -156,6 +159,11 @@ pub fn run(suite: &str) -> ! {
         pci_suite::report();
         // The runner compares the lines above with QEMU's `query-pci`, then quits QEMU.
         crate::serial_println!("PCI HOLD");
+        qemu::halt_forever();
+    }
+    if suite == "storage" {
+        // The runner asks QEMU how many writes each drive saw, then quits QEMU.
+        crate::serial_println!("STORAGE HOLD");
         qemu::halt_forever();
     }
     qemu::exit(if failed == 0 {

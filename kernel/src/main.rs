@@ -4,7 +4,8 @@
 //!
 //! 1. `boot::entry` (32-bit, shared by PVH and multiboot2) enters long mode on identity
 //!    tables for the first 4 GiB and calls [`kernel_main64`].
-//! 2. COM1 comes up, the TSC is calibrated, and the `log` backend starts.
+//! 2. COM1 comes up, the TSC gets a provisional rate from the PIT, and the `log` backend
+//!    starts.
 //! 3. The loader's structures are parsed into a kernel-owned [`boot::BootInfo`].
 //! 4. The GDT/TSS (with IST stacks) and the IDT (every CPU exception reported) are loaded.
 //! 5. Memory: frame allocator, the kernel's own page tables, the MMIO window, the heap.
@@ -42,7 +43,7 @@ use boot::BootInfo;
 pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     time::mark_boot();
     serial::init();
-    time::calibrate();
+    time::calibrate_early();
     logger::init(log::LevelFilter::Info);
 
     let boot = match bootinfo::init(loader, info_address) {
@@ -71,6 +72,8 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     if let Some(p) = platform {
         platform::log_summary(p);
     }
+    // The HPET and PM timer are known now: the TSC rate the rest of the kernel relies on.
+    time::calibrate(boot, platform);
     interrupts::init(platform, options.prefer_xapic);
     let config = pcie::init(platform.map_or(&[][..], |p| &p.ecam));
     let mut roots = platform
@@ -132,7 +135,7 @@ fn summary(boot: &BootInfo) {
         boot.raw_address,
         boot.raw_size
     );
-    log::info!("TSC: {} MHz", time::tsc_hz() / 1_000_000);
+    log::info!("TSC (provisional): {} MHz", time::tsc_hz() / 1_000_000);
     for r in boot.memory_map() {
         log::info!(
             "  [{:#014x}-{:#014x}) {:>9} KiB {:?}",

@@ -1,45 +1,82 @@
-//! Time since boot from the time-stamp counter, calibrated against the 8254 PIT.
+//! Time since boot from the time-stamp counter, at a rate the kernel can trust.
 //!
 //! The TSC (Intel SDM vol. 3B §18.17) counts at a constant rate on every CPU this kernel
-//! targets; its rate is measured once by letting PIT channel 2 count down 10 ms with its
-//! gate driven through port 0x61 (the classic PC speaker-gate method, no interrupts needed).
+//! targets; what it lacks is a stated rate. Sources, in order of preference:
+//!
+//! 1. CPUID leaf 0x15 (TSC/crystal ratio × crystal Hz, the crystal from the SDM's table by
+//!    model or from leaf 0x16 when the leaf leaves it 0), else leaf 0x16 (base MHz), else
+//!    the hypervisor leaf 0x4000_0010 ([`cpuid`], SDM vol. 3B §18.7.3). A hypervisor may
+//!    pass leaves through that describe the host, not the guest's TSC, so a CPUID figure is
+//!    used only if a measured one agrees within 2 % (or nothing can be measured), and the
+//!    log says which.
+//! 2. Measured against the HPET ([`hpet`], IA-PC HPET 1.0a §2.3), else the ACPI PM timer
+//!    ([`pmtimer`], ACPI 6.5 §4.8.3.3), else the 8254 PIT ([`pit`]): [`measure::WINDOWS`]
+//!    windows of 2 ms, each reference read bracketed by TSC reads, slow reads and outliers
+//!    rejected, the median kept (`timekeeping::calibration`). A second reference, when
+//!    there is one, cross-checks the first; a disagreement over 2 % is reported.
+//!
+//! Two steps, because the HPET and PM timer are found in the ACPI tables:
+//! [`calibrate_early`] at kernel entry against the PIT (a provisional rate for the log's
+//! timestamps and anything that waits before the tables are read), then [`calibrate`] once
+//! the tables are read. Nothing here panics on bad hardware: a reference that does not
+//! count, a PM timer block of 0 or a TSC that does not advance is logged and skipped.
+//!
+//! Under QEMU's TCG the guest TSC runs at the host's TSC rate while the HPET, PM timer and
+//! PIT follow QEMU's virtual clock, so a window in which the vCPU thread lost the host CPU
+//! shows as a wide bracket or an outlier and is dropped.
 
+mod cpuid;
+mod hpet;
+mod measure;
+mod pit;
+mod pmtimer;
+
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use x86_64::instructions::port::Port;
+use boot::BootInfo;
+use firmware::tables::{self, Fadt};
+use spin::Once;
+use timekeeping::calibration::{Estimate, Failure};
+use timekeeping::{disagreement_ppm, mhz, percent};
 
-/// PIT input clock, Hz (Intel 8254 data sheet; IBM PC/AT).
-const PIT_HZ: u64 = 1_193_182;
-/// PIT channel 2 data port.
-const PIT_CHANNEL2: u16 = 0x42;
-/// PIT mode/command port.
-const PIT_COMMAND: u16 = 0x43;
-/// NMI status and control: bit 0 gates channel 2, bit 1 speaker, bit 5 channel 2 output.
-const PORT_61: u16 = 0x61;
-/// Calibration window.
-const CALIBRATION_MS: u64 = 5;
+use crate::platform::Platform;
+
+/// Two rates agree when they are this close, parts per million.
+const AGREEMENT_PPM: u64 = 20_000;
+/// Rate assumed when nothing at all can be measured at entry: high, so that waits are
+/// never shorter than asked on any TSC up to this rate.
+const ASSUMED_HZ: u64 = 4_000_000_000;
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
-
-/// Reads one of the PIT/port-0x61 registers.
-fn inb(port: u16) -> u8 {
-    // SAFETY: only called with the PIT and port 0x61, fixed PC platform registers whose
-    // reads have no side effects.
-    unsafe { Port::<u8>::new(port).read() }
-}
-
-/// Writes one of the PIT/port-0x61 registers.
-fn outb(port: u16, value: u8) {
-    // SAFETY: only called with PIT channel 2 and port 0x61; channel 2 drives nothing but the
-    // speaker, which stays off (bit 1 cleared), so nothing else depends on these writes.
-    unsafe { Port::<u8>::new(port).write(value) }
-}
+/// What [`calibrate_early`] found (logged later by [`calibrate`]: the logger is not up yet).
+static EARLY: Once<Result<Estimate, Failure>> = Once::new();
 
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear in ring 0 anyway.
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Reads the time-stamp counter after every earlier instruction has completed (LFENCE then
+/// RDTSC, SDM vol. 2B, RDTSC), so a bracket around a reference read really contains it.
+fn rdtsc_ordered() -> u64 {
+    let lo: u32;
+    let hi: u32;
+    // SAFETY: LFENCE orders loads and RDTSC reads the counter; neither touches memory or
+    // the stack. Every x86_64 processor has both (LFENCE came with SSE2).
+    unsafe {
+        core::arch::asm!(
+            "lfence",
+            "rdtsc",
+            out("eax") lo,
+            out("edx") hi,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// TSC ticks since [`mark_boot`] (under QEMU's `-icount shift=0`: guest instructions).
@@ -52,29 +89,250 @@ pub fn mark_boot() {
     BOOT_TSC.store(rdtsc(), Ordering::Relaxed);
 }
 
-/// Measures the TSC frequency against the PIT. Returns it in Hz.
-pub fn calibrate() -> u64 {
-    let ticks = PIT_HZ * CALIBRATION_MS / 1000;
-    let old = inb(PORT_61);
-    outb(PORT_61, (old & !0x02) | 0x01);
-    // Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
-    outb(PIT_COMMAND, 0b1011_0000);
-    outb(PIT_CHANNEL2, (ticks & 0xff) as u8);
-    outb(PIT_CHANNEL2, (ticks >> 8) as u8);
-    let start = rdtsc();
-    // Output (bit 5) goes high at terminal count. Bounded: a missing PIT must not hang.
-    let mut spins: u64 = 0;
-    while inb(PORT_61) & 0x20 == 0 && spins < 100_000_000 {
-        spins += 1;
-    }
-    let end = rdtsc();
-    outb(PORT_61, old);
-    let hz = (end - start) * 1000 / CALIBRATION_MS;
-    TSC_HZ.store(hz.max(1), Ordering::Relaxed);
+/// A provisional TSC rate, measured against the PIT at kernel entry (no allocation, no
+/// logging: neither is up yet). Returns it in Hz.
+pub fn calibrate_early() -> u64 {
+    let result = *EARLY.call_once(|| measure::measure(&pit::Pit::start()));
+    let hz = match result {
+        Ok(e) if timekeeping::cpuid::plausible(e.hz) => e.hz,
+        _ => ASSUMED_HZ,
+    };
+    TSC_HZ.store(hz, Ordering::Relaxed);
     hz
 }
 
-/// Measured TSC rate, Hz (0 before [`calibrate`]).
+/// One measured source.
+struct Measured {
+    name: &'static str,
+    estimate: Estimate,
+}
+
+/// Measures against one reference, logging why it could not be used.
+fn try_reference(
+    name: &'static str,
+    reference: Result<&dyn measure::Reference, String>,
+) -> Option<Measured> {
+    let reference = match reference {
+        Ok(r) => r,
+        Err(why) => {
+            log::info!("{name} not used: {why}");
+            return None;
+        }
+    };
+    match measure::measure(reference) {
+        Ok(estimate) if timekeeping::cpuid::plausible(estimate.hz) => {
+            Some(Measured { name, estimate })
+        }
+        Ok(estimate) => {
+            log::warn!(
+                "{name} gives an implausible TSC rate of {} MHz; not used",
+                mhz(estimate.hz)
+            );
+            None
+        }
+        Err(failure) => {
+            log::warn!("{name} not used: {failure}");
+            None
+        }
+    }
+}
+
+/// The FADT, read again from the tables (`platform` keeps only what it needs of it).
+fn read_fadt(boot: &BootInfo) -> Result<Fadt, String> {
+    let rsdp = boot.rsdp.as_ref().ok_or("the loader gave no RSDP")?;
+    let bytes = rsdp.bytes.get(..rsdp.len).unwrap_or(&rsdp.bytes[..20]);
+    let mem = &crate::platform::hw::HARDWARE;
+    let set = tables::discover(mem, bytes).map_err(|e| alloc::format!("ACPI: {e}"))?;
+    let t = set.find(b"FACP").ok_or("no FADT")?;
+    let b = tables::read_table(mem, t).map_err(|e| alloc::format!("FADT: {e}"))?;
+    Fadt::parse(&b).map_err(|e| alloc::format!("FADT: {e}"))
+}
+
+/// Windows and spread of an estimate, for the log.
+fn describe(e: &Estimate) -> String {
+    let mut s = alloc::format!("{} windows, spread {} %", e.used, percent(e.spread_ppm));
+    if e.slow_reads + e.outliers > 0 {
+        s.push_str(&alloc::format!(
+            " ({} of {} rejected: {} slow reads, {} outliers)",
+            e.total - e.used,
+            e.total,
+            e.slow_reads,
+            e.outliers
+        ));
+    }
+    s
+}
+
+/// How a second source compares with `hz`.
+fn cross_check(hz: u64, other: &Measured) -> (bool, String) {
+    let d = disagreement_ppm(other.estimate.hz, hz);
+    if d <= AGREEMENT_PPM {
+        (
+            true,
+            alloc::format!("{} agrees within {} %", other.name, percent(d)),
+        )
+    } else {
+        (
+            false,
+            alloc::format!(
+                "{} DISAGREES by {} % ({} MHz)",
+                other.name,
+                percent(d),
+                mhz(other.estimate.hz)
+            ),
+        )
+    }
+}
+
+/// Calibrates the TSC with everything the platform offers (see the module documentation)
+/// and logs the result: source, windows, spread and the cross-check. Returns the rate, Hz.
+pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
+    match EARLY.get() {
+        Some(Ok(e)) => log::info!(
+            "provisional TSC rate at entry {} MHz from the PIT, {}",
+            mhz(e.hz),
+            describe(e)
+        ),
+        Some(Err(f)) => log::warn!(
+            "no provisional TSC rate from the PIT at entry ({f}); assumed {} MHz",
+            mhz(ASSUMED_HZ)
+        ),
+        None => {}
+    }
+    let facts = cpuid::read();
+    log::info!(
+        "CPUID max leaf {:#x}, hypervisor {}, invariant TSC {}; {}",
+        facts.max_leaf,
+        if facts.hypervisor { "yes" } else { "no" },
+        if facts.invariant { "yes" } else { "no" },
+        facts.claim.as_ref().map_or_else(
+            || String::from("no TSC rate from CPUID"),
+            |c| alloc::format!("{} says {} MHz", c.source, mhz(c.hz))
+        )
+    );
+
+    let mut measured: Vec<Measured> = Vec::new();
+    let hpet = match platform.and_then(|p| p.hpet) {
+        Some(base) => hpet::Hpet::new(base),
+        None => Err(String::from("no HPET in the ACPI tables")),
+    };
+    measured.extend(try_reference(
+        "HPET",
+        hpet.as_ref()
+            .map(|h| h as &dyn measure::Reference)
+            .map_err(Clone::clone),
+    ));
+    drop(hpet);
+    let pm = read_fadt(boot).and_then(|fadt| {
+        if fadt
+            .flags
+            .is_some_and(|f| f & tables::fadt::FLAG_HW_REDUCED_ACPI != 0)
+            && fadt.pm_timer.is_none()
+        {
+            return Err(String::from("hardware-reduced ACPI, no PM timer"));
+        }
+        pmtimer::PmTimer::from_fadt(&fadt).map_err(String::from)
+    });
+    if let Ok(p) = &pm {
+        log::debug!("PM timer at port {:#x}", p.port());
+    }
+    measured.extend(try_reference(
+        "PM timer",
+        pm.as_ref()
+            .map(|p| p as &dyn measure::Reference)
+            .map_err(Clone::clone),
+    ));
+    if measured.len() < 2 {
+        let pit = pit::Pit::start();
+        measured.extend(try_reference("PIT", Ok(&pit)));
+    }
+
+    let hz = match (facts.claim, measured.first()) {
+        (Some(claim), Some(first)) => {
+            let d = disagreement_ppm(claim.hz, first.estimate.hz);
+            if d <= AGREEMENT_PPM {
+                log::info!(
+                    "TSC: {} MHz from {}, {} agrees within {} % ({} MHz, {})",
+                    mhz(claim.hz),
+                    claim.source,
+                    first.name,
+                    percent(d),
+                    mhz(first.estimate.hz),
+                    describe(&first.estimate)
+                );
+                claim.hz
+            } else {
+                log::warn!(
+                    "{} claims {} MHz but the {} measures {} MHz (off by {} %){}: \
+                     CPUID not trusted",
+                    claim.source,
+                    mhz(claim.hz),
+                    first.name,
+                    mhz(first.estimate.hz),
+                    percent(d),
+                    if facts.hypervisor {
+                        " under a hypervisor, which may describe the host's processor"
+                    } else {
+                        ""
+                    }
+                );
+                log_measured(&measured);
+                first.estimate.hz
+            }
+        }
+        (Some(claim), None) => {
+            log::warn!(
+                "TSC: {} MHz from {}, not cross-checked (no reference timer works)",
+                mhz(claim.hz),
+                claim.source
+            );
+            claim.hz
+        }
+        (None, Some(first)) => {
+            log_measured(&measured);
+            first.estimate.hz
+        }
+        (None, None) => {
+            let hz = TSC_HZ.load(Ordering::Relaxed);
+            log::error!(
+                "TSC: no CPUID rate and no reference timer works; keeping {} MHz from {}",
+                mhz(hz),
+                if matches!(EARLY.get(), Some(Ok(_))) {
+                    "the PIT at entry"
+                } else {
+                    "an assumption"
+                }
+            );
+            return hz;
+        }
+    };
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+/// Logs the measured rate: the first source, its windows and spread, the cross-check.
+fn log_measured(measured: &[Measured]) {
+    let Some(first) = measured.first() else {
+        return;
+    };
+    let check = measured.get(1).map(|m| cross_check(first.estimate.hz, m));
+    let line = alloc::format!(
+        "TSC: {} MHz from {}, {}, {}",
+        mhz(first.estimate.hz),
+        first.name,
+        describe(&first.estimate),
+        check
+            .as_ref()
+            .map_or("no second source to cross-check", |(_, text)| text.as_str())
+    );
+    if check.as_ref().is_some_and(|(agrees, _)| !agrees) {
+        log::warn!("{line}");
+    } else {
+        log::info!("{line}");
+    }
+}
+
+/// Measured TSC rate, Hz (provisional until [`calibrate`]; 0 before [`calibrate_early`]).
 pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }

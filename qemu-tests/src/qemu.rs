@@ -76,6 +76,9 @@ pub enum Machine {
     Pc,
     /// `q35,acpi=off`: SeaBIOS's own ACPI 1.0 tables instead of QEMU's (a 116-byte FADT).
     Q35AcpiOff,
+    /// `microvm`: no PCI, no HPET, hardware-reduced ACPI (no PM timer), a PIT without the
+    /// port 0x61 gate; boots only with `-kernel` (PVH).
+    Microvm,
 }
 
 impl Machine {
@@ -84,6 +87,7 @@ impl Machine {
             Self::Q35 => "q35",
             Self::Pc => "pc",
             Self::Q35AcpiOff => "q35,acpi=off",
+            Self::Microvm => "microvm",
         }
     }
 }

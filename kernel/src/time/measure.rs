@@ -1,0 +1,79 @@
+//! Running calibration windows against a reference counter.
+//!
+//! Design: a [`Reference`] is a free-running counter the kernel can read (HPET, ACPI PM
+//! timer, PIT). [`measure`] opens windows of [`WINDOW_US`] one after another, each read
+//! bracketed by ordered TSC reads, until [`WINDOWS`] windows pass `timekeeping`'s judgement
+//! or [`MAX_ATTEMPTS`] were tried; the statistics (median, outliers, spread) are
+//! `timekeeping::calibration`'s. Every loop is bounded: a reference that never reaches the
+//! end of a window stops after [`MAX_POLLS`] reads, and a reference or TSC that does not
+//! move in the first window ends the measurement at once.
+
+use timekeeping::calibration::{self, Estimate, Failure, Reading, Rejection, Window};
+use timekeeping::counter::Counter;
+
+/// Windows wanted.
+pub const WINDOWS: usize = 7;
+/// Length of a window, by the reference, microseconds.
+pub const WINDOW_US: u64 = 2_000;
+/// Windows tried at most.
+const MAX_ATTEMPTS: usize = 3 * WINDOWS;
+/// Reference reads per window at most (a read takes at least ~100 ns on real hardware, so a
+/// 2 ms window needs well under this).
+const MAX_POLLS: u64 = 2_000_000;
+
+/// A reference counter.
+pub trait Reference {
+    /// Rate, width and direction.
+    fn counter(&self) -> Counter;
+    /// The counter's current value.
+    fn read(&self) -> u64;
+}
+
+/// One read of `r` between two ordered TSC reads.
+fn bracketed(r: &dyn Reference) -> Reading {
+    let tsc_before = super::rdtsc_ordered();
+    let value = r.read();
+    let tsc_after = super::rdtsc_ordered();
+    Reading {
+        tsc_before,
+        value,
+        tsc_after,
+    }
+}
+
+/// Measures the TSC rate against `r`.
+pub fn measure(r: &dyn Reference) -> Result<Estimate, Failure> {
+    let counter = r.counter();
+    let target = counter.ticks_in_us(WINDOW_US);
+    let empty = Reading {
+        tsc_before: 0,
+        value: 0,
+        tsc_after: 0,
+    };
+    let mut windows = [Window {
+        start: empty,
+        end: empty,
+    }; MAX_ATTEMPTS];
+    let mut good = 0;
+    for attempt in 0..MAX_ATTEMPTS {
+        let start = bracketed(r);
+        let mut end = bracketed(r);
+        let mut polls = 1;
+        while counter.delta(start.value, end.value) < target && polls < MAX_POLLS {
+            end = bracketed(r);
+            polls += 1;
+        }
+        let window = Window { start, end };
+        windows[attempt] = window;
+        match calibration::judge(&window, &counter) {
+            Ok(_) => good += 1,
+            Err(Rejection::ReferenceStill) if attempt == 0 => return Err(Failure::ReferenceStill),
+            Err(Rejection::TscStill) if attempt == 0 => return Err(Failure::TscStill),
+            Err(_) => {}
+        }
+        if good == WINDOWS {
+            return calibration::estimate(&windows[..=attempt], &counter);
+        }
+    }
+    calibration::estimate(&windows, &counter)
+}

@@ -293,6 +293,9 @@ pub struct Framebuffer {
     pub height: u32,
     /// Bits per pixel.
     pub bpp: u8,
+    /// Bit position of the red, green and blue channels in a pixel (multiboot2 colour info;
+    /// 16, 8, 0 when the loader gave none).
+    pub channels: [u8; 3],
 }
 
 /// Everything the kernel needs from its loader, in kernel-owned memory.

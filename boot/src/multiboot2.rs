@@ -291,6 +291,10 @@ pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Erro
                 let height = read_u32(body, 16).ok_or(short)?;
                 let bpp = body.get(20).copied().ok_or(short)?;
                 let fb_type = body.get(21).copied().ok_or(short)?;
+                // Direct RGB colour info follows a 16-bit reserved field (GRUB's
+                // `multiboot_tag_framebuffer_common`): red, green, blue as (position, size).
+                let position = |at: usize, default: u8| body.get(at).copied().unwrap_or(default);
+                let channels = [position(24, 16), position(26, 8), position(28, 0)];
                 // 0 = indexed colour, 2 = EGA text: not a linear RGB framebuffer.
                 info.framebuffer = (fb_type == 1).then_some(Framebuffer {
                     address,
@@ -298,6 +302,7 @@ pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Erro
                     width,
                     height,
                     bpp,
+                    channels,
                 });
             }
             tag::ACPI_OLD => rsdp_old = Some((body_offset, body)),
@@ -512,7 +517,8 @@ mod tests {
                 pitch: 3200,
                 width: 800,
                 height: 600,
-                bpp: 32
+                bpp: 32,
+                channels: [16, 8, 0],
             })
         );
         let p = info.rsdp.unwrap();

@@ -1,14 +1,60 @@
-//! The serial console where `./run.sh` ends: a line editor over COM1's receive interrupt and
-//! a handful of commands to look at the machine.
+//! The console where `./run.sh` ends: a line editor over the kernel's input devices and a
+//! handful of commands to look at the machine.
 //!
-//! Input arrives through the IOAPIC (ISA IRQ 4) into `serial`'s queue; the console sleeps
-//! with `sti; hlt` while the queue is empty, so an idle console costs no CPU.
+//! Input: COM1's receive interrupt (ISA IRQ 4) and the PS/2 keyboard's (ISA IRQ 1), both
+//! through the IOAPIC, feed one queue (`input`); both work at once. Their vectors are taken by
+//! [`start_input`] before any driver binds, so drivers that take every free vector (forty
+//! NVMe controllers do) cannot leave the console deaf. The console sleeps with `sti; hlt`
+//! while the queue is empty, so an idle console costs no CPU.
+//! Output goes to COM1 and the screen (`serial_print!` draws on both).
 //! Line editing: printable characters, Backspace/Delete, Ctrl-U (erase line), Ctrl-C (cancel
 //! line); escape sequences (arrow keys) are ignored.
 
 use alloc::string::String;
 
 use crate::{serial, serial_print, serial_println};
+
+/// Which inputs [`start_input`] brought up.
+static INPUTS: spin::Once<Inputs> = spin::Once::new();
+
+/// The console's inputs.
+#[derive(Clone, Copy, Debug)]
+struct Inputs {
+    serial: bool,
+    keyboard: bool,
+}
+
+/// Brings up the console's inputs (COM1 receive, PS/2 keyboard) and takes their interrupt
+/// vectors. Called before drivers bind; each failure is logged, the console runs with what
+/// works.
+pub fn start_input() {
+    INPUTS.call_once(|| {
+        let serial = match serial::enable_receive_interrupt() {
+            Ok(_) => true,
+            Err(e) => {
+                log::warn!("console: no serial input: {e}");
+                false
+            }
+        };
+        let keyboard = match crate::keyboard::init() {
+            Ok(what) => {
+                log::info!("keyboard: i8042 ready, {what}");
+                match crate::keyboard::enable_interrupt() {
+                    Ok(_) => true,
+                    Err(e) => {
+                        log::warn!("console: no keyboard input: {e}");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                log::warn!("console: no keyboard input: {e}");
+                false
+            }
+        };
+        Inputs { serial, keyboard }
+    });
+}
 
 /// The prompt.
 pub const PROMPT: &str = "kernel> ";
@@ -44,7 +90,7 @@ const COMMANDS: &[(&str, &str)] = &[
 fn next_byte() -> u8 {
     loop {
         x86_64::instructions::interrupts::disable();
-        if let Some(b) = serial::read_byte() {
+        if let Some(b) = crate::input::read_byte() {
             x86_64::instructions::interrupts::enable();
             return b;
         }
@@ -102,11 +148,25 @@ fn read_line() -> String {
 
 /// Runs the console forever.
 pub fn run() -> ! {
-    if let Err(e) = serial::enable_receive_interrupt() {
-        serial_println!("console: no input ({e}); halting. (In QEMU: Ctrl-A then X quits.)");
+    start_input();
+    let inputs = INPUTS.get().copied().unwrap_or(Inputs {
+        serial: false,
+        keyboard: false,
+    });
+    if !inputs.serial && !inputs.keyboard {
+        serial_println!(
+            "console: no input (no COM1, no keyboard); halting. (In QEMU: Ctrl-A then X quits.)"
+        );
         crate::qemu::halt_forever();
     }
-    serial_println!("Type `help` for commands. (In QEMU: Ctrl-A then X quits.)");
+    serial_println!(
+        "Type `help` for commands{}. (In QEMU: Ctrl-A then X quits.)",
+        match (inputs.serial, inputs.keyboard) {
+            (true, true) => " on COM1 or the keyboard",
+            (true, false) => " on COM1",
+            _ => " on the keyboard",
+        }
+    );
     loop {
         serial_print!("{PROMPT}");
         let line = read_line();
@@ -269,4 +329,8 @@ fn mem() {
         heap_free / 1024
     );
     serial_println!("vectors: {} free", crate::interrupts::vectors::total_free());
+    serial_println!(
+        "input: {} bytes dropped (queue full)",
+        crate::input::dropped()
+    );
 }

@@ -8,8 +8,12 @@
 //!    starts.
 //! 3. The loader's structures are parsed into a kernel-owned [`boot::BootInfo`].
 //! 4. The GDT/TSS (with IST stacks) and the IDT (every CPU exception reported) are loaded.
-//! 5. Memory: frame allocator, the kernel's own page tables, the MMIO window, the heap.
-//! 6. The boot summary is printed, then `kernel ready`; with `test=<suite>` a suite runs and
+//! 5. Memory: frame allocator, the kernel's own page tables, the MMIO window, the heap; then
+//!    the screen (the loader's framebuffer, mapped through the MMIO window) replays the
+//!    output so far and mirrors serial from then on.
+//! 6. Interrupts, PCI; the console's input vectors (COM1 receive, keyboard) are taken before
+//!    drivers bind.
+//! 7. The boot summary is printed, then `kernel ready`; with `test=<suite>` a suite runs and
 //!    QEMU exits with its result.
 #![no_std]
 #![no_main]
@@ -20,7 +24,10 @@ mod bootinfo;
 mod bus;
 mod console;
 mod cpu;
+mod framebuffer;
+mod input;
 mod interrupts;
+mod keyboard;
 mod logger;
 mod memory;
 mod options;
@@ -66,6 +73,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         bootinfo::dump(boot);
     }
     memory::init(boot);
+    framebuffer::init(boot);
 
     summary(boot);
     let platform = platform::init(boot);
@@ -85,6 +93,10 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         log::warn!("acpi: no host bridge found in AML; starting at {roots:?}");
     }
     pcibus::init(config, &roots);
+    // The console's input vectors before any driver can take them all.
+    if options.test.is_none() {
+        console::start_input();
+    }
     // Test suites that drive devices themselves (and claim them) run without drivers.
     if options.test.is_none_or(|suite| suite == "drivers") {
         bus::bind_all();

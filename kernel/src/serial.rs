@@ -3,6 +3,10 @@
 //! The UART itself is driven by `uart_16550`; this module owns the single instance behind a
 //! spin lock and offers `print!`-style macros. On a board without COM1 the port reads back as
 //! absent and every write is dropped (the kernel still runs).
+//!
+//! Everything written here is also drawn on the screen (`framebuffer`), so the macros are the
+//! kernel's console output whatever is attached. Received bytes go to the console's one input
+//! queue (`input`), which the PS/2 keyboard feeds too.
 
 use core::fmt::{self, Write};
 
@@ -51,8 +55,8 @@ impl Write for Writer<'_> {
     }
 }
 
-/// Writes formatted text to COM1 (dropped when there is no UART).
-pub fn write_fmt(args: fmt::Arguments<'_>) {
+/// Writes formatted text to COM1 only.
+fn write_uart(args: fmt::Arguments<'_>) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         if let Some(uart) = CONSOLE.lock().as_mut() {
             let _ = Writer(uart).write_fmt(args);
@@ -60,13 +64,20 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     });
 }
 
-/// Writes to COM1 even if the lock is held (for panics and fatal exceptions, which may have
-/// interrupted a holder of the lock on this CPU).
+/// Writes formatted text to COM1 (dropped when there is no UART) and to the screen.
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    write_uart(args);
+    crate::framebuffer::write_fmt(args);
+}
+
+/// Writes to COM1 and the screen even if their locks are held (for panics and fatal
+/// exceptions, which may have interrupted a holder of a lock on this CPU).
 pub fn write_fmt_emergency(args: fmt::Arguments<'_>) {
     // SAFETY: used only on the way to stopping the machine: the interrupted holder will
     // never run again, so taking over the UART cannot interleave with a live user.
     unsafe { CONSOLE.force_unlock() };
-    write_fmt(args);
+    write_uart(args);
+    crate::framebuffer::write_fmt_emergency(args);
 }
 
 /// `print!` to the serial console.
@@ -92,52 +103,25 @@ impl Write for SerialWriter {
     }
 }
 
-/// Bytes received by the COM1 receive interrupt, waiting for a reader.
-struct RxQueue {
-    bytes: [u8; 256],
-    head: usize,
-    len: usize,
-    dropped: u64,
-}
-
-static RX: Mutex<RxQueue> = Mutex::new(RxQueue {
-    bytes: [0; 256],
-    head: 0,
-    len: 0,
-    dropped: 0,
-});
-
 /// The vector block the receive interrupt uses (owned by the console for the kernel's life).
 static RX_VECTOR: spin::Once<pci::vectors::Block> = spin::Once::new();
 
-/// Moves every byte the UART holds into the queue (the receive interrupt's handler).
+/// Moves every byte the UART holds into the input queue (the receive interrupt's handler).
 fn drain() {
     let mut console = CONSOLE.lock();
     let Some(uart) = console.as_mut() else { return };
-    let mut rx = RX.lock();
-    while let Ok(byte) = uart.try_receive_byte() {
-        if rx.len == rx.bytes.len() {
-            rx.dropped += 1;
-            continue;
-        }
-        let at = (rx.head + rx.len) % rx.bytes.len();
-        rx.bytes[at] = byte;
-        rx.len += 1;
+    // Bounded: a UART that always claims data (a broken or absent one) cannot hold the CPU.
+    for _ in 0..64 {
+        let Ok(byte) = uart.try_receive_byte() else {
+            break;
+        };
+        crate::input::push(&[byte]);
     }
 }
 
-/// The next received byte, if any.
+/// The next byte of console input, if any (COM1 and the keyboard share one queue).
 pub fn read_byte() -> Option<u8> {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        let mut rx = RX.lock();
-        if rx.len == 0 {
-            return None;
-        }
-        let byte = rx.bytes[rx.head];
-        rx.head = (rx.head + 1) % rx.bytes.len();
-        rx.len -= 1;
-        Some(byte)
-    })
+    crate::input::read_byte()
 }
 
 /// Routes COM1's receive interrupt (ISA IRQ 4, through the MADT's overrides) to an allocated

@@ -17,12 +17,15 @@
 //! - [`pci`]: the kernel's `PCIDEV`/`PCIERR`/`PCISTATS` lines and their comparison with QEMU.
 //! - [`topology`]: the PCI topologies, the `test=pci` runner and its checks.
 //! - [`cfgtrace`]: configuration-space accesses counted from QEMU's trace log.
+//! - [`screen`]: a run without serial, looked at through QMP `screendump` and typed on through
+//!   QMP `send-key`.
 
 pub mod cfgtrace;
 pub mod pci;
 pub mod protocol;
 pub mod qemu;
 pub mod qmp;
+pub mod screen;
 pub mod session;
 pub mod topology;
 
@@ -379,20 +382,24 @@ mod tests {
         let cfg = grub_cfg("test=boot token=0123abcd").unwrap();
         assert!(
             cfg.lines()
-                .any(|l| l == "multiboot2 /boot/kernel.elf test=boot token=0123abcd"),
+                .any(|l| l.trim() == "multiboot2 /boot/kernel.elf test=boot token=0123abcd"),
             "{cfg}"
         );
         for needed in [
-            "set timeout=0",
+            "set timeout=3",
             "insmod all_video",
+            "if [ \"$com1_scratch\" = \"5a\" ]; then",
             "serial --unit=0 --speed=115200",
             "terminal_input console serial",
             "terminal_output console serial",
+            "menuentry \"pcikernel\" {",
             "boot",
         ] {
             assert!(cfg.lines().any(|l| l.trim() == needed), "missing {needed}");
         }
         assert!(!cfg.contains("@CMDLINE@"));
+        // The command line goes on the `multiboot2` line only, not into the comments.
+        assert_eq!(cfg.matches("token=0123abcd").count(), 1, "{cfg}");
         assert!(grub_cfg("a=\"b\"").is_err());
         assert!(grub_cfg("x;reboot").is_err());
         assert!(grub_cfg("$root").is_err());

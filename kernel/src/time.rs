@@ -13,7 +13,9 @@
 //!    ([`pmtimer`], ACPI 6.5 §4.8.3.3), else the 8254 PIT ([`pit`]): [`measure::WINDOWS`]
 //!    windows of 2 ms, each reference read bracketed by TSC reads, slow reads and outliers
 //!    rejected, the median kept (`timekeeping::calibration`). A second reference, when
-//!    there is one, cross-checks the first; a disagreement over 2 % is reported.
+//!    there is one, cross-checks the first; when the first two disagree by over 2 % the PIT
+//!    is measured too and the figure two sources agree on is taken
+//!    (`timekeeping::choice`); a disagreement is reported.
 //!
 //! Two steps, because the HPET and PM timer are found in the ACPI tables:
 //! [`calibrate_early`] at kernel entry against the PIT (a provisional rate for the log's
@@ -23,7 +25,9 @@
 //!
 //! Under QEMU's TCG the guest TSC runs at the host's TSC rate while the HPET, PM timer and
 //! PIT follow QEMU's virtual clock, so a window in which the vCPU thread lost the host CPU
-//! shows as a wide bracket or an outlier and is dropped.
+//! shows as a wide bracket or an outlier and is dropped. QEMU 10's TCG reports leaves 0x15
+//! and 0x16 as zero (even with `level=0x16` and `tsc-frequency=`), so there the rate is
+//! always measured.
 
 mod cpuid;
 mod hpet;
@@ -39,12 +43,11 @@ use boot::BootInfo;
 use firmware::tables::{self, Fadt};
 use spin::Once;
 use timekeeping::calibration::{Estimate, Failure};
+use timekeeping::choice::{self, AGREEMENT_PPM, Decision};
 use timekeeping::{disagreement_ppm, mhz, percent};
 
 use crate::platform::Platform;
 
-/// Two rates agree when they are this close, parts per million.
-const AGREEMENT_PPM: u64 = 20_000;
 /// Rate assumed when nothing at all can be measured at entry: high, so that waits are
 /// never shorter than asked on any TSC up to this rate.
 const ASSUMED_HZ: u64 = 4_000_000_000;
@@ -163,27 +166,6 @@ fn describe(e: &Estimate) -> String {
     s
 }
 
-/// How a second source compares with `hz`.
-fn cross_check(hz: u64, other: &Measured) -> (bool, String) {
-    let d = disagreement_ppm(other.estimate.hz, hz);
-    if d <= AGREEMENT_PPM {
-        (
-            true,
-            alloc::format!("{} agrees within {} %", other.name, percent(d)),
-        )
-    } else {
-        (
-            false,
-            alloc::format!(
-                "{} DISAGREES by {} % ({} MHz)",
-                other.name,
-                percent(d),
-                mhz(other.estimate.hz)
-            ),
-        )
-    }
-}
-
 /// Calibrates the TSC with everything the platform offers (see the module documentation)
 /// and logs the result: source, windows, spread and the cross-check. Returns the rate, Hz.
 pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
@@ -242,57 +224,104 @@ pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
             .map(|p| p as &dyn measure::Reference)
             .map_err(Clone::clone),
     ));
-    if measured.len() < 2 {
+    // The PIT decides when there is no second source or the first two disagree.
+    let rates = |m: &[Measured]| m.iter().map(|m| m.estimate.hz).collect::<Vec<u64>>();
+    let first_two_agree = measured.len() >= 2
+        && disagreement_ppm(measured[1].estimate.hz, measured[0].estimate.hz) <= AGREEMENT_PPM;
+    if !first_two_agree {
         let pit = pit::Pit::start();
         measured.extend(try_reference("PIT", Ok(&pit)));
     }
 
-    let hz = match (facts.claim, measured.first()) {
-        (Some(claim), Some(first)) => {
-            let d = disagreement_ppm(claim.hz, first.estimate.hz);
-            if d <= AGREEMENT_PPM {
-                log::info!(
-                    "TSC: {} MHz from {}, {} agrees within {} % ({} MHz, {})",
-                    mhz(claim.hz),
-                    claim.source,
-                    first.name,
-                    percent(d),
-                    mhz(first.estimate.hz),
-                    describe(&first.estimate)
-                );
-                claim.hz
-            } else {
+    let claim = facts.claim.as_ref();
+    let hz = match choice::decide(claim.map(|c| c.hz), &rates(&measured)) {
+        Decision::Cpuid {
+            hz,
+            confirmed_by: Some((i, ppm)),
+        } => {
+            let m = &measured[i];
+            log::info!(
+                "TSC: {} MHz from {}, {} agrees within {} % ({} MHz, {})",
+                mhz(hz),
+                claim.map_or("CPUID", |c| c.source.as_str()),
+                m.name,
+                percent(ppm),
+                mhz(m.estimate.hz),
+                describe(&m.estimate)
+            );
+            hz
+        }
+        Decision::Cpuid {
+            hz,
+            confirmed_by: None,
+        } => {
+            log::warn!(
+                "TSC: {} MHz from {}, not cross-checked (no reference timer works)",
+                mhz(hz),
+                claim.map_or("CPUID", |c| c.source.as_str())
+            );
+            hz
+        }
+        Decision::Measured {
+            hz,
+            source,
+            cpuid_off_ppm,
+            confirmed_by,
+        } => {
+            let m = &measured[source];
+            if let (Some(c), Some(off)) = (claim, cpuid_off_ppm) {
                 log::warn!(
-                    "{} claims {} MHz but the {} measures {} MHz (off by {} %){}: \
-                     CPUID not trusted",
-                    claim.source,
-                    mhz(claim.hz),
-                    first.name,
-                    mhz(first.estimate.hz),
-                    percent(d),
+                    "{} claims {} MHz but the {} measures {} MHz (off by {} %){}: CPUID not \
+                     trusted",
+                    c.source,
+                    mhz(c.hz),
+                    m.name,
+                    mhz(hz),
+                    percent(off),
                     if facts.hypervisor {
                         " under a hypervisor, which may describe the host's processor"
                     } else {
                         ""
                     }
                 );
-                log_measured(&measured);
-                first.estimate.hz
             }
-        }
-        (Some(claim), None) => {
-            log::warn!(
-                "TSC: {} MHz from {}, not cross-checked (no reference timer works)",
-                mhz(claim.hz),
-                claim.source
+            let check = match confirmed_by {
+                Some((j, ppm)) => {
+                    alloc::format!("{} agrees within {} %", measured[j].name, percent(ppm))
+                }
+                None if measured.len() > 1 => {
+                    let others: Vec<String> = measured
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != source)
+                        .map(|(_, o)| {
+                            alloc::format!(
+                                "{} {} MHz, off by {} %",
+                                o.name,
+                                mhz(o.estimate.hz),
+                                percent(disagreement_ppm(o.estimate.hz, hz))
+                            )
+                        })
+                        .collect();
+                    alloc::format!("NO second source agrees ({})", others.join("; "))
+                }
+                None => String::from("no second source to cross-check"),
+            };
+            let line = alloc::format!(
+                "TSC: {} MHz from {}, {}, {}",
+                mhz(hz),
+                m.name,
+                describe(&m.estimate),
+                check
             );
-            claim.hz
+            if confirmed_by.is_none() && measured.len() > 1 {
+                log::warn!("{line}");
+            } else {
+                log::info!("{line}");
+            }
+            hz
         }
-        (None, Some(first)) => {
-            log_measured(&measured);
-            first.estimate.hz
-        }
-        (None, None) => {
+        Decision::Nothing => {
             let hz = TSC_HZ.load(Ordering::Relaxed);
             log::error!(
                 "TSC: no CPUID rate and no reference timer works; keeping {} MHz from {}",
@@ -308,28 +337,6 @@ pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
     };
     TSC_HZ.store(hz, Ordering::Relaxed);
     hz
-}
-
-/// Logs the measured rate: the first source, its windows and spread, the cross-check.
-fn log_measured(measured: &[Measured]) {
-    let Some(first) = measured.first() else {
-        return;
-    };
-    let check = measured.get(1).map(|m| cross_check(first.estimate.hz, m));
-    let line = alloc::format!(
-        "TSC: {} MHz from {}, {}, {}",
-        mhz(first.estimate.hz),
-        first.name,
-        describe(&first.estimate),
-        check
-            .as_ref()
-            .map_or("no second source to cross-check", |(_, text)| text.as_str())
-    );
-    if check.as_ref().is_some_and(|(agrees, _)| !agrees) {
-        log::warn!("{line}");
-    } else {
-        log::info!("{line}");
-    }
 }
 
 /// Measured TSC rate, Hz (provisional until [`calibrate`]; 0 before [`calibrate_early`]).

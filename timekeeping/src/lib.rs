@@ -9,11 +9,13 @@
 //! - [`calibration`]: measuring the TSC against a reference over several short windows;
 //!   windows whose reference read was interrupted are dropped, the rate is the median, and
 //!   windows far from it are rejected as outliers.
+//! - [`choice`]: which figure to believe when CPUID and several reference timers speak.
 //!
 //! Nothing here touches hardware: the kernel reads the registers and hands the numbers in.
 #![cfg_attr(not(test), no_std)]
 
 pub mod calibration;
+pub mod choice;
 pub mod counter;
 pub mod cpuid;
 

@@ -37,7 +37,7 @@ mod pmtimer;
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use boot::BootInfo;
 use firmware::tables::{self, Fadt};
@@ -54,6 +54,8 @@ const ASSUMED_HZ: u64 = 4_000_000_000;
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// Set when a measurement found the TSC standing still: waits then poll the PIT.
+static TSC_STILL: AtomicBool = AtomicBool::new(false);
 /// What [`calibrate_early`] found (logged later by [`calibrate`]: the logger is not up yet).
 static EARLY: Once<Result<Estimate, Failure>> = Once::new();
 
@@ -96,6 +98,9 @@ pub fn mark_boot() {
 /// logging: neither is up yet). Returns it in Hz.
 pub fn calibrate_early() -> u64 {
     let result = *EARLY.call_once(|| measure::measure(&pit::Pit::start()));
+    if result == Err(Failure::TscStill) {
+        TSC_STILL.store(true, Ordering::Relaxed);
+    }
     let hz = match result {
         Ok(e) if timekeeping::cpuid::plausible(e.hz) => e.hz,
         _ => ASSUMED_HZ,
@@ -134,6 +139,9 @@ fn try_reference(
             None
         }
         Err(failure) => {
+            if failure == Failure::TscStill {
+                TSC_STILL.store(true, Ordering::Relaxed);
+            }
             log::warn!("{name} not used: {failure}");
             None
         }
@@ -323,6 +331,13 @@ pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
         }
         Decision::Nothing => {
             let hz = TSC_HZ.load(Ordering::Relaxed);
+            if TSC_STILL.load(Ordering::Relaxed) {
+                log::error!(
+                    "TSC: the time-stamp counter does not advance; waits poll the PIT \
+                     instead and timestamps are meaningless"
+                );
+                return hz;
+            }
             log::error!(
                 "TSC: no CPUID rate and no reference timer works; keeping {} MHz from {}",
                 mhz(hz),
@@ -354,12 +369,36 @@ pub fn micros_since_boot() -> u64 {
     ((delta as u128) * 1_000_000 / hz as u128) as u64
 }
 
-/// Spins for at least `us` microseconds (never returns early; bounded by the TSC).
+/// Spins for at least `us` microseconds (never returns early; bounded by the TSC, or by
+/// the PIT if the TSC was found standing still).
 pub fn busy_wait_us(us: u64) {
+    if TSC_STILL.load(Ordering::Relaxed) {
+        pit_wait_us(us);
+        return;
+    }
     let hz = tsc_hz().max(1_000_000);
     let ticks = us.saturating_mul(hz / 1_000_000);
     let start = rdtsc();
     while rdtsc().wrapping_sub(start) < ticks {
         core::hint::spin_loop();
+    }
+}
+
+/// Waits `us` microseconds by polling PIT channel 0 (left free-running by the calibration),
+/// adding up wrap-aware deltas. Bounded by a number of reads in case the PIT is not there
+/// either (a read takes about a microsecond or more).
+fn pit_wait_us(us: u64) {
+    let pit = pit::Pit::running();
+    let counter = timekeeping::counter::Counter::pit();
+    let target = counter.ticks_in_us(us);
+    let max_polls = us.saturating_mul(4).saturating_add(1_000);
+    let mut last = measure::Reference::read(&pit);
+    let mut elapsed = 0u64;
+    let mut polls = 0u64;
+    while elapsed < target && polls < max_polls {
+        let now = measure::Reference::read(&pit);
+        elapsed += counter.delta(last, now);
+        last = now;
+        polls += 1;
     }
 }

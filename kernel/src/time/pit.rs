@@ -37,6 +37,11 @@ impl Pit {
         }
         Pit(())
     }
+
+    /// Channel 0 as [`Pit::start`] left it (no reprogramming).
+    pub fn running() -> Self {
+        Pit(())
+    }
 }
 
 impl Reference for Pit {

@@ -79,6 +79,9 @@ pub enum Machine {
     /// `microvm`: no PCI, no HPET, hardware-reduced ACPI (no PM timer), a PIT without the
     /// port 0x61 gate; boots only with `-kernel` (PVH).
     Microvm,
+    /// `microvm,pcie=on`: a PCIe host bridge (QEMU's GPEX) whose ECAM window no MCFG
+    /// describes; its DSDT gives it through the host bridge's `_CBA`.
+    MicrovmPcie,
 }
 
 impl Machine {
@@ -88,6 +91,7 @@ impl Machine {
             Self::Pc => "pc",
             Self::Q35AcpiOff => "q35,acpi=off",
             Self::Microvm => "microvm",
+            Self::MicrovmPcie => "microvm,pcie=on",
         }
     }
 }

@@ -103,6 +103,31 @@ pub struct Topology {
     pub expected_errors: &'static [&'static str],
 }
 
+/// (e) `microvm,pcie=on` with edu and virtio-net: no MCFG; the kernel must find the ECAM
+/// window through the host bridge's `_CBA` (port I/O reaches nothing on this machine).
+pub const MICROVM_PCIE: Topology = Topology {
+    name: "e",
+    description: "microvm,pcie=on (ECAM from _CBA, no MCFG) with edu and virtio-net",
+    machine: Machine::MicrovmPcie,
+    args: &[
+        "-device",
+        "edu",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-netdev",
+        "user,id=n0",
+    ],
+    images: &[],
+    known: &[
+        known("GPEX host bridge", 0x1b36, 0x0008, 1),
+        EDU,
+        with_msix(known("virtio-net (transitional)", 0x1af4, 0x1000, 1), 4),
+    ],
+    root_buses: &[0],
+    extended_config: true,
+    expected_errors: &[],
+};
+
 /// What every `q35` machine has (with the default VGA).
 const Q35_CHIPSET: [Known; 5] = [
     known("q35 host bridge", 0x8086, 0x29c0, 1),

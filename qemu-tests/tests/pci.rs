@@ -21,7 +21,7 @@
 //! Without `qemu-system-x86_64` the scenarios print `SKIPPED` and return, unless `CI` is set.
 
 use qemu_tests::topology::{
-    PC_DEVICES, Q35_DEFAULTS, Q35_DEVICES, Q35_PXB, Topology, check_pci_run, run_pci,
+    MICROVM_PCIE, PC_DEVICES, Q35_DEFAULTS, Q35_DEVICES, Q35_PXB, Topology, check_pci_run, run_pci,
 };
 use qemu_tests::{DEFAULT_TIMEOUT, kernel_elf, qemu_or_skip};
 
@@ -51,6 +51,11 @@ fn q35_defaults() {
 #[test]
 fn q35_root_ports_bridges_multifunction() {
     scenario("q35_root_ports_bridges_multifunction", &Q35_DEVICES);
+}
+
+#[test]
+fn microvm_pcie_ecam_from_cba() {
+    scenario("microvm_pcie_ecam_from_cba", &MICROVM_PCIE);
 }
 
 #[test]

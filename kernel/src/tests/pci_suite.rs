@@ -85,6 +85,18 @@ fn devices_are_left_as_found() -> Result<(), String> {
 fn ids_agree_with_port_io() -> Result<(), String> {
     let scan = scan()?;
     let port = crate::pcie::port_io();
+    // Machines without configuration mechanism #1 (QEMU microvm) answer all ones on every
+    // address through it; then there is nothing to compare, and the line says so.
+    let answers =
+        scan.topology.functions.iter().any(|f| {
+            f.address.segment() == 0 && port.read(f.address.to_pci_types(), 0) != u32::MAX
+        });
+    if !answers && !scan.topology.functions.is_empty() {
+        crate::serial_println!(
+            "pci: port I/O reaches no function on this machine; nothing to compare"
+        );
+        return Ok(());
+    }
     for f in scan
         .topology
         .functions

@@ -11,6 +11,9 @@
 //! - `screen_keyboard_seabios`, `screen_keyboard_ovmf`: no COM1. The prompt `kernel>` appears
 //!   on the screen below `kernel ready`; typing `help` and Enter shows the typed line and the
 //!   command list, and the prompt again.
+//! - `screen_shows_panic`, `screen_shows_page_fault` (SeaBIOS, no COM1): `test=panic` and
+//!   `test=pagefault` end in the kernel's panic and exception reports, which must be drawn
+//!   too (they are written on the emergency path, which takes no lock).
 //! - `screen_matches_serial` (SeaBIOS, COM1 to a file): after typing `help` on the keyboard,
 //!   every text row on the screen above the prompt equals the corresponding line of the serial
 //!   log (wrapped at the screen's width), so the screen shows the same log and console.
@@ -260,4 +263,58 @@ fn screen_matches_serial() {
         show(&screen)
     );
     assert!(shown.iter().any(|r| r == "kernel> help"));
+}
+
+/// Boots the ISO without COM1 with `cmdline` and waits for rows starting with each of
+/// `wanted` (in order) on the screen.
+fn fatal_on_screen(name: &str, cmdline: &str, wanted: &[&str]) {
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let glyphs = glyph_table();
+    let iso = build_iso(kernel_elf(), cmdline).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut vm = ScreenVm::boot(&iso.path, &Firmware::Bios, false, BOOT + ANSWER)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let rows = wait_for(&mut vm, &glyphs, BOOT, wanted[0], |rows| {
+        let mut from = 0;
+        wanted.iter().all(
+            |w| match rows[from..].iter().position(|r| r.starts_with(w)) {
+                Some(i) => {
+                    from += i + 1;
+                    true
+                }
+                None => false,
+            },
+        )
+    });
+    println!(
+        "{name}: report on the screen after {:.1} s",
+        vm.elapsed().as_secs_f64()
+    );
+    assert!(
+        rows.iter().all(|r| !r.starts_with(PROMPT)),
+        "{name}: no console after a fatal error"
+    );
+}
+
+#[test]
+fn screen_shows_panic() {
+    fatal_on_screen(
+        "screen_shows_panic",
+        "test=panic",
+        &["PANIC at kernel/src/tests/mod.rs:", "  state: "],
+    );
+}
+
+#[test]
+fn screen_shows_page_fault() {
+    fatal_on_screen(
+        "screen_shows_page_fault",
+        "test=pagefault",
+        &[
+            "EXCEPTION page fault (#PF) (vector 14) error=0x",
+            "  CS=0x",
+            "  page fault: ",
+        ],
+    );
 }

@@ -328,9 +328,19 @@ cmd_iso() {
     echo "Write it to a USB stick (replace /dev/sdX with the stick's device; everything on it is lost):"
     echo "  sudo dd if=$ISO of=/dev/sdX bs=4M conv=fsync"
     echo
-    echo "Try it in QEMU:"
-    echo "  BIOS: qemu-system-x86_64 -machine q35 -m 512M -cdrom $ISO -serial stdio"
-    echo "  UEFI: qemu-system-x86_64 -machine q35 -m 512M -bios /usr/share/ovmf/OVMF.fd -net none -cdrom $ISO -serial stdio"
+    echo "Boot the board from it (BIOS or UEFI; Secure Boot off). GRUB's menu starts the kernel after"
+    echo "3 s (press e to add kernel options to the multiboot2 line, then Ctrl-X). The log and the"
+    echo "console are on the screen and, if the board has one, on COM1 (115200 8-N-1); type on a PS/2"
+    echo "keyboard, a USB keyboard the firmware presents as PS/2, or the serial line."
+    echo
+    local uefi="-bios /usr/share/ovmf/OVMF.fd"
+    if [[ ! -f /usr/share/ovmf/OVMF.fd ]] && [[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ]]; then
+        uefi="-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+    fi
+    echo "Try it in QEMU as a board with a screen and no serial port:"
+    echo "  BIOS: qemu-system-x86_64 -machine q35 -m 512M -vga std -serial none -cdrom $ISO"
+    echo "  UEFI: qemu-system-x86_64 -machine q35 -m 512M -vga std -serial none $uefi -net none -cdrom $ISO"
+    echo "or with the serial port on this terminal: add -serial stdio instead of -serial none."
 }
 
 cmd_bench() {

@@ -11,7 +11,10 @@
 //! - `ESC [ params final` (CSI): `m` colours (0, 1, 22, 30-37, 39, 40-47, 49, 90-97, 100-107),
 //!   `K` erase in line, `J` erase in display (`2J` clears), `H`/`f` cursor position,
 //!   `A`/`B`/`C`/`D` cursor moves; other sequences are consumed and ignored;
-//! - below the last line the grid scrolls: rows move up in memory, the last row is blank.
+//! - below the last line the grid scrolls: rows move up in memory and the rows uncovered
+//!   are blank. By default one row at a time; [`Grid::set_scroll_step`] makes it jump
+//!   several, so that a screen which must be redrawn after every scroll (a framebuffer
+//!   without hardware panning) is redrawn once per step instead of once per line.
 //!
 //! Nothing here can panic on any input: positions are clamped, parameters saturate.
 
@@ -76,6 +79,7 @@ pub struct Grid {
     params: [u16; MAX_PARAMS],
     param_count: usize,
     scrolled: u64,
+    step: usize,
 }
 
 impl Grid {
@@ -99,6 +103,7 @@ impl Grid {
             params: [0; MAX_PARAMS],
             param_count: 0,
             scrolled: 0,
+            step: 1,
         })
     }
 
@@ -124,6 +129,11 @@ impl Grid {
     /// pending.
     pub fn cursor(&self) -> (usize, usize) {
         (self.col.min(self.cols - 1), self.row)
+    }
+
+    /// Scroll by `step` rows at a time (clamped to 1..=rows).
+    pub fn set_scroll_step(&mut self, step: usize) {
+        self.step = step.clamp(1, self.rows);
     }
 
     /// How many lines have scrolled off the top so far.
@@ -330,12 +340,15 @@ impl Grid {
             self.row += 1;
             return;
         }
-        // Scroll: rows 1.. move up one, the last row becomes blank.
-        self.cells.copy_within(self.cols.., 0);
-        let last = (self.rows - 1) * self.cols;
+        // Scroll: rows `step..` move up `step` rows, the rows they leave become blank, and the
+        // cursor goes to the first of those.
+        let step = self.step.clamp(1, self.rows);
+        self.cells.copy_within(step * self.cols.., 0);
+        let first_blank = (self.rows - step) * self.cols;
         let blank = self.blank();
-        self.cells[last..].fill(blank);
-        self.scrolled += 1;
+        self.cells[first_blank..].fill(blank);
+        self.row = self.rows - step;
+        self.scrolled += step as u64;
     }
 }
 
@@ -387,6 +400,25 @@ mod tests {
         }
         assert_eq!(rows(&g), ["line 8", "line 9", ""]);
         assert_eq!(g.scrolled(), 8);
+    }
+
+    #[test]
+    fn jump_scrolling() {
+        let mut g = Grid::new(8, 4).unwrap();
+        g.set_scroll_step(3);
+        g.write(b"a\nb\nc\nd\ne");
+        // "e" did not fit: three rows went up at once, "e" is on the first uncovered row.
+        assert_eq!(rows(&g), ["d", "e", "", ""]);
+        assert_eq!((g.cursor(), g.scrolled()), ((1, 1), 3));
+        g.write(b"\nf\ng\nh");
+        assert_eq!(rows(&g), ["g", "h", "", ""]);
+        // Steps outside 1..=rows are clamped; a step of all rows clears the screen.
+        g.set_scroll_step(99);
+        g.write(b"\n\n\nx");
+        assert_eq!(rows(&g), ["x", "", "", ""]);
+        g.set_scroll_step(0);
+        g.write(b"\n1\n2\n3\n4");
+        assert_eq!(rows(&g), ["1", "2", "3", "4"], "one row at a time again");
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //!   and a serial-only console, never a fault.
 //! - Ownership: the [`Console`] owns the `Mmio` mapping of the framebuffer for the kernel's
 //!   life, behind one spin lock taken with interrupts off.
+//! - Cost: the mapping is uncached, and without hardware panning a scroll is a redraw of every
+//!   changed cell; so the grid scrolls a quarter of the screen at a time (jump scrolling),
+//!   and the screen is redrawn once per quarter screen of log, not once per line.
 //! - Panics and CPU exceptions: [`write_fmt_emergency`] takes the lock over even when the
 //!   interrupted code held it (that code never runs again), forgets what was drawn (a draw
 //!   may have been cut in half) and redraws. A fault inside that path does not recurse: a
@@ -192,7 +195,8 @@ fn open(fb: &boot::Framebuffer) -> Result<Console, Refusal> {
         return Err(Refusal::NullAddress);
     }
     let font = Font::spleen().ok_or(Refusal::Font)?;
-    let grid = Grid::new(layout.cols(), layout.rows()).ok_or(Refusal::Grid)?;
+    let mut grid = Grid::new(layout.cols(), layout.rows()).ok_or(Refusal::Grid)?;
+    grid.set_scroll_step(layout.rows() / 4);
     let mmio = Mmio::map(fb.address, layout.len() as u64).map_err(Refusal::Map)?;
     // INVARIANT: the mapping covers `layout.len()` bytes and moves into the console.
     Ok(Console {

@@ -12,7 +12,7 @@
 //! | 1 | command line (NUL-terminated) | [`BootInfo::cmdline`] |
 //! | 2 | boot loader name | [`BootInfo::loader_name`] |
 //! | 6 | memory map: `u32 entry_size, u32 entry_version`, entries `{u64 base, u64 len, u32 type, u32 reserved}` with E820 types | [`BootInfo::memory_map`] |
-//! | 8 | framebuffer: `u64 addr, u32 pitch, u32 width, u32 height, u8 bpp, u8 type, ...` | [`BootInfo::framebuffer`] (direct RGB, type 1, only) |
+//! | 8 | framebuffer: `u64 addr, u32 pitch, u32 width, u32 height, u8 bpp, u8 type, u16 reserved`, then for type 1 `u8` position and size of red, green, blue | [`BootInfo::framebuffer`] (direct RGB, type 1, only) |
 //! | 14 | ACPI old RSDP (copy of the first 20 bytes) | [`BootInfo::rsdp`] unless tag 15 exists |
 //! | 15 | ACPI new RSDP (copy of the whole structure) | [`BootInfo::rsdp`] |
 //! | 17 | EFI memory map: `u32 descriptor_size, u32 descriptor_version`, then `EFI_MEMORY_DESCRIPTOR`s `{u32 type, u32 pad, u64 phys_start, u64 virt_start, u64 num_pages, u64 attribute}` | [`BootInfo::memory_map`] when there is no tag 6 |
@@ -931,6 +931,42 @@ mod tests {
         let info = parse_blob(&blob).unwrap();
         assert_eq!(info.framebuffer, None);
         assert_eq!(info.cmdline(), "second");
+    }
+
+    #[test]
+    fn framebuffer_colour_positions() {
+        // A framebuffer tag body: addr, pitch, width, height, bpp, type 1, reserved (u16),
+        // then red, green, blue as (position, size).
+        let body = |colours: &[u8]| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&0xe000_0000u64.to_le_bytes());
+            b.extend_from_slice(&2400u32.to_le_bytes());
+            b.extend_from_slice(&800u32.to_le_bytes());
+            b.extend_from_slice(&600u32.to_le_bytes());
+            b.extend_from_slice(&[24, 1, 0, 0]);
+            b.extend_from_slice(colours);
+            b
+        };
+        let parsed = |colours: &[u8]| {
+            let blob = Mbi::new()
+                .mmap(&BIOS_E820, 24)
+                .tag(8, &body(colours))
+                .finish();
+            parse_blob(&blob).unwrap().framebuffer.unwrap()
+        };
+        assert_eq!(
+            parsed(&[0, 8, 8, 8, 16, 8]).channels,
+            [0, 8, 16],
+            "RGB order"
+        );
+        assert_eq!(
+            parsed(&[16, 8, 8, 8, 0, 8]).channels,
+            [16, 8, 0],
+            "BGR order"
+        );
+        // Without colour information (a short tag) the usual positions are assumed.
+        let fb = parsed(&[]);
+        assert_eq!((fb.channels, fb.bpp, fb.pitch), ([16, 8, 0], 24, 2400));
     }
 
     #[test]

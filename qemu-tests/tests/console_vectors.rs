@@ -1,10 +1,14 @@
-//! The console keeps its input when drivers take every interrupt vector.
+//! The console's inputs under pressure.
 //!
 //! `console_input_survives_vector_exhaustion`: PVH on q35 with 40 NVMe controllers (null
 //! block devices, 8 per PCI bridge) whose drivers ask for a vector per queue, more than the
 //! 190 the allocator has. The console's vectors (COM1 receive, PS/2 keyboard) are taken
 //! before any driver binds, so the prompt still answers typed commands: `mem` shows the
 //! vectors used up, `irqs` lists both console handlers; `poweroff` ends the run.
+//!
+//! `console_without_keyboard_controller`: q35 with `i8042=off` (a board without a PS/2
+//! controller, whose status port reads 0xFF). The kernel says so, does not wait for it, and
+//! the console works on COM1 alone.
 //!
 //! Without `qemu-system-x86_64` the scenario prints `SKIPPED` and returns, unless `CI` is set.
 
@@ -96,6 +100,44 @@ fn console_input_survives_vector_exhaustion() {
         for handler in ["COM1 receive", "PS/2 keyboard"] {
             ensure!(irqs.contains(handler), "`irqs` lacks {handler}:\n{irqs}");
         }
+        Ok(())
+    });
+}
+
+#[test]
+fn console_without_keyboard_controller() {
+    let name = "console_without_keyboard_controller";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let qemu = Qemu::kernel(kernel_elf(), "")
+        .machine(Machine::Q35)
+        .memory_mib(512)
+        .args(["-machine", "i8042=off"])
+        .timeout(Duration::from_secs(60));
+    let run = qemu
+        .interact(|s| {
+            s.expect("kernel ready", Duration::from_secs(40))?;
+            s.expect(PROMPT, Duration::from_secs(10))?;
+            let help = command(s, "help")?;
+            s.send_line("poweroff")?;
+            s.wait_exit(Duration::from_secs(20))?;
+            Ok(help)
+        })
+        .unwrap_or_else(|e| panic!("{name}: cannot run QEMU: {e}"));
+    check(name, &run.outcome, |outcome, _| {
+        let help = run.result.as_ref().map_err(Clone::clone)?;
+        ensure!(
+            outcome
+                .serial
+                .contains("console: no keyboard input: no i8042 controller (status reads 0xff)"),
+            "no line saying the controller is absent"
+        );
+        ensure!(
+            outcome.serial.contains("Type `help` for commands on COM1."),
+            "the console should say it reads COM1 only"
+        );
+        ensure!(help.contains("poweroff"), "`help` not answered:\n{help}");
         Ok(())
     });
 }

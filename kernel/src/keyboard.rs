@@ -21,7 +21,8 @@
 //! an IOAPIC input and an allocated vector. The handler reads every byte the controller
 //! holds (skipping the second port's, bit 5 of the status), decodes it with the
 //! `pc-keyboard` crate (scancode set 1, US layout, Ctrl-letter as control characters) and
-//! pushes the characters to `input`. Keys without a character (arrows, F-keys) are dropped.
+//! pushes the characters to `input`. Keys without a character (arrows, F-keys) and Esc are
+//! dropped.
 //!
 //! Port numbers and bits: IBM PC/AT Technical Reference, 8042 keyboard controller; commands
 //! as documented for compatible controllers (OSDev "8042 PS/2 Controller").
@@ -211,7 +212,10 @@ fn on_interrupt() {
         let Ok(Some(event)) = decoder.add_byte(byte) else {
             continue;
         };
-        if let Some(DecodedKey::Unicode(c)) = decoder.process_keyevent(event) {
+        // Esc would start an escape sequence in the line editor, swallowing the next key.
+        if let Some(DecodedKey::Unicode(c)) = decoder.process_keyevent(event)
+            && c != '\u{1b}'
+        {
             let mut utf8 = [0u8; 4];
             crate::input::push(c.encode_utf8(&mut utf8).as_bytes());
         }

@@ -1,5 +1,6 @@
-//! The `log` backend: every record goes to COM1 as `[seconds.micros] LEVEL target: message`,
-//! timestamped from boot. The level comes from the `log=` command-line option.
+//! The `log` backend: every record goes to COM1 and the screen (through `serial::write_fmt`)
+//! as `[seconds.micros] LEVEL target: message`, timestamped from boot. The level comes from
+//! the `log=` command-line option.
 
 use log::{LevelFilter, Log, Metadata, Record};
 

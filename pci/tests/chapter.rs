@@ -94,6 +94,7 @@ fn appears(sample: &[String], file: &[String]) -> bool {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads files, which Miri's isolation refuses")]
 fn every_rust_sample_is_quoted_from_the_file_it_names() {
     let root = root();
     let chapter = std::fs::read_to_string(root.join("docs/irq-ownership.md")).expect("chapter");

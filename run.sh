@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # run.sh: build, boot, test and package the kernel.
 #
-#   ./run.sh [-- <kernel args>]   build the kernel and boot it in QEMU (q35, 512 MiB) with the
-#                                 serial port on this terminal; the args become -append
+#   ./run.sh [--qemu <args>...] [-- <kernel args>]
+#                                 build the kernel and boot it in QEMU (q35, 512 MiB) with the
+#                                 serial port on this terminal and devices to explore: edu, an
+#                                 NVMe controller and a virtio-blk disk (images generated in
+#                                 target/run/, 64 MiB each; the kernel only reads them unless it
+#                                 is booted with storage=write) and virtio-net on user
+#                                 networking. Arguments after --qemu go to QEMU as they are (e.g.
+#                                 --qemu -smp 2 -cpu max), those after -- to the kernel
+#                                 (-append), e.g. ./run.sh -- log=debug
 #   ./run.sh test                 cargo fmt --check, clippy (host crates and kernel), the tests
 #                                 of pci and boot under Miri, then cargo test for the host
 #                                 crates (including the QEMU scenarios in qemu-tests); the last
-#                                 line is "N passed, M failed"
+#                                 line is "N passed, M failed, K skipped" (a skipped scenario is
+#                                 not a pass, and fails the run)
 #   ./run.sh iso [-- <args>]      write target/kernel.iso, a hybrid BIOS/UEFI GRUB image
 #   ./run.sh bench                boot-time benchmark (PVH on q35, time to `kernel ready`)
 #
@@ -228,17 +236,40 @@ build_kernel() {
 # ---------------------------------------------------------------------------------------------
 # Commands
 
+# Disk images for `./run.sh`: 64 MiB each, made once. Block 0 says what the disk is, so that
+# reading it from the console shows something; the rest is zeros (sparse).
+readonly RUN_DIR=target/run
+QEMU_EXTRA=()
+
+make_disk() {
+    local image=$RUN_DIR/$1.img
+    [[ -f $image ]] && return 0
+    mkdir -p "$RUN_DIR"
+    printf '%s\n' "pcikernel demo disk: $1 (./run.sh made it; 64 MiB)" >"$image"
+    truncate -s 64M "$image"
+}
+
 cmd_run() {
     ensure_toolchain
     ensure_system qemu
     build_kernel || die "kernel build failed"
+    make_disk nvme
+    make_disk virtio-blk
     local append="$*"
     step "booting $KERNEL_ELF (q35, 512 MiB), cmdline: \"$append\""
+    echo "    Devices: edu, NVMe ($RUN_DIR/nvme.img), virtio-blk ($RUN_DIR/virtio-blk.img), virtio-net (user networking)${QEMU_EXTRA[*]:+; also: ${QEMU_EXTRA[*]}}"
     echo "    To quit QEMU press Ctrl-A, then X.  (Ctrl-A, C switches to the QEMU monitor and back.)"
     local status=0
     qemu-system-x86_64 -machine q35 -m 512M -kernel "$KERNEL_ELF" \
         -serial mon:stdio -display none -no-reboot \
         -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+        -device edu \
+        -drive "file=$RUN_DIR/nvme.img,if=none,id=nvme0,format=raw" \
+        -device nvme,drive=nvme0,serial=run-nvme \
+        -drive "file=$RUN_DIR/virtio-blk.img,if=none,id=vblk0,format=raw" \
+        -device virtio-blk-pci,drive=vblk0 \
+        -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
+        "${QEMU_EXTRA[@]}" \
         -append "$append" || status=$?
     case $status in
     33) step "the kernel exited with success (isa-debug-exit 0x10)" ;;
@@ -273,15 +304,18 @@ cmd_test() {
     trap 'rm -f "$TEST_LOG"' EXIT
     cargo test --no-fail-fast 2>&1 | tee "$TEST_LOG" || status=$?
 
-    local passed failed
-    read -r passed failed < <(awk '
+    # A QEMU scenario that cannot run prints "SKIPPED <name>: ..." and returns, which the test
+    # harness counts as passed: it is counted here as skipped instead.
+    local passed failed skipped
+    read -r passed failed skipped < <(awk '
         /^test result: / {
             for (i = 2; i <= NF; i++) {
                 if ($i ~ /^passed;?$/) p += $(i - 1)
                 if ($i ~ /^failed;?$/) f += $(i - 1)
             }
         }
-        END { printf "%d %d\n", p, f }
+        /^SKIPPED / { s += 1 }
+        END { printf "%d %d %d\n", p - s, f, s }
     ' "$TEST_LOG")
 
     # The real-firmware corpus test's per-stage counts (written by firmware/tests/corpus.rs).
@@ -295,8 +329,8 @@ cmd_test() {
         echo "also failed: $step_name"
     done
     ((status == 0)) || echo "cargo test exited with status $status"
-    echo "$passed passed, $failed failed"
-    ((status == 0 && failed == 0 && ${#failed_steps[@]} == 0))
+    echo "$passed passed, $failed failed, $skipped skipped"
+    ((status == 0 && failed == 0 && skipped == 0 && ${#failed_steps[@]} == 0))
 }
 
 cmd_iso() {
@@ -341,6 +375,9 @@ cmd_iso() {
     echo "  BIOS: qemu-system-x86_64 -machine q35 -m 512M -vga std -serial none -cdrom $ISO"
     echo "  UEFI: qemu-system-x86_64 -machine q35 -m 512M -vga std -serial none $uefi -net none -cdrom $ISO"
     echo "or with the serial port on this terminal: add -serial stdio instead of -serial none."
+    echo "On a machine without a display (QEMU would say 'gtk initialization failed'), add"
+    echo "-display vnc=127.0.0.1:1 and point a VNC viewer at 127.0.0.1:5901, or use -serial stdio"
+    echo "-display none to see only the serial side."
 }
 
 cmd_bench() {
@@ -366,6 +403,16 @@ main() {
     case $COMMAND in
     "") cmd_run ;;
     --) shift && cmd_run "$@" ;;
+    --qemu)
+        shift
+        QEMU_EXTRA=()
+        while (($#)) && [[ $1 != -- ]]; do
+            QEMU_EXTRA+=("$1")
+            shift
+        done
+        (($#)) && shift
+        cmd_run "$@"
+        ;;
     test)
         (($# == 1)) || die "usage: ./run.sh test"
         cmd_test

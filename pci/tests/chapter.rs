@@ -1,5 +1,6 @@
-//! The chapter `docs/irq-ownership.md` says its Rust samples are copied from the repository
-//! unchanged. This test holds it to that: every ```` ```rust ```` block must name its source
+//! The chapters under `docs/` (`docs/irq-ownership.md`, the book in `docs/book/`, and every
+//! other Markdown file there) say their Rust samples are copied from the repository
+//! unchanged. This test holds them to that: every ```` ```rust ```` block must name its source
 //! file (a backticked path such as `pci/src/irq/owned.rs` in the prose since the previous
 //! block) and appear in that file line for line, up to a common indentation. Lines of doc
 //! comments (`/// `, `//! `) are compared without their comment marker, since doctests are
@@ -93,15 +94,28 @@ fn appears(sample: &[String], file: &[String]) -> bool {
     })
 }
 
-#[test]
-#[cfg_attr(miri, ignore = "reads files, which Miri's isolation refuses")]
-fn every_rust_sample_is_quoted_from_the_file_it_names() {
-    let root = root();
-    let chapter = std::fs::read_to_string(root.join("docs/irq-ownership.md")).expect("chapter");
-    let samples = samples(&chapter);
-    assert!(samples.len() > 20, "only {} samples found", samples.len());
+/// Every Markdown file under `dir`, recursively, sorted.
+fn markdown_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("docs directory")
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            out.extend(markdown_files(&path));
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The problems found in one chapter's samples (empty when all match).
+fn check_chapter(root: &Path, samples: &[Sample]) -> Vec<String> {
     let mut problems = Vec::new();
-    for sample in &samples {
+    for sample in samples {
         let Some(path) = source(&sample.prose) else {
             problems.push(format!("line {}: names no source file", sample.line));
             continue;
@@ -131,12 +145,50 @@ fn every_rust_sample_is_quoted_from_the_file_it_names() {
             ));
         }
     }
+    problems
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads files, which Miri's isolation refuses")]
+fn every_rust_sample_is_quoted_from_the_file_it_names() {
+    let root = root();
+    let files = markdown_files(&root.join("docs"));
+    let mut problems = Vec::new();
+    let mut total = 0;
+    let mut with_samples = 0;
+    for file in &files {
+        let name = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        let chapter = std::fs::read_to_string(file).expect("chapter");
+        let samples = samples(&chapter);
+        if name == "docs/irq-ownership.md" {
+            assert!(samples.len() > 20, "only {} samples found", samples.len());
+        }
+        total += samples.len();
+        with_samples += usize::from(!samples.is_empty());
+        problems.extend(
+            check_chapter(&root, &samples)
+                .into_iter()
+                .map(|p| format!("{name}: {p}")),
+        );
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("docs/book/README.md")),
+        "the book's index docs/book/README.md is missing"
+    );
     assert!(
         problems.is_empty(),
-        "{} of {} samples in docs/irq-ownership.md do not match the code:\n{}",
+        "{} of {total} samples in {} Markdown files under docs/ do not match the code:\n{}",
         problems.len(),
-        samples.len(),
+        files.len(),
         problems.join("\n")
+    );
+    println!(
+        "{total} samples in {with_samples} files verified ({} Markdown files under docs/)",
+        files.len()
     );
 }
 
@@ -159,5 +211,32 @@ fn the_checker_finds_a_changed_line() {
     assert_eq!(
         source("From `pci/src/irq/owned.rs`, the `Drop` impl of `IrqVectors`:").as_deref(),
         Some("pci/src/irq/owned.rs")
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads files, which Miri's isolation refuses")]
+fn the_checker_finds_a_sample_without_a_source_or_changed() {
+    let root = root();
+    let chapter = "From `pci/tests/chapter.rs`:\n\
+                   ```rust\nfn root() -> PathBuf {\n```\n\
+                   ```text\nnot Rust\n```\n\
+                   ```rust\nfn root() -> PathBuf {\n```\n\
+                   Again from `pci/tests/chapter.rs`:\n\
+                   ```rust\nfn root() -> PathBuf { changed\n```\n\
+                   From `pci/src/no_such_file.rs`:\n\
+                   ```rust\nfn root() -> PathBuf {\n```\n";
+    let samples = samples(chapter);
+    assert_eq!(samples.len(), 4, "the text block is not a sample");
+    let problems = check_chapter(&root, &samples);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].contains("names no source file"), "{problems:?}");
+    assert!(problems[1].contains("not found as written"), "{problems:?}");
+    assert!(problems[2].contains("does not exist"), "{problems:?}");
+    assert!(
+        markdown_files(&root.join("docs"))
+            .iter()
+            .any(|f| f.ends_with("docs/irq-ownership.md")),
+        "the walk finds the chapters"
     );
 }

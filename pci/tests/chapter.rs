@@ -35,12 +35,16 @@ fn samples(text: &str) -> Vec<Sample> {
             prose.push('\n');
             continue;
         };
+        // As in CommonMark, a fence indented (inside a list item) removes up to that much
+        // indentation from each line of its content.
+        let fence_indent = line.len() - line.trim_start().len();
         let mut body = Vec::new();
         for (_, l) in lines.by_ref() {
             if l.trim_start().starts_with("```") {
                 break;
             }
-            body.push(l.to_string());
+            let spaces = l.len() - l.trim_start_matches(' ').len();
+            body.push(l[spaces.min(fence_indent)..].to_string());
         }
         if info.split(',').next() == Some("rust") {
             out.push(Sample {
@@ -228,6 +232,8 @@ fn the_checker_finds_a_sample_without_a_source_or_changed() {
                    ```rust\nfn root() -> PathBuf {\n```\n";
     let samples = samples(chapter);
     assert_eq!(samples.len(), 4, "the text block is not a sample");
+    let in_a_list = samples_in_a_list_item();
+    assert_eq!(in_a_list, ["fn root() -> PathBuf {", "    Path::new(x)"]);
     let problems = check_chapter(&root, &samples);
     assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(problems[0].contains("names no source file"), "{problems:?}");
@@ -239,4 +245,11 @@ fn the_checker_finds_a_sample_without_a_source_or_changed() {
             .any(|f| f.ends_with("docs/irq-ownership.md")),
         "the walk finds the chapters"
     );
+}
+
+/// The lines of a sample fenced inside a list item: the fence's indentation is removed from
+/// each line, deeper indentation kept.
+fn samples_in_a_list_item() -> Vec<String> {
+    let chapter = "- a point, from `pci/tests/chapter.rs`:\n\n  ```rust\n  fn root() -> PathBuf {\n      Path::new(x)\n  ```\n";
+    samples(chapter).remove(0).lines
 }

@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod edu;
 pub mod nvme;
+pub mod pciehp;
 pub mod storage;
 pub mod virtio;
 
@@ -76,6 +77,7 @@ pub const ALL: &[&dyn Driver] = &[
     &nvme::NvmeDriver,
     &virtio::blk::VirtioBlkDriver,
     &virtio::net::VirtioNetDriver,
+    &pciehp::PciehpDriver,
 ];
 
 /// The first driver matching these identity fields.

@@ -89,6 +89,7 @@ const COMMANDS: &[(&str, &str)] = &[
 /// Waits for the next received byte, sleeping between interrupts.
 fn next_byte() -> u8 {
     loop {
+        crate::hotplug::idle();
         x86_64::instructions::interrupts::disable();
         if let Some(b) = crate::input::read_byte() {
             x86_64::instructions::interrupts::enable();

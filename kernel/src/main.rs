@@ -25,6 +25,7 @@ mod bus;
 mod console;
 mod cpu;
 mod framebuffer;
+mod hotplug;
 mod input;
 mod interrupts;
 mod keyboard;

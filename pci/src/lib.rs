@@ -31,6 +31,9 @@
 //! refused, bus mastering as a guard); [`dma`] and [`window`] are the DMA buffers and BAR
 //! windows made from it.
 //!
+//! [`hotplug`] decodes PCI Express hot-plug slot registers and keeps a slot's state machine;
+//! [`assign`] places the BARs of hot-added functions inside their bridge's windows.
+//!
 //! [`irq`] hands drivers their interrupt vectors as owned values: MSI-X, MSI or INTx,
 //! released only by dropping them, with handlers that borrow them.
 //!
@@ -51,6 +54,7 @@
 extern crate alloc;
 
 pub mod address;
+pub mod assign;
 pub mod bar;
 pub mod capability;
 pub mod config;
@@ -61,6 +65,7 @@ pub mod enumerate;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod function;
+pub mod hotplug;
 pub mod ids;
 pub mod intx_lines;
 pub mod irq;

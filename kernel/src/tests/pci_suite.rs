@@ -19,7 +19,7 @@ pub const TESTS: &[Test] = crate::tests![
     bridges_lead_to_their_buses,
 ];
 
-fn scan() -> Result<&'static pcibus::Scan, String> {
+fn scan() -> Result<alloc::sync::Arc<pcibus::Scan>, String> {
     pcibus::scan().ok_or_else(|| String::from("PCI was not enumerated"))
 }
 

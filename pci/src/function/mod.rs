@@ -29,6 +29,7 @@ mod vendor;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
 
@@ -62,6 +63,9 @@ where
     }
 }
 
+/// How often [`PciFunction::wait_until`] checks that the function still answers, µs.
+pub const PRESENCE_CHECK_US: u64 = 10_000;
+
 /// Bus mastering bookkeeping of one function.
 struct Master {
     /// Live [`BusMaster`] guards (MSI/MSI-X vectors hold one too).
@@ -82,6 +86,8 @@ pub(crate) struct Core {
     pub(crate) platform: &'static dyn Platform,
     protected: Protected,
     master: Mutex<Master>,
+    /// A presence check found the function gone (see [`PciFunction::is_present`]).
+    gone: AtomicBool,
 }
 
 impl Core {
@@ -256,6 +262,7 @@ impl PciFunction {
                 holders: 0,
                 quarantine: Vec::new(),
             }),
+            gone: AtomicBool::new(false),
         };
         core.command(0, config_guard::BUS_MASTER);
         PciFunction {
@@ -343,15 +350,53 @@ impl PciFunction {
 
     /// Waits until `done` holds or `timeout_us` passed; whether it held. Spins (interrupts
     /// stay enabled, so handlers run meanwhile).
+    ///
+    /// Every [`PRESENCE_CHECK_US`] (and once more before giving up) it also checks that the
+    /// function still answers ([`PciFunction::is_present`]): a device that was removed (or
+    /// died) ends the wait early with `false` instead of spinning out the whole timeout, and
+    /// [`PciFunction::vanished`] then says why.
     pub fn wait_until(&self, timeout_us: u64, mut done: impl FnMut() -> bool) -> bool {
-        let deadline = self.now_us().saturating_add(timeout_us);
+        let start = self.now_us();
+        let deadline = start.saturating_add(timeout_us);
+        let mut next_check = start.saturating_add(PRESENCE_CHECK_US);
         while !done() {
-            if self.now_us() > deadline {
+            let now = self.now_us();
+            if now > deadline {
                 return false;
+            }
+            if now >= next_check {
+                if !self.is_present() {
+                    return false;
+                }
+                next_check = now.saturating_add(PRESENCE_CHECK_US);
             }
             core::hint::spin_loop();
         }
         true
+    }
+
+    /// Whether the function still answers configuration reads with the IDs enumeration found
+    /// (PCIe Base 6.0 §2.3.2: a request to a function that is gone completes as Unsupported
+    /// Request, read as all ones). Once it did not, it stays gone for this handle: a function
+    /// that reappears is a new device and needs a new claim.
+    pub fn is_present(&self) -> bool {
+        if self.core.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        let ids = self.core.read32(0);
+        let expected =
+            u32::from(self.core.info.vendor_id) | (u32::from(self.core.info.device_id) << 16);
+        if ids != expected {
+            self.core.gone.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Whether a presence check ([`PciFunction::is_present`], or a wait that gave up early)
+    /// found the function gone. Reads nothing.
+    pub fn vanished(&self) -> bool {
+        self.core.gone.load(Ordering::Relaxed)
     }
 
     pub(crate) fn platform(&self) -> &'static dyn Platform {

@@ -1,0 +1,762 @@
+//! PCI Express native hot-plug (`pciehp`): a port service driver for root ports and switch
+//! downstream ports whose slot is hot-plug capable.
+//!
+//! Design note. A hot-plug slot is one more device to own, not a special case of the bus
+//! code: this driver claims the port like any driver claims its function (one owned
+//! [`PciFunction`]), takes its interrupt vector ([`IrqVectors`], MSI-X or MSI), and is
+//! unbound by dropping its state. What it adds is a [`Host`]: the kernel's enumeration and
+//! bind path, which it asks to bring up the functions below a slot that was powered on and
+//! to unbind them before the slot is powered off.
+//!
+//! Spec (PCIe Base 6.0):
+//! - §7.5.3.9–§7.5.3.11: Slot Capabilities, Slot Control, Slot Status, decoded in
+//!   [`pci::hotplug`] (host-tested, with the slot's state machine).
+//! - §6.7.3.2: every Slot Control write is a command; software waits for Command Completed
+//!   (at most 1 s) before the next. Configuration writes here are dwords, so a write of Slot
+//!   Control also writes Slot Status (write-one-to-clear) and clearing Command Completed is
+//!   itself a command: Command Completed is therefore polled after each write rather than
+//!   taken as an interrupt (with its interrupt enabled, a Command Completed bit that can never
+//!   be seen clear keeps the port's event line asserted and hides every later event). A port
+//!   with No Command Completed Support is not waited for.
+//! - §6.7.1.5: an attention button press starts a 5 s abort window with the power indicator
+//!   blinking; a second press cancels. The window is [`pci::hotplug::BUTTON_DELAY_US`] unless
+//!   `pciehp delay <ms>` changed it (for tests that cycle a slot many times).
+//! - §6.7.3.3 and §6.6.1: after power-on, wait for Data Link Layer Link Active (when the port
+//!   reports it; 1 s otherwise), then 100 ms before the first configuration request.
+//! - §6.7.5 / §6.7.1.3: presence lost (or the link down) without a button press is a surprise
+//!   removal: the drivers below are unbound (their waits end early on a vanished function,
+//!   see [`PciFunction::wait_until`]) and the slot is powered off.
+//!
+//! Firmware control (`_OSC`, PCI Firmware 3.3 §4.5): the kernel does not evaluate `_OSC`, so
+//! it assumes native hot-plug control was granted, as on QEMU's q35 (its `_OSC` grants it).
+//! A machine whose firmware keeps hot-plug (ACPI hot-plug) would have both handle the slot.
+//!
+//! Work is never done in the interrupt handler: it only notes that the port signalled. The
+//! kernel calls [`poll`] from its idle loop, which reads Slot Status, acknowledges events,
+//! runs the state machine and its timers, and carries out the action (which may wait, for
+//! the link or for Command Completed, with timeouts).
+//!
+//! Who owns what: [`PciehpBound`] (in the kernel's bound list) owns an `Arc` of the port's
+//! state; the registry that [`poll`] walks holds only `Weak` references, so unbinding the port
+//! (dropping its `PciehpBound`) masks the slot's interrupts and releases the vector and the
+//! claim. A leaked `PciehpBound` keeps the port claimed and its vector allocated.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pci::hotplug::{
+    self, Action, Events, Indicator, Slot, SlotCapabilities, State, control, offset, status,
+};
+use pci::irq::{IrqKinds, IrqVectors, PciFunction};
+use pci::{Address, capability};
+use spin::{Mutex, Once};
+
+use crate::{Bound, Driver, Match, ProbeError};
+
+/// What the kernel does for the driver: enumerate and bind below a port, unbind below it.
+pub trait Host: Sync {
+    /// The slot below `port` is powered and its link is up: find the functions on its
+    /// secondary bus, give them resources, bind drivers. Returns what was bound (one line).
+    fn attach(&self, port: Address) -> Result<String, String>;
+    /// Unbind every function below `port` and forget them. `gone`: the card is gone, so
+    /// nothing below may be written to. Returns what was unbound (one line).
+    fn detach(&self, port: Address, gone: bool) -> String;
+    /// Logs one line.
+    fn log(&self, line: &str);
+    /// The resource counters (vectors, frames, heap, MMIO window, handlers, claims), one line.
+    fn resources(&self) -> String;
+    /// Microseconds since boot.
+    fn now_us(&self) -> u64;
+    /// Whether enumeration knows functions below `port`.
+    fn occupied(&self, port: Address) -> bool;
+}
+
+/// The host, set by the first [`poll`].
+static HOST: Once<&'static dyn Host> = Once::new();
+/// Every bound port (weak: the bound state owns them).
+static PORTS: Mutex<Vec<Weak<Port>>> = Mutex::new(Vec::new());
+/// The attention-button abort window, µs.
+static BUTTON_DELAY_US: AtomicU64 = AtomicU64::new(hotplug::BUTTON_DELAY_US);
+/// Hot-plug events handled so far (for tests: they wait for this to move).
+static EVENTS_HANDLED: AtomicU64 = AtomicU64::new(0);
+
+/// The hot-plug port driver.
+pub struct PciehpDriver;
+
+/// Bridges (class 06h, subclass 04h); `probe` keeps only hot-plug capable slots.
+static MATCHES: [Match; 1] = [Match::Class {
+    class: 0x06,
+    subclass: 0x04,
+}];
+
+impl Driver for PciehpDriver {
+    fn name(&self) -> &'static str {
+        "pciehp"
+    }
+
+    fn matches(&self) -> &'static [Match] {
+        &MATCHES
+    }
+
+    fn probe(&self, function: PciFunction) -> Result<Box<dyn Bound>, (PciFunction, ProbeError)> {
+        let Some(cap) = function
+            .info()
+            .capability(capability::id::PCI_EXPRESS)
+            .map(|c| u16::from(c.offset))
+        else {
+            return Err((function, ProbeError("not PCI Express".into())));
+        };
+        let flags = function.config_read16(cap + offset::CAPABILITIES);
+        let port_type = ((flags >> 4) & 0xf) as u8;
+        if !matches!(
+            port_type,
+            hotplug::port_type::ROOT_PORT | hotplug::port_type::DOWNSTREAM
+        ) || flags & hotplug::SLOT_IMPLEMENTED == 0
+        {
+            return Err((
+                function,
+                ProbeError(format!(
+                    "no slot (PCI Express Capabilities {flags:#06x}: not a root or downstream port with a slot)"
+                )),
+            ));
+        }
+        let caps = SlotCapabilities(function.config_read32(cap + offset::SLOT_CAPABILITIES));
+        if !caps.hot_plug_capable() {
+            return Err((
+                function,
+                ProbeError(format!("{caps}: not hot-plug capable")),
+            ));
+        }
+        let link_reporting = function.config_read32(cap + offset::LINK_CAPABILITIES)
+            & hotplug::DLL_ACTIVE_REPORTING
+            != 0;
+        let address = function.address();
+        let pending = Arc::new(AtomicBool::new(false));
+        let interrupts = Arc::new(AtomicU64::new(0));
+        // The port's event interrupt: MSI-X or MSI. INTx is not used: its level would stay
+        // asserted until Slot Status is cleared, which the handler (no configuration access
+        // of its own) cannot do; without a message interrupt the slot is polled instead.
+        let owner = match function.alloc_irq_vectors(1, 1, IrqKinds::MSIX | IrqKinds::MSI) {
+            Ok(mut vectors) => {
+                let (p, n) = (pending.clone(), interrupts.clone());
+                match vectors.install(0, "pciehp", move || {
+                    p.store(true, Ordering::Release);
+                    n.fetch_add(1, Ordering::Relaxed);
+                }) {
+                    Ok(()) => Owner::Irq(vectors),
+                    Err(e) => {
+                        let function = vectors.into_function();
+                        return Err((function, ProbeError(format!("handler: {e}"))));
+                    }
+                }
+            }
+            Err((function, _)) => {
+                let master = function.bus_master();
+                Owner::Polled(function, master)
+            }
+        };
+        let control_now = owner.function().config_read16(cap + offset::SLOT_CONTROL);
+        let status_now = owner.function().config_read16(cap + offset::SLOT_STATUS);
+        let present = status_now & status::PRESENT != 0;
+        let powered = !caps.power_controller() || hotplug::power_on(control_now);
+        let port = Port {
+            address,
+            cap,
+            caps,
+            link_reporting,
+            pending,
+            interrupts,
+            unbound: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                owner,
+                slot: Slot::new(present && powered, BUTTON_DELAY_US.load(Ordering::Relaxed)),
+                control: control_now,
+                last: String::from("bound"),
+                kick: false,
+                checked: false,
+                inert: false,
+            }),
+        };
+        let enabled = {
+            let mut inner = port.inner.lock();
+            // Clear stale events, then enable the ones handled here (§6.7.3.1).
+            let stale = status_now & EVENT_BITS;
+            if stale != 0 {
+                port.acknowledge(&mut inner, stale);
+            }
+            let mut wanted = (inner.control & !control::COMMAND_COMPLETED_ENABLE)
+                | control::BUTTON_ENABLE
+                | control::PRESENCE_ENABLE
+                | control::HOT_PLUG_INTERRUPT_ENABLE;
+            if link_reporting {
+                wanted |= control::LINK_CHANGED_ENABLE;
+            }
+            // Power is left as found: an empty slot may be powered (QEMU leaves it so) and a
+            // slot whose presence detect is not trusted yet (see `service`) must not lose
+            // what is below it.
+            if caps.power_indicator() && present && powered {
+                wanted = hotplug::with_power_indicator(wanted, Indicator::On);
+            }
+            if present && !powered {
+                // A card waiting in a powered-off slot: bring it up on the first poll.
+                inner.last = String::from("card present in a powered-off slot");
+                inner.kick = true;
+                port.pending.store(true, Ordering::Release);
+            }
+            port.command(&mut inner, wanted)
+        };
+        if let Err(e) = enabled {
+            let function = port.inner.into_inner().owner.into_function();
+            return Err((function, ProbeError(e)));
+        }
+        let port = Arc::new(port);
+        PORTS.lock().push(Arc::downgrade(&port));
+        Ok(Box::new(PciehpBound { port }))
+    }
+}
+
+/// Slot Status event bits this driver acknowledges and acts on (Command Completed is waited
+/// for, not handled as an event).
+const EVENT_BITS: u16 = status::BUTTON_PRESSED
+    | status::POWER_FAULT
+    | status::MRL_CHANGED
+    | status::PRESENCE_CHANGED
+    | status::LINK_CHANGED;
+
+/// How the port's function is held: by its vectors, or (polled) by itself with a bus-master
+/// guard (a bridge forwards its secondary side's memory requests, DMA and MSI, upstream only
+/// with Bus Master Enable set: PCI-to-PCI Bridge 1.2 §3.2.2.1.3).
+enum Owner {
+    Irq(IrqVectors),
+    Polled(PciFunction, pci::function::BusMaster),
+}
+
+impl Owner {
+    fn function(&self) -> &PciFunction {
+        match self {
+            Owner::Irq(v) => v.function(),
+            Owner::Polled(f, _) => f,
+        }
+    }
+
+    fn into_function(self) -> PciFunction {
+        match self {
+            Owner::Irq(v) => v.into_function(),
+            Owner::Polled(f, master) => {
+                drop(master);
+                f
+            }
+        }
+    }
+}
+
+/// One hot-plug port.
+struct Port {
+    address: Address,
+    /// Offset of the PCI Express capability.
+    cap: u16,
+    caps: SlotCapabilities,
+    /// The port reports Data Link Layer Link Active.
+    link_reporting: bool,
+    /// Set by the interrupt handler.
+    pending: Arc<AtomicBool>,
+    /// Interrupts taken.
+    interrupts: Arc<AtomicU64>,
+    /// The bound state was dropped: nothing more is done.
+    unbound: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    owner: Owner,
+    slot: Slot,
+    /// Slot Control as last written.
+    control: u16,
+    /// The last thing that happened (for `drivers`).
+    last: String,
+    /// A card was found in a powered-off slot at bind: the next service powers it on.
+    kick: bool,
+    /// The first service checked presence detect against what enumeration found.
+    checked: bool,
+    /// Presence detect disagrees with enumeration (functions below an "empty" slot): hot-plug
+    /// is handled elsewhere (ACPI hot-plug firmware kept), so this slot is left alone.
+    inert: bool,
+}
+
+impl Port {
+    fn host(&self) -> Option<&'static dyn Host> {
+        HOST.get().copied()
+    }
+
+    fn log(&self, line: &str) {
+        if let Some(h) = self.host() {
+            h.log(&format!(
+                "pciehp {} slot {}: {line}",
+                self.address,
+                self.caps.physical_slot()
+            ));
+        }
+    }
+
+    fn status(&self, inner: &Inner) -> u16 {
+        inner
+            .owner
+            .function()
+            .config_read16(self.cap + offset::SLOT_STATUS)
+    }
+
+    /// Writes Slot Control (one command, §6.7.3.2) and waits for Command Completed. The same
+    /// dword write clears the previous Command Completed (write-one-to-clear).
+    fn command(&self, inner: &mut Inner, value: u16) -> Result<(), String> {
+        self.write_control(inner, value, status::COMMAND_COMPLETED)?;
+        inner.control = value;
+        Ok(())
+    }
+
+    fn write_control(&self, inner: &Inner, value: u16, clear: u16) -> Result<(), String> {
+        let f = inner.owner.function();
+        f.config_write32(
+            self.cap + offset::SLOT_CONTROL,
+            u32::from(value) | (u32::from(clear) << 16),
+        )
+        .map_err(|e| format!("Slot Control write refused: {e}"))?;
+        if self.caps.no_command_completed() {
+            return Ok(());
+        }
+        let done = f.wait_until(hotplug::COMMAND_TIMEOUT_US, || {
+            f.config_read16(self.cap + offset::SLOT_STATUS) & status::COMMAND_COMPLETED != 0
+        });
+        if done {
+            Ok(())
+        } else if f.vanished() {
+            Err("the port stopped answering".into())
+        } else {
+            Err(format!(
+                "Slot Control command {value:#06x} not completed within 1 s"
+            ))
+        }
+    }
+
+    /// Clears the event bits `events` in Slot Status. The Slot Control half of the dword is
+    /// written with the enables of events that are not pending masked for the one write (a
+    /// port may take a set enable with a clear event bit in the same dword as a Slot Status
+    /// write of that bit — QEMU does — and restore the events), then restored.
+    fn acknowledge(&self, inner: &mut Inner, events: u16) {
+        let masked = inner.control & !(0x1f & !events);
+        let first = self.write_control(inner, masked, events | status::COMMAND_COMPLETED);
+        let second = self.write_control(inner, inner.control, status::COMMAND_COMPLETED);
+        if let Err(e) = first.and(second) {
+            self.log(&format!("acknowledging events {events:#06x}: {e}"));
+        }
+    }
+
+    /// Slot Control with the power controller and power indicator as given (only the fields
+    /// the slot has).
+    fn with(&self, control: u16, power: Option<bool>, indicator: Option<Indicator>) -> u16 {
+        let mut c = control;
+        if let (Some(on), true) = (power, self.caps.power_controller()) {
+            c = hotplug::with_power(c, on);
+        }
+        if let (Some(i), true) = (indicator, self.caps.power_indicator()) {
+            c = hotplug::with_power_indicator(c, i);
+        }
+        c
+    }
+
+    /// Sets the power indicator (and maybe the power controller), logging a failure.
+    fn set(&self, inner: &mut Inner, power: Option<bool>, indicator: Option<Indicator>) -> bool {
+        let value = self.with(inner.control, power, indicator);
+        match self.command(inner, value) {
+            Ok(()) => true,
+            Err(e) => {
+                self.log(&e);
+                false
+            }
+        }
+    }
+
+    /// Reads and acknowledges what happened, runs the state machine and its timer, and
+    /// carries out the action. Returns the next deadline, if any.
+    fn service(&self, host: &'static dyn Host) -> Option<u64> {
+        let mut inner = self.inner.lock();
+        let signalled = self.pending.swap(false, Ordering::Acquire);
+        if inner.inert {
+            return None;
+        }
+        let sta = self.status(&inner);
+        if sta == 0xffff {
+            // The port itself is gone (a switch pulled out): nothing to do here; the port
+            // above unbinds us.
+            return None;
+        }
+        if !core::mem::replace(&mut inner.checked, true)
+            && sta & status::PRESENT == 0
+            && host.occupied(self.address)
+        {
+            // The firmware's own hot-plug (ACPI, e.g. QEMU's q35 default) keeps presence
+            // detect clear; without `_OSC` this is the sign that native control was not
+            // granted. Mask the slot's events and stay out of the way.
+            inner.inert = true;
+            let quiet = inner.control & !control::EVENT_ENABLES;
+            let _ = self.command(&mut inner, quiet);
+            self.log(
+                "presence detect reads empty but functions are below: hot-plug is handled by firmware (ACPI); leaving this slot alone",
+            );
+            inner.last =
+                String::from("left to firmware (presence detect disagrees with enumeration)");
+            return None;
+        }
+        let events_bits = sta & EVENT_BITS;
+        if events_bits != 0 {
+            self.acknowledge(&mut inner, events_bits);
+        }
+        let link = self.link_reporting.then(|| {
+            inner
+                .owner
+                .function()
+                .config_read16(self.cap + offset::LINK_STATUS)
+        });
+        let events = Events::decode(sta, link);
+        let now = host.now_us();
+        let mut action = Action::None;
+        if events.any() {
+            EVENTS_HANDLED.fetch_add(1, Ordering::Relaxed);
+            let mut what = Vec::new();
+            if events.button {
+                what.push("attention button pressed");
+            }
+            if events.presence_changed {
+                what.push(if events.present {
+                    "presence detected"
+                } else {
+                    "presence lost"
+                });
+            }
+            if events.link_changed {
+                what.push(if events.link_active {
+                    "link up"
+                } else {
+                    "link down"
+                });
+            }
+            let text = what.join(", ");
+            self.log(&format!(
+                "{text} (slot {}, power {}){}",
+                inner.slot.state(),
+                if hotplug::power_on(inner.control) {
+                    "on"
+                } else {
+                    "off"
+                },
+                if signalled { "" } else { " [polled]" }
+            ));
+            inner.last = text;
+            action = inner.slot.event(events, now);
+        } else if signalled && sta & status::POWER_FAULT != 0 {
+            self.log("power fault");
+        }
+        if action == Action::None {
+            action = inner.slot.tick(now);
+        }
+        if action == Action::None && core::mem::take(&mut inner.kick) && events.present {
+            // The card found in a powered-off slot at bind: as if it had just arrived.
+            let arrived = Events {
+                presence_changed: true,
+                ..events
+            };
+            action = inner.slot.event(arrived, now);
+        }
+        self.carry_out(&mut inner, action, host);
+        inner.slot.deadline()
+    }
+
+    fn carry_out(&self, inner: &mut Inner, action: Action, host: &'static dyn Host) {
+        let delay_ms = BUTTON_DELAY_US.load(Ordering::Relaxed) / 1000;
+        match action {
+            Action::None => {}
+            Action::Blink => {
+                self.set(inner, None, Some(Indicator::Blink));
+                let what = if matches!(inner.slot.state(), State::BlinkingOff { .. }) {
+                    "off"
+                } else {
+                    "on"
+                };
+                self.log(&format!(
+                    "power indicator blinking: powering {what} in {delay_ms} ms (press again to cancel)"
+                ));
+            }
+            Action::CancelToOn => {
+                self.set(inner, None, Some(Indicator::On));
+                self.log("cancelled: the slot stays on");
+                inner.last = String::from("cancelled");
+            }
+            Action::CancelToOff => {
+                self.set(inner, None, Some(Indicator::Off));
+                self.log("cancelled: the slot stays off");
+                inner.last = String::from("cancelled");
+            }
+            Action::Enable => {
+                let ok = self.enable(inner, host);
+                inner.slot.enabled(ok);
+            }
+            Action::Disable => {
+                let what = host.detach(self.address, false);
+                self.log(&format!("unbound {what}"));
+                if self.set(inner, Some(false), Some(Indicator::Off)) {
+                    self.log("powered off");
+                }
+                inner.last = String::from("powered off");
+            }
+            Action::SurpriseRemoval => {
+                let what = host.detach(self.address, true);
+                self.log(&format!(
+                    "surprise removal: unbound {what} without touching it"
+                ));
+                if self.set(inner, Some(false), Some(Indicator::Off)) {
+                    self.log("powered off");
+                }
+                inner.last = String::from("surprise removal");
+            }
+        }
+    }
+
+    /// Powers the slot on, waits for the link, and has the host bind what is below.
+    fn enable(&self, inner: &mut Inner, host: &'static dyn Host) -> bool {
+        let start = host.now_us();
+        if !self.set(inner, Some(true), Some(Indicator::Blink)) {
+            return false;
+        }
+        let f = inner.owner.function();
+        let link_up = if self.link_reporting {
+            f.wait_until(hotplug::LINK_TIMEOUT_US, || {
+                f.config_read16(self.cap + offset::LINK_STATUS) & hotplug::DLL_LINK_ACTIVE != 0
+            })
+        } else {
+            // No Data Link Layer Link Active reporting: 1 s (§6.6.1).
+            !f.wait_until(hotplug::LINK_TIMEOUT_US, || false) && !f.vanished()
+        };
+        if !link_up {
+            self.log("link did not come up within 1 s; powering off");
+            self.set(inner, Some(false), Some(Indicator::Off));
+            inner.last = String::from("link did not come up");
+            return false;
+        }
+        // 100 ms after the link is up before the first configuration request.
+        let f = inner.owner.function();
+        let _ = f.wait_until(hotplug::LINK_SETTLE_US, || false);
+        self.log(&format!(
+            "powered on, link up after {} ms",
+            (host.now_us() - start) / 1000
+        ));
+        match host.attach(self.address) {
+            Ok(what) => {
+                self.set(inner, None, Some(Indicator::On));
+                self.log(&format!(
+                    "bound {what} ({} ms from power-on)",
+                    (host.now_us() - start) / 1000
+                ));
+                inner.last = String::from("on");
+                true
+            }
+            Err(e) => {
+                self.log(&format!("{e}; powering off"));
+                host.detach(self.address, false);
+                self.set(inner, Some(false), Some(Indicator::Off));
+                inner.last = e;
+                false
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        self.inner.lock().slot.deadline()
+    }
+
+    fn describe(&self) -> String {
+        let inner = self.inner.lock();
+        let f = inner.owner.function();
+        let sta = f.config_read16(self.cap + offset::SLOT_STATUS);
+        format!(
+            "{} slot {} {}, power {}, {}, {} interrupt(s), last: {} [cap {:#x} control {:#06x} status {:#06x}]",
+            self.address,
+            self.caps.physical_slot(),
+            inner.slot.state(),
+            if !self.caps.power_controller() || hotplug::power_on(inner.control) {
+                "on"
+            } else {
+                "off"
+            },
+            if sta & status::PRESENT != 0 {
+                "card present"
+            } else {
+                "empty"
+            },
+            self.interrupts.load(Ordering::Relaxed),
+            inner.last,
+            self.cap,
+            f.config_read16(self.cap + offset::SLOT_CONTROL),
+            sta
+        )
+    }
+}
+
+/// A bound hot-plug port. Dropping it masks the slot's event interrupts and releases the
+/// vector and the claim; the functions below stay bound.
+pub struct PciehpBound {
+    port: Arc<Port>,
+}
+
+impl Drop for PciehpBound {
+    fn drop(&mut self) {
+        self.port.unbound.store(true, Ordering::Release);
+        let mut inner = self.port.inner.lock();
+        if inner.owner.function().is_present() {
+            let quiet = inner.control & !control::EVENT_ENABLES;
+            if let Err(e) = self.port.command(&mut inner, quiet) {
+                self.port.log(&format!("masking the slot's events: {e}"));
+            }
+        }
+    }
+}
+
+impl Bound for PciehpBound {
+    fn driver(&self) -> &'static str {
+        "pciehp"
+    }
+
+    fn address(&self) -> Address {
+        self.port.address
+    }
+
+    fn status(&self) -> String {
+        let inner = self.port.inner.lock();
+        let irq = match &inner.owner {
+            Owner::Irq(v) => format!("{:?}", v.kind()),
+            Owner::Polled(..) => String::from("polled"),
+        };
+        format!("{}, {irq}, slot {}", self.port.caps, inner.slot.state())
+    }
+
+    fn self_test(&mut self) -> Result<String, String> {
+        let inner = self.port.inner.lock();
+        let f = inner.owner.function();
+        let control = f.config_read16(self.port.cap + offset::SLOT_CONTROL);
+        if control == 0xffff {
+            return Err("the port does not answer".into());
+        }
+        let wanted =
+            control::BUTTON_ENABLE | control::PRESENCE_ENABLE | control::HOT_PLUG_INTERRUPT_ENABLE;
+        if control & wanted != wanted {
+            return Err(format!(
+                "Slot Control {control:#06x}: event interrupts not enabled"
+            ));
+        }
+        Ok(format!("Slot Control {control:#06x}, events enabled"))
+    }
+
+    /// `pciehp` (list the slots), `pciehp resources` (the kernel's resource counters),
+    /// `pciehp delay <ms>` (the attention-button abort window), `pciehp events` (events
+    /// handled so far).
+    fn command(&mut self, args: &[&str]) -> Option<Result<String, String>> {
+        Some(match args {
+            [] | ["slots"] => Ok(slots().join("\n")),
+            ["resources"] => HOST
+                .get()
+                .map(|h| h.resources())
+                .ok_or_else(|| String::from("the kernel has not polled yet")),
+            ["events"] => Ok(format!(
+                "events handled: {}",
+                EVENTS_HANDLED.load(Ordering::Relaxed)
+            )),
+            ["delay"] => Ok(format!(
+                "attention button delay: {} ms",
+                BUTTON_DELAY_US.load(Ordering::Relaxed) / 1000
+            )),
+            ["delay", ms] => match ms.parse::<u64>() {
+                Ok(ms) if ms <= 60_000 => {
+                    set_button_delay_us(ms * 1000);
+                    Ok(format!("attention button delay: {ms} ms"))
+                }
+                _ => Err(format!("delay: {ms} is not a number of ms up to 60000")),
+            },
+            _ => Err("usage: pciehp [slots | resources | events | delay [<ms>]]".to_string()),
+        })
+    }
+}
+
+/// Sets the attention-button abort window for every slot (default
+/// [`pci::hotplug::BUTTON_DELAY_US`], the spec's 5 s).
+pub fn set_button_delay_us(us: u64) {
+    BUTTON_DELAY_US.store(us, Ordering::Relaxed);
+    for port in live_ports() {
+        port.inner.lock().slot.set_delay(us);
+    }
+}
+
+fn live_ports() -> Vec<Arc<Port>> {
+    let mut list = PORTS.lock();
+    list.retain(|w| w.strong_count() > 0);
+    list.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// One line per bound hot-plug slot.
+pub fn slots() -> Vec<String> {
+    live_ports()
+        .iter()
+        .filter(|p| !p.unbound.load(Ordering::Acquire))
+        .map(|p| p.describe())
+        .collect()
+}
+
+/// (port, physical slot number, powered) of every bound hot-plug slot, for `lspci -t`.
+pub fn slot_numbers() -> Vec<(Address, u16, bool)> {
+    live_ports()
+        .iter()
+        .filter(|p| !p.unbound.load(Ordering::Acquire))
+        .map(|p| {
+            let control = p.inner.lock().control;
+            (
+                p.address,
+                p.caps.physical_slot(),
+                !p.caps.power_controller() || hotplug::power_on(control),
+            )
+        })
+        .collect()
+}
+
+/// Hot-plug events handled so far.
+pub fn events_handled() -> u64 {
+    EVENTS_HANDLED.load(Ordering::Relaxed)
+}
+
+/// Services every slot: events since the last call, abort windows that ended. Called by
+/// the kernel outside interrupt context (its idle loop). Returns the earliest pending
+/// deadline (µs since boot), so the caller knows when to call again without an interrupt.
+pub fn poll(host: &'static dyn Host) -> Option<u64> {
+    HOST.call_once(|| host);
+    // The registry lock is not held while a slot is serviced: binding below a slot may
+    // register new ports (a switch's downstream ports).
+    let ports = live_ports();
+    let mut next: Option<u64> = None;
+    for port in &ports {
+        if port.unbound.load(Ordering::Acquire) {
+            continue;
+        }
+        if let Some(d) = port.service(host) {
+            next = Some(next.map_or(d, |n| n.min(d)));
+        }
+    }
+    next
+}
+
+/// Whether some port has signalled since it was last serviced, or an abort window is open.
+pub fn work_pending() -> bool {
+    live_ports().iter().any(|p| {
+        !p.unbound.load(Ordering::Acquire)
+            && (p.pending.load(Ordering::Acquire) || p.deadline().is_some())
+    })
+}

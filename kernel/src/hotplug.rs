@@ -1,0 +1,298 @@
+//! The kernel's side of PCI Express hot-plug: deferred work for the `pciehp` driver, and the
+//! enumeration and bind path it asks for when a slot comes up or goes away.
+//!
+//! Design note. The slot logic (registers, state machine, abort-window timer) lives in
+//! `pci::hotplug` and the driver that owns each hot-plug port in `drivers::pciehp`. What only
+//! the kernel can do is here:
+//!
+//! - **Deferred work.** The port's interrupt handler only notes that the port signalled.
+//!   [`idle`] runs from the console's idle loop (before it sleeps with `sti; hlt`) and calls
+//!   `drivers::pciehp::poll`, which may wait (for Command Completed, for the link, 100 ms
+//!   after it): never in interrupt context. When an attention-button abort window is open, it
+//!   arms the local APIC's one-shot timer for the window's end, so the sleeping console wakes
+//!   up in time without a periodic tick.
+//! - **Enumeration below a slot** ([`KernelHost::attach`]): the functions of device 0 on the
+//!   port's secondary bus are read with `pci::probe`; BARs firmware did not assign (a card
+//!   added after boot has them at zero) are placed inside the port's forwarding windows by
+//!   `pci::assign` and written with decode off; the functions join the kernel's topology
+//!   (`pcibus::add_functions`) and are offered to the drivers through the normal bind path
+//!   (`bus::bind`). A bridge found below a slot (a hot-added switch) is not configured: its
+//!   bus numbers would have to be carved out of the port's range, which is not done; the
+//!   attach says so.
+//! - **Removal** ([`KernelHost::detach`]): every function on the buses below the port is
+//!   unbound (`bus::unbind`: dropping the driver state releases vectors, mappings, DMA memory,
+//!   handlers and the claim) and forgotten (`pcibus::remove_functions`).
+//!
+//! A surprise removal runs the same drops on a device that no longer answers: waits in
+//! drivers end early (`PciFunction::wait_until` checks presence), and the teardown's writes
+//! (MSI-X masks, controller shutdown) go to a device that is not there, which discards them.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use drivers::pciehp::{self, Host};
+use pci::assign::{self, Request, Windows};
+use pci::{Address, BarKind, ConfigSpace, Function};
+use spin::Once;
+
+use crate::interrupts::{dispatch, lapic};
+use crate::pcie::KernelConfig;
+
+/// The kernel as the hot-plug driver's host.
+pub struct KernelHost;
+
+static HOST: KernelHost = KernelHost;
+
+/// Whether the one-shot timer's handler is installed (so a wake-up at a deadline is
+/// possible).
+static TIMER: Once<bool> = Once::new();
+
+/// Runs hot-plug work that is due; called by the console's idle loop before it sleeps.
+pub fn idle() {
+    let timer = *TIMER.call_once(|| {
+        let ok = dispatch::install(
+            lapic::TIMER_VECTOR,
+            "hotplug timer",
+            "LAPIC",
+            Box::new(|| {}),
+        )
+        .is_ok();
+        if !ok {
+            log::warn!(
+                "hotplug: the LAPIC timer vector is taken; abort windows end at the next interrupt"
+            );
+        }
+        ok
+    });
+    if let Some(deadline) = pciehp::poll(&HOST) {
+        let now = crate::time::micros_since_boot();
+        let us = deadline.saturating_sub(now).max(50);
+        if let (true, Some(lapic)) = (timer, lapic::get()) {
+            let hz = u64::from(lapic::timer_hz()).max(1);
+            let count =
+                (u128::from(hz) * u128::from(us) / 1_000_000).clamp(1, u128::from(u32::MAX));
+            lapic.timer_one_shot(count as u32);
+        }
+    }
+}
+
+fn config_space(scan: &crate::pcibus::Scan) -> ConfigSpace<'static, KernelConfig> {
+    crate::pcibus::config_space(crate::pcibus::config(), &scan.roots)
+}
+
+/// The port's forwarding windows, read from its bridge registers.
+fn windows(space: &ConfigSpace<'static, KernelConfig>, port: Address) -> Windows {
+    let read = |offset| space.read32(port, offset).unwrap_or(0);
+    Windows::decode(
+        read(assign::offset::IO),
+        read(assign::offset::MEMORY),
+        read(assign::offset::PREFETCHABLE),
+        (
+            read(assign::offset::PREFETCHABLE_BASE_UPPER),
+            read(assign::offset::PREFETCHABLE_LIMIT_UPPER),
+        ),
+        read(assign::offset::IO_UPPER),
+    )
+}
+
+/// Reads the functions of device 0 on `bus` (a PCI Express link leads to device 0 only).
+fn probe_slot(space: &ConfigSpace<'static, KernelConfig>, segment: u16, bus: u8) -> Vec<Function> {
+    let mut found = Vec::new();
+    for function in 0..8 {
+        let address = Address::new_masked(segment, bus, 0, function);
+        let (f, errors) = pci::probe(space, address);
+        for e in errors {
+            log::warn!("hotplug: {e}");
+        }
+        let Some(f) = f else {
+            if function == 0 {
+                break;
+            }
+            continue;
+        };
+        let multifunction = f.multifunction;
+        found.push(f);
+        if function == 0 && !multifunction {
+            break;
+        }
+    }
+    found
+}
+
+/// Places the unassigned BARs of `functions` inside `windows` and writes them (decode off).
+fn assign_bars(
+    space: &ConfigSpace<'static, KernelConfig>,
+    windows: &Windows,
+    functions: &[Function],
+) -> Result<usize, String> {
+    let mut requests = Vec::new();
+    for (i, f) in functions.iter().enumerate() {
+        for (slot, bar) in f.bars() {
+            if bar.address == 0 {
+                requests.push(Request {
+                    function: i,
+                    slot,
+                    kind: bar.kind,
+                    prefetchable: bar.prefetchable,
+                    size: bar.size,
+                });
+            }
+        }
+    }
+    let placed = assign::assign(windows, &requests).map_err(|e| format!("{e}"))?;
+    for f in functions {
+        // Decode off while BARs move (PCI 3.0 §6.2.5.1).
+        let command = space.read32(f.address, 0x04).unwrap_or(0);
+        let _ = space.write32(f.address, 0x04, command & 0x0000_fffc);
+    }
+    for p in &placed {
+        let f = &functions[p.request.function];
+        let offset = pci::bar::bar_offset(p.request.slot);
+        let _ = space.write32(f.address, offset, p.address as u32);
+        if p.request.kind == BarKind::Memory64 {
+            let _ = space.write32(f.address, offset + 4, (p.address >> 32) as u32);
+        }
+        log::info!(
+            "hotplug: {} BAR{} ({:?}{}, {:#x} bytes) at {:#x}",
+            f.address,
+            p.request.slot,
+            p.request.kind,
+            if p.request.prefetchable {
+                " prefetchable"
+            } else {
+                ""
+            },
+            p.request.size,
+            p.address
+        );
+    }
+    Ok(placed.len())
+}
+
+/// The functions on the buses below `port` (its secondary through subordinate bus).
+fn below(scan: &crate::pcibus::Scan, port: Address) -> Option<impl Fn(Address) -> bool + use<>> {
+    let bridge = scan.topology.function(port)?.bridge?;
+    let segment = port.segment();
+    Some(move |a: Address| {
+        a.segment() == segment && (bridge.secondary..=bridge.subordinate).contains(&a.bus())
+    })
+}
+
+impl Host for KernelHost {
+    fn attach(&self, port: Address) -> Result<String, String> {
+        let scan = crate::pcibus::scan().ok_or("PCI not enumerated")?;
+        let bridge = scan
+            .topology
+            .function(port)
+            .and_then(|f| f.bridge)
+            .ok_or_else(|| format!("{port} is not a bridge"))?;
+        let space = config_space(&scan);
+        let mut functions = probe_slot(&space, port.segment(), bridge.secondary);
+        if functions.is_empty() {
+            return Err(format!(
+                "no function answers on bus {:02x} below {port}",
+                bridge.secondary
+            ));
+        }
+        if let Some(b) = functions.iter().find(|f| f.is_bridge()) {
+            return Err(format!(
+                "{} is a bridge: bridges below a hot-plug slot are not configured (bus numbers are not assigned)",
+                b.address
+            ));
+        }
+        let windows = windows(&space, port);
+        let assigned =
+            assign_bars(&space, &windows, &functions).map_err(|e| format!("{port}: BARs: {e}"))?;
+        if assigned > 0 {
+            // Read again: the BARs now hold their addresses.
+            functions = probe_slot(&space, port.segment(), bridge.secondary);
+            if functions.is_empty() {
+                return Err(format!(
+                    "the card below {port} vanished while it was set up"
+                ));
+            }
+        }
+        drop(scan);
+        crate::pcibus::add_functions(&functions);
+        let mut lines = Vec::new();
+        for f in &functions {
+            match crate::bus::bind(f.address) {
+                Ok(status) => {
+                    log::info!("hotplug: bound {status}");
+                    lines.push(format!("{}", f.address));
+                }
+                Err(e) => {
+                    log::warn!("hotplug: {e}");
+                    lines.push(format!("{} (unbound: {e})", f.address));
+                }
+            }
+        }
+        Ok(lines.join(", "))
+    }
+
+    fn detach(&self, port: Address, gone: bool) -> String {
+        let Some(scan) = crate::pcibus::scan() else {
+            return String::from("nothing (PCI not enumerated)");
+        };
+        let Some(inside) = below(&scan, port) else {
+            return format!("nothing ({port} is not a bridge)");
+        };
+        let addresses: Vec<Address> = scan
+            .topology
+            .functions
+            .iter()
+            .map(|f| f.address)
+            .filter(|a| inside(*a))
+            .collect();
+        drop(scan);
+        let mut unbound = Vec::new();
+        // Deepest first: functions behind a bridge below the slot before the bridge.
+        for address in addresses.iter().rev() {
+            if crate::bus::unbind(*address).is_ok() {
+                unbound.push(format!("{address}"));
+            }
+        }
+        crate::pcibus::remove_functions(inside);
+        if gone {
+            log::warn!("hotplug: {port}: card gone; its drivers were dropped");
+        }
+        if unbound.is_empty() {
+            String::from("nothing")
+        } else {
+            unbound.join(", ")
+        }
+    }
+
+    fn log(&self, line: &str) {
+        log::info!("{line}");
+    }
+
+    fn resources(&self) -> String {
+        // The heap first, before this function allocates.
+        let (heap_used, _) = crate::memory::heap::usage();
+        let frames = crate::memory::frames::with(|f| f.free_bytes());
+        let mmio = crate::memory::mmio::window_free_bytes();
+        let vectors = crate::interrupts::vectors::total_free();
+        let handlers = dispatch::installed();
+        let claimed = crate::pciirq::claimed().len();
+        let intx = crate::pciirq::intx_users().len();
+        let functions = crate::pcibus::scan().map_or(0, |s| s.topology.functions.len());
+        format!(
+            "RESOURCES vectors_free={vectors} frames_free={frames} heap_used={heap_used} mmio_free={mmio} handlers={} claimed={claimed} intx={intx} functions={functions}",
+            handlers.len()
+        )
+    }
+
+    fn now_us(&self) -> u64 {
+        crate::time::micros_since_boot()
+    }
+
+    fn occupied(&self, port: Address) -> bool {
+        crate::pcibus::scan().is_some_and(|scan| {
+            below(&scan, port)
+                .is_some_and(|inside| scan.topology.functions.iter().any(|f| inside(f.address)))
+        })
+    }
+}

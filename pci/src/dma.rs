@@ -192,6 +192,29 @@ impl DmaBuffer {
         self.region().write32(offset, value)
     }
 
+    /// Copies `out.len()` bytes at `offset` out of the buffer in one bulk copy (data a device
+    /// wrote). Panics outside the buffer (a driver bug).
+    pub fn read_bytes(&self, offset: u64, out: &mut [u8]) {
+        self.check_bytes(offset, out.len());
+        self.region().read_bytes(offset, out);
+    }
+
+    /// Copies `data` into the buffer at `offset` in one bulk copy (data for a device to read).
+    /// Panics outside the buffer.
+    pub fn write_bytes(&self, offset: u64, data: &[u8]) {
+        self.check_bytes(offset, data.len());
+        self.region().write_bytes(offset, data);
+    }
+
+    fn check_bytes(&self, offset: u64, len: usize) {
+        if let Err(e) = crate::range::checked_range(offset, len as u64, self.len()) {
+            panic!(
+                "DMA copy of {len:#x} bytes at {offset:#x} outside {:#x} bytes: {e}",
+                self.len()
+            );
+        }
+    }
+
     /// Writes a qword (two dwords, low first).
     pub fn write64(&self, offset: u64, value: u64) {
         let r = self.check(offset, 8);

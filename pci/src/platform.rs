@@ -77,6 +77,19 @@ pub trait DmaRegion: Send + Sync {
     fn read32(&self, offset: u64) -> u32;
     /// Writes a dword (4-byte aligned).
     fn write32(&self, offset: u64, value: u32);
+    /// Copies `out.len()` bytes at `offset` out of the region in one go (the caller checked
+    /// the range). The default goes byte by byte; a platform overrides it with a bulk copy.
+    fn read_bytes(&self, offset: u64, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.read8(offset + i as u64);
+        }
+    }
+    /// Copies `data` into the region at `offset` in one go (the caller checked the range).
+    fn write_bytes(&self, offset: u64, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            self.write8(offset + i as u64, *b);
+        }
+    }
 }
 
 /// A function's attachment to a (possibly shared) legacy INTx line.

@@ -226,3 +226,31 @@ fn map_bar_refuses_windows_ending_past_u64_max() {
         );
     }
 }
+
+#[test]
+fn dma_bulk_copies_round_trip_and_stay_inside() {
+    let platform = FakePlatform::leaked(1);
+    let (function, _space) = handle(device(4), platform);
+    let master = function.bus_master();
+    let buffer = master.dma_buffer(100).unwrap();
+    let data: Vec<u8> = (0..37u8).collect();
+    buffer.write_bytes(63, &data);
+    let mut back = vec![0u8; 37];
+    buffer.read_bytes(63, &mut back);
+    assert_eq!(back, data);
+    assert_eq!(buffer.read8(63), 0);
+    assert_eq!(buffer.read8(99), 36);
+    buffer.read_bytes(100, &mut []);
+    for (offset, len) in [(64u64, 37usize), (100, 1), (u64::MAX, 1), (u64::MAX - 3, 4)] {
+        let copy = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut out = vec![0u8; len];
+            buffer.read_bytes(offset, &mut out);
+        }));
+        assert!(copy.is_err(), "read of {len} at {offset:#x} was allowed");
+        let copy = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            buffer.write_bytes(offset, &vec![0xffu8; len]);
+        }));
+        assert!(copy.is_err(), "write of {len} at {offset:#x} was allowed");
+    }
+    assert!(platform.dma_red_zones_intact());
+}

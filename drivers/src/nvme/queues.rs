@@ -227,19 +227,14 @@ fn execute(
     failure.map_or(Ok(()), Err)
 }
 
-/// Copies from a DMA buffer (dword reads; `out.len()` a multiple of 4).
+/// Copies from a DMA buffer (one bulk copy).
 pub(super) fn copy_from_dma(buffer: &DmaBuffer, offset: u64, out: &mut [u8]) {
-    for (i, word) in out.chunks_exact_mut(4).enumerate() {
-        word.copy_from_slice(&buffer.read32(offset + 4 * i as u64).to_le_bytes());
-    }
+    buffer.read_bytes(offset, out);
 }
 
-/// Copies into the start of a DMA buffer (dword writes; `data.len()` a multiple of 4).
+/// Copies into the start of a DMA buffer (one bulk copy).
 fn copy_to_dma(buffer: &DmaBuffer, data: &[u8]) {
-    for (i, word) in data.chunks_exact(4).enumerate() {
-        let value = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        buffer.write32(4 * i as u64, value);
-    }
+    buffer.write_bytes(0, data);
 }
 
 impl Nvme {

@@ -343,35 +343,14 @@ impl VirtioPci {
     }
 }
 
-/// Copies `out.len()` bytes from `buffer` at `offset` (dword reads where aligned).
+/// Copies `out.len()` bytes from `buffer` at `offset` (one bulk copy).
 pub(crate) fn copy_from(buffer: &DmaBuffer, offset: u64, out: &mut [u8]) {
-    let mut i = 0;
-    while i < out.len() {
-        let at = offset + i as u64;
-        if at.is_multiple_of(4) && i + 4 <= out.len() {
-            out[i..i + 4].copy_from_slice(&buffer.read32(at).to_le_bytes());
-            i += 4;
-        } else {
-            out[i] = buffer.read8(at);
-            i += 1;
-        }
-    }
+    buffer.read_bytes(offset, out);
 }
 
-/// Copies `data` into `buffer` at `offset` (dword writes where aligned).
+/// Copies `data` into `buffer` at `offset` (one bulk copy).
 pub(crate) fn copy_to(buffer: &DmaBuffer, offset: u64, data: &[u8]) {
-    let mut i = 0;
-    while i < data.len() {
-        let at = offset + i as u64;
-        if at.is_multiple_of(4) && i + 4 <= data.len() {
-            let word = [data[i], data[i + 1], data[i + 2], data[i + 3]];
-            buffer.write32(at, u32::from_le_bytes(word));
-            i += 4;
-        } else {
-            buffer.write8(at, data[i]);
-            i += 1;
-        }
-    }
+    buffer.write_bytes(offset, data);
 }
 
 #[cfg(test)]

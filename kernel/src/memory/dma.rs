@@ -61,6 +61,18 @@ impl DmaBuffer {
         }
     }
 
+    /// Address of `len` bytes at `offset`; panics outside.
+    fn at_range(&self, offset: u64, len: u64) -> u64 {
+        match pci::range::checked_range(offset, len, self.len()) {
+            // Cannot wrap: the buffer's frames end at or below the top of physical memory.
+            Ok(r) => self.phys + r.start,
+            Err(e) => panic!(
+                "DMA copy of {len:#x} bytes at {offset:#x} outside {:#x} bytes: {e}",
+                self.len()
+            ),
+        }
+    }
+
     /// Reads a dword.
     pub fn read32(&self, offset: u64) -> u32 {
         let p = self.at(offset, 4) as *const u32;
@@ -143,5 +155,29 @@ impl pci::platform::DmaRegion for DmaBuffer {
 
     fn write32(&self, offset: u64, value: u32) {
         DmaBuffer::write32(self, offset, value)
+    }
+
+    fn read_bytes(&self, offset: u64, out: &mut [u8]) {
+        if out.is_empty() {
+            return;
+        }
+        let src = self.at_range(offset, out.len() as u64) as *const u8;
+        // The device's writes must be seen: no load may move above this point (the caller has
+        // just observed a completion with a volatile read).
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        // SAFETY: `[src, src + len)` lies inside the buffer (checked), which the invariant says
+        // is mapped and ours; `out` is a distinct Rust slice, so they do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) }
+    }
+
+    fn write_bytes(&self, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let dst = self.at_range(offset, data.len() as u64) as *mut u8;
+        // SAFETY: as in `read_bytes`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) }
+        // Every byte is in memory before the device is told to look (a doorbell write).
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
     }
 }

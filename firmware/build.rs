@@ -10,6 +10,9 @@
 //!   themselves); for `x86_64-unknown-none` also no SSE/MMX/x87 state,
 //!   no red zone (interrupts share the stack), the kernel code model.
 
+// The ACPICA C source this script compiles is found in the `acpica` package's directory; the
+// crate itself is not used, only named, so that cargo keeps it as a build dependency.
+use acpica as _;
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};

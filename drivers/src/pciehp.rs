@@ -572,10 +572,6 @@ impl Port {
         }
     }
 
-    fn deadline(&self) -> Option<u64> {
-        self.inner.lock().slot.deadline()
-    }
-
     fn describe(&self) -> String {
         let inner = self.inner.lock();
         let f = inner.owner.function();
@@ -753,10 +749,10 @@ pub fn poll(host: &'static dyn Host) -> Option<u64> {
     next
 }
 
-/// Whether some port has signalled since it was last serviced, or an abort window is open.
-pub fn work_pending() -> bool {
-    live_ports().iter().any(|p| {
-        !p.unbound.load(Ordering::Acquire)
-            && (p.pending.load(Ordering::Acquire) || p.deadline().is_some())
-    })
+/// Whether some port's interrupt arrived since it was last serviced. Takes no lock a handler
+/// could hold, so it may be called with interrupts disabled.
+pub fn signalled() -> bool {
+    live_ports()
+        .iter()
+        .any(|p| !p.unbound.load(Ordering::Acquire) && p.pending.load(Ordering::Acquire))
 }

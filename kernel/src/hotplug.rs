@@ -23,6 +23,9 @@
 //!   unbound (`bus::unbind`: dropping the driver state releases vectors, mappings, DMA memory,
 //!   handlers and the claim) and forgotten (`pcibus::remove_functions`).
 //!
+//! `lspci -t` labels each hot-plug port with its Physical Slot Number and power state
+//! (`pci::lspci::set_slot_labels`, set on the first idle call).
+//!
 //! A surprise removal runs the same drops on a device that no longer answers: waits in
 //! drivers end early (`PciFunction::wait_until` checks presence), and the teardown's writes
 //! (MSI-X masks, controller shutdown) go to a device that is not there, which discards them.
@@ -50,8 +53,15 @@ static HOST: KernelHost = KernelHost;
 static TIMER: Once<bool> = Once::new();
 
 /// Runs hot-plug work that is due; called by the console's idle loop before it sleeps.
+///
+/// Returns with interrupts **disabled** after a last check that nothing is pending: the
+/// console then sleeps with `sti; hlt`, which takes any interrupt that arrived after the
+/// check (a port's event, the abort-window timer) as its wake-up. Returning with interrupts
+/// enabled would leave a window in which an event is handled by its interrupt handler (which
+/// only notes it) and the console then sleeps on it until the next keystroke.
 pub fn idle() {
     let timer = *TIMER.call_once(|| {
+        pci::lspci::set_slot_labels(slot_label);
         let ok = dispatch::install(
             lapic::TIMER_VECTOR,
             "hotplug timer",
@@ -66,16 +76,35 @@ pub fn idle() {
         }
         ok
     });
-    if let Some(deadline) = pciehp::poll(&HOST) {
-        let now = crate::time::micros_since_boot();
-        let us = deadline.saturating_sub(now).max(50);
-        if let (true, Some(lapic)) = (timer, lapic::get()) {
+    loop {
+        x86_64::instructions::interrupts::enable();
+        let next = pciehp::poll(&HOST);
+        if let (Some(deadline), true, Some(lapic)) = (next, timer, lapic::get()) {
+            // At most 250 ms per arming: the CPU wakes a few times during a window, and a
+            // wake-up that comes early (the timer's rate is a calibration) or is lost costs
+            // little.
+            let us = deadline
+                .saturating_sub(crate::time::micros_since_boot())
+                .clamp(50, 250_000);
             let hz = u64::from(lapic::timer_hz()).max(1);
             let count =
                 (u128::from(hz) * u128::from(us) / 1_000_000).clamp(1, u128::from(u32::MAX));
             lapic.timer_one_shot(count as u32);
         }
+        x86_64::instructions::interrupts::disable();
+        let due = next.is_some_and(|d| d <= crate::time::micros_since_boot());
+        if !due && !pciehp::signalled() {
+            return;
+        }
     }
+}
+
+/// The hot-plug slot below `port`, for `lspci -t`.
+fn slot_label(port: Address) -> Option<pci::lspci::SlotLabel> {
+    pciehp::slot_numbers()
+        .into_iter()
+        .find(|(address, _, _)| *address == port)
+        .map(|(_, number, powered)| pci::lspci::SlotLabel { number, powered })
 }
 
 fn config_space(scan: &crate::pcibus::Scan) -> ConfigSpace<'static, KernelConfig> {

@@ -108,6 +108,36 @@ fn write_tree_name<W: Write + ?Sized>(w: &mut W, f: &Function) -> fmt::Result {
 /// The buses as a tree, like `lspci -tv` (see the module documentation). Iterative, so a
 /// deep chain of bridges cannot overflow the kernel stack.
 pub fn write_tree<W: Write + ?Sized>(w: &mut W, topology: &Topology) -> fmt::Result {
+    let labels = SLOT_LABELS.get().copied();
+    write_tree_labelled(w, topology, &|address| labels.and_then(|f| f(address)))
+}
+
+/// A hot-plug slot below a port, as the slot's owner reports it: its Physical Slot Number
+/// (PCIe Base 6.0 §7.5.3.9) and whether its power controller is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotLabel {
+    /// Physical Slot Number.
+    pub number: u16,
+    /// Slot power on.
+    pub powered: bool,
+}
+
+/// Where [`write_tree`] gets slot labels from (set once by the kernel's hot-plug code).
+static SLOT_LABELS: spin::Once<fn(crate::Address) -> Option<SlotLabel>> = spin::Once::new();
+
+/// Makes [`write_tree`] label hot-plug ports with what `labels` reports (once; later calls
+/// are ignored).
+pub fn set_slot_labels(labels: fn(crate::Address) -> Option<SlotLabel>) {
+    SLOT_LABELS.call_once(|| labels);
+}
+
+/// [`write_tree`] with the slot labels `labels` gives (`[slot 1, power on]` after a port's
+/// name).
+pub fn write_tree_labelled<W: Write + ?Sized>(
+    w: &mut W,
+    topology: &Topology,
+    labels: &dyn Fn(crate::Address) -> Option<SlotLabel>,
+) -> fmt::Result {
     // One level per bus being printed: its functions and how many are done.
     let mut stack: alloc::vec::Vec<(&[Function], usize)> = alloc::vec::Vec::new();
     for root in topology.buses.iter().filter(|b| b.bridge.is_none()) {
@@ -139,6 +169,14 @@ pub fn write_tree<W: Write + ?Sized>(w: &mut W, topology: &Topology) -> fmt::Res
             }
             w.write_str("  ")?;
             write_tree_name(w, f)?;
+            if let Some(slot) = labels(f.address) {
+                write!(
+                    w,
+                    " [slot {}, power {}]",
+                    slot.number,
+                    if slot.powered { "on" } else { "off" }
+                )?;
+            }
             w.write_char('\n')?;
             if let Some(bus) = topology.bus_behind(f.address) {
                 stack.push((topology.functions_on(bus.segment, bus.number), 0));

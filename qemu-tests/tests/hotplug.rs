@@ -1,0 +1,486 @@
+//! PCI Express native hot-plug scenarios: devices added with QMP `device_add` into free
+//! `pcie-root-port`s and into a switch downstream port (`x3130-upstream` +
+//! `xio3130-downstream`), bound by the kernel, exercised, then removed with `device_del`
+//! (QEMU presses the slot's attention button; the removal completes only when the kernel
+//! powers the slot off).
+//!
+//! QEMU's own view is the independent truth: the `DEVICE_DELETED` event says the removal
+//! completed, `query-pci` says where the device is and which BAR addresses it decodes. The
+//! kernel's side is read off its console: the hot-plug log lines, `selftest`, and
+//! `pciehp resources` (vectors, frames, heap, MMIO window, handlers, claims, INTx users and
+//! known functions), which must equal the baseline taken before the first `device_add`
+//! after every removal.
+//!
+//! QEMU is run with `-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off`: q35's
+//! default hands hot-plug of root ports to ACPI (presence detect stays clear), and the kernel
+//! has no ACPI hot-plug (it evaluates no `_OSC`; see docs/hotplug.md).
+//!
+//! - `hotplug_cycles`: the spec's 5 s attention-button window once (edu: the removal takes
+//!   at least 5 s, the BAR QEMU decodes is the one the kernel assigned, `lspci -t` shows
+//!   slot 1 powered with the edu below it, then powered off and empty); then, with
+//!   `pciehp delay 0`, edu, NVMe, virtio-blk and virtio-net in turn, alternating between a
+//!   root port and the switch's downstream port, for about two minutes; then an NVMe removed
+//!   while `nvme read` commands keep coming (1 s window), after which the console answers,
+//!   the NVMe is added again and binds. Prints cycles per second.
+//! - `hotplug_x2apic`: `-cpu max` (x2APIC mode), one cycle of each device type.
+//!
+//! Surprise removal (a card pulled without a button press) cannot be produced with QEMU's
+//! PCIe ports: `device_del` always goes through the attention button (or, for a slot the
+//! guest powered off, removes a device the guest can no longer see). The kernel's side of it
+//! is host-tested (`pci::hotplug` state machine, `pci/tests/vanish.rs`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use qemu_tests::{
+    InteractRun, Machine, Qemu, Qmp, Session, check, ensure, kernel_elf, qemu_or_skip,
+    unique_temp_dir,
+};
+
+const PROMPT: &str = "kernel> ";
+const BOOT: Duration = Duration::from_secs(60);
+const ANSWER: Duration = Duration::from_secs(20);
+/// How long the cycle phase runs: two minutes, or `HOTPLUG_CYCLE_SECONDS`.
+fn cycle_budget() -> Duration {
+    let seconds = std::env::var("HOTPLUG_CYCLE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(seconds)
+}
+
+/// A port devices are hot-added into: its QEMU id and its Physical Slot Number.
+#[derive(Clone, Copy)]
+struct Port {
+    id: &'static str,
+    slot: u16,
+}
+
+const ROOT_PORT: Port = Port { id: "rp1", slot: 1 };
+const DOWNSTREAM_PORT: Port = Port { id: "dp1", slot: 3 };
+
+/// The machine: two free hot-plug ports (a root port, and a downstream port of a switch in
+/// a second root port), block backends for the NVMe and virtio-blk, a user-mode network.
+fn machine(scratch: &std::path::Path, cpu: &str) -> (Qemu, PathBuf) {
+    std::fs::create_dir_all(scratch).expect("scratch directory");
+    let qmp = scratch.join("qmp.sock");
+    let disk = |name: &str| {
+        let path = scratch.join(name);
+        let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, data).expect("disk image");
+        path
+    };
+    let nvme = disk("nvme.img");
+    let blk = disk("blk.img");
+    let qemu = Qemu::kernel(kernel_elf(), "log=info")
+        .machine(Machine::Q35)
+        .memory_mib(512)
+        .timeout(Duration::from_secs(600))
+        .args([
+            "-cpu",
+            cpu,
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", qmp.display()),
+            "-global",
+            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+            "-device",
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x5",
+            "-device",
+            "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2,addr=0x6",
+            "-device",
+            "x3130-upstream,id=up1,bus=rp2",
+            "-device",
+            "xio3130-downstream,id=dp1,bus=up1,chassis=3,slot=3",
+            "-blockdev",
+            &format!(
+                "driver=raw,node-name=nvm0,file.driver=file,file.filename={}",
+                nvme.display()
+            ),
+            "-blockdev",
+            &format!(
+                "driver=raw,node-name=blk0,file.driver=file,file.filename={}",
+                blk.display()
+            ),
+            "-netdev",
+            "user,id=net0",
+        ]);
+    (qemu, qmp)
+}
+
+/// A device type to hot-add: its `device_add` arguments (without id and bus) and the driver
+/// that must bind.
+struct Device {
+    driver: &'static str,
+    args: fn() -> Value,
+}
+
+const DEVICES: [Device; 4] = [
+    Device {
+        driver: "edu",
+        args: || json!({ "driver": "edu" }),
+    },
+    Device {
+        driver: "nvme",
+        args: || json!({ "driver": "nvme", "drive": "nvm0", "serial": "hotplug0" }),
+    },
+    Device {
+        driver: "virtio-blk",
+        args: || json!({ "driver": "virtio-blk-pci", "drive": "blk0" }),
+    },
+    Device {
+        driver: "virtio-net",
+        args: || json!({ "driver": "virtio-net-pci", "netdev": "net0" }),
+    },
+];
+
+/// Runs a console command and returns its output (up to the next prompt).
+fn command(s: &mut Session<'_>, line: &str) -> Result<String, String> {
+    s.send_line(line)?;
+    let out = s.expect(PROMPT, ANSWER)?;
+    Ok(out)
+}
+
+/// The kernel's resource counters.
+fn resources(s: &mut Session<'_>) -> Result<String, String> {
+    let out = command(s, "pciehp resources")?;
+    out.lines()
+        .find_map(|l| l.find("RESOURCES ").map(|at| l[at..].trim().to_owned()))
+        .ok_or_else(|| format!("no RESOURCES line in:\n{out}"))
+}
+
+/// Waits for the QMP event `name` about device `id`.
+fn wait_event(qmp: &mut Qmp, name: &str, id: &str, timeout: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(at) = qmp
+            .events
+            .iter()
+            .position(|e| e["event"] == name && e["data"]["device"].as_str() == Some(id))
+        {
+            qmp.events.remove(at);
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "no {name} for {id} within {timeout:?} (events: {:?})",
+                qmp.events
+            ));
+        }
+        qmp.execute("query-status", None)?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One hot-add: `device_add`, wait for the kernel to bind it; returns the function's
+/// address and the milliseconds from power-on to bound.
+fn add(
+    s: &mut Session<'_>,
+    qmp: &mut Qmp,
+    device: &Device,
+    port: Port,
+    id: &str,
+) -> Result<(String, u64), String> {
+    let mut args = (device.args)();
+    args["id"] = json!(id);
+    args["bus"] = json!(port.id);
+    qmp.execute("device_add", Some(args))?;
+    s.expect(&format!("slot {}: bound ", port.slot), ANSWER)?;
+    let line = s.expect(" ms from power-on)", ANSWER)?;
+    ensure!(
+        !line.contains("unbound:"),
+        "{} in slot {}: not bound: {line}",
+        device.driver,
+        port.slot
+    );
+    let address = line
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| format!("no address in {line:?}"))?
+        .to_owned();
+    let ms = line
+        .rsplit_once('(')
+        .and_then(|(_, t)| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    Ok((address, ms))
+}
+
+/// Runs the self test of `address`; fails if it reports an error.
+fn self_test(s: &mut Session<'_>, address: &str, driver: &str) -> Result<(), String> {
+    let out = command(s, &format!("selftest {address}"))?;
+    ensure!(
+        !out.contains("selftest:"),
+        "{driver} at {address}: self test failed:\n{out}"
+    );
+    Ok(())
+}
+
+/// `device_del` and wait until QEMU reports the device gone and the kernel powered the
+/// slot off. Returns the time from `device_del` to `DEVICE_DELETED`.
+fn remove(
+    s: &mut Session<'_>,
+    qmp: &mut Qmp,
+    port: Port,
+    id: &str,
+    window: Duration,
+) -> Result<Duration, String> {
+    qmp.execute("device_del", Some(json!({ "id": id })))?;
+    let took = wait_event(qmp, "DEVICE_DELETED", id, window + ANSWER)?;
+    s.expect(&format!("slot {}: powered off", port.slot), ANSWER)?;
+    Ok(took)
+}
+
+/// The QEMU functions on the secondary bus of the port with QEMU id `port`.
+fn below(qmp: &mut Qmp, port: &str) -> Result<Vec<qemu_tests::qmp::QemuPciFunction>, String> {
+    let all = qmp.query_pci()?;
+    let bridge = all
+        .iter()
+        .find(|f| f.qdev_id == port)
+        .and_then(|f| f.bridge)
+        .ok_or_else(|| format!("query-pci: no bridge {port}"))?;
+    Ok(all
+        .into_iter()
+        .filter(|f| f.address.bus == bridge.secondary)
+        .collect())
+}
+
+struct Figures {
+    cycles: usize,
+    per_device: [usize; 4],
+    seconds: f64,
+}
+
+fn run_cycles(
+    s: &mut Session<'_>,
+    qmp: &mut Qmp,
+    baseline: &str,
+    budget: Duration,
+    max_rounds: usize,
+) -> Result<Figures, String> {
+    let start = Instant::now();
+    let mut figures = Figures {
+        cycles: 0,
+        per_device: [0; 4],
+        seconds: 0.0,
+    };
+    let ports = [ROOT_PORT, DOWNSTREAM_PORT];
+    'outer: for round in 0..max_rounds {
+        for (d, device) in DEVICES.iter().enumerate() {
+            if start.elapsed() > budget {
+                break 'outer;
+            }
+            let port = ports[(round + d) % 2];
+            let id = format!("hp{}", figures.cycles);
+            let (address, _) = add(s, qmp, device, port, &id)
+                .map_err(|e| format!("cycle {}: {e}", figures.cycles))?;
+            self_test(s, &address, device.driver)
+                .map_err(|e| format!("cycle {}: {e}", figures.cycles))?;
+            remove(s, qmp, port, &id, Duration::from_secs(1))
+                .map_err(|e| format!("cycle {}: {e}", figures.cycles))?;
+            let now = resources(s)?;
+            ensure!(
+                now == baseline,
+                "cycle {} ({} in slot {}): not at baseline after removal:\n  baseline {baseline}\n  now      {now}",
+                figures.cycles,
+                device.driver,
+                port.slot
+            );
+            figures.cycles += 1;
+            figures.per_device[d] += 1;
+        }
+    }
+    figures.seconds = start.elapsed().as_secs_f64();
+    Ok(figures)
+}
+
+#[test]
+fn hotplug_cycles() {
+    if !qemu_or_skip("hotplug_cycles") {
+        return;
+    }
+    let scratch = unique_temp_dir("hotplug");
+    let (qemu, qmp_path) = machine(&scratch, "qemu64");
+    let InteractRun { outcome, result } = qemu
+        .interact(|s| {
+            s.expect(PROMPT, BOOT)?;
+            let mut qmp = Qmp::connect(&qmp_path, Instant::now() + Duration::from_secs(590))?;
+            let baseline = resources(s)?;
+
+            // 1. The spec's 5 s window, once; QEMU decodes the BAR the kernel assigned.
+            let (address, ms) = add(s, &mut qmp, &DEVICES[0], ROOT_PORT, "edu5s")?;
+            let seen = below(&mut qmp, ROOT_PORT.id)?;
+            let edu = seen
+                .iter()
+                .find(|f| f.qdev_id == "edu5s")
+                .ok_or("query-pci does not show edu below rp1")?;
+            let bar0 = edu
+                .bars
+                .iter()
+                .find(|b| b.slot == 0)
+                .and_then(|b| b.address)
+                .ok_or("QEMU reports edu's BAR0 unmapped")?;
+            let log = s.received();
+            ensure!(
+                log.contains(&format!("{address} BAR0 (Memory32, 0x100000 bytes) at {bar0:#x}")),
+                "QEMU decodes edu's BAR0 at {bar0:#x}, which the kernel did not log assigning"
+            );
+            self_test(s, &address, "edu")?;
+            let tree = command(s, "lspci -t")?;
+            ensure!(
+                tree.contains("[slot 1, power on]") && tree.contains("Technical Corp. QEMU edu device"),
+                "`lspci -t` does not show slot 1 powered with the edu below it:\n{tree}"
+            );
+            let took = remove(s, &mut qmp, ROOT_PORT, "edu5s", Duration::from_secs(6))?;
+            ensure!(
+                took >= Duration::from_secs(5) && took < Duration::from_secs(9),
+                "removal with the default window took {took:?} (expected 5 s plus a little)"
+            );
+            ensure!(
+                below(&mut qmp, ROOT_PORT.id)?.is_empty(),
+                "query-pci still shows a device below rp1"
+            );
+            let tree = command(s, "lspci -t")?;
+            ensure!(
+                tree.contains("[slot 1, power off]") && !tree.contains("edu device"),
+                "`lspci -t` after the removal:\n{tree}"
+            );
+            let now = resources(s)?;
+            ensure!(
+                now == baseline,
+                "not at baseline after the first removal:\n  baseline {baseline}\n  now      {now}"
+            );
+            println!("hotplug: default window: edu bound {ms} ms after power-on, removal took {:.2} s", took.as_secs_f64());
+
+            // 2. Cycles with the window at 0.
+            command(s, "pciehp delay 0")?;
+            let f = run_cycles(s, &mut qmp, &baseline, cycle_budget(), usize::MAX)?;
+            println!(
+                "hotplug: {} add/bind/selftest/remove cycles in {:.1} s = {:.2} cycles/s (edu {}, nvme {}, virtio-blk {}, virtio-net {}), every resource at baseline after each",
+                f.cycles,
+                f.seconds,
+                f.cycles as f64 / f.seconds,
+                f.per_device[0],
+                f.per_device[1],
+                f.per_device[2],
+                f.per_device[3]
+            );
+            ensure!(f.per_device.iter().all(|&n| n >= 1), "some device type never cycled");
+
+            // 3. Removal during I/O: `nvme read` keeps coming while the 1 s window runs.
+            command(s, "pciehp delay 1000")?;
+            let (address, _) = add(s, &mut qmp, &DEVICES[1], ROOT_PORT, "nvmeio")?;
+            command(s, "nvme read 0")?;
+            qmp.execute("device_del", Some(json!({ "id": "nvmeio" })))?;
+            let start = Instant::now();
+            let mut reads_ok = 0;
+            let mut answers = 0;
+            let mut seen = String::new();
+            while !qmp
+                .events
+                .iter()
+                .any(|e| e["event"] == "DEVICE_DELETED" && e["data"]["device"] == "nvmeio")
+            {
+                ensure!(start.elapsed() < Duration::from_secs(15), "the NVMe was not removed while reads ran");
+                let out = command(s, &format!("nvme read {}", answers % 8))?;
+                seen.push_str(&out);
+                answers += 1;
+                if !out.contains("nvme:") && !out.contains("unknown command") {
+                    reads_ok += 1;
+                }
+                qmp.execute("query-status", None)?;
+            }
+            ensure!(reads_ok >= 1, "no read completed during the abort window");
+            if !seen.contains("slot 1: powered off") {
+                s.expect("slot 1: powered off", ANSWER)?;
+            }
+            let after = command(s, "nvme read 0")?;
+            ensure!(
+                after.contains("unknown command") || after.contains("nvme:"),
+                "`nvme read` after the removal:\n{after}"
+            );
+            let now = resources(s)?;
+            ensure!(
+                now == baseline,
+                "not at baseline after removal during I/O:\n  baseline {baseline}\n  now      {now}"
+            );
+            println!("hotplug: NVMe removed during I/O: {answers} reads issued, {reads_ok} completed before it went, console answered every one");
+            // The same device type, added again, binds and works.
+            command(s, "pciehp delay 0")?;
+            let (again, _) = add(s, &mut qmp, &DEVICES[1], ROOT_PORT, "nvmeagain")?;
+            ensure!(again == address, "re-added NVMe at {again}, first at {address}");
+            let out = command(s, "nvme read 0")?;
+            ensure!(!out.contains("nvme:"), "read after re-adding failed:\n{out}");
+            remove(s, &mut qmp, ROOT_PORT, "nvmeagain", Duration::from_secs(1))?;
+            let now = resources(s)?;
+            ensure!(now == baseline, "not at baseline at the end:\n  baseline {baseline}\n  now      {now}");
+            command(s, "help")?;
+            s.send_line("poweroff")?;
+            s.wait_exit(Duration::from_secs(15))?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("hotplug_cycles: cannot run QEMU: {e}"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!(
+        "hotplug_cycles: {} in {:.2} s",
+        outcome.describe_exit(),
+        outcome.wall.as_secs_f64()
+    );
+    check("hotplug_cycles", &outcome, |_, report| {
+        result?;
+        ensure!(
+            report.panic.is_none(),
+            "kernel panicked: {:?}",
+            report.panic
+        );
+        ensure!(
+            report.exceptions.is_empty(),
+            "CPU exception: {:?}",
+            report.exceptions.first()
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn hotplug_x2apic() {
+    if !qemu_or_skip("hotplug_x2apic") {
+        return;
+    }
+    let scratch = unique_temp_dir("hotplug-x2apic");
+    let (qemu, qmp_path) = machine(&scratch, "max");
+    let InteractRun { outcome, result } = qemu
+        .interact(|s| {
+            s.expect(PROMPT, BOOT)?;
+            let mut qmp = Qmp::connect(&qmp_path, Instant::now() + Duration::from_secs(590))?;
+            ensure!(
+                s.received().contains("x2APIC mode"),
+                "-cpu max did not bring the local APIC up in x2APIC mode"
+            );
+            let baseline = resources(s)?;
+            command(s, "pciehp delay 0")?;
+            let f = run_cycles(s, &mut qmp, &baseline, Duration::from_secs(120), 2)?;
+            ensure!(f.cycles == 8, "{} cycles instead of 8", f.cycles);
+            println!("hotplug_x2apic: {} cycles in {:.1} s", f.cycles, f.seconds);
+            s.send_line("poweroff")?;
+            s.wait_exit(Duration::from_secs(15))?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("hotplug_x2apic: cannot run QEMU: {e}"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!(
+        "hotplug_x2apic: {} in {:.2} s",
+        outcome.describe_exit(),
+        outcome.wall.as_secs_f64()
+    );
+    check("hotplug_x2apic", &outcome, |_, report| {
+        result?;
+        ensure!(
+            report.panic.is_none(),
+            "kernel panicked: {:?}",
+            report.panic
+        );
+        Ok(())
+    });
+}

@@ -224,8 +224,8 @@ ensure_system() {
 # Builds the kernel ELF ($KERNEL_ELF). Returns non-zero on failure instead of exiting, so that
 # `test` can report it and still run the rest.
 build_kernel() {
-    step "building the kernel: CARGO_TARGET_DIR=$KERNEL_TARGET_DIR cargo build -p kernel --target $KERNEL_TARGET --release"
-    CARGO_TARGET_DIR=$KERNEL_TARGET_DIR cargo build -p kernel --target "$KERNEL_TARGET" --release ||
+    step "building the kernel: CARGO_TARGET_DIR=$KERNEL_TARGET_DIR cargo build -Zbuild-std=core,alloc -p kernel --target $KERNEL_TARGET --release"
+    CARGO_TARGET_DIR=$KERNEL_TARGET_DIR cargo build -Zbuild-std=core,alloc -p kernel --target "$KERNEL_TARGET" --release ||
         return 1
     if [[ ! -f $KERNEL_ELF ]]; then
         echo "error: the build did not produce $KERNEL_ELF" >&2

@@ -29,6 +29,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pci::irq::{IrqKinds, IrqVectors, PciFunction};
 use pci::window::BarWindow;
 
+use crate::fault::{self, Point};
 use crate::{Bound, Driver, Match, ProbeError};
 
 const IDENTIFICATION: u64 = 0x00;
@@ -92,8 +93,9 @@ impl Driver for EduDriver {
         // 4. The handler acknowledges what it finds and counts it. It owns an `Arc` of the
         //    registers; it is installed for as long as `irq` lives.
         let interrupts = Arc::new(AtomicU64::new(0));
-        let (r, count) = (regs.clone(), interrupts.clone());
+        let (r, count, address) = (regs.clone(), interrupts.clone(), irq.function().address());
         let installed = irq.install(0, "edu", move || {
+            fault::point(address, Point::Handler);
             let status = r.read32(IRQ_STATUS);
             if status != 0 {
                 r.write32(IRQ_ACK, status);
@@ -104,6 +106,7 @@ impl Driver for EduDriver {
             // Releasing the vectors gives the function back, to return with the error.
             return Err((irq.into_function(), ProbeError(format!("handler: {e}"))));
         }
+        fault::point(address, Point::Probe);
         let version = ((id >> 24) as u8, (id >> 16) as u8);
         Ok(Box::new(Edu {
             regs,
@@ -167,6 +170,7 @@ impl Bound for Edu {
     }
 
     fn self_test(&mut self) -> Result<String, String> {
+        fault::point(self.address(), Point::SelfTest);
         self.ping()?;
         let got = self.factorial(10)?;
         if got != 3_628_800 {

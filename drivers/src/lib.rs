@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod edu;
+pub mod fault;
 pub mod nvme;
 pub mod pciehp;
 pub mod storage;

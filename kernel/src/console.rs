@@ -71,7 +71,7 @@ const COMMANDS: &[(&str, &str)] = &[
         "installed interrupt handlers: vector, CPU, count, owner",
     ),
     ("mem", "frames, heap and interrupt vectors in use"),
-    ("drivers", "bound drivers"),
+    ("drivers", "bound drivers, and failed bindings with why"),
     ("bind", "bind <address>: offer a function to the drivers"),
     (
         "unbind",
@@ -82,6 +82,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "nvme",
         "nvme read <lba>: read one block through the bound NVMe driver",
     ),
+    (
+        "inject",
+        "inject panic <address> <probe|handler|selftest|command>: a one-shot panic in that driver",
+    ),
     ("reboot", "reset the machine"),
     ("poweroff", "power off (ACPI S5)"),
 ];
@@ -90,6 +94,8 @@ const COMMANDS: &[(&str, &str)] = &[
 fn next_byte() -> u8 {
     loop {
         crate::hotplug::idle();
+        // Drivers whose interrupt handlers panicked are dropped here, outside interrupt context.
+        crate::bus::reap();
         x86_64::instructions::interrupts::disable();
         if let Some(b) = crate::input::read_byte() {
             x86_64::instructions::interrupts::enable();
@@ -216,6 +222,7 @@ fn execute(command: &str, args: &[&str]) {
                 Err(e) => serial_println!("{command}: {e}"),
             }
         }
+        "inject" => inject(args),
         "reboot" => crate::power::reboot(),
         "poweroff" => match crate::power::poweroff() {
             Ok(never) => match never {},
@@ -302,6 +309,26 @@ fn lspci(args: &[&str]) {
             }
         }
         Some(other) => serial_println!("lspci: unknown option {other} (use -t or -v)"),
+    }
+}
+
+/// `inject panic <address> <point>`: arms a one-shot panic at that point of the driver
+/// bound (or next bound) to `address` (docs/faults.md).
+fn inject(args: &[&str]) {
+    use drivers::fault::{self, Point};
+    let usage = "inject panic <address> <probe|handler|selftest|command>";
+    let ["panic", address, point] = args else {
+        serial_println!("usage: {usage}");
+        return;
+    };
+    let (Some(address), Some(point)) = (crate::bus::parse_address(address), Point::parse(point))
+    else {
+        serial_println!("usage: {usage}");
+        return;
+    };
+    match fault::arm(address, point) {
+        Ok(()) => serial_println!("armed: a panic at the next {point} of the driver of {address}"),
+        Err(e) => serial_println!("inject: {e}"),
     }
 }
 

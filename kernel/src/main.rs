@@ -68,6 +68,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     }
     options.apply_storage();
 
+    cpu::unwind::enable_sse_state();
     cpu::gdt::init();
     cpu::exceptions::init();
     if options.dumpboot {

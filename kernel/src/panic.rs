@@ -1,13 +1,41 @@
 //! The panic handler: location and message on serial, then failure (QEMU exits with status
 //! 35 through `isa-debug-exit`; a real board halts).
+//!
+//! Except inside `cpu::unwind::catch` (a driver's probe, handler, self test or command: see
+//! docs/faults.md): there the panic is reported (`driver fault: panic at <file>:<line>:<col>:
+//! <message>`) and unwound to the `catch`, and the kernel goes on.
 
+use alloc::format;
+use alloc::string::String;
 use core::panic::PanicInfo;
+
+use crate::cpu::unwind::Caught;
 
 use crate::qemu;
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
+    // Interrupts stay off during an unwind too (`catch` restores the flag afterwards).
     x86_64::instructions::interrupts::disable();
+    // A recovery point (ACPICA) is never unwound: C frames have no landing pads.
+    if crate::cpu::unwind::may_unwind() && !crate::cpu::recover::active() {
+        let caught = match info.location() {
+            Some(l) => Caught {
+                message: format!("{}", info.message()),
+                location: format!("{}:{}:{}", l.file(), l.line(), l.column()),
+            },
+            None => Caught {
+                message: format!("{}", info.message()),
+                location: String::from("<unknown>"),
+            },
+        };
+        crate::serial::write_fmt_emergency(format_args!("driver fault: {caught}\n"));
+        let code = crate::cpu::unwind::begin(caught);
+        // Only returns when no frame caught it: then it is an ordinary panic after all.
+        crate::serial::write_fmt_emergency(format_args!(
+            "  the unwind found no catching frame (reason {code})\n"
+        ));
+    }
     // No allocation here: the panic may come from the allocator. Inside a recovery point the
     // contained code is abandoned, not the machine (and the line says so: the test runner
     // fails any run with a `PANIC at` line).

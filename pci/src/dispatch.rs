@@ -22,6 +22,13 @@
 //! borrowed may go. From inside the handler itself (the same CPU) it cannot wait for its own
 //! caller: the handler is then dropped when it returns.
 //!
+//! A handler that fails: [`DispatchTable::dispatch_with`] runs the handler through a
+//! caller-supplied function (the kernel's catches a panic by unwinding; a host test's uses
+//! `std::panic::catch_unwind`), so this crate needs no unwinder. When that function says the
+//! handler did not complete, the handler is parked: it stays installed (its owner's
+//! uninstall, on the normal `Drop` path, still finds and drops it, outside interrupt
+//! context) but never runs again, and later arrivals on the slot count as spurious.
+//!
 //! Accounting: every arrival is counted per (CPU, vector); an arrival with no handler (never
 //! installed, or already uninstalled) is counted as spurious and reported to the caller, which
 //! acknowledges it: never a crash.
@@ -49,8 +56,15 @@ pub const VECTORS: usize = 256;
 pub enum Dispatched {
     /// A handler ran.
     Handled,
-    /// No handler was installed; the spurious count of the slot is now this.
+    /// No handler was installed (or it is parked after a fault); the spurious count of the
+    /// slot is now this.
     Spurious(u64),
+    /// The handler ran and did not complete (it panicked): it is parked, see the module
+    /// documentation.
+    Faulted {
+        /// Who installed it.
+        owner: &'static str,
+    },
 }
 
 /// Why a handler could not be installed.
@@ -98,6 +112,8 @@ struct Slot {
     handler: Option<Handler>,
     /// Whether a handler is installed (in `handler`, or out running).
     installed: bool,
+    /// A handler that faulted: kept (never run) until uninstalled.
+    parked: Option<Handler>,
     /// The generation of the handler out running, if one is.
     running: Option<u64>,
     /// Bumped by every install and uninstall, so a handler taken out to run is only put back
@@ -112,6 +128,7 @@ struct Slot {
 impl Slot {
     const EMPTY: Slot = Slot {
         handler: None,
+        parked: None,
         installed: false,
         running: None,
         generation: 0,
@@ -194,7 +211,7 @@ impl<const CPUS: usize> DispatchTable<CPUS> {
             slot.owner = "";
             slot.kind = "";
             let wait_for = slot.running.filter(|_| current != cpu);
-            (slot.handler.take(), wait_for)
+            (slot.handler.take().or(slot.parked.take()), wait_for)
         };
         // Dropped with the table unlocked: its drop may call back into the table.
         drop(handler);
@@ -214,6 +231,21 @@ impl<const CPUS: usize> DispatchTable<CPUS> {
     /// Runs the handler of `vector` on `cpu`, as its interrupt arrived on `cpu`. The caller
     /// acknowledges the interrupt (EOI) afterwards, whatever was found.
     pub fn dispatch(&self, cpu: u32, vector: u8) -> Dispatched {
+        self.dispatch_with(cpu, vector, |handler| {
+            handler();
+            true
+        })
+    }
+
+    /// [`DispatchTable::dispatch`], running the handler through `call`, which returns whether
+    /// the handler completed. `false` (it panicked, and `call` caught it) parks the handler:
+    /// see the module documentation. The caller acknowledges the interrupt afterwards.
+    pub fn dispatch_with(
+        &self,
+        cpu: u32,
+        vector: u8,
+        call: impl FnOnce(&mut (dyn FnMut() + Send)) -> bool,
+    ) -> Dispatched {
         let Some(c) = Self::cpu(cpu) else {
             return Dispatched::Spurious(0);
         };
@@ -231,22 +263,30 @@ impl<const CPUS: usize> DispatchTable<CPUS> {
             let n = self.spurious[c][v].fetch_add(1, Ordering::Relaxed) + 1;
             return Dispatched::Spurious(n);
         };
-        handler();
-        let stale = {
+        let completed = call(&mut *handler);
+        let (stale, owner) = {
             let mut slots = self.slots[c].lock();
             let slot = &mut slots[v];
             slot.running = None;
-            if slot.generation == generation {
+            let owner = slot.owner;
+            if slot.generation != generation {
+                (Some(handler), owner)
+            } else if completed {
                 slot.handler = Some(handler);
-                None
+                (None, owner)
             } else {
-                Some(handler)
+                slot.parked = Some(handler);
+                (None, owner)
             }
         };
         // An uninstalled handler is dropped with the table unlocked.
         drop(stale);
         self.counts[c][v].fetch_add(1, Ordering::Relaxed);
-        Dispatched::Handled
+        if completed {
+            Dispatched::Handled
+        } else {
+            Dispatched::Faulted { owner }
+        }
     }
 
     /// Arrivals handled on `vector` of `cpu` so far.
@@ -383,6 +423,52 @@ mod tests {
         assert_eq!(table.dispatch(0, 0x50), Dispatched::Handled);
         table.uninstall(0, 0x50, 0);
         assert_eq!(table.dispatch(0, 0x50), Dispatched::Spurious(3));
+    }
+
+    #[test]
+    fn a_handler_that_panics_is_parked_until_uninstalled() {
+        let table = Table::new();
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        table
+            .install(
+                0,
+                0x42,
+                "bad",
+                "MSI-X",
+                Box::new(move || {
+                    if h.fetch_add(1, Ordering::Relaxed) == 1 {
+                        panic!("handler fault");
+                    }
+                }),
+            )
+            .unwrap();
+        let guarded = |handler: &mut (dyn FnMut() + Send)| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).is_ok()
+        };
+        assert_eq!(table.dispatch_with(0, 0x42, guarded), Dispatched::Handled);
+        assert_eq!(
+            table.dispatch_with(0, 0x42, guarded),
+            Dispatched::Faulted { owner: "bad" }
+        );
+        // Parked: still installed (and listed), never run again, arrivals spurious.
+        assert!(table.is_installed(0, 0x42));
+        assert_eq!(
+            table.dispatch_with(0, 0x42, guarded),
+            Dispatched::Spurious(1)
+        );
+        assert_eq!(table.dispatch(0, 0x42), Dispatched::Spurious(2));
+        assert_eq!(hits.load(Ordering::Relaxed), 2);
+        assert_eq!(Arc::strong_count(&hits), 2, "parked handler dropped early");
+        // The owner's uninstall drops it.
+        assert!(table.uninstall(0, 0x42, 0));
+        assert_eq!(Arc::strong_count(&hits), 1, "parked handler leaked");
+        assert!(!table.uninstall(0, 0x42, 0));
+        // The slot can be used again.
+        table
+            .install(0, 0x42, "good", "MSI-X", counter(&hits))
+            .unwrap();
+        assert_eq!(table.dispatch_with(0, 0x42, guarded), Dispatched::Handled);
     }
 
     #[test]

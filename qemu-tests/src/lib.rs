@@ -1,10 +1,10 @@
 //! Host-side QEMU test support for the kernel.
 //!
 //! - [`workspace_root`] and [`kernel_elf`]: builds the kernel once per process with
-//!   `CARGO_TARGET_DIR=target/kernel cargo build -p kernel --target x86_64-unknown-none
-//!   --release` (a separate target directory, so the nested cargo does not wait for the lock
-//!   held by the `cargo test` that runs us). `QEMU_TESTS_KERNEL=<elf>` skips the build and uses
-//!   that file instead.
+//!   `CARGO_TARGET_DIR=target/kernel cargo build -Zbuild-std=core,alloc -p kernel --target
+//!   x86_64-unknown-none --release` (a separate target directory, so the nested cargo does
+//!   not wait for the lock held by the `cargo test` that runs us). `QEMU_TESTS_KERNEL=<elf>`
+//!   skips the build and uses that file instead.
 //! - [`build_iso`]: a hybrid BIOS/UEFI GRUB image (`grub-mkrescue`) booting the kernel via
 //!   multiboot2, with `grub/grub.cfg.in` as the configuration template.
 //! - [`find_ovmf`]: the UEFI firmware image.
@@ -91,6 +91,8 @@ pub fn build_kernel() -> Result<PathBuf, String> {
         .env("CARGO_TARGET_DIR", root.join("target/kernel"))
         .args([
             "build",
+            // `core` and `alloc` with unwind tables: the kernel unwinds driver panics.
+            "-Zbuild-std=core,alloc",
             "-p",
             "kernel",
             "--target",
@@ -101,7 +103,7 @@ pub fn build_kernel() -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
     if !output.status.success() {
         return Err(format!(
-            "kernel build failed ({}): CARGO_TARGET_DIR=target/kernel cargo build -p kernel \
+            "kernel build failed ({}): CARGO_TARGET_DIR=target/kernel cargo build -Zbuild-std=core,alloc -p kernel \
              --target {KERNEL_TARGET} --release\n{}{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),

@@ -23,6 +23,7 @@ use super::{
     NvmeError, OWNERS, PAGE,
 };
 use crate::ProbeError;
+use crate::fault::{self, Point};
 
 /// The inner guard: the controller's registers and interrupt vectors. While it lives the
 /// controller may be enabled; its `Drop` stops the controller (shutdown notification, then
@@ -140,6 +141,7 @@ impl Nvme {
                 return Err(($function, ProbeError(format!($($arg)*))))
             };
         }
+        let address = function.address();
         // 1. CAP through a window on the registers only, to learn the doorbell stride.
         let (cap, stride, timeout_us) = match function.map_bar(0, 0, DOORBELLS) {
             Ok(regs) => {
@@ -195,11 +197,13 @@ impl Nvme {
             let irq = controller.irq.as_mut().expect("allocated above");
             let installed = if intx {
                 irq.install(i, OWNERS[i], move || {
+                    fault::point(address, Point::Handler);
                     regs.write32(INTMS, 1);
                     count.fetch_add(1, Ordering::Release);
                 })
             } else {
                 irq.install(i, OWNERS[i], move || {
+                    fault::point(address, Point::Handler);
                     count.fetch_add(1, Ordering::Release);
                 })
             };
@@ -229,7 +233,10 @@ impl Nvme {
             next_queue: 0,
         };
         match nvme.start(cap, &counters) {
-            Ok(()) => Ok(nvme),
+            Ok(()) => {
+                fault::point(address, Point::Probe);
+                Ok(nvme)
+            }
             Err(e) => Err((nvme.into_function(), ProbeError(e))),
         }
     }

@@ -334,6 +334,7 @@ impl Bound for Nvme {
 
     /// `read <lba>`: reads one block and shows its first 64 bytes and its FNV-1a.
     fn command(&mut self, args: &[&str]) -> Option<Result<String, String>> {
+        crate::fault::point(self.address(), crate::fault::Point::Command);
         let ["read", lba] = args else { return None };
         let Ok(lba) = lba.parse::<u64>() else {
             return Some(Err(format!("not a block number: {lba}")));
@@ -382,6 +383,7 @@ impl Bound for Nvme {
     }
 
     fn self_test(&mut self) -> Result<String, String> {
+        crate::fault::point(self.address(), crate::fault::Point::SelfTest);
         let size = self.identity.lba_size as usize;
         let e = |what: &str, e: NvmeError| format!("{what}: {e}");
         // LBA 0 on every I/O queue: each queue's vector delivers.

@@ -272,6 +272,7 @@ impl Bound for VirtioBlk {
     /// (`crate::storage`) and the device is writable, writes a pattern over the last sector,
     /// reads it back, and restores what was there.
     fn self_test(&mut self) -> Result<String, String> {
+        crate::fault::point(self.address(), crate::fault::Point::SelfTest);
         let mut first = [0u8; SECTOR];
         self.read(0, &mut first)?;
         let sum = fnv1a(&first);

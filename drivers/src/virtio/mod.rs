@@ -87,6 +87,7 @@ use pci::irq::{IrqKind, IrqKinds, IrqVectors, PciFunction};
 use pci::window::BarWindow;
 
 use crate::ProbeError;
+use crate::fault::{self, Point};
 
 pub use capabilities::{Caps, Structure};
 pub use transport::Transport;
@@ -269,7 +270,10 @@ impl VirtioPci {
             master: None,
         };
         match dev.bring_up(spec) {
-            Ok(()) => Ok(dev),
+            Ok(()) => {
+                fault::point(dev.function().address(), Point::Probe);
+                Ok(dev)
+            }
             Err(why) => {
                 dev.transport.fail(dev.function());
                 Err((dev.into_function(), e(why)))
@@ -334,6 +338,7 @@ impl VirtioPci {
         let config = self.config_changes.clone();
         let routing = self.routing;
         let isr = self.transport.isr.clone();
+        let address = self.function().address();
         let irq = self.irq.as_mut().expect("vectors present in bring_up");
         match routing {
             Routing::Msix(n) => {
@@ -344,6 +349,7 @@ impl VirtioPci {
                         .collect();
                     let config = (v == 0).then(|| config.clone());
                     irq.install(usize::from(v), name, move || {
+                        fault::point(address, Point::Handler);
                         for c in &mine {
                             c.fetch_add(1, Ordering::Release);
                         }
@@ -358,6 +364,7 @@ impl VirtioPci {
                 let isr = isr.ok_or("no dword-sized ISR structure for INTx")?;
                 let all: Vec<Arc<AtomicU64>> = counters.to_vec();
                 irq.install(0, name, move || {
+                    fault::point(address, Point::Handler);
                     let status = isr.read32(0) & 0xff;
                     if status & 1 != 0 {
                         for c in &all {

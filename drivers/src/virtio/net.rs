@@ -340,6 +340,7 @@ impl Bound for VirtioNet {
 
     /// Resolves QEMU's user-network gateway by ARP, the reply taken by interrupt.
     fn self_test(&mut self) -> Result<String, String> {
+        crate::fault::point(self.address(), crate::fault::Point::SelfTest);
         let gateway = self.arp_resolve(GUEST_IP, GATEWAY_IP, 500_000)?;
         Ok(format!(
             "gateway 10.0.2.2 is at {gateway} (ARP reply by {} on receiveq1)",

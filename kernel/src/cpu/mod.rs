@@ -4,3 +4,4 @@
 pub mod exceptions;
 pub mod gdt;
 pub mod recover;
+pub mod unwind;

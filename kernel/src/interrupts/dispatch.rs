@@ -11,6 +11,13 @@
 //! already released) is counted and logged as spurious, and acknowledged if the APIC has it in
 //! service: never a crash.
 //!
+//! A handler that panics is contained: [`dispatch`] runs each handler inside
+//! `cpu::unwind::catch`, so the panic unwinds to the handler call and never through the
+//! interrupt frame. The table parks the handler (it never runs again; its owner's `Drop`
+//! still uninstalls it), the interrupt is acknowledged, and the fault is queued for
+//! [`take_faults`]: `crate::bus` drops the owning driver outside interrupt context
+//! (docs/faults.md).
+//!
 //! The table's locks are also taken in interrupt context, so every call here runs with
 //! interrupts off (`without_interrupts`; the interrupt gate for [`dispatch`]).
 //!
@@ -20,7 +27,10 @@
 use alloc::vec::Vec;
 
 use pci::dispatch::{DispatchTable, Dispatched};
+use spin::Mutex;
 use x86_64::instructions::interrupts::without_interrupts;
+
+use crate::cpu::unwind::{self, Caught};
 
 use super::{lapic, vectors};
 
@@ -30,6 +40,22 @@ pub use pci::dispatch::{Handler, InstallError};
 pub const MAX_CPUS: usize = 4;
 
 static TABLE: DispatchTable<MAX_CPUS> = DispatchTable::new();
+
+/// A handler that panicked: where it was installed and what the panic said.
+#[derive(Clone, Debug)]
+pub struct HandlerFault {
+    /// CPU (allocator index).
+    pub cpu: u32,
+    /// Vector.
+    pub vector: u8,
+    /// Who installed the handler.
+    pub owner: &'static str,
+    /// The panic.
+    pub caught: Caught,
+}
+
+/// Handler faults not yet taken by [`take_faults`]. Locked with interrupts off only.
+static FAULTS: Mutex<Vec<HandlerFault>> = Mutex::new(Vec::new());
 
 /// Installs `handler` for `vector` on the current CPU.
 pub fn install(
@@ -96,6 +122,19 @@ pub fn installed() -> Vec<(u8, &'static str, u64)> {
         .collect()
 }
 
+/// (CPU, vector) of every installed handler (a driver's are those its probe installed).
+pub fn installed_slots() -> Vec<(u32, u8)> {
+    without_interrupts(|| TABLE.installed())
+        .into_iter()
+        .map(|i| (i.cpu, i.vector))
+        .collect()
+}
+
+/// Takes the handler faults reported since the last call.
+pub fn take_faults() -> Vec<HandlerFault> {
+    without_interrupts(|| core::mem::take(&mut *FAULTS.lock()))
+}
+
 /// How the handler on `vector` of the current CPU is delivered ("" if none).
 pub fn kind(vector: u8) -> &'static str {
     without_interrupts(|| TABLE.kind(vectors::current_cpu(), vector))
@@ -105,7 +144,15 @@ pub fn kind(vector: u8) -> &'static str {
 /// interrupt gate).
 pub fn dispatch(vector: u8) {
     let lapic = lapic::get();
-    let dispatched = TABLE.dispatch(vectors::current_cpu(), vector);
+    let cpu = vectors::current_cpu();
+    let mut caught = None;
+    let dispatched = TABLE.dispatch_with(cpu, vector, |handler| match unwind::catch(handler) {
+        Ok(()) => true,
+        Err(c) => {
+            caught = Some(c);
+            false
+        }
+    });
     if vector == lapic::SPURIOUS_VECTOR {
         // APIC spurious interrupts set no ISR bit and take no EOI (SDM vol. 3A §11.9).
         return;
@@ -114,6 +161,22 @@ pub fn dispatch(vector: u8) {
         Dispatched::Handled => {
             if let Some(l) = lapic {
                 l.eoi();
+            }
+        }
+        Dispatched::Faulted { owner } => {
+            if let Some(l) = lapic {
+                l.eoi();
+            }
+            log::error!(
+                "irq: the handler of {owner} on vector {vector:#04x} panicked; parked, its driver will be unbound"
+            );
+            if let Some(caught) = caught {
+                FAULTS.lock().push(HandlerFault {
+                    cpu,
+                    vector,
+                    owner,
+                    caught,
+                });
             }
         }
         Dispatched::Spurious(n) => {

@@ -17,6 +17,7 @@
 mod boot_suite;
 mod devirq_suite;
 mod drivers_suite;
+mod faults_suite;
 mod irq_suite;
 mod irqbench_suite;
 mod nvme_suite;
@@ -114,6 +115,7 @@ pub fn run(suite: &str) -> ! {
         "sharedirq" => devirq_suite::SHARED,
         "irqbench" => irqbench_suite::TESTS,
         "drivers" => drivers_suite::TESTS,
+        "faults" => faults_suite::TESTS,
         "virtio" => virtio_suite::TESTS,
         "nvme" => nvme_suite::TESTS,
         "nvmebench" => nvme_suite::BENCH,
@@ -135,7 +137,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, virtio, nvme, nvmebench, storage, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, faults, virtio, nvme, nvmebench, storage, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

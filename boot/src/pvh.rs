@@ -183,7 +183,8 @@ pub fn parse(mem: &impl PhysMemory, start_info: u64) -> Result<BootInfo, PvhErro
             part: Part::MemoryMap,
             address: memmap_paddr,
         })?;
-    info.set_memory_map(table.chunks_exact(MEMMAP_ENTRY_SIZE).map(|e| MemoryRegion {
+    let (entries, _) = table.as_chunks::<MEMMAP_ENTRY_SIZE>();
+    info.set_memory_map(entries.iter().map(|e| MemoryRegion {
         start: read_u64(e, 0).unwrap_or(0),
         len: read_u64(e, 8).unwrap_or(0),
         kind: MemoryKind::from_e820(read_u32(e, 16).unwrap_or(0)),

@@ -15,7 +15,6 @@
 //!   host tests and `acpi-probe` with [`sim`], a simulated machine holding a real machine's
 //!   tables.
 #![cfg_attr(not(test), no_std)]
-#![feature(c_variadic)]
 
 extern crate alloc;
 

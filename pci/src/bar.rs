@@ -133,7 +133,7 @@ impl fmt::Display for BarError {
 
 /// Lowest set bit of a size mask: the BAR's size (0 if nothing stuck: unimplemented).
 fn size_of_mask(mask: u64) -> u64 {
-    mask & mask.wrapping_neg()
+    mask.isolate_lowest_one()
 }
 
 /// Sizes the first `count` BARs (6 for header type 0, 2 for type 1).

@@ -73,10 +73,7 @@ impl Screenshot {
             .get(at..)
             .filter(|d| d.len() >= len)
             .ok_or_else(|| format!("PPM: {width}x{height} needs {len} bytes of pixels"))?;
-        let pixels = data[..len]
-            .chunks_exact(3)
-            .map(|p| [p[0], p[1], p[2]])
-            .collect();
+        let pixels = data[..len].as_chunks::<3>().0.to_vec();
         Ok(Screenshot {
             width,
             height,

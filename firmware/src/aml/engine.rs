@@ -288,7 +288,7 @@ pub fn evaluate(
     // name), alive across the call; ACPICA allocates `result` with AcpiOsAllocate.
     let status = unsafe {
         ffi::AcpiEvaluateObject(
-            scope.unwrap_or(core::ptr::null_mut()),
+            scope.unwrap_or_default(),
             cpath.as_ptr(),
             if objects.is_empty() {
                 core::ptr::null_mut()

@@ -652,7 +652,7 @@ unsafe extern "C" fn AcpiOsWaitSemaphore(handle: *mut c_void, units: u32, timeou
     let s = unsafe { &*handle.cast::<Semaphore>() };
     let taken = s
         .units
-        .fetch_update(Ordering::Acquire, Ordering::Relaxed, |u| {
+        .try_update(Ordering::Acquire, Ordering::Relaxed, |u| {
             u.checked_sub(units)
         });
     match taken {
@@ -677,7 +677,7 @@ unsafe extern "C" fn AcpiOsSignalSemaphore(handle: *mut c_void, units: u32) -> S
     let max = s.max;
     match s
         .units
-        .fetch_update(Ordering::Release, Ordering::Relaxed, |u| {
+        .try_update(Ordering::Release, Ordering::Relaxed, |u| {
             u.checked_add(units).filter(|n| *n <= max)
         }) {
         Ok(_) => ffi::AE_OK,

@@ -52,7 +52,7 @@ impl Mcfg {
         let body = t.bytes.get(ENTRIES_AT..).unwrap_or_default();
         let mut entries = Vec::new();
         let mut errors = Vec::new();
-        for (i, e) in body.chunks_exact(ENTRY_LEN).enumerate() {
+        for (i, e) in body.as_chunks::<ENTRY_LEN>().0.iter().enumerate() {
             let (Some(address), Some(segment), Some(bus_start), Some(bus_end)) =
                 (u64_at(e, 0), u16_at(e, 8), u8_at(e, 10), u8_at(e, 11))
             else {

@@ -7,6 +7,10 @@
 //! with the error. Unbinding is dropping the `Bound`: its fields (register windows, DMA
 //! buffers, interrupt vectors with their handlers, the function handle) release themselves.
 //! There is no `remove` method to forget to write.
+//!
+//! The same `Drop` path runs when a driver panics: the kernel catches a panic in `probe`, in
+//! an interrupt handler, in `self_test` or in `command` by unwinding, drops the driver's
+//! state and marks the binding failed (docs/faults.md). [`fault`] injects such panics.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

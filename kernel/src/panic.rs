@@ -18,7 +18,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     // Interrupts stay off during an unwind too (`catch` restores the flag afterwards).
     x86_64::instructions::interrupts::disable();
     // A recovery point (ACPICA) is never unwound: C frames have no landing pads.
-    if crate::cpu::unwind::may_unwind() && !crate::cpu::recover::active() {
+    if !crate::cpu::recover::active() && crate::cpu::unwind::claim() {
         let caught = match info.location() {
             Some(l) => Caught {
                 message: format!("{}", info.message()),

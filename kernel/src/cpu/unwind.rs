@@ -69,9 +69,8 @@ pub fn enable_sse_state() {
     unsafe { Cr4::write(cr4) };
 }
 
-/// Set from [`begin`] until the unwind reaches a [`catch`]: a panic meanwhile (in a
-/// destructor run by the unwind, or one the compiler turned into an abort-on-unwind panic) is
-/// not unwound again.
+/// Set by [`claim`] until the unwind reaches a [`catch`]: a panic meanwhile is not unwound
+/// again.
 static UNWINDING: AtomicBool = AtomicBool::new(false);
 
 /// Whether a [`catch`] is active, so that a panic now would unwind to it.
@@ -79,9 +78,12 @@ pub fn active() -> bool {
     DEPTH.load(Ordering::SeqCst) > 0
 }
 
-/// Whether a panic now may unwind: a [`catch`] is active and no unwind is under way.
-pub fn may_unwind() -> bool {
-    active() && !UNWINDING.load(Ordering::SeqCst)
+/// Claims the unwind for a panic happening now: `true` when a [`catch`] is active and no
+/// unwind is under way (or being prepared). From then until a `catch` returns, further panics
+/// are not unwound: one while the panic handler builds the payload (an allocation failure),
+/// or in a destructor the unwind runs, halts.
+pub fn claim() -> bool {
+    active() && !UNWINDING.swap(true, Ordering::SeqCst)
 }
 
 /// Runs `f`. If it panics, the panic unwinds (destructors run) back to here and the result is
@@ -107,9 +109,8 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     })
 }
 
-/// Begins unwinding with `caught` as the payload. Returns only if no frame caught it (no
-/// landing pad up to the top of the stack), with the unwinder's reason code.
+/// Begins unwinding with `caught` as the payload (after [`claim`]). Returns only if no frame
+/// caught it (no landing pad up to the top of the stack), with the unwinder's reason code.
 pub fn begin(caught: Caught) -> i32 {
-    UNWINDING.store(true, Ordering::SeqCst);
     unwinding::panic::begin_panic(Box::new(caught)).0
 }

@@ -73,6 +73,9 @@ pub trait Host: Sync {
     fn now_us(&self) -> u64;
     /// Whether enumeration knows functions below `port`.
     fn occupied(&self, port: Address) -> bool;
+    /// Whether the functions known below `port` still answer configuration reads with their
+    /// IDs (`true` if there are none).
+    fn answers(&self, port: Address) -> bool;
 }
 
 /// The host, set by the first [`poll`].
@@ -178,6 +181,7 @@ impl Driver for PciehpDriver {
                 last: String::from("bound"),
                 kick: false,
                 checked: false,
+                probe_card: false,
                 inert: false,
             }),
         };
@@ -282,6 +286,8 @@ struct Inner {
     kick: bool,
     /// The first service checked presence detect against what enumeration found.
     checked: bool,
+    /// The next service checks that the card below still answers (after `pciehp cut`).
+    probe_card: bool,
     /// Presence detect disagrees with enumeration (functions below an "empty" slot): hot-plug
     /// is handled elsewhere (ACPI hot-plug firmware kept), so this slot is left alone.
     inert: bool,
@@ -423,7 +429,21 @@ impl Port {
         let events = Events::decode(sta, link);
         let now = host.now_us();
         let mut action = Action::None;
-        if events.any() {
+        if core::mem::take(&mut inner.probe_card)
+            && inner.slot.state() == State::On
+            && !host.answers(self.address)
+        {
+            // The card stopped answering with presence detect unchanged (a dead card, or
+            // its power lost): the same as its link going down.
+            self.log("the card below stopped answering");
+            let dead = Events {
+                link_changed: true,
+                link_active: false,
+                ..events
+            };
+            action = inner.slot.event(dead, now);
+        }
+        if action == Action::None && events.any() {
             EVENTS_HANDLED.fetch_add(1, Ordering::Relaxed);
             let mut what = Vec::new();
             if events.button {
@@ -512,9 +532,11 @@ impl Port {
                 inner.last = String::from("powered off");
             }
             Action::SurpriseRemoval => {
+                let start = host.now_us();
                 let what = host.detach(self.address, true);
                 self.log(&format!(
-                    "surprise removal: unbound {what} without touching it"
+                    "surprise removal: unbound {what} in {} ms",
+                    (host.now_us() - start) / 1000
                 ));
                 if self.set(inner, Some(false), Some(Indicator::Off)) {
                     self.log("powered off");
@@ -679,9 +701,41 @@ impl Bound for PciehpBound {
                 }
                 _ => Err(format!("delay: {ms} is not a number of ms up to 60000")),
             },
-            _ => Err("usage: pciehp [slots | resources | events | delay [<ms>]]".to_string()),
+            ["cut", slot] => cut(slot),
+            _ => Err(
+                "usage: pciehp [slots | resources | events | delay [<ms>] | cut <slot>]"
+                    .to_string(),
+            ),
         })
     }
+}
+
+/// Fault injection: turns the power controller of slot `slot` off with the power indicator
+/// left on and the drivers below still bound. The card vanishes under its drivers (QEMU hides
+/// a device whose slot is unpowered but keeps it plugged in); the next service finds it no
+/// longer answering and runs the surprise-removal path.
+fn cut(slot: &str) -> Result<String, String> {
+    let number: u16 = slot
+        .parse()
+        .map_err(|_| format!("cut: {slot} is not a slot number"))?;
+    let port = live_ports()
+        .into_iter()
+        .find(|p| !p.unbound.load(Ordering::Acquire) && p.caps.physical_slot() == number)
+        .ok_or_else(|| format!("cut: no hot-plug slot {number}"))?;
+    if !port.caps.power_controller() {
+        return Err(format!("cut: slot {number} has no power controller"));
+    }
+    let mut inner = port.inner.lock();
+    if inner.slot.state() != State::On {
+        return Err(format!("cut: slot {number} is {}", inner.slot.state()));
+    }
+    let value = hotplug::with_power(inner.control, false);
+    port.command(&mut inner, value)?;
+    inner.probe_card = true;
+    port.pending.store(true, Ordering::Release);
+    Ok(format!(
+        "slot {number}: power cut with its drivers bound (fault injection)"
+    ))
 }
 
 /// Sets the attention-button abort window for every slot (default

@@ -318,6 +318,24 @@ impl Host for KernelHost {
         crate::time::micros_since_boot()
     }
 
+    fn answers(&self, port: Address) -> bool {
+        let Some(scan) = crate::pcibus::scan() else {
+            return true;
+        };
+        let Some(inside) = below(&scan, port) else {
+            return true;
+        };
+        let space = config_space(&scan);
+        scan.topology
+            .functions
+            .iter()
+            .filter(|f| inside(f.address))
+            .all(|f| {
+                let ids = u32::from(f.vendor_id) | (u32::from(f.device_id) << 16);
+                space.read32(f.address, 0) == Ok(ids)
+            })
+    }
+
     fn occupied(&self, port: Address) -> bool {
         crate::pcibus::scan().is_some_and(|scan| {
             below(&scan, port)

@@ -21,13 +21,18 @@
 //!   `pciehp delay 0`, edu, NVMe, virtio-blk and virtio-net in turn, alternating between a
 //!   root port and the switch's downstream port, for about two minutes; then an NVMe removed
 //!   while `nvme read` commands keep coming (1 s window), after which the console answers,
-//!   the NVMe is added again and binds. Prints cycles per second.
+//!   the NVMe is added again and binds; then that NVMe vanishes under its driver (`pciehp
+//!   cut 1`: the slot's power is cut with the driver bound, which QEMU shows as a device that
+//!   no longer answers), the kernel notices, unbinds it in well under the controller's 7.5 s
+//!   shutdown timeout, powers the slot off (QEMU deletes the device), every counter is at
+//!   baseline, and a new NVMe binds. Prints cycles per second.
 //! - `hotplug_x2apic`: `-cpu max` (x2APIC mode), one cycle of each device type.
 //!
-//! Surprise removal (a card pulled without a button press) cannot be produced with QEMU's
-//! PCIe ports: `device_del` always goes through the attention button (or, for a slot the
-//! guest powered off, removes a device the guest can no longer see). The kernel's side of it
-//! is host-tested (`pci::hotplug` state machine, `pci/tests/vanish.rs`).
+//! A surprise removal proper (a card pulled without a button press, Presence Detect
+//! cleared) cannot be produced with QEMU's PCIe ports: `device_del` always goes through the
+//! attention button (or, for a slot the guest powered off, removes a device the guest can no
+//! longer see). The vanishing card of `pciehp cut` stands in for it here; the presence-lost
+//! transition itself is host-tested (`pci::hotplug` state machine, `pci/tests/vanish.rs`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -412,7 +417,41 @@ fn hotplug_cycles() {
             ensure!(again == address, "re-added NVMe at {again}, first at {address}");
             let out = command(s, "nvme read 0")?;
             ensure!(!out.contains("nvme:"), "read after re-adding failed:\n{out}");
-            remove(s, &mut qmp, ROOT_PORT, "nvmeagain", Duration::from_secs(1))?;
+            // 4. The card vanishes under its driver (fault injection: slot power cut with the
+            //    indicator left on, so QEMU hides the NVMe but keeps it plugged in).
+            let out = command(s, "pciehp cut 1")?;
+            ensure!(out.contains("power cut"), "`pciehp cut 1`:\n{out}");
+            let line = s.expect(" ms\n", ANSWER)?;
+            ensure!(
+                line.contains("the card below stopped answering")
+                    && line.contains("surprise removal: unbound 0000:"),
+                "no surprise removal after the cut:\n{line}"
+            );
+            let ms: u64 = line
+                .rsplit_once(" in ")
+                .and_then(|(_, t)| t.trim_end_matches(" ms\n").parse().ok())
+                .ok_or_else(|| format!("no unbind time in {line:?}"))?;
+            // The NVMe's teardown waits up to CAP.TO (7.5 s on QEMU) for a live controller;
+            // a vanished one must not hold the unbind that long.
+            ensure!(ms < 1000, "unbinding the vanished NVMe took {ms} ms");
+            wait_event(&mut qmp, "DEVICE_DELETED", "nvmeagain", ANSWER)?;
+            let after = command(s, "nvme read 0")?;
+            ensure!(
+                after.contains("unknown command"),
+                "`nvme read` after the surprise removal:\n{after}"
+            );
+            let now = resources(s)?;
+            ensure!(
+                now == baseline,
+                "not at baseline after the surprise removal:\n  baseline {baseline}\n  now      {now}"
+            );
+            println!(
+                "hotplug: NVMe vanished under its driver: unbound in {ms} ms, QEMU deleted it, resources at baseline; the kernel said:\n{}",
+                line.trim()
+            );
+            let (third, _) = add(s, &mut qmp, &DEVICES[1], ROOT_PORT, "nvmethird")?;
+            self_test(s, &third, "nvme")?;
+            remove(s, &mut qmp, ROOT_PORT, "nvmethird", Duration::from_secs(1))?;
             let now = resources(s)?;
             ensure!(now == baseline, "not at baseline at the end:\n  baseline {baseline}\n  now      {now}");
             command(s, "help")?;

@@ -231,6 +231,9 @@ const EVENT_BITS: u16 = status::BUTTON_PRESSED
     | status::PRESENCE_CHANGED
     | status::LINK_CHANGED;
 
+/// How often a slot without a message interrupt is looked at, µs.
+const POLL_INTERVAL_US: u64 = 100_000;
+
 /// How the port's function is held: by its vectors, or (polled) by itself with a bus-master
 /// guard (a bridge forwards its secondary side's memory requests, DMA and MSI, upstream only
 /// with Bus Master Enable set: PCI-to-PCI Bridge 1.2 §3.2.2.1.3).
@@ -491,7 +494,13 @@ impl Port {
             action = inner.slot.event(arrived, now);
         }
         self.carry_out(&mut inner, action, host);
-        inner.slot.deadline()
+        let deadline = inner.slot.deadline();
+        if matches!(inner.owner, Owner::Polled(..)) {
+            // No interrupt wakes the kernel for this slot: ask to be called again soon.
+            let poll = host.now_us().saturating_add(POLL_INTERVAL_US);
+            return Some(deadline.map_or(poll, |d| d.min(poll)));
+        }
+        deadline
     }
 
     fn carry_out(&self, inner: &mut Inner, action: Action, host: &'static dyn Host) {
@@ -785,7 +794,9 @@ pub fn events_handled() -> u64 {
 
 /// Services every slot: events since the last call, abort windows that ended. Called by
 /// the kernel outside interrupt context (its idle loop). Returns the earliest pending
-/// deadline (µs since boot), so the caller knows when to call again without an interrupt.
+/// deadline (µs since boot), so the caller knows when to call again without an interrupt: the
+/// end of an abort window, or, for a slot without a message interrupt, the next look at it
+/// (every 100 ms).
 pub fn poll(host: &'static dyn Host) -> Option<u64> {
     HOST.call_once(|| host);
     // The registry lock is not held while a slot is serviced: binding below a slot may

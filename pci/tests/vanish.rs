@@ -1,7 +1,7 @@
 //! A function that disappears while a driver waits on it (surprise removal, PCIe Base 6.0
 //! §6.7.5): `PciFunction::wait_until` notices within `PRESENCE_CHECK_US` and gives up early
-//! instead of spinning out its timeout; the handle says the function vanished, and dropping
-//! it still gives the function back.
+//! instead of spinning out its timeout; the handle says the function vanished, writes no
+//! longer reach it, and dropping it still gives the function back.
 
 use pci::fake::irq::{ADDRESS, FakePlatform, device, handle};
 use pci::function::PRESENCE_CHECK_US;
@@ -70,4 +70,33 @@ fn a_function_replaced_by_another_device_counts_as_gone() {
     );
     assert!(!function.is_present());
     assert!(!function.wait_until(LONG, || false));
+}
+
+#[test]
+fn nothing_is_written_to_a_function_found_gone() {
+    let platform = FakePlatform::leaked(1);
+    let (function, space) = handle(device(4), platform);
+    // The Latency Timer (byte 0x0d) is a register drivers may write.
+    space.lock().clear_log();
+    function.config_write8(0x0d, 0x40).unwrap();
+    assert_eq!(
+        space.lock().writes().len(),
+        1,
+        "a present function is written"
+    );
+    space.lock().remove(ADDRESS);
+    space.lock().clear_log();
+    function.config_write8(0x0d, 0x20).unwrap();
+    assert!(
+        function.vanished(),
+        "the write's presence check did not notice"
+    );
+    assert!(
+        space.lock().writes().is_empty(),
+        "written to a function that is gone: {:?}",
+        space.lock().writes()
+    );
+    drop(function);
+    assert!(space.lock().writes().is_empty(), "the release wrote to it");
+    assert_eq!(platform.released(), vec![ADDRESS]);
 }

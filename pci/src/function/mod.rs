@@ -108,16 +108,30 @@ impl Core {
         if offset & !3 == config_guard::COMMAND {
             keep &= 0x0000_ffff; // never write back Status (RW1C)
         }
-        self.config.write32(
-            self.info.address,
-            offset & !3,
-            keep | (u32::from(value) << shift),
-        );
+        self.write32(offset & !3, keep | (u32::from(value) << shift));
     }
 
-    /// Writes a dword, unfiltered.
+    /// Writes a dword, unfiltered, if the function is still there: every configuration write
+    /// is preceded by a presence check (one read of dword 0), and nothing is written to a
+    /// function found gone (a surprise-removed device; its slot may hold another card by the
+    /// time its driver's teardown runs).
     pub(crate) fn write32(&self, offset: u16, value: u32) {
-        self.config.write32(self.info.address, offset, value);
+        if self.answers() {
+            self.config.write32(self.info.address, offset, value);
+        }
+    }
+
+    /// Whether dword 0 still reads the IDs enumeration found; once not, never again.
+    pub(crate) fn answers(&self) -> bool {
+        if self.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        let expected = u32::from(self.info.vendor_id) | (u32::from(self.info.device_id) << 16);
+        if self.read32(0) != expected {
+            self.gone.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Sets or clears Command bits, unfiltered.
@@ -379,18 +393,11 @@ impl PciFunction {
     /// (PCIe Base 6.0 §2.3.2: a request to a function that is gone completes as Unsupported
     /// Request, read as all ones). Once it did not, it stays gone for this handle: a function
     /// that reappears is a new device and needs a new claim.
+    ///
+    /// Configuration writes through this handle (and everything made from it) check the same
+    /// way first, and are dropped once the function is gone.
     pub fn is_present(&self) -> bool {
-        if self.core.gone.load(Ordering::Relaxed) {
-            return false;
-        }
-        let ids = self.core.read32(0);
-        let expected =
-            u32::from(self.core.info.vendor_id) | (u32::from(self.core.info.device_id) << 16);
-        if ids != expected {
-            self.core.gone.store(true, Ordering::Relaxed);
-            return false;
-        }
-        true
+        self.core.answers()
     }
 
     /// Whether a presence check ([`PciFunction::is_present`], or a wait that gave up early)

@@ -25,7 +25,9 @@
 //!   reports it; 1 s otherwise), then 100 ms before the first configuration request.
 //! - §6.7.5 / §6.7.1.3: presence lost (or the link down) without a button press is a surprise
 //!   removal: the drivers below are unbound (their waits end early on a vanished function,
-//!   see [`PciFunction::wait_until`]) and the slot is powered off.
+//!   see [`PciFunction::wait_until`], and their configuration writes are dropped) and the slot
+//!   is powered off. A card that stops answering with presence unchanged counts the same;
+//!   `pciehp cut <slot>` injects one (power cut under a bound driver) for tests.
 //!
 //! Firmware control (`_OSC`, PCI Firmware 3.3 §4.5): the kernel does not evaluate `_OSC`, so
 //! it assumes native hot-plug control was granted, as on QEMU's q35 (its `_OSC` grants it).

@@ -27,8 +27,9 @@
 //! (`pci::lspci::set_slot_labels`, set on the first idle call).
 //!
 //! A surprise removal runs the same drops on a device that no longer answers: waits in
-//! drivers end early (`PciFunction::wait_until` checks presence), and the teardown's writes
-//! (MSI-X masks, controller shutdown) go to a device that is not there, which discards them.
+//! drivers end early (`PciFunction::wait_until` checks presence), configuration writes are
+//! dropped (each is preceded by a presence check), and the teardown's memory writes (MSI-X
+//! masks, a controller's registers) go to BARs that decode nothing, which discards them.
 
 use alloc::boxed::Box;
 use alloc::format;

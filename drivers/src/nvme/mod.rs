@@ -187,6 +187,15 @@ pub enum NvmeError {
         /// CSTS at the time.
         csts: u32,
     },
+    /// The controller stopped answering while a command was outstanding (configuration
+    /// reads return all ones: removed, or dead); the wait ended at the first presence check
+    /// ([`PciFunction::wait_until`](pci::irq::PciFunction::wait_until)).
+    Gone {
+        /// Queue identifier.
+        queue: u16,
+        /// Microseconds waited.
+        waited_us: u64,
+    },
     /// The controller broke a rule (unknown command identifier, ...).
     Protocol(String),
     /// The request itself is wrong (range, length, queue).
@@ -236,6 +245,11 @@ impl fmt::Display for NvmeError {
                 }
                 f.write_str(")")
             }
+            NvmeError::Gone { queue, waited_us } => write!(
+                f,
+                "queue {queue}: the controller stopped answering after {} ms (removed?)",
+                waited_us / 1000
+            ),
             NvmeError::Protocol(s) => write!(f, "protocol error: {s}"),
             NvmeError::Request(s) => f.write_str(s),
             NvmeError::Broken(s) => write!(f, "controller unusable after an earlier error: {s}"),
@@ -489,6 +503,18 @@ mod tests {
         assert_eq!(
             NvmeError::WritesDisabled.to_string(),
             "writes are disabled: boot with storage=write to allow them"
+        );
+    }
+
+    #[test]
+    fn gone_message_says_the_controller_stopped_answering() {
+        let e = NvmeError::Gone {
+            queue: 1,
+            waited_us: 12_345,
+        };
+        assert_eq!(
+            e.to_string(),
+            "queue 1: the controller stopped answering after 12 ms (removed?)"
         );
     }
 

@@ -140,7 +140,10 @@ pub(super) fn admin_command(
 ) -> Result<u32, NvmeError> {
     let mut dw0 = [0u32];
     execute(c, admin, &[command], &mut dw0, ADMIN_TIMEOUT_US, ring).inspect_err(|e| {
-        if matches!(e, NvmeError::Timeout { .. } | NvmeError::Protocol(_)) {
+        if matches!(
+            e,
+            NvmeError::Timeout { .. } | NvmeError::Gone { .. } | NvmeError::Protocol(_)
+        ) {
             *broken = Some(format!("{e}"));
         }
     })?;
@@ -182,6 +185,12 @@ fn execute(
         if !function.wait_until(timeout_us.saturating_sub(waited), || {
             counter.load(Ordering::Acquire) != seen
         }) {
+            if function.vanished() {
+                return Err(NvmeError::Gone {
+                    queue: q.id,
+                    waited_us: function.now_us().saturating_sub(start),
+                });
+            }
             return Err(NvmeError::Timeout {
                 queue: q.id,
                 opcode: commands[(!done).trailing_zeros() as usize].opcode,
@@ -312,7 +321,10 @@ impl Nvme {
                 None,
             )
             .inspect_err(|e| {
-                if matches!(e, NvmeError::Timeout { .. } | NvmeError::Protocol(_)) {
+                if matches!(
+                    e,
+                    NvmeError::Timeout { .. } | NvmeError::Gone { .. } | NvmeError::Protocol(_)
+                ) {
                     self.broken = Some(format!("{e}"));
                 }
             })?;

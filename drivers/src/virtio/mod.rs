@@ -480,6 +480,12 @@ impl VirtioPci {
             let (seen, counter) = (q.seen, &q.interrupts);
             let left = deadline.saturating_sub(f.now_us());
             if left == 0 || !f.wait_until(left, || counter.load(Ordering::Acquire) != seen) {
+                if f.vanished() {
+                    return Err(WaitError::Device(format!(
+                        "queue {} ({}): the device stopped answering (removed?)",
+                        q.index, self.names[queue].name
+                    )));
+                }
                 let idx = q.used_idx();
                 return Err(WaitError::Timeout(format!(
                     "queue {} ({}): no completion interrupt within {} ms (used index {idx}, consumed {}, {} interrupt(s){})",

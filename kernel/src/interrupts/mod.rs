@@ -3,7 +3,8 @@
 //!
 //! - [`pic`]: 8259A remapped to 0x20-0x2F and masked.
 //! - [`lapic`]: xAPIC or x2APIC, chosen at run time; spurious, error and timer vectors; EOI;
-//!   the timer calibrated against the [`hpet`] (or the PIT).
+//!   the timer calibrated against the TSC, whose rate `crate::time` measured against the
+//!   HPET, the ACPI PM timer or the PIT and cross-checked.
 //! - [`ioapic`]: every IOAPIC of the MADT with its GSI base, ISA overrides, masked entries
 //!   pointed at allocated vectors.
 //! - [`dispatch`]: handlers owned by the table, counts, spurious accounting.
@@ -12,18 +13,12 @@
 //! (`pci::vectors`); 0xFD LAPIC timer; 0xFE LAPIC error; 0xFF spurious.
 
 pub mod dispatch;
-pub mod hpet;
 pub mod ioapic;
 pub mod lapic;
 pub mod pic;
 pub mod vectors;
 
-use spin::Once;
-
 pub use dispatch::dispatch;
-
-/// How the timer was calibrated.
-static CALIBRATION: Once<&'static str> = Once::new();
 
 /// Brings up interrupt delivery on the boot CPU and enables interrupts.
 pub fn init(platform: Option<&crate::platform::Platform>, prefer_xapic: bool) {
@@ -48,27 +43,14 @@ pub fn init(platform: Option<&crate::platform::Platform>, prefer_xapic: bool) {
     )
     .expect("error vector free at boot");
 
-    let hpet = platform.and_then(|p| p.hpet).and_then(hpet::Hpet::new);
-    let hz = match &hpet {
-        Some(h) => {
-            CALIBRATION.call_once(|| "HPET");
-            lapic::calibrate_timer(lapic, 2_000, |us| h.wait_us(us))
-        }
-        None => {
-            CALIBRATION.call_once(|| "TSC (PIT-calibrated)");
-            lapic::calibrate_timer(lapic, 2_000, crate::time::busy_wait_us)
-        }
-    };
+    let hz = lapic::calibrate_timer(lapic, 2_000, crate::time::busy_wait_us);
     log::info!(
-        "lapic: {} mode, id {}, version {:#x}; timer {} kHz (divide 16) by {}{}",
+        "lapic: {} mode, id {}, version {:#x}; timer {} kHz (divide 16) by the TSC ({} MHz)",
         if lapic.is_x2apic() { "x2APIC" } else { "xAPIC" },
         lapic.id(),
         lapic.read(lapic::reg::VERSION),
         hz / 1000,
-        CALIBRATION.get().copied().unwrap_or("?"),
-        hpet.as_ref()
-            .map(|h| alloc::format!(" ({} MHz)", h.hz() / 1_000_000))
-            .unwrap_or_default()
+        crate::time::tsc_hz() / 1_000_000
     );
     x86_64::instructions::interrupts::enable();
 }

@@ -712,9 +712,10 @@ impl Bound for PciehpBound {
                 }
                 _ => Err(format!("delay: {ms} is not a number of ms up to 60000")),
             },
-            ["cut", slot] => cut(slot),
+            ["cut", slot] => cut(slot, true),
+            ["cut", slot, "quiet"] => cut(slot, false),
             _ => Err(
-                "usage: pciehp [slots | resources | events | delay [<ms>] | cut <slot>]"
+                "usage: pciehp [slots | resources | events | delay [<ms>] | cut <slot> [quiet]]"
                     .to_string(),
             ),
         })
@@ -723,9 +724,10 @@ impl Bound for PciehpBound {
 
 /// Fault injection: turns the power controller of slot `slot` off with the power indicator
 /// left on and the drivers below still bound. The card vanishes under its drivers (QEMU hides
-/// a device whose slot is unpowered but keeps it plugged in); the next service finds it no
-/// longer answering and runs the surprise-removal path.
-fn cut(slot: &str) -> Result<String, String> {
+/// a device whose slot is unpowered but keeps it plugged in). With `notice`, the next service
+/// finds it no longer answering and runs the surprise-removal path; without, nothing looks
+/// (as with a card that dies without an event), and its driver finds out on its next wait.
+fn cut(slot: &str, notice: bool) -> Result<String, String> {
     let number: u16 = slot
         .parse()
         .map_err(|_| format!("cut: {slot} is not a slot number"))?;
@@ -742,10 +744,13 @@ fn cut(slot: &str) -> Result<String, String> {
     }
     let value = hotplug::with_power(inner.control, false);
     port.command(&mut inner, value)?;
-    inner.probe_card = true;
-    port.pending.store(true, Ordering::Release);
+    if notice {
+        inner.probe_card = true;
+        port.pending.store(true, Ordering::Release);
+    }
     Ok(format!(
-        "slot {number}: power cut with its drivers bound (fault injection)"
+        "slot {number}: power cut with its drivers bound (fault injection{})",
+        if notice { "" } else { ", not looked at" }
     ))
 }
 

@@ -25,7 +25,9 @@
 //!   cut 1`: the slot's power is cut with the driver bound, which QEMU shows as a device that
 //!   no longer answers), the kernel notices, unbinds it in well under the controller's 7.5 s
 //!   shutdown timeout, powers the slot off (QEMU deletes the device), every counter is at
-//!   baseline, and a new NVMe binds. Prints cycles per second.
+//!   baseline, and a new NVMe binds; that one dies without an event (`pciehp cut 1 quiet`),
+//!   the next `nvme read` fails within a second saying the controller stopped answering,
+//!   and `device_del` removes it with every counter at baseline. Prints cycles per second.
 //! - `hotplug_x2apic`: `-cpu max` (x2APIC mode), one cycle of each device type.
 //!
 //! A surprise removal proper (a card pulled without a button press, Presence Detect
@@ -451,7 +453,28 @@ fn hotplug_cycles() {
             );
             let (third, _) = add(s, &mut qmp, &DEVICES[1], ROOT_PORT, "nvmethird")?;
             self_test(s, &third, "nvme")?;
-            remove(s, &mut qmp, ROOT_PORT, "nvmethird", Duration::from_secs(1))?;
+            // 5. A card that dies without an event: its driver's next wait ends with an error
+            //    saying so, not a timeout; `device_del` then removes it through the button.
+            let out = command(s, "pciehp cut 1 quiet")?;
+            ensure!(out.contains("not looked at"), "`pciehp cut 1 quiet`:\n{out}");
+            let out = command(s, "nvme read 0")?;
+            let ms: u64 = out
+                .split("stopped answering after ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| format!("`nvme read` on the dead NVMe did not say it stopped answering:\n{out}"))?;
+            ensure!(ms < 1000, "the read on the dead NVMe waited {ms} ms");
+            let took = remove(s, &mut qmp, ROOT_PORT, "nvmethird", Duration::from_secs(1))?;
+            let now = resources(s)?;
+            ensure!(
+                now == baseline,
+                "not at baseline after removing the dead NVMe:\n  baseline {baseline}\n  now      {now}"
+            );
+            println!(
+                "hotplug: a read on an NVMe that died under it failed after {ms} ms (\"stopped answering\"), device_del removed it in {:.2} s, resources at baseline",
+                took.as_secs_f64()
+            );
             let now = resources(s)?;
             ensure!(now == baseline, "not at baseline at the end:\n  baseline {baseline}\n  now      {now}");
             command(s, "help")?;

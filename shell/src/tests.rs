@@ -1,0 +1,265 @@
+//! The editor against a model terminal: what it prints, applied to one screen line, must
+//! always show the editor's line with the cursor where the editor has it.
+
+use super::*;
+use proptest::prelude::*;
+
+/// One terminal line as the editor's output leaves it.
+#[derive(Default)]
+struct Screen {
+    cells: Vec<u8>,
+    col: usize,
+    /// Lines finished with `\n`.
+    done: Vec<String>,
+}
+
+impl Screen {
+    fn apply(&mut self, out: &[u8]) {
+        for &b in out {
+            match b {
+                BS => self.col = self.col.saturating_sub(1),
+                b'\n' => {
+                    let text = String::from_utf8(self.cells.clone()).unwrap();
+                    self.done.push(text.trim_end().to_string());
+                    self.cells.clear();
+                    self.col = 0;
+                }
+                0x20..=0x7e => {
+                    if self.col == self.cells.len() {
+                        self.cells.push(b);
+                    } else {
+                        self.cells[self.col] = b;
+                    }
+                    self.col += 1;
+                }
+                other => panic!("the editor printed {other:#04x}"),
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.cells.clone())
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+}
+
+/// Feeds `input`; returns the results that were not `Pending`.
+fn type_in(e: &mut Editor, screen: &mut Screen, input: &[u8]) -> Vec<Feed> {
+    let mut results = Vec::new();
+    for &b in input {
+        let mut out = Vec::new();
+        let r = e.feed(b, &mut out);
+        screen.apply(&out);
+        if r != Feed::Pending {
+            results.push(r);
+        }
+    }
+    results
+}
+
+fn lines(input: &[u8]) -> Vec<String> {
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    type_in(&mut e, &mut s, input)
+        .into_iter()
+        .filter_map(|r| match r {
+            Feed::Line(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn printable_bytes_echo_and_enter_finishes() {
+    let mut e = Editor::new(256, 32);
+    let mut out = Vec::new();
+    for &b in b"help" {
+        assert_eq!(e.feed(b, &mut out), Feed::Pending);
+    }
+    assert_eq!(out, b"help");
+    out.clear();
+    assert_eq!(e.feed(b'\r', &mut out), Feed::Line("help".into()));
+    assert_eq!(out, b"\n");
+    assert_eq!(e.line(), "");
+}
+
+#[test]
+fn cr_lf_and_crlf_each_end_one_line() {
+    assert_eq!(lines(b"a\rb\nc\r\nd\r\r"), ["a", "b", "c", "d", ""]);
+    // LF LF is two lines; LF CR too.
+    assert_eq!(lines(b"x\n\n"), ["x", ""]);
+    assert_eq!(lines(b"x\n\r"), ["x", ""]);
+}
+
+#[test]
+fn a_csi_sequence_swallows_nothing_after_it() {
+    // Arrow keys with and without parameters, then a command.
+    assert_eq!(lines(b"\x1b[Ahelp\r"), ["help"]);
+    assert_eq!(lines(b"\x1b[1;5Chelp\r"), ["help"]);
+    // Intermediate bytes and private parameters (`ESC [ ? 2 5 h`, `ESC [ 0 SP q`).
+    assert_eq!(lines(b"\x1b[?25hmem\r"), ["mem"]);
+    assert_eq!(lines(b"\x1b[0 qmem\r"), ["mem"]);
+    // A long parameter run is consumed without storing it.
+    let mut long = b"\x1b[".to_vec();
+    long.extend(core::iter::repeat_n(b'9', 10_000));
+    long.extend_from_slice(b";1Dok\r");
+    assert_eq!(lines(&long), ["ok"]);
+}
+
+#[test]
+fn ss3_keys_and_a_lone_esc() {
+    // `ESC O D` is Left: the `x` goes before the `b`.
+    assert_eq!(lines(b"ab\x1bODx\r"), ["axb"]);
+    // `ESC O H` / `ESC O F`: Home and End.
+    assert_eq!(lines(b"bc\x1bOHa\x1bOFd\r"), ["abcd"]);
+    // A lone ESC before a letter: the letter is typed.
+    assert_eq!(lines(b"\x1bhelp\r"), ["help"]);
+    // ESC ESC [ A: the first ESC is lone, the rest is Up (nothing in the history).
+    assert_eq!(lines(b"\x1b\x1b[Amem\r"), ["mem"]);
+}
+
+#[test]
+fn an_abandoned_sequence_leaves_the_following_letters_alone() {
+    // `ESC [` then a pause (the caller abandons it), then `help`.
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    type_in(&mut e, &mut s, b"\x1b[");
+    assert!(e.escape_pending());
+    e.abandon_escape();
+    let r = type_in(&mut e, &mut s, b"help\r");
+    assert_eq!(r, [Feed::Line("help".into())]);
+}
+
+#[test]
+fn can_and_sub_cancel_a_sequence_and_controls_act_inside_one() {
+    assert_eq!(lines(b"\x1b[12\x18hi\r"), ["hi"]);
+    assert_eq!(lines(b"\x1b[12\x1ahi\r"), ["hi"]);
+    // CR inside an unfinished sequence still ends the line.
+    assert_eq!(lines(b"go\x1b[1\r"), ["go"]);
+}
+
+#[test]
+fn editing_in_the_middle_redraws_the_line() {
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    // "lpci", Left x3, insert "s" -> "lspci".
+    type_in(&mut e, &mut s, b"lpci\x1b[D\x1b[D\x1b[Ds");
+    assert_eq!((e.line(), e.cursor()), ("lspci", 2));
+    assert_eq!((s.text(), s.col), ("lspci".to_string(), 2));
+    // Delete under the cursor (ESC [ 3 ~) removes "p"; Backspace removes "s".
+    type_in(&mut e, &mut s, b"\x1b[3~");
+    assert_eq!((e.line(), s.text().as_str()), ("lsci", "lsci"));
+    type_in(&mut e, &mut s, b"\x7f");
+    assert_eq!((e.line(), s.text().as_str(), s.col), ("lci", "lci", 1));
+    // Home, End (VT220 forms), Right at the end does nothing.
+    type_in(&mut e, &mut s, b"\x1b[1~");
+    assert_eq!((e.cursor(), s.col), (0, 0));
+    type_in(&mut e, &mut s, b"\x1b[4~\x1b[C");
+    assert_eq!((e.cursor(), s.col), (3, 3));
+    let r = type_in(&mut e, &mut s, b"\r");
+    assert_eq!(r, [Feed::Line("lci".into())]);
+    assert_eq!(s.done, ["lci"]);
+}
+
+#[test]
+fn ctrl_u_erases_and_ctrl_c_cancels() {
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    type_in(&mut e, &mut s, b"nonsense\x1b[D\x15");
+    assert_eq!((e.line(), s.text().as_str(), s.col), ("", "", 0));
+    let r = type_in(&mut e, &mut s, b"abc\x03");
+    assert_eq!(r, [Feed::Cancelled]);
+    assert_eq!(s.done, ["abc^C"]);
+    assert_eq!(e.line(), "");
+    // A cancelled line is not remembered.
+    assert_eq!(e.history().count(), 0);
+}
+
+#[test]
+fn the_line_is_bounded() {
+    let mut e = Editor::new(8, 4);
+    let mut s = Screen::default();
+    let r = type_in(&mut e, &mut s, b"0123456789abc\r");
+    assert_eq!(r, [Feed::Line("01234567".into())]);
+    assert_eq!(s.done, ["01234567"]);
+}
+
+#[test]
+fn history_up_down_restores_the_draft() {
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    type_in(&mut e, &mut s, b"lspci -v\rmem\rmem\rirqs\r");
+    // No repeat of the newest entry.
+    assert_eq!(e.history().collect::<Vec<_>>(), ["irqs", "mem", "lspci -v"]);
+    type_in(&mut e, &mut s, b"dr");
+    type_in(&mut e, &mut s, b"\x1b[A");
+    assert_eq!((e.line(), s.text().as_str()), ("irqs", "irqs"));
+    type_in(&mut e, &mut s, b"\x1b[A\x1b[A");
+    assert_eq!(
+        (e.line(), s.text().as_str(), s.col),
+        ("lspci -v", "lspci -v", 8)
+    );
+    // Up past the oldest stays there.
+    type_in(&mut e, &mut s, b"\x1bOA");
+    assert_eq!(e.line(), "lspci -v");
+    type_in(&mut e, &mut s, b"\x1b[B");
+    assert_eq!((e.line(), s.text().as_str()), ("mem", "mem"));
+    type_in(&mut e, &mut s, b"\x1b[B\x1b[B");
+    assert_eq!((e.line(), s.text().as_str(), s.col), ("dr", "dr", 2));
+    // Down with no browsing does nothing.
+    type_in(&mut e, &mut s, b"\x1b[B");
+    assert_eq!(e.line(), "dr");
+    // A recalled line can be edited and entered.
+    let r = type_in(&mut e, &mut s, b"\x15\x1b[A\x7fx\r");
+    assert_eq!(r, [Feed::Line("irqx".into())]);
+}
+
+#[test]
+fn history_keeps_the_newest_lines() {
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    for i in 0..40 {
+        type_in(&mut e, &mut s, format!("cmd{i}\r").as_bytes());
+    }
+    let h: Vec<_> = e.history().collect();
+    assert_eq!(h.len(), 32);
+    assert_eq!((h[0], h[31]), ("cmd39", "cmd8"));
+}
+
+proptest! {
+    /// Whatever arrives, the editor does not panic, keeps its bounds, and the screen it
+    /// draws shows its line with the cursor in place.
+    #[test]
+    fn arbitrary_input_keeps_the_bounds(
+        input in proptest::collection::vec(
+            prop_oneof![
+                any::<u8>(),
+                Just(ESC), Just(b'['), Just(b'O'), Just(b'A'), Just(b'B'), Just(b'C'),
+                Just(b'D'), Just(b'~'), Just(b'3'), Just(DEL), Just(b'\r'),
+            ],
+            0..600,
+        ),
+        max_line in 0usize..20,
+    ) {
+        let mut e = Editor::new(max_line, 4);
+        let mut s = Screen::default();
+        for b in input {
+            let mut out = Vec::new();
+            let r = e.feed(b, &mut out);
+            s.apply(&out);
+            prop_assert!(e.line().len() <= max_line);
+            prop_assert!(e.cursor() <= e.line().len());
+            prop_assert!(e.history().count() <= 4);
+            if let Feed::Line(l) = &r {
+                prop_assert!(l.len() <= max_line);
+                prop_assert_eq!(s.done.last().map(String::as_str), Some(l.trim_end()));
+            }
+            if r == Feed::Pending {
+                prop_assert_eq!(s.text(), e.line().trim_end());
+                prop_assert_eq!(s.col, e.cursor());
+            }
+        }
+    }
+}

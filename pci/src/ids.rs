@@ -244,6 +244,101 @@ pub fn device_name(vendor: u16, device: u16) -> Option<&'static str> {
     })
 }
 
+/// Name of a programming interface, for the few classes where `lspci -v` shows one (as in
+/// `pci.ids`).
+pub fn prog_if_name(class: u8, subclass: u8, prog_if: u8) -> Option<&'static str> {
+    Some(match (class, subclass, prog_if) {
+        (0x01, 0x01, 0x80) => "ISA Compatibility mode-only controller, supports bus mastering",
+        (0x01, 0x01, 0x8a) => {
+            "ISA Compatibility mode controller, supports both channels switched to PCI native mode, supports bus mastering"
+        }
+        (0x01, 0x06, 0x01) => "AHCI 1.0",
+        (0x01, 0x08, 0x01) => "NVMHCI",
+        (0x01, 0x08, 0x02) => "NVM Express",
+        (0x03, 0x00, 0x00) => "VGA controller",
+        (0x06, 0x04, 0x01) => "Subtractive decode",
+        (0x07, 0x00, 0x02) => "16550",
+        (0x0c, 0x03, 0x00) => "UHCI",
+        (0x0c, 0x03, 0x10) => "OHCI",
+        (0x0c, 0x03, 0x20) => "EHCI",
+        (0x0c, 0x03, 0x30) => "XHCI",
+        _ => return None,
+    })
+}
+
+/// Name of a legacy capability that `lspci -v` shows by name alone (PCI Code and ID
+/// Assignment 1.11 §2, spelled as pciutils prints them); the ones with fields (MSI, MSI-X,
+/// Express, Power Management, vendor-specific) are formatted in `lspci`.
+pub fn capability_name(id: u8) -> Option<&'static str> {
+    Some(match id {
+        0x01 => "Power Management",
+        0x02 => "AGP",
+        0x03 => "Vital Product Data",
+        0x04 => "Slot ID",
+        0x05 => "MSI",
+        0x06 => "CompactPCI hot-swap <?>",
+        0x07 => "PCI-X",
+        0x08 => "HyperTransport",
+        0x09 => "Vendor Specific Information",
+        0x0a => "Debug port",
+        0x0b => "CompactPCI central resource control <?>",
+        0x0c => "Hot-plug capable",
+        0x0d => "Subsystem",
+        0x0e => "AGP3 <?>",
+        0x0f => "Secure device <?>",
+        0x10 => "Express",
+        0x11 => "MSI-X",
+        0x12 => "SATA HBA",
+        0x13 => "PCI Advanced Features",
+        0x14 => "Enhanced Allocation (EA)",
+        0x15 => "Flattening Portal Bridge (FPB)",
+        _ => return None,
+    })
+}
+
+/// Name of a PCI Express extended capability (PCI Code and ID Assignment 1.11 §3, spelled
+/// as pciutils prints them).
+pub fn extended_capability_name(id: u16) -> Option<&'static str> {
+    Some(match id {
+        0x0001 => "Advanced Error Reporting",
+        0x0002 | 0x0009 => "Virtual Channel",
+        0x0003 => "Device Serial Number",
+        0x0004 => "Power Budgeting <?>",
+        0x0005 => "Root Complex Link <?>",
+        0x0006 => "Root Complex Internal Link <?>",
+        0x0007 => "Root Complex Event Collector <?>",
+        0x0008 => "Multi-Function Virtual Channel <?>",
+        0x000a => "Root Complex Register Block <?>",
+        0x000b => "Vendor Specific Information",
+        0x000c => "Configuration Access Correlation <?>",
+        0x000d => "Access Control Services",
+        0x000e => "Alternative Routing-ID Interpretation (ARI)",
+        0x000f => "Address Translation Service (ATS)",
+        0x0010 => "Single Root I/O Virtualization (SR-IOV)",
+        0x0011 => "Multi-Root I/O Virtualization (MR-IOV) <?>",
+        0x0012 => "Multicast",
+        0x0013 => "Page Request Interface (PRI)",
+        0x0015 => "Resizable BAR <?>",
+        0x0016 => "Dynamic Power Allocation (DPA)",
+        0x0017 => "TPH Requester",
+        0x0018 => "Latency Tolerance Reporting",
+        0x0019 => "Secondary PCI Express",
+        0x001a => "Protocol Multiplexing <?>",
+        0x001b => "Process Address Space ID (PASID)",
+        0x001c => "LN Requester <?>",
+        0x001d => "Downstream Port Containment",
+        0x001e => "L1 PM Substates",
+        0x001f => "Precision Time Measurement",
+        0x0023 => "Designated Vendor-Specific",
+        0x0024 => "VF Resizable BAR <?>",
+        0x0025 => "Data Link Feature <?>",
+        0x0026 => "Physical Layer 16.0 GT/s <?>",
+        0x0027 => "Lane Margining at the Receiver <?>",
+        0x002a => "Physical Layer 32.0 GT/s <?>",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +351,17 @@ mod tests {
         assert_eq!(vendor_name(0x1af4), Some("Red Hat, Inc."));
         assert_eq!(device_name(0x1b36, 0x000e), Some("QEMU PCIe-to-PCI bridge"));
         assert_eq!(device_name(0x8086, 0x0000), None);
+        assert_eq!(prog_if_name(0x01, 0x08, 0x02), Some("NVM Express"));
+        assert_eq!(capability_name(0x13), Some("PCI Advanced Features"));
+        assert_eq!(capability_name(0x16), None);
+        assert_eq!(
+            extended_capability_name(0x0001),
+            Some("Advanced Error Reporting")
+        );
+        assert_eq!(
+            extended_capability_name(0x000e),
+            Some("Alternative Routing-ID Interpretation (ARI)")
+        );
+        assert_eq!(extended_capability_name(0x0fff), None);
     }
 }

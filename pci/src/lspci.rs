@@ -1,5 +1,8 @@
 //! Text output of a [`Topology`] into any [`core::fmt::Write`]: a listing like `lspci -nn`,
 //! a tree like `lspci -tv`, and one machine-readable line per function for the test runner.
+//! The console's `lspci` command with its options ([`Options`], [`write_command`]) is shaped
+//! like pciutils' (submodule `options`), and its `-v` block reads the registers that change
+//! from configuration space at the time of the command (submodule `verbose`).
 //!
 //! Listing ([`write_listing`]), one line per function (revision only when not zero, as
 //! `lspci`; names from [`ids`], otherwise `Device` and the numbers):
@@ -55,6 +58,48 @@ use core::fmt::{self, Write};
 use crate::bar::BarKind;
 use crate::enumerate::{Function, ScanError, Topology};
 use crate::ids;
+
+mod options;
+#[cfg(test)]
+mod tests;
+mod verbose;
+
+pub use options::{Options, USAGE, write_line};
+pub use verbose::{Driver, Read, write_verbose};
+
+/// The driver bound to a function, as [`write_command`] asks for it: its name and the
+/// (CPU, vector) pairs it holds.
+pub type BoundDriver = (&'static str, alloc::vec::Vec<(u32, u8)>);
+
+/// The console's `lspci` with `options`: the tree, or one line per function in pciutils'
+/// form, each followed with `-v` by its verbose block and a blank line. `read(address,
+/// offset)` reads a dword of a function's configuration space now; `driver(address)` names
+/// the driver bound to a function and the (CPU, vector) pairs it holds.
+pub fn write_command<W: Write + ?Sized>(
+    w: &mut W,
+    topology: &Topology,
+    options: &Options,
+    read: &dyn Fn(crate::Address, u16) -> Option<u32>,
+    driver: &dyn Fn(crate::Address) -> Option<BoundDriver>,
+) -> fmt::Result {
+    if options.tree {
+        return write_tree(w, topology);
+    }
+    let domain = options.show_domain(topology);
+    for f in &topology.functions {
+        write_line(w, f, options, domain)?;
+        w.write_char('\n')?;
+        if options.verbose {
+            let bound = driver(f.address);
+            let bound = bound
+                .as_ref()
+                .map(|(name, vectors)| Driver { name, vectors });
+            write_verbose(w, f, &|offset| read(f.address, offset), bound.as_ref())?;
+            w.write_char('\n')?;
+        }
+    }
+    Ok(())
+}
 
 /// Class name and code: `SATA controller [0106]`, or `Class [7700]` when unknown.
 fn write_class<W: Write + ?Sized>(w: &mut W, f: &Function) -> fmt::Result {

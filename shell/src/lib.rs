@@ -206,7 +206,7 @@ impl Editor {
                 }
                 // Further parameters (`;`, `:`, digits after them, private markers) and
                 // intermediate bytes: part of the sequence, not needed for any key.
-                0x30..=0x3f | 0x20..=0x2f => {
+                0x20..=0x3f => {
                     self.escape = Escape::Csi {
                         first,
                         first_done: true,

@@ -21,8 +21,11 @@
 //! - §6.7.1.5: an attention button press starts a 5 s abort window with the power indicator
 //!   blinking; a second press cancels. The window is [`pci::hotplug::BUTTON_DELAY_US`] unless
 //!   `pciehp delay <ms>` changed it (for tests that cycle a slot many times).
-//! - §6.7.3.3 and §6.6.1: after power-on, wait for Data Link Layer Link Active (when the port
-//!   reports it; 1 s otherwise), then 100 ms before the first configuration request.
+//! - §6.7.3.3 and §6.6.1: after power-on, wait for Data Link Layer Link Active, then 100 ms
+//!   before the first configuration request. A port that does not report Link Active and runs
+//!   at most 5.0 GT/s (QEMU's switch downstream port) waits 100 ms after power-on and then
+//!   reads function 0's Vendor ID below until it answers (1 s at most), as Linux does; a
+//!   faster port without reporting waits 1 s ([`pci::hotplug::LinkWait`]).
 //! - §6.7.5 / §6.7.1.3: presence lost (or the link down) without a button press is a surprise
 //!   removal: the drivers below are unbound (their waits end early on a vanished function,
 //!   see [`PciFunction::wait_until`], and their configuration writes are dropped) and the slot
@@ -78,6 +81,9 @@ pub trait Host: Sync {
     /// Whether the functions known below `port` still answer configuration reads with their
     /// IDs (`true` if there are none).
     fn answers(&self, port: Address) -> bool;
+    /// The Vendor ID of function 0 on the secondary bus of `port` (all ones when nothing
+    /// answers), for ports that cannot report their link ([`hotplug::LinkWait::PollVendorId`]).
+    fn vendor_below(&self, port: Address) -> u16;
 }
 
 /// The host, set by the first [`poll`].
@@ -136,9 +142,10 @@ impl Driver for PciehpDriver {
                 ProbeError(format!("{caps}: not hot-plug capable")),
             ));
         }
-        let link_reporting = function.config_read32(cap + offset::LINK_CAPABILITIES)
-            & hotplug::DLL_ACTIVE_REPORTING
-            != 0;
+        let link_wait = hotplug::LinkWait::for_link_capabilities(
+            function.config_read32(cap + offset::LINK_CAPABILITIES),
+        );
+        let link_reporting = link_wait == hotplug::LinkWait::LinkActive;
         let address = function.address();
         let pending = Arc::new(AtomicBool::new(false));
         let interrupts = Arc::new(AtomicU64::new(0));
@@ -173,6 +180,7 @@ impl Driver for PciehpDriver {
             cap,
             caps,
             link_reporting,
+            link_wait,
             pending,
             interrupts,
             unbound: AtomicBool::new(false),
@@ -271,6 +279,8 @@ struct Port {
     caps: SlotCapabilities,
     /// The port reports Data Link Layer Link Active.
     link_reporting: bool,
+    /// How a freshly powered slot is waited for.
+    link_wait: hotplug::LinkWait,
     /// Set by the interrupt handler.
     pending: Arc<AtomicBool>,
     /// Interrupts taken.
@@ -564,13 +574,26 @@ impl Port {
             return false;
         }
         let f = inner.owner.function();
-        let link_up = if self.link_reporting {
-            f.wait_until(hotplug::LINK_TIMEOUT_US, || {
-                f.config_read16(self.cap + offset::LINK_STATUS) & hotplug::DLL_LINK_ACTIVE != 0
-            })
-        } else {
-            // No Data Link Layer Link Active reporting: 1 s (§6.6.1).
-            !f.wait_until(hotplug::LINK_TIMEOUT_US, || false) && !f.vanished()
+        let link_up = match self.link_wait {
+            hotplug::LinkWait::LinkActive => {
+                let up = f.wait_until(hotplug::LINK_TIMEOUT_US, || {
+                    f.config_read16(self.cap + offset::LINK_STATUS) & hotplug::DLL_LINK_ACTIVE != 0
+                });
+                // 100 ms after the link is up before the first configuration request.
+                up && !f.wait_until(hotplug::LINK_SETTLE_US, || false) && !f.vanished()
+            }
+            hotplug::LinkWait::PollVendorId => {
+                // 100 ms after power-on, then until function 0 below answers (§6.6.1).
+                !f.wait_until(hotplug::LINK_SETTLE_US, || false)
+                    && !f.vanished()
+                    && f.wait_until(hotplug::LINK_TIMEOUT_US - hotplug::LINK_SETTLE_US, || {
+                        hotplug::vendor_id_ready(host.vendor_below(self.address))
+                    })
+            }
+            hotplug::LinkWait::Fixed => {
+                // No Data Link Layer Link Active reporting: 1 s (§6.6.1).
+                !f.wait_until(hotplug::LINK_TIMEOUT_US, || false) && !f.vanished()
+            }
         };
         if !link_up {
             self.log("link did not come up within 1 s; powering off");
@@ -578,9 +601,6 @@ impl Port {
             inner.last = String::from("link did not come up");
             return false;
         }
-        // 100 ms after the link is up before the first configuration request.
-        let f = inner.owner.function();
-        let _ = f.wait_until(hotplug::LINK_SETTLE_US, || false);
         self.log(&format!(
             "powered on, link up after {} ms",
             (host.now_us() - start) / 1000

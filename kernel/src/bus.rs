@@ -31,6 +31,8 @@ use crate::interrupts::dispatch;
 struct Binding {
     state: Box<dyn Bound>,
     handlers: Vec<(u32, u8)>,
+    /// The handlers its probe installed on shared INTx lines: (GSI, id).
+    intx: Vec<(u32, u64)>,
 }
 
 /// The bound drivers' states.
@@ -102,6 +104,7 @@ pub fn bind(address: Address) -> Result<String, String> {
     let function =
         crate::pciirq::claim(address).ok_or_else(|| format!("{address} is already bound"))?;
     let before = dispatch::installed_slots();
+    let intx_before = crate::pciirq::intx_handler_ids();
     // A panic in the probe unwinds its frame: the function handle and whatever was made from
     // it (windows, DMA buffers, vectors, bus mastering) drop there.
     match unwind::catch(move || driver.probe(function)) {
@@ -111,9 +114,14 @@ pub fn bind(address: Address) -> Result<String, String> {
                 .into_iter()
                 .filter(|h| !before.contains(h))
                 .collect();
+            let intx = crate::pciirq::intx_handler_ids()
+                .into_iter()
+                .filter(|h| !intx_before.contains(h))
+                .collect();
             BOUND.lock().push(Binding {
                 state: bound,
                 handlers,
+                intx,
             });
             FAILED.lock().retain(|f| f.address != address);
             Ok(format!("{}: {address}: {status}", driver.name()))
@@ -145,7 +153,10 @@ pub fn reap() {
         let binding = {
             let mut list = BOUND.lock();
             list.iter()
-                .position(|b| b.handlers.contains(&(fault.cpu, fault.vector)))
+                .position(|b| match fault.line {
+                    Some(line) => b.intx.contains(&line),
+                    None => b.handlers.contains(&(fault.cpu, fault.vector)),
+                })
                 .map(|at| list.remove(at))
         };
         match binding {

@@ -337,6 +337,19 @@ impl Host for KernelHost {
             })
     }
 
+    fn vendor_below(&self, port: Address) -> u16 {
+        let Some(scan) = crate::pcibus::scan() else {
+            return 0xffff;
+        };
+        let Some(bridge) = scan.topology.function(port).and_then(|f| f.bridge) else {
+            return 0xffff;
+        };
+        let below = Address::new_masked(port.segment(), bridge.secondary, 0, 0);
+        config_space(&scan)
+            .read32(below, 0)
+            .map_or(0xffff, |ids| ids as u16)
+    }
+
     fn occupied(&self, port: Address) -> bool {
         crate::pcibus::scan().is_some_and(|scan| {
             below(&scan, port)

@@ -12,6 +12,7 @@
 //! adds the IOAPIC programming around it.
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -94,7 +95,60 @@ struct Attachment {
     gsi: u32,
     cpu: u32,
     vector: u8,
+    /// The function whose pin this is: quieted (Command.INTx Disable) if one of its
+    /// handlers panics.
+    address: Address,
 }
+
+/// Which function each handler on a shared line serves, by (GSI, handler id): the line's
+/// dispatcher quiets the function of a handler that panicked before its driver is dropped,
+/// so a level-triggered line it keeps asserting does not interrupt without end. Locked with
+/// interrupts off only.
+static LINE_FUNCTIONS: Mutex<BTreeMap<(u32, u64), Address>> = Mutex::new(BTreeMap::new());
+
+/// (GSI, id) of every handler installed on a shared INTx line.
+pub fn intx_handler_ids() -> Vec<(u32, u64)> {
+    x86_64::instructions::interrupts::without_interrupts(|| LINES.handler_ids())
+}
+
+/// Runs the handlers of the shared line of `gsi`, each inside `unwind::catch`. One that
+/// panics is parked by the line, its function's INTx is disabled in configuration space
+/// (PCI Local Bus 3.0 §6.2.2, Command bit 10; the device's pin deasserts), and the fault
+/// goes to `dispatch::take_faults` for `crate::bus::reap`, which drops the driver.
+fn run_line(gsi: u32, cpu: u32, vector: u8) {
+    LINES.run_with(
+        gsi,
+        |handler| crate::cpu::unwind::catch(handler),
+        |fault, caught| {
+            let address = LINE_FUNCTIONS.lock().get(&(fault.gsi, fault.id)).copied();
+            if let (Some(address), Some(space)) = (address, SPACE.get()) {
+                // A dword write: the Status half is written as zeros, which leaves its
+                // write-one-to-clear bits alone.
+                if let Ok(command) = space.read16(address, 0x04) {
+                    let _ = space.write32(address, 0x04, u32::from(command | INTX_DISABLE));
+                }
+            }
+            log::error!(
+                "irq: the handler of {} on INTx GSI {gsi} (vector {vector:#04x}) panicked; parked, {} its driver will be unbound",
+                fault.owner,
+                match address {
+                    Some(a) => alloc::format!("INTx of {a} disabled,"),
+                    None => String::new(),
+                }
+            );
+            dispatch::report_fault(dispatch::HandlerFault {
+                cpu,
+                vector,
+                owner: fault.owner,
+                caught,
+                line: Some((fault.gsi, fault.id)),
+            });
+        },
+    );
+}
+
+/// Command register bit 10: Interrupt Disable (PCI Local Bus 3.0 §6.2.2).
+const INTX_DISABLE: u16 = 1 << 10;
 
 impl IntxLine for Attachment {
     fn vector(&self) -> (u32, u8) {
@@ -108,12 +162,17 @@ impl IntxLine for Attachment {
     fn install(&self, owner: &'static str, handler: Handler) -> u64 {
         // The line exists while this attachment does; an id of 0 is never handed out.
         x86_64::instructions::interrupts::without_interrupts(|| {
-            LINES.install(self.gsi, owner, handler).unwrap_or(0)
+            let id = LINES.install(self.gsi, owner, handler).unwrap_or(0);
+            if id != 0 {
+                LINE_FUNCTIONS.lock().insert((self.gsi, id), self.address);
+            }
+            id
         })
     }
 
     fn uninstall(&self, id: u64) -> bool {
         x86_64::instructions::interrupts::without_interrupts(|| {
+            LINE_FUNCTIONS.lock().remove(&(self.gsi, id));
             LINES.uninstall(self.gsi, id, vectors::current_cpu())
         })
     }
@@ -246,9 +305,7 @@ impl Interrupts for KernelIrq {
                 let block = vectors::allocate(1).map_err(PlatformError::Vectors)?;
                 let (cpu, vector) = (block.cpu(), block.first());
                 let dest = lapic::apic_id(cpu).unwrap_or(0);
-                let run = Box::new(move || {
-                    LINES.run(gsi);
-                });
+                let run = Box::new(move || run_line(gsi, cpu, vector));
                 let installed = dispatch::install_on(cpu, vector, "INTx line", "INTx", run)
                     .map_err(|_| PlatformError::Failed("INTx vector busy"));
                 let routed = installed
@@ -274,7 +331,12 @@ impl Interrupts for KernelIrq {
                 Ok(block)
             })
         })?;
-        Ok(Box::new(Attachment { gsi, cpu, vector }))
+        Ok(Box::new(Attachment {
+            gsi,
+            cpu,
+            vector,
+            address: function.address,
+        }))
     }
 
     fn pending_at_release(&self, address: Address, vector: u8) {

@@ -68,6 +68,49 @@ pub const LINK_SETTLE_US: u64 = 100_000;
 /// How long software waits for the link to become active after power-on. A port that does
 /// not report Data Link Layer Link Active waits 1 s instead (§6.6.1).
 pub const LINK_TIMEOUT_US: u64 = 1_000_000;
+/// Link Capabilities bits 3:0: Max Link Speed (1: 2.5 GT/s, 2: 5.0 GT/s, 3: 8.0 GT/s, ...).
+pub const MAX_LINK_SPEED: u32 = 0xf;
+/// The Vendor ID a Root Port returns for a read completed with Configuration Request Retry
+/// Status when CRS Software Visibility is on (§2.3.2): the function is not ready yet.
+pub const VENDOR_ID_RETRY: u16 = 0x0001;
+
+/// How software learns that the card below a freshly powered slot may be configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkWait {
+    /// The port reports Data Link Layer Link Active: wait for it (up to
+    /// [`LINK_TIMEOUT_US`]), then [`LINK_SETTLE_US`] (§6.7.3.3).
+    LinkActive,
+    /// No Link Active reporting on a port of at most 5.0 GT/s: wait [`LINK_SETTLE_US`]
+    /// after power-on, the minimum before a configuration request (§6.6.1), then read the
+    /// Vendor ID of function 0 below until it is valid, up to [`LINK_TIMEOUT_US`] from
+    /// power-on. Until the link trains the request completes as Unsupported Request (all
+    /// ones); a card still initialising answers Retry ([`VENDOR_ID_RETRY`]). This is also
+    /// what Linux does for such ports (`pci_bridge_wait_for_secondary_bus`).
+    PollVendorId,
+    /// No Link Active reporting on a faster port (the spec requires reporting above
+    /// 5.0 GT/s, so only a non-conforming port lands here): a fixed 1 s.
+    Fixed,
+}
+
+impl LinkWait {
+    /// The wait for a port with these Link Capabilities (§7.5.3.6).
+    pub const fn for_link_capabilities(link_caps: u32) -> Self {
+        if link_caps & DLL_ACTIVE_REPORTING != 0 {
+            Self::LinkActive
+        } else if link_caps & MAX_LINK_SPEED <= 2 {
+            Self::PollVendorId
+        } else {
+            Self::Fixed
+        }
+    }
+}
+
+/// Whether a Vendor ID read below a slot says function 0 is there and ready: not all ones
+/// (no completion: link down or nothing there), not the Retry value, and not zero (no
+/// vendor has it; Linux treats it as absent too).
+pub const fn vendor_id_ready(vendor: u16) -> bool {
+    vendor != 0xffff && vendor != VENDOR_ID_RETRY && vendor != 0
+}
 
 /// Slot Capabilities (§7.5.3.9), decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -582,5 +625,29 @@ mod tests {
         assert_eq!(slot.event(BUTTON, u64::MAX - 1), Action::Blink);
         assert_eq!(slot.deadline(), Some(u64::MAX));
         assert_eq!(slot.tick(u64::MAX - 2), Action::None);
+    }
+
+    #[test]
+    fn link_wait_follows_the_link_capabilities() {
+        // Root port with Link Active reporting (QEMU pcie-root-port): 0x0070_0000 | speed.
+        assert_eq!(
+            LinkWait::for_link_capabilities(DLL_ACTIVE_REPORTING | 0x1),
+            LinkWait::LinkActive
+        );
+        // A 2.5 GT/s switch downstream port without it (QEMU xio3130-downstream).
+        assert_eq!(
+            LinkWait::for_link_capabilities(0x0003_f411),
+            LinkWait::PollVendorId
+        );
+        assert_eq!(LinkWait::for_link_capabilities(0x2), LinkWait::PollVendorId);
+        assert_eq!(LinkWait::for_link_capabilities(0x3), LinkWait::Fixed);
+    }
+
+    #[test]
+    fn vendor_id_ready_refuses_all_ones_and_retry() {
+        assert!(!vendor_id_ready(0xffff));
+        assert!(!vendor_id_ready(VENDOR_ID_RETRY));
+        assert!(vendor_id_ready(0x1b36));
+        assert!(!vendor_id_ready(0x0000));
     }
 }

@@ -71,6 +71,20 @@ struct User {
     /// The handler while it is not running.
     handler: Option<Handler>,
     owner: &'static str,
+    /// A handler that panicked: it never runs again and is dropped when its owner
+    /// uninstalls it (outside interrupt context, like the dispatch table's parked handlers).
+    parked: Option<Handler>,
+}
+
+/// A handler on a shared line that panicked during [`SharedLines::run_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineFault {
+    /// The line's GSI.
+    pub gsi: u32,
+    /// The handler's id, as [`SharedLines::install`] returned it.
+    pub id: u64,
+    /// Who installed it.
+    pub owner: &'static str,
 }
 
 struct Line {
@@ -168,6 +182,7 @@ impl SharedLines {
             User {
                 handler: Some(handler),
                 owner,
+                parked: None,
             },
         );
         Some(id)
@@ -187,7 +202,7 @@ impl SharedLines {
             let Some(user) = line.users.remove(&id) else {
                 return false;
             };
-            let out = user.handler.is_none() && line.running;
+            let out = user.handler.is_none() && user.parked.is_none() && line.running;
             let wait = out && current != line.block.cpu();
             (user, wait.then_some(line.serial))
         };
@@ -207,6 +222,27 @@ impl SharedLines {
 
     /// Runs every handler on the line of `gsi` (its vector arrived); how many ran.
     pub fn run(&self, gsi: u32) -> usize {
+        self.run_with(
+            gsi,
+            |handler| {
+                handler();
+                Ok::<(), ()>(())
+            },
+            |_, ()| {},
+        )
+    }
+
+    /// Runs every handler on the line of `gsi` through `call`, which returns `Err(why)` when
+    /// the handler did not complete (it panicked and `call` caught it). Such a handler is
+    /// parked: it never runs again, and its owner's uninstall drops it. `faulted` is called
+    /// for each, with the lines unlocked (the kernel quiets the function there). Returns how
+    /// many ran.
+    pub fn run_with<F>(
+        &self,
+        gsi: u32,
+        mut call: impl FnMut(&mut Handler) -> Result<(), F>,
+        mut faulted: impl FnMut(LineFault, F),
+    ) -> usize {
         let (serial, mut taken) = {
             let mut lines = self.lines.lock();
             let Some(line) = lines.get_mut(&gsi) else {
@@ -216,37 +252,55 @@ impl SharedLines {
                 return 0;
             }
             line.running = true;
-            let taken: Vec<(u64, Handler)> = line
+            let taken: Vec<(u64, Handler, Result<(), F>)> = line
                 .users
                 .iter_mut()
-                .filter_map(|(id, u)| u.handler.take().map(|h| (*id, h)))
+                .filter_map(|(id, u)| u.handler.take().map(|h| (*id, h, Ok(()))))
                 .collect();
             (line.serial, taken)
         };
-        for (_, handler) in &mut taken {
-            handler();
+        for (_, handler, completed) in &mut taken {
+            *completed = call(handler);
         }
         let ran = taken.len();
         let mut stale = Vec::new();
+        let mut faults = Vec::new();
         {
             let mut lines = self.lines.lock();
             let line = lines.get_mut(&gsi).filter(|l| l.serial == serial);
             match line {
                 Some(line) => {
                     line.running = false;
-                    for (id, handler) in taken {
-                        match line.users.get_mut(&id) {
-                            Some(user) => user.handler = Some(handler),
-                            None => stale.push(handler),
+                    for (id, handler, completed) in taken {
+                        match (line.users.get_mut(&id), completed) {
+                            (Some(user), Ok(())) => user.handler = Some(handler),
+                            (Some(user), Err(why)) => {
+                                user.parked = Some(handler);
+                                let owner = user.owner;
+                                faults.push((LineFault { gsi, id, owner }, why));
+                            }
+                            (None, _) => stale.push(handler),
                         }
                     }
                 }
-                None => stale.extend(taken.into_iter().map(|(_, h)| h)),
+                None => stale.extend(taken.into_iter().map(|(_, h, _)| h)),
             }
         }
         // Uninstalled during the run: dropped with the lines unlocked.
         drop(stale);
+        for (fault, why) in faults {
+            faulted(fault, why);
+        }
         ran
+    }
+
+    /// (GSI, id) of every handler installed on every line (parked ones included).
+    pub fn handler_ids(&self) -> Vec<(u32, u64)> {
+        self.lines
+            .lock()
+            .iter()
+            .flat_map(|(gsi, line)| line.users.keys().map(move |id| (*gsi, *id)))
+            .collect()
     }
 
     /// The (CPU, vector) of the line of `gsi`, if there is one.
@@ -453,6 +507,59 @@ mod tests {
         }
         assert_eq!(Arc::strong_count(&b), 1, "closing the line kept a handler");
         assert_eq!(lines.run(16), 0);
+    }
+
+    #[test]
+    fn a_handler_that_panics_is_parked_reported_and_dropped_by_its_uninstall() {
+        let mut vectors = allocator();
+        let lines = SharedLines::new();
+        lines
+            .attach(16, || vectors.allocate(1, Policy::LeastLoaded))
+            .unwrap();
+        let (good, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let ig = lines.install(16, "good", counter(&good)).unwrap();
+        let bad_in = Arc::clone(&bad);
+        let ib = lines
+            .install(
+                16,
+                "bad",
+                Box::new(move || {
+                    bad_in.fetch_add(1, Ordering::Relaxed);
+                    panic!("injected");
+                }),
+            )
+            .unwrap();
+        let run = |lines: &SharedLines| {
+            let mut faults = vec![];
+            let ran = lines.run_with(
+                16,
+                |h| std::panic::catch_unwind(std::panic::AssertUnwindSafe(h)).map_err(drop),
+                |f, ()| faults.push(f),
+            );
+            (ran, faults)
+        };
+        let (ran, faults) = run(&lines);
+        assert_eq!(ran, 2);
+        assert_eq!(
+            faults,
+            vec![LineFault {
+                gsi: 16,
+                id: ib,
+                owner: "bad"
+            }]
+        );
+        // The parked handler never runs again; the other one still does.
+        let (ran, faults) = run(&lines);
+        assert_eq!((ran, faults.len()), (1, 0));
+        assert_eq!(good.load(Ordering::Relaxed), 2);
+        assert_eq!(bad.load(Ordering::Relaxed), 1);
+        // It stays listed (its owner has not let go) until its owner uninstalls it.
+        assert!(lines.handler_ids().contains(&(16, ib)));
+        assert_eq!(Arc::strong_count(&bad), 2);
+        assert!(lines.uninstall(16, ib, 0));
+        assert_eq!(Arc::strong_count(&bad), 1, "the parked handler was kept");
+        assert_eq!(lines.handler_ids(), vec![(16, ig)]);
+        vectors.free(lines.detach(16, |_| {}).unwrap()).unwrap();
     }
 
     #[test]

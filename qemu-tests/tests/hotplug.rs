@@ -49,13 +49,19 @@ use qemu_tests::{
 const PROMPT: &str = "kernel> ";
 const BOOT: Duration = Duration::from_secs(60);
 const ANSWER: Duration = Duration::from_secs(20);
-/// How long the cycle phase runs: two minutes, or `HOTPLUG_CYCLE_SECONDS`.
-fn cycle_budget() -> Duration {
-    let seconds = std::env::var("HOTPLUG_CYCLE_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
-    Duration::from_secs(seconds)
+/// How long the cycle phase runs, and how many rounds at most: two minutes by default
+/// (`HOTPLUG_CYCLE_SECONDS` changes it), or, with `HOTPLUG_CYCLES=<n>`, until every device type
+/// has been added and removed `n` times in a root port and `n` times in the switch's
+/// downstream port, however long that takes.
+fn cycle_plan() -> (Duration, usize) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    if let Some(n) = var("HOTPLUG_CYCLES") {
+        return (Duration::MAX, 2 * n as usize);
+    }
+    (
+        Duration::from_secs(var("HOTPLUG_CYCLE_SECONDS").unwrap_or(120)),
+        usize::MAX,
+    )
 }
 
 /// A port devices are hot-added into: its QEMU id and its Physical Slot Number.
@@ -84,7 +90,12 @@ fn machine(scratch: &std::path::Path, cpu: &str) -> (Qemu, PathBuf) {
     let qemu = Qemu::kernel(kernel_elf(), "log=info")
         .machine(Machine::Q35)
         .memory_mib(512)
-        .timeout(Duration::from_secs(600))
+        // A `HOTPLUG_CYCLES` run may take hours; the default one about three minutes.
+        .timeout(if std::env::var_os("HOTPLUG_CYCLES").is_some() {
+            Duration::from_secs(6 * 3600)
+        } else {
+            Duration::from_secs(600)
+        })
         .args([
             "-cpu",
             cpu,
@@ -257,6 +268,10 @@ struct Figures {
     cycles: usize,
     per_device: [usize; 4],
     seconds: f64,
+    /// Time spent in each step over all cycles: add to bound, self test, removal, counters.
+    steps: [Duration; 4],
+    /// Milliseconds from power-on to bound as the kernel logged them, summed per port.
+    bound_ms: [u64; 2],
 }
 
 fn run_cycles(
@@ -271,6 +286,8 @@ fn run_cycles(
         cycles: 0,
         per_device: [0; 4],
         seconds: 0.0,
+        steps: [Duration::ZERO; 4],
+        bound_ms: [0; 2],
     };
     let ports = [ROOT_PORT, DOWNSTREAM_PORT];
     'outer: for round in 0..max_rounds {
@@ -280,13 +297,22 @@ fn run_cycles(
             }
             let port = ports[(round + d) % 2];
             let id = format!("hp{}", figures.cycles);
-            let (address, _) = add(s, qmp, device, port, &id)
+            let t0 = Instant::now();
+            let (address, ms) = add(s, qmp, device, port, &id)
                 .map_err(|e| format!("cycle {}: {e}", figures.cycles))?;
+            figures.bound_ms[(round + d) % 2] += ms;
+            let t1 = Instant::now();
             self_test(s, &address, device.driver)
                 .map_err(|e| format!("cycle {}: {e}", figures.cycles))?;
+            let t2 = Instant::now();
             remove(s, qmp, port, &id, Duration::from_secs(1))
                 .map_err(|e| format!("cycle {}: {e}", figures.cycles))?;
+            let t3 = Instant::now();
             let now = resources(s)?;
+            figures.steps[0] += t1 - t0;
+            figures.steps[1] += t2 - t1;
+            figures.steps[2] += t3 - t2;
+            figures.steps[3] += t3.elapsed();
             ensure!(
                 now == baseline,
                 "cycle {} ({} in slot {}): not at baseline after removal:\n  baseline {baseline}\n  now      {now}",
@@ -362,9 +388,10 @@ fn hotplug_cycles() {
 
             // 2. Cycles with the window at 0.
             command(s, "pciehp delay 0")?;
-            let f = run_cycles(s, &mut qmp, &baseline, cycle_budget(), usize::MAX)?;
+            let (budget, rounds) = cycle_plan();
+            let f = run_cycles(s, &mut qmp, &baseline, budget, rounds)?;
             println!(
-                "hotplug: {} add/bind/selftest/remove cycles in {:.1} s = {:.2} cycles/s (edu {}, nvme {}, virtio-blk {}, virtio-net {}), every resource at baseline after each",
+                "hotplug: {} add/bind/selftest/remove cycles in {:.1} s = {:.2} cycles/s (edu {}, nvme {}, virtio-blk {}, virtio-net {}; half in a root port, half in a switch downstream port), every resource at baseline after each",
                 f.cycles,
                 f.seconds,
                 f.cycles as f64 / f.seconds,
@@ -372,6 +399,20 @@ fn hotplug_cycles() {
                 f.per_device[1],
                 f.per_device[2],
                 f.per_device[3]
+            );
+            let per = |d: Duration| d.as_secs_f64() * 1000.0 / f.cycles.max(1) as f64;
+            println!(
+                "hotplug: per cycle: add to bound {:.0} ms, self test {:.0} ms, removal {:.0} ms, counters {:.0} ms",
+                per(f.steps[0]),
+                per(f.steps[1]),
+                per(f.steps[2]),
+                per(f.steps[3])
+            );
+            let half = (f.cycles as f64 / 2.0).max(1.0);
+            println!(
+                "hotplug: power-on to bound (kernel's figure): root port {:.0} ms, switch downstream port {:.0} ms",
+                f.bound_ms[0] as f64 / half,
+                f.bound_ms[1] as f64 / half
             );
             ensure!(f.per_device.iter().all(|&n| n >= 1), "some device type never cycled");
 

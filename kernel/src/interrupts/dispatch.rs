@@ -52,6 +52,15 @@ pub struct HandlerFault {
     pub owner: &'static str,
     /// The panic.
     pub caught: Caught,
+    /// For a handler on a shared INTx line (which the line's dispatcher runs): the line's
+    /// GSI and the handler's id on it. `None` for a handler installed on its own vector.
+    pub line: Option<(u32, u64)>,
+}
+
+/// Queues a fault caught outside [`dispatch`] (a handler on a shared INTx line) for
+/// [`take_faults`]. Called with interrupts off (from the line's dispatcher).
+pub fn report_fault(fault: HandlerFault) {
+    FAULTS.lock().push(fault);
 }
 
 /// Handler faults not yet taken by [`take_faults`]. Locked with interrupts off only.
@@ -176,6 +185,7 @@ pub fn dispatch(vector: u8) {
                     vector,
                     owner,
                     caught,
+                    line: None,
                 });
             }
         }

@@ -17,6 +17,7 @@
 
 extern crate alloc;
 
+pub mod block;
 pub mod edu;
 pub mod fault;
 pub mod nvme;
@@ -64,6 +65,12 @@ pub trait Bound: Send {
     /// when the driver has no such command.
     fn command(&mut self, args: &[&str]) -> Option<Result<String, String>> {
         let _ = args;
+        None
+    }
+
+    /// The disks this driver serves ([`block`]), for the kernel's registry of block devices;
+    /// `None` for a driver that is not a storage driver.
+    fn block(&mut self) -> Option<&mut dyn block::BlockDevices> {
         None
     }
 }

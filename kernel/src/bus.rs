@@ -286,7 +286,12 @@ pub fn self_test_all() -> (usize, usize) {
 }
 
 /// Runs a driver-specific command (`nvme read 0`) on the first bound device of `driver`.
+/// The block-device commands (`blk`, `read`, `nvme read`) go to [`crate::blockcmd`], which
+/// reaches every disk's driver by address.
 pub fn command(driver: &str, args: &[&str]) -> Option<Result<String, String>> {
+    if let Some(answer) = crate::blockcmd::command(driver, args) {
+        return Some(answer);
+    }
     match with_bound(
         |b| b.state.driver() == driver,
         "command",
@@ -295,6 +300,25 @@ pub fn command(driver: &str, args: &[&str]) -> Option<Result<String, String>> {
         Ok(answer) => answer,
         Err(panicked) => Some(Err(panicked)),
     }
+}
+
+/// Runs `f` on the driver bound to `address`, as a command (a panic in it fails the
+/// binding); `None` when nothing is bound there.
+pub fn on_driver<R>(
+    address: Address,
+    f: impl FnOnce(&mut dyn Bound) -> R,
+) -> Option<Result<R, String>> {
+    with_bound(|b| b.state.address() == address, "command", f)
+}
+
+/// The addresses of the functions `driver` is bound to.
+pub fn bound_addresses(driver: &str) -> Vec<Address> {
+    BOUND
+        .lock()
+        .iter()
+        .filter(|b| b.state.driver() == driver)
+        .map(|b| b.state.address())
+        .collect()
 }
 
 /// Parses `ssss:bb:dd.f` or `bb:dd.f`.

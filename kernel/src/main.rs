@@ -20,6 +20,7 @@
 
 extern crate alloc;
 
+mod blockcmd;
 mod bootinfo;
 mod bus;
 mod console;

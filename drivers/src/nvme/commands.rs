@@ -1,9 +1,9 @@
 //! NVMe commands: the submission entry (§4.2) and completion entry (§4.6) layouts, the admin
 //! (§5) and NVM (§6) opcodes used, and the command builders.
 
-#[cfg(doc)]
-use super::queues::Queue;
-use super::{MAX_COMMAND_BYTES, NAMESPACE, PAGE};
+use alloc::vec::Vec;
+
+use super::PAGE;
 
 // Admin commands (§5).
 /// Create I/O Submission Queue (§5.4).
@@ -18,6 +18,8 @@ pub(super) const ADMIN_SET_FEATURES: u8 = 0x09;
 pub(super) const CNS_NAMESPACE: u32 = 0x00;
 /// Identify CNS 01h: the controller.
 pub(super) const CNS_CONTROLLER: u32 = 0x01;
+/// Identify CNS 02h: the active namespace list (NSIDs above the one given).
+pub(super) const CNS_ACTIVE_NAMESPACES: u32 = 0x02;
 /// Feature 07h: Number of Queues (§5.21.1.7).
 pub(super) const FEATURE_NUMBER_OF_QUEUES: u32 = 0x07;
 
@@ -31,12 +33,11 @@ pub(super) const NVM_READ: u8 = 0x02;
 /// themselves are written when the command is pushed, from the buffer that owns them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) enum Data {
-    /// No data.
+    /// No data, or PRPs written by the I/O path from its staging slot.
     #[default]
     None,
-    /// `len` bytes at `offset` of the queue's own bounce buffer (page aligned, at most
-    /// `MAX_COMMAND_BYTES`).
-    Bounce { offset: u64, len: u64 },
+    /// The admin queue's one-page buffer (Identify answers).
+    AdminPage,
     /// The ring of a queue being created (physically contiguous), given with the command.
     Ring,
 }
@@ -53,7 +54,7 @@ pub(super) struct Command {
 
 impl Command {
     /// The 16 dwords, with command identifier `cid`; PRP Entry 1 and 2 (dwords 6 to 9) are
-    /// zero here and written by [`Queue::push`].
+    /// zero here and written from the buffer that owns the data.
     pub(super) fn dwords(&self, cid: u16) -> [u32; 16] {
         let mut d = [0u32; 16];
         d[0] = u32::from(self.opcode) | u32::from(cid) << 16; // FUSE 00b, PSDT 00b (PRPs)
@@ -62,27 +63,90 @@ impl Command {
         d
     }
 
-    /// Read or Write (§6.9, §6.15) of `blocks` blocks at `lba`, data at `offset` of the
-    /// queue's bounce buffer (page aligned, at most two pages long).
-    pub(super) fn io(opcode: u8, lba: u64, blocks: u32, offset: u64, bytes: u64) -> Command {
+    /// Read or Write (§6.9, §6.15) of `blocks` blocks at `lba` of namespace `nsid`.
+    pub(super) fn io(opcode: u8, nsid: u32, lba: u64, blocks: u32) -> Command {
         Command {
             opcode,
-            nsid: NAMESPACE,
-            data: Data::Bounce { offset, len: bytes },
+            nsid,
+            data: Data::None,
             cdw: [lba as u32, (lba >> 32) as u32, blocks - 1, 0, 0, 0],
         }
     }
 }
 
-/// PRP Entry 1 and 2 (§4.3) for `bytes` bytes at page-aligned `offset` of a page-aligned
-/// buffer, as offsets into it: the second entry is the second page, or none when one page is
-/// enough. More than two pages would need a PRP list.
-pub(super) fn prps(offset: u64, bytes: u64) -> (u64, Option<u64>) {
+/// Entries in one PRP list page (§4.3: a list fills a memory page; its last entry points to
+/// the next list page when more entries follow).
+const LIST_ENTRIES: u64 = PAGE / 8;
+
+/// Where the PRPs of one transfer point, as offsets into one page-aligned staging buffer
+/// whose data starts at offset 0 (§4.3, Figure "PRP List Layout").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Prps {
+    /// PRP Entry 2: the second data page when the transfer has exactly two pages, the first
+    /// list page when it has more, none for one page. PRP Entry 1 is offset 0.
+    pub(super) second: Option<u64>,
+    /// List entries to write: (offset of the entry, offset it points at).
+    pub(super) list: Vec<(u64, u64)>,
+}
+
+/// List pages a transfer of `bytes` bytes needs.
+pub(super) fn list_pages(bytes: u64) -> u64 {
+    let pages = bytes.div_ceil(PAGE);
+    if pages <= 2 {
+        return 0;
+    }
+    // Each full page but the last carries LIST_ENTRIES - 1 data entries and a link.
+    let entries = pages - 1;
+    if entries <= LIST_ENTRIES {
+        1
+    } else {
+        (entries - 1).div_ceil(LIST_ENTRIES - 1)
+    }
+}
+
+/// The PRPs of a transfer of `bytes` bytes (more than zero) from offset 0 of a staging
+/// buffer, with its list pages from offset `list_at` (page aligned, past the data).
+pub(super) fn prps(bytes: u64, list_at: u64) -> Prps {
     assert!(
-        offset.is_multiple_of(PAGE) && bytes > 0 && bytes <= MAX_COMMAND_BYTES,
-        "PRP1+PRP2 cover two pages"
+        bytes > 0 && list_at.is_multiple_of(PAGE) && list_at >= bytes,
+        "PRPs of {bytes} bytes with the list at {list_at:#x}"
     );
-    (offset, (bytes > PAGE).then_some(offset + PAGE))
+    let pages = bytes.div_ceil(PAGE);
+    match pages {
+        1 => Prps {
+            second: None,
+            list: Vec::new(),
+        },
+        2 => Prps {
+            second: Some(PAGE),
+            list: Vec::new(),
+        },
+        _ => {
+            let mut list = Vec::with_capacity(pages as usize);
+            let mut page = list_at;
+            let mut next = 1;
+            while next < pages {
+                let left = pages - next;
+                let here = if left <= LIST_ENTRIES {
+                    left
+                } else {
+                    LIST_ENTRIES - 1
+                };
+                for k in 0..here {
+                    list.push((page + 8 * k, (next + k) * PAGE));
+                }
+                next += here;
+                if next < pages {
+                    list.push((page + 8 * (LIST_ENTRIES - 1), page + PAGE));
+                    page += PAGE;
+                }
+            }
+            Prps {
+                second: Some(list_at),
+                list,
+            }
+        }
+    }
 }
 
 /// One completion entry (§4.6).
@@ -117,21 +181,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commands_and_prps() {
-        assert_eq!(prps(0x10_0000, 512), (0x10_0000, None));
-        assert_eq!(prps(0x10_0000, 4096), (0x10_0000, None));
-        assert_eq!(prps(0x10_0000, 8192), (0x10_0000, Some(0x10_1000)));
-        let c = Command::io(NVM_READ, 0x1_0000_0002, 16, 0x2000, 8192);
-        assert_eq!(
-            c.data,
-            Data::Bounce {
-                offset: 0x2000,
-                len: 8192
-            }
-        );
+    fn io_command_dwords() {
+        let c = Command::io(NVM_READ, 2, 0x1_0000_0002, 16);
         let d = c.dwords(0x1234);
         assert_eq!(d[0], 0x1234_0002);
-        assert_eq!(d[1], 1);
+        assert_eq!(d[1], 2, "namespace");
         assert_eq!(
             (d[6], d[7], d[8], d[9]),
             (0, 0, 0, 0),
@@ -141,8 +195,72 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "PRP1+PRP2")]
-    fn three_pages_need_a_prp_list() {
-        let _ = prps(0x10_0000, 8192 + 512);
+    fn one_or_two_pages_need_no_list() {
+        assert_eq!(list_pages(512), 0);
+        assert_eq!(
+            prps(512, 4096),
+            Prps {
+                second: None,
+                list: Vec::new()
+            }
+        );
+        assert_eq!(prps(4096, 4096).second, None);
+        assert_eq!(list_pages(8192), 0);
+        assert_eq!(
+            prps(8192, 8192),
+            Prps {
+                second: Some(4096),
+                list: Vec::new()
+            }
+        );
+    }
+
+    #[test]
+    fn a_list_names_every_page_after_the_first() {
+        // 512 KiB (QEMU's MDTS): 128 pages, PRP2 = the list, 127 entries for pages 1..127.
+        let bytes = 512 * 1024;
+        assert_eq!(list_pages(bytes), 1);
+        let p = prps(bytes, bytes);
+        assert_eq!(p.second, Some(bytes));
+        assert_eq!(p.list.len(), 127);
+        for (k, &(at, to)) in p.list.iter().enumerate() {
+            assert_eq!((at, to), (bytes + 8 * k as u64, (k as u64 + 1) * PAGE));
+        }
+        // Three pages, the last one partly: 2 entries.
+        let p = prps(8192 + 512, 12288);
+        assert_eq!(p.list, [(12288, 4096), (12296, 8192)]);
+    }
+
+    #[test]
+    fn one_list_page_holds_512_entries_then_links() {
+        // 513 pages: 512 entries fit one list page exactly.
+        let bytes = 513 * PAGE;
+        assert_eq!(list_pages(bytes), 1);
+        let p = prps(bytes, bytes);
+        assert_eq!(p.list.len(), 512);
+        assert_eq!(p.list[511], (bytes + 8 * 511, 512 * PAGE));
+        // 514 pages: 513 entries; the first list page carries 511 and a link to the second.
+        let bytes = 514 * PAGE;
+        assert_eq!(list_pages(bytes), 2);
+        let p = prps(bytes, bytes);
+        assert_eq!(p.list.len(), 514);
+        assert_eq!(p.list[510], (bytes + 8 * 510, 511 * PAGE));
+        assert_eq!(p.list[511], (bytes + 8 * 511, bytes + PAGE), "link");
+        assert_eq!(p.list[512], (bytes + PAGE, 512 * PAGE));
+        assert_eq!(p.list[513], (bytes + PAGE + 8, 513 * PAGE));
+        // Every data page 1..n appears once, in order.
+        let data: Vec<u64> = p
+            .list
+            .iter()
+            .filter(|(_, to)| *to < bytes)
+            .map(|(_, to)| to / PAGE)
+            .collect();
+        assert_eq!(data, (1..514).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    #[should_panic(expected = "PRPs of")]
+    fn the_list_may_not_overlap_the_data() {
+        let _ = prps(3 * PAGE, 2 * PAGE);
     }
 }

@@ -13,14 +13,15 @@ use pci::irq::{IrqKind, IrqKinds, IrqVectors, PciFunction};
 use pci::window::BarWindow;
 
 use super::commands::{
-    ADMIN_CREATE_IO_CQ, ADMIN_CREATE_IO_SQ, ADMIN_IDENTIFY, ADMIN_SET_FEATURES, CNS_CONTROLLER,
-    CNS_NAMESPACE, Command, Data, FEATURE_NUMBER_OF_QUEUES,
+    ADMIN_CREATE_IO_CQ, ADMIN_CREATE_IO_SQ, ADMIN_IDENTIFY, ADMIN_SET_FEATURES,
+    CNS_ACTIVE_NAMESPACES, CNS_CONTROLLER, CNS_NAMESPACE, Command, Data, FEATURE_NUMBER_OF_QUEUES,
 };
-use super::queues::{Queue, admin_command, copy_from_dma};
+use super::io::Namespace;
+use super::queues::{Queue, admin_command};
 use super::registers::*;
 use super::{
-    ADMIN_ENTRIES, DEPTH, IO_ENTRIES, Identity, MAX_COMMAND_BYTES, MAX_IO_QUEUES, NAMESPACE, Nvme,
-    NvmeError, OWNERS, PAGE,
+    ADMIN_ENTRIES, IO_ENTRIES, Identity, MAX_COMMAND_BYTES, MAX_IO_QUEUES, Nvme, NvmeError, OWNERS,
+    PAGE,
 };
 use crate::ProbeError;
 use crate::fault::{self, Point};
@@ -55,7 +56,7 @@ impl Controller {
         self.irq().function()
     }
 
-    fn master(&self) -> &BusMaster {
+    pub(super) fn master(&self) -> &BusMaster {
         self.master.as_ref().expect("present until into_function")
     }
 
@@ -216,7 +217,6 @@ impl Nvme {
             controller.master(),
             0,
             ADMIN_ENTRIES,
-            PAGE,
             0,
             counters[0].clone(),
         ) {
@@ -224,10 +224,13 @@ impl Nvme {
             Err(e) => fail!(controller.into_function(), "{e}"),
         };
         let mut nvme = Nvme {
+            registration: None,
             controller,
             admin,
             io: Vec::new(),
+            staging: Vec::new(),
             identity: Identity::default(),
+            namespaces: Vec::new(),
             chunk: MAX_COMMAND_BYTES,
             broken: None,
             next_queue: 0,
@@ -235,6 +238,8 @@ impl Nvme {
         match nvme.start(cap, &counters) {
             Ok(()) => {
                 fault::point(address, Point::Probe);
+                let disks = crate::block::BlockDevices::disks(&nvme);
+                nvme.registration = Some(crate::block::DISKS.register("nvme", address, &disks));
                 Ok(nvme)
             }
             Err(e) => Err((nvme.into_function(), ProbeError(e))),
@@ -247,11 +252,13 @@ impl Nvme {
             controller,
             admin,
             io,
+            staging,
             ..
         } = self;
         let function = controller.into_function();
         drop(io);
         drop(admin);
+        drop(staging);
         function
     }
 
@@ -282,21 +289,40 @@ impl Nvme {
         // Identify Controller.
         let data = self.identify(CNS_CONTROLLER, 0)?;
         let ctrl = parse_controller(&data, cap)?;
-        // Identify Namespace 1.
-        if ctrl.namespaces < NAMESPACE {
-            return Err(format!("the controller has {} namespaces", ctrl.namespaces));
-        }
-        let data = self.identify(CNS_NAMESPACE, NAMESPACE)?;
-        let (lbas, lba_size) = parse_namespace(&data)?;
         self.chunk = ctrl
             .max_transfer
             .map_or(MAX_COMMAND_BYTES, |m| m.min(MAX_COMMAND_BYTES));
-        if u64::from(lba_size) > self.chunk {
-            return Err(format!(
-                "blocks of {lba_size} bytes exceed what one command may move ({} bytes)",
-                self.chunk
-            ));
+        // Every active namespace, each with its own LBA format.
+        let mut skipped = Vec::new();
+        for nsid in self.active_namespaces(ctrl.namespaces)? {
+            let data = self.identify(CNS_NAMESPACE, nsid)?;
+            match parse_namespace(&data) {
+                Ok((lbas, lba_size)) if u64::from(lba_size) <= self.chunk => {
+                    self.namespaces.push(Namespace {
+                        nsid,
+                        lbas,
+                        lba_size,
+                    })
+                }
+                Ok((_, lba_size)) => skipped.push(format!(
+                    "namespace {nsid}: blocks of {lba_size} bytes exceed what one command may move ({} bytes)",
+                    self.chunk
+                )),
+                // Tried from the 1..=NN fallback: not every NSID is in use.
+                Err(e) if e.starts_with("not active") => {}
+                Err(e) => skipped.push(format!("namespace {nsid}: {e}")),
+            }
         }
+        let Some(first) = self.namespaces.first().copied() else {
+            return Err(if skipped.is_empty() {
+                format!(
+                    "no active namespace (the controller may have up to {})",
+                    ctrl.namespaces
+                )
+            } else {
+                skipped.join("; ")
+            });
+        };
         self.identity = Identity {
             model: ctrl.model,
             serial: ctrl.serial,
@@ -304,8 +330,8 @@ impl Nvme {
             version: ((vs >> 16) as u16, (vs >> 8) as u8, vs as u8),
             max_transfer: ctrl.max_transfer,
             namespaces: ctrl.namespaces,
-            lbas,
-            lba_size,
+            lbas: first.lbas,
+            lba_size: first.lba_size,
         };
 
         // Number of Queues first (§5.21.1.7): NSQR and NCQR, 0's based; the answer says how
@@ -336,7 +362,6 @@ impl Nvme {
                 self.controller.master(),
                 qid,
                 entries,
-                DEPTH as u64 * MAX_COMMAND_BYTES,
                 vector,
                 counters[vector].clone(),
             )?);
@@ -374,7 +399,37 @@ impl Nvme {
             )
             .map_err(|e| format!("Create I/O Submission Queue {qid}: {e}"))?;
         }
+        // The first staging slot: what a self test needs, taken at bind rather than by the
+        // first read.
+        self.grow_staging(1).map_err(|e| format!("{e}"))?;
         Ok(())
+    }
+
+    /// The active NSIDs (Identify CNS 02h, §5.15.4: a list of up to 1024, ascending, ended by
+    /// 0; asked again from the last one while the page is full). A controller older than 1.1
+    /// that refuses CNS 02h gets every NSID from 1 to NN tried, and inactive ones (NSZE 0)
+    /// skipped.
+    fn active_namespaces(&mut self, nn: u32) -> Result<Vec<u32>, String> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let data = match self.identify(CNS_ACTIVE_NAMESPACES, after) {
+                Ok(d) => d,
+                // A status answer (not a timeout, which breaks the queue): CNS 02h unknown.
+                Err(_) if after == 0 && self.broken.is_none() => {
+                    return Ok((1..=nn.min(1024)).collect());
+                }
+                Err(e) => return Err(e),
+            };
+            let list = parse_namespace_list(&data, after)?;
+            let full = list.len() == 1024;
+            let last = list.last().copied();
+            out.extend(list);
+            match last {
+                Some(l) if full && l < u32::MAX - 1 => after = l,
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Identify with `cns` for `nsid`; the 4 KiB answer.
@@ -382,15 +437,17 @@ impl Nvme {
         self.admin_command(Command {
             opcode: ADMIN_IDENTIFY,
             nsid,
-            data: Data::Bounce {
-                offset: 0,
-                len: PAGE,
-            },
+            data: Data::AdminPage,
             cdw: [cns, 0, 0, 0, 0, 0],
         })
-        .map_err(|e| format!("Identify (CNS {cns}): {e}"))?;
+        .map_err(|e| format!("Identify (CNS {cns}, NSID {nsid}): {e}"))?;
         let mut out = vec![0u8; PAGE as usize];
-        copy_from_dma(&self.admin.data, 0, &mut out);
+        let page = self
+            .admin
+            .data
+            .as_ref()
+            .expect("the admin queue has its page");
+        page.read_bytes(0, &mut out);
         Ok(out)
     }
 
@@ -464,7 +521,7 @@ fn parse_namespace(data: &[u8]) -> Result<(u64, u32), String> {
     }
     let nsze = le64(data, 0);
     if nsze == 0 {
-        return Err("namespace 1 is not active (NSZE 0)".into());
+        return Err("not active (NSZE 0)".into());
     }
     // FLBAS (byte 26) bits 3:0 pick one of NLBAF + 1 (byte 25, 0's based) LBA formats at
     // byte 128 + 4n: MS in 15:0, LBADS (log2 of the block size) in 23:16.
@@ -485,6 +542,30 @@ fn parse_namespace(data: &[u8]) -> Result<(u64, u32), String> {
         return Err(format!("LBA format {index}: LBADS {lbads}"));
     }
     Ok((nsze, 1 << lbads))
+}
+
+/// Parses an active namespace list (§5.15.4): NSIDs in ascending order, each above `after`,
+/// ended by the first 0 entry. Anything else is a device error.
+fn parse_namespace_list(data: &[u8], after: u32) -> Result<Vec<u32>, String> {
+    if data.len() < 4096 {
+        return Err("short active namespace list".into());
+    }
+    let mut out = Vec::new();
+    let mut previous = after;
+    for at in (0..4096).step_by(4) {
+        let nsid = le32(data, at);
+        if nsid == 0 {
+            break;
+        }
+        if nsid <= previous || nsid == u32::MAX {
+            return Err(format!(
+                "active namespace list: NSID {nsid:#x} after {previous:#x} (not ascending)"
+            ));
+        }
+        out.push(nsid);
+        previous = nsid;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -536,6 +617,27 @@ mod tests {
         assert!(parse_namespace(&d).unwrap_err().contains("metadata"));
         d[0..8].copy_from_slice(&0u64.to_le_bytes());
         assert!(parse_namespace(&d).unwrap_err().contains("not active"));
+    }
+
+    #[test]
+    fn active_namespace_lists() {
+        let mut d = vec![0u8; 4096];
+        assert_eq!(parse_namespace_list(&d, 0).unwrap(), Vec::<u32>::new());
+        for (i, nsid) in [1u32, 2, 7].iter().enumerate() {
+            d[4 * i..4 * i + 4].copy_from_slice(&nsid.to_le_bytes());
+        }
+        assert_eq!(parse_namespace_list(&d, 0).unwrap(), [1, 2, 7]);
+        // Everything must be above the NSID asked from, and ascending.
+        assert!(
+            parse_namespace_list(&d, 2)
+                .unwrap_err()
+                .contains("not ascending")
+        );
+        d[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(parse_namespace_list(&d, 0).is_err());
+        // A full page: 1024 entries.
+        let full: Vec<u8> = (1u32..=1024).flat_map(u32::to_le_bytes).collect();
+        assert_eq!(parse_namespace_list(&full, 0).unwrap().len(), 1024);
     }
 
     #[test]

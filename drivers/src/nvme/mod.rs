@@ -1,6 +1,7 @@
 //! A driver for NVM Express controllers (NVM Express Base Specification 1.4), the PCI class
-//! 01h/08h: one namespace, read and write of whole logical blocks, every completion taken
-//! by interrupt. Tested on QEMU's `nvme` (1b36:0010).
+//! 01h/08h: every active namespace, each with its own block size, read and write of whole
+//! logical blocks, many commands in flight per queue, every completion taken by interrupt.
+//! Tested on QEMU's `nvme` (1b36:0010) with `nvme-ns` namespaces.
 //!
 //! # How the controller is driven
 //!
@@ -12,9 +13,14 @@
 //!
 //! Bring-up follows §7.6.1: reset (CC.EN = 0, wait for CSTS.RDY = 0), check CAP (NVM command
 //! set, 4 KiB pages allowed by MPSMIN), admin queue (AQA/ASQ/ACQ), enable (CC.EN = 1 with
-//! 64-byte SQ and 16-byte CQ entries), wait for CSTS.RDY = 1, Identify Controller and
-//! Identify Namespace 1 (§5.15), Set Features Number of Queues (§5.21.1.7), then one Create
-//! I/O Completion Queue (§5.3) and Create I/O Submission Queue (§5.4) per queue pair.
+//! 64-byte SQ and 16-byte CQ entries), wait for CSTS.RDY = 1, Identify Controller (§5.15:
+//! MDTS, in units of CAP.MPSMIN pages, bounds a command; 0 means no limit, and the driver
+//! caps commands at 1 MiB either way), the active namespace list (CNS 02h; every NSID from 1
+//! to NN on a controller that refuses it) and Identify Namespace for each (NSZE, and the
+//! block size of the LBA format FLBAS picks; a namespace with metadata is skipped), Set
+//! Features Number of Queues (§5.21.1.7), then one Create I/O Completion Queue (§5.3) and
+//! Create I/O Submission Queue (§5.4) per queue pair. A controller with no usable namespace
+//! fails the probe.
 //!
 //! Interrupts: MSI-X, entry 0 for the admin queue, entry `i` for I/O queue `i` (the queue's
 //! Interrupt Vector field is `i`), up to four I/O queues as the vectors allow. Without
@@ -29,9 +35,12 @@
 //! whose phase tag is current and writes the completion head doorbell. It never polls the
 //! completion queue without an interrupt first.
 //!
-//! Data moves through a bounce buffer per queue. One command carries at most 8 KiB, what PRP
-//! Entry 1 and 2 describe without a PRP list (§4.3) when the buffer is page aligned; larger
-//! requests are split, and up to [`DEPTH`] such commands are in flight on a queue at once.
+//! Data moves through staging slots, one per command in flight, indexed by the command
+//! identifier (`io`): a command carries up to MDTS (at most 1 MiB), described by PRP Entry
+//! 1, and PRP Entry 2 or a PRP list (§4.3) in the slot's last page; up to `IO_ENTRIES - 1`
+//! commands are in flight on a queue, and each completed read is copied once into the
+//! caller's bytes. Interrupt coalescing (Set Features 08h) is left at the controller's
+//! default.
 //!
 //! # Ownership
 //!
@@ -47,8 +56,8 @@
 //!    layer turned it off when the function was claimed, and only guards turn it on), then
 //!    the register window ([`BarWindow`], unmapped; the INTx handler's `Arc` clone of it
 //!    went with the handler).
-//! 2. The admin queue, then the I/O queues: submission and completion rings and bounce
-//!    buffers ([`DmaBuffer`]s) go back to the frame allocator. The device can no longer
+//! 2. The admin queue, then the I/O queues, then the staging slots: submission and
+//!    completion rings and data buffers ([`DmaBuffer`]s) go back to the frame allocator. The device can no longer
 //!    write them: it is disabled, and even one that ignored CC.EN has lost bus mastering.
 //!    Had a buffer been dropped while bus mastering was still on, the PCI layer would have
 //!    kept it in the function's quarantine until it went off.
@@ -59,15 +68,22 @@
 //! function. A probe that fails after enabling releases in the same order
 //! ([`Nvme::into_function`]), and gives the function back.
 //!
+//! Before all that, the namespaces' names leave the block registry
+//! ([`crate::block::Registration`], the first field).
+//!
 //! What a leak (`mem::forget`) costs: the controller stays enabled but idle (nothing submits
-//! any more), its vectors and handlers stay installed (masked vectors are never reused),
-//! about 75 frames (300 KiB) of DMA memory and a page of MMIO window stay taken, and the
-//! function stays claimed.
+//! any more), its vectors and handlers stay installed (masked vectors are never reused), its
+//! rings and staging slots (a slot per command depth ever used, MDTS bytes each) and a page
+//! of MMIO window stay taken, the function stays claimed, and its disk names stay in the
+//! registry, leading nowhere.
 
 mod commands;
 mod controller;
+mod io;
 mod queues;
 mod registers;
+
+pub use io::Namespace;
 
 use crate::fnv1a;
 use alloc::boxed::Box;
@@ -84,25 +100,24 @@ use pci::irq::{IrqKind, PciFunction};
 #[cfg(doc)]
 use pci::window::{BarWindow, DmaBuffer};
 
+use crate::block::BlockDevices;
 use crate::{Bound, Driver, Match, ProbeError};
 
 use controller::Controller;
 use queues::Queue;
 use registers::CSTS_CFS;
 
-/// The namespace driven.
-const NAMESPACE: u32 = 1;
 /// Memory page size (CC.MPS = 0).
 const PAGE: u64 = 4096;
 /// Admin queue entries.
 const ADMIN_ENTRIES: u16 = 16;
-/// Entries of each I/O queue (capped by CAP.MQES).
-const IO_ENTRIES: u16 = 32;
+/// Entries of each I/O queue (capped by CAP.MQES): up to one fewer commands in flight.
+const IO_ENTRIES: u16 = 64;
 /// I/O queue pairs at most.
 pub const MAX_IO_QUEUES: usize = 4;
-/// Bytes one command moves at most: what PRP1 + PRP2 cover from a page-aligned buffer.
-pub const MAX_COMMAND_BYTES: u64 = 2 * PAGE;
-/// Commands in flight per I/O queue at once (each with its slice of the bounce buffer).
+/// Bytes one command moves at most when MDTS allows more (or sets no limit).
+pub const MAX_COMMAND_BYTES: u64 = crate::block::MAX_REQUEST_BYTES;
+/// The depth of the benchmark's batched mode (`nvmebench` `qd8`).
 pub const DEPTH: usize = 8;
 /// Admin command timeout.
 const ADMIN_TIMEOUT_US: u64 = 2_000_000;
@@ -133,7 +148,7 @@ impl Driver for NvmeDriver {
     }
 }
 
-/// What Identify said about the controller and namespace 1.
+/// What Identify said about the controller and its first active namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
     /// Model Number (MN, bytes 63:24), trailing spaces removed.
@@ -146,11 +161,13 @@ pub struct Identity {
     pub version: (u16, u8, u8),
     /// Maximum Data Transfer Size in bytes (MDTS); `None`: no limit.
     pub max_transfer: Option<u64>,
-    /// Number of Namespaces (NN).
+    /// Number of Namespaces (NN): the highest NSID the controller may have.
     pub namespaces: u32,
-    /// Namespace 1 size in logical blocks (NSZE).
+    /// The first active namespace's size in logical blocks (NSZE); every namespace is in
+    /// [`Nvme::namespaces`].
     pub lbas: u64,
-    /// Logical block size in bytes (from FLBAS and its LBA format).
+    /// The first active namespace's logical block size in bytes (from FLBAS and its LBA
+    /// format).
     pub lba_size: u32,
 }
 
@@ -281,15 +298,21 @@ fn status_name(queue: u16, sct: u8, sc: u8) -> &'static str {
     }
 }
 
-/// A bound NVMe controller and namespace 1.
+/// A bound NVMe controller and its active namespaces.
 ///
 /// Fields drop in declaration order, which is the release protocol (module documentation):
-/// the controller guard first (device stopped, then vectors released), then the queues.
+/// the controller guard first (device stopped, then vectors released), then the queues and
+/// the staging slots.
 pub struct Nvme {
+    /// The namespaces' names in the block registry, removed first when the state drops.
+    registration: Option<crate::block::Registration>,
     controller: Controller,
     admin: Queue,
     io: Vec<Queue>,
+    /// Staging slots for the commands in flight, indexed by command identifier.
+    staging: Vec<pci::window::DmaBuffer>,
     identity: Identity,
+    namespaces: Vec<Namespace>,
     /// Bytes per command: `MAX_COMMAND_BYTES`, or less if MDTS says so.
     chunk: u64,
     /// Set by a timeout: the queues' state is unknown.
@@ -330,7 +353,7 @@ impl Nvme {
         self.io.iter().map(|q| q.completed).collect()
     }
 
-    /// Bytes one command moves at most.
+    /// Bytes one command moves at most: MDTS, capped at [`MAX_COMMAND_BYTES`].
     pub fn command_bytes(&self) -> u64 {
         self.chunk
     }
@@ -346,32 +369,55 @@ impl Bound for Nvme {
         "nvme"
     }
 
-    /// `read <lba>`: reads one block and shows its first 64 bytes and its FNV-1a.
+    /// `read <lba> [nsid]`: reads one block of namespace `nsid` (default: the first active
+    /// one) and shows its first 64 bytes and its FNV-1a.
     fn command(&mut self, args: &[&str]) -> Option<Result<String, String>> {
         crate::fault::point(self.address(), crate::fault::Point::Command);
-        let ["read", lba] = args else { return None };
+        let (lba, nsid) = match args {
+            ["read", lba] => (*lba, None),
+            ["read", lba, nsid] => (*lba, Some(*nsid)),
+            _ => return None,
+        };
         let Ok(lba) = lba.parse::<u64>() else {
             return Some(Err(format!("not a block number: {lba}")));
         };
-        let mut block = vec![0u8; self.identity.lba_size as usize];
+        let index = match nsid.map(str::parse::<u32>) {
+            None => 0,
+            Some(Ok(n)) => match self.namespaces.iter().position(|x| x.nsid == n) {
+                Some(i) => i,
+                None => return Some(Err(format!("no active namespace {n}"))),
+            },
+            Some(Err(_)) => return Some(Err("not a namespace identifier".into())),
+        };
+        let ns = self.namespaces[index];
+        let mut block = vec![0u8; ns.lba_size as usize];
+        let q = self.pick_queue();
         Some(
-            self.read(lba, &mut block)
-                .map_err(|e| format!("read LBA {lba}: {e}"))
-                .map(|()| {
-                    let mut text = format!(
-                        "LBA {lba} ({} bytes) fnv1a={:016x}",
-                        block.len(),
-                        fnv1a(&block)
-                    );
-                    for (i, row) in block[..64.min(block.len())].chunks(16).enumerate() {
-                        text.push_str(&format!("\n{:04x}:", i * 16));
-                        for b in row {
-                            text.push_str(&format!(" {b:02x}"));
-                        }
-                    }
-                    text
-                }),
+            self.read_ns(
+                index,
+                q,
+                &mut [crate::block::Request {
+                    lba,
+                    data: &mut block,
+                }],
+                1,
+            )
+            .map_err(|e| format!("namespace {} LBA {lba}: {e}", ns.nsid))
+            .map(|()| {
+                let mut text = format!(
+                    "namespace {} LBA {lba} ({} bytes) fnv1a={:016x}",
+                    ns.nsid,
+                    block.len(),
+                    fnv1a(&block)
+                );
+                crate::block::hexdump(&mut text, &block[..64.min(block.len())]);
+                text
+            }),
         )
+    }
+
+    fn block(&mut self) -> Option<&mut dyn BlockDevices> {
+        Some(self)
     }
 
     fn address(&self) -> pci::Address {
@@ -382,17 +428,26 @@ impl Bound for Nvme {
         let id = &self.identity;
         let (kind, vectors) = self.interrupts();
         let first = self.controller.irq().vector(0).map_or(0, |v| v.number());
+        let mut namespaces = String::new();
+        for n in &self.namespaces {
+            namespaces.push_str(&format!(
+                "ns{} {} x {} B ({} MiB), ",
+                n.nsid,
+                n.lbas,
+                n.lba_size,
+                (n.lbas * u64::from(n.lba_size)) >> 20
+            ));
+        }
         format!(
-            "{} serial {} fw {} (NVMe {}.{}), ns1 {} x {} B ({} MiB), {} I/O queue(s), {vectors} {kind} vector(s) from {first:#04x}",
+            "{} serial {} fw {} (NVMe {}.{}), {namespaces}{} I/O queue(s) of depth {}, {} KiB per command, {vectors} {kind} vector(s) from {first:#04x}",
             id.model,
             id.serial,
             id.firmware,
             id.version.0,
             id.version.1,
-            id.lbas,
-            id.lba_size,
-            (id.lbas * u64::from(id.lba_size)) >> 20,
             self.io.len(),
+            self.max_depth(),
+            self.chunk / 1024,
         )
     }
 

@@ -444,6 +444,16 @@ impl VirtioPci {
         self.queues[queue].add(chain)
     }
 
+    /// A zeroed DMA buffer for this device (a driver's own request memory, named in a
+    /// [`Segment::of`]); the driver must keep it until the device is reset, which declaring it
+    /// after the `VirtioPci` in its state does.
+    pub fn dma_buffer(&self, bytes: u64) -> Result<pci::window::DmaBuffer, String> {
+        let master = self.master.as_ref().ok_or("bus mastering not set up")?;
+        master
+            .dma_buffer(bytes)
+            .map_err(|e| format!("DMA buffer of {bytes} bytes: {e}"))
+    }
+
     /// Tells the device queue `queue` has new buffers.
     pub fn notify(&self, queue: usize) {
         self.transport
@@ -455,6 +465,12 @@ impl VirtioPci {
         let head = self.add(queue, chain)?;
         self.notify(queue);
         Ok(head)
+    }
+
+    /// The next used element of queue `queue` if the device has returned one, without
+    /// waiting (after [`VirtioPci::next_used`] found the first of a batch).
+    pub fn poll_used(&mut self, queue: usize) -> Result<Option<Used>, WaitError> {
+        self.queues[queue].pop_used().map_err(WaitError::Device)
     }
 
     /// The next used element of queue `queue`, consumed only after the queue's interrupt

@@ -18,10 +18,14 @@ use super::{QueueSpec, Routing, VirtioPci, queue_vector};
 const DESC_F_NEXT: u32 = 1;
 const DESC_F_WRITE: u32 = 2;
 
-/// A part of a request: a byte range of the queue's buffer and who writes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    /// Offset in the queue's DMA buffer.
+/// A part of a request: a byte range of the queue's buffer (or of another DMA buffer of the
+/// same function that the driver owns, such as a block driver's staging slot) and who writes
+/// it.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// The buffer, when not the queue's own.
+    pub buffer: Option<&'a DmaBuffer>,
+    /// Offset in the buffer.
     pub offset: u64,
     /// Length in bytes.
     pub len: u32,
@@ -29,22 +33,42 @@ pub struct Segment {
     pub device_writes: bool,
 }
 
-impl Segment {
-    /// A range the device reads.
-    pub const fn reads(offset: u64, len: u32) -> Segment {
+impl Segment<'static> {
+    /// A range of the queue's buffer the device reads.
+    pub const fn reads(offset: u64, len: u32) -> Segment<'static> {
         Segment {
+            buffer: None,
             offset,
             len,
             device_writes: false,
         }
     }
 
-    /// A range the device writes.
-    pub const fn writes(offset: u64, len: u32) -> Segment {
+    /// A range of the queue's buffer the device writes.
+    pub const fn writes(offset: u64, len: u32) -> Segment<'static> {
         Segment {
+            buffer: None,
             offset,
             len,
             device_writes: true,
+        }
+    }
+}
+
+impl<'a> Segment<'a> {
+    /// A range of `buffer` (a DMA buffer of the same function, which must stay allocated
+    /// until the device has returned the chain or was reset).
+    pub const fn of(
+        buffer: &'a DmaBuffer,
+        offset: u64,
+        len: u32,
+        device_writes: bool,
+    ) -> Segment<'a> {
+        Segment {
+            buffer: Some(buffer),
+            offset,
+            len,
+            device_writes,
         }
     }
 }
@@ -185,14 +209,15 @@ impl Virtqueue {
             ));
         }
         for s in chain {
-            let inside = pci::range::checked_range(s.offset, u64::from(s.len), self.buffers.len());
+            let buffer = s.buffer.unwrap_or(&self.buffers);
+            let inside = pci::range::checked_range(s.offset, u64::from(s.len), buffer.len());
             if s.len == 0 || inside.is_err() {
                 return Err(format!(
                     "queue {}: segment {:#x}+{:#x} outside its {:#x}-byte buffer",
                     self.index,
                     s.offset,
                     s.len,
-                    self.buffers.len()
+                    buffer.len()
                 ));
             }
         }
@@ -201,8 +226,9 @@ impl Virtqueue {
         for (i, s) in chain.iter().enumerate() {
             let last = i + 1 == n;
             let at = 16 * u64::from(d);
+            let buffer = s.buffer.unwrap_or(&self.buffers);
             self.ring
-                .write_bus_address(at, self.buffers.bus_address_at(s.offset));
+                .write_bus_address(at, buffer.bus_address_at(s.offset));
             self.ring.write32(at + 8, s.len);
             let mut flags = if s.device_writes { DESC_F_WRITE } else { 0 };
             let next = if last {
@@ -421,6 +447,38 @@ mod tests {
         assert_eq!((used.head, used.len, used.offset), (head, 513, 0));
         assert_eq!(q.free_descriptors(), 8);
         assert_eq!(q.pop_used().unwrap(), None);
+    }
+
+    #[test]
+    fn a_request_chains_header_data_pages_and_status() {
+        let function = pci::fake::irq::function_with_msix(4);
+        let master = function.bus_master();
+        let mut q = Virtqueue::new(&master, 0, 16, 4096, Arc::new(AtomicU64::new(0))).unwrap();
+        let slot = master.dma_buffer(64 * 1024).unwrap();
+        // A header, four 16 KiB data segments of another buffer, a status byte.
+        let mut chain = alloc::vec![Segment::reads(0, 16)];
+        for k in 0..4u64 {
+            chain.push(Segment::of(&slot, k * 16384, 16384, true));
+        }
+        chain.push(Segment::writes(16, 1));
+        let head = q.add(&chain).unwrap();
+        assert_eq!(q.free_descriptors(), 10);
+        let mut d = head;
+        for (i, s) in chain.iter().enumerate() {
+            let at = 16 * u64::from(d);
+            let addr = u64::from(q.ring.read32(at)) | u64::from(q.ring.read32(at + 4)) << 32;
+            let want = s.buffer.unwrap_or(&q.buffers).bus_address_at(s.offset);
+            assert_eq!(format!("{addr:x}"), format!("{want:x}"), "descriptor {i}");
+            assert_eq!(q.ring.read32(at + 8), s.len);
+            let flags_next = q.ring.read32(at + 12);
+            assert_eq!(flags_next & DESC_F_WRITE != 0, s.device_writes);
+            assert_eq!(flags_next & DESC_F_NEXT != 0, i + 1 < chain.len());
+            d = (flags_next >> 16) as u16;
+        }
+        // Past the end of the other buffer: refused before anything is written.
+        let bad = [Segment::of(&slot, 60 * 1024, 8192, true)];
+        assert!(q.add(&bad).unwrap_err().contains("outside"));
+        assert_eq!(q.free_descriptors(), 10);
     }
 
     #[test]

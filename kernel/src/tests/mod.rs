@@ -14,6 +14,7 @@
 //! reported and fail the run. The suites `pci` and `storage` end with `PCI HOLD` and
 //! `STORAGE HOLD` instead of an exit: the runner asks QEMU itself (QMP), then quits it.
 
+mod blk_suite;
 mod boot_suite;
 mod devirq_suite;
 mod drivers_suite;
@@ -120,6 +121,8 @@ pub fn run(suite: &str) -> ! {
         "nvme" => nvme_suite::TESTS,
         "nvmebench" => nvme_suite::BENCH,
         "storage" => storage_suite::TESTS,
+        "blk" => blk_suite::TESTS,
+        "blkbench" => blk_suite::BENCH,
         "pagefault" => {
             crate::serial_println!("TEST START pagefault");
             crate::serial_println!("reading unmapped address {PAGE_FAULT_ADDRESS:#x}");
@@ -137,7 +140,7 @@ pub fn run(suite: &str) -> ! {
         other => {
             crate::serial_println!("TEST START {other}");
             crate::serial_println!(
-                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, faults, virtio, nvme, nvmebench, storage, pagefault, panic)"
+                "TEST DONE {other}: 0 passed, 1 failed (no such suite; known: boot, pci, irq, devirq, sharedirq, irqbench, drivers, faults, virtio, nvme, nvmebench, storage, blk, blkbench, pagefault, panic)"
             );
             qemu::exit(ExitCode::Failure)
         }

@@ -20,6 +20,7 @@
 //! - [`screen`]: a run without serial, looked at through QMP `screendump` and typed on through
 //!   QMP `send-key`.
 
+pub mod bench;
 pub mod cfgtrace;
 pub mod pci;
 pub mod protocol;

@@ -164,6 +164,9 @@ impl Registry {
                 info: *info,
             });
         }
+        // Room for exactly what is listed: the registry's heap then depends only on the
+        // disks registered, so unbinding brings the heap back to where it was byte for byte.
+        list.shrink_to_fit();
         Registration {
             registry: self,
             address,
@@ -183,7 +186,9 @@ impl Registry {
     }
 
     fn unregister(&self, address: pci::Address) {
-        self.disks.lock().retain(|d| d.address != address);
+        let mut list = self.disks.lock();
+        list.retain(|d| d.address != address);
+        list.shrink_to_fit();
     }
 }
 

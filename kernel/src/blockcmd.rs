@@ -26,7 +26,10 @@ pub fn command(name: &str, args: &[&str]) -> Option<Result<String, String>> {
         ("blk", []) => Some(Ok(list())),
         ("blk", _) => Some(Err("usage: blk".into())),
         ("read", _) => Some(read(args)),
-        ("nvme", ["read", rest @ ..]) => Some(nvme_read(rest)),
+        // Without a bound controller the command is nobody's, as any driver's command.
+        ("nvme", ["read", rest @ ..]) if !crate::bus::bound_addresses("nvme").is_empty() => {
+            Some(nvme_read(rest))
+        }
         _ => None,
     }
 }
@@ -129,9 +132,6 @@ fn nvme_read(rest: &[&str]) -> Result<String, String> {
     let disks = DISKS.list();
     let mut controllers: Vec<pci::Address> = crate::bus::bound_addresses("nvme");
     controllers.sort();
-    if controllers.is_empty() {
-        return Err("no NVMe controller is bound".into());
-    }
     let (mut answers, mut failed) = (Vec::new(), false);
     for address in controllers {
         // The disk the driver reads: the namespace asked for, or the controller's first.

@@ -49,8 +49,9 @@
 //!   drop; a leak costs MMIO window space) and the configuration window's cached setup;
 //! - the [`Virtqueue`]s, each owning its rings (one DMA buffer: descriptor table, available
 //!   ring, used ring) and the DMA buffer its requests point into (drivers name buffers by
-//!   offset in it, never by bus address, so the device can only be pointed at memory the
-//!   queue owns); a leak costs their frames;
+//!   offset in it, or in a DMA buffer of their own made by [`VirtioPci::dma_buffer`] such as
+//!   the block driver's staging slots, never by bus address, so the device can only be
+//!   pointed at memory the queue or the driver owns); a leak costs their frames;
 //! - the interrupt vectors with their handlers and the function handle ([`IrqVectors`]).
 //!
 //! `Drop` resets the device first (device_status 0, then waits until it reads back 0, §2.1.2

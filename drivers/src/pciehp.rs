@@ -32,9 +32,12 @@
 //!   is powered off. A card that stops answering with presence unchanged counts the same;
 //!   `pciehp cut <slot>` injects one (power cut under a bound driver) for tests.
 //!
-//! Firmware control (`_OSC`, PCI Firmware 3.3 §4.5): the kernel does not evaluate `_OSC`, so
-//! it assumes native hot-plug control was granted, as on QEMU's q35 (its `_OSC` grants it).
-//! A machine whose firmware keeps hot-plug (ACPI hot-plug) would have both handle the slot.
+//! Firmware control (`_OSC`, PCI Firmware 3.3 §4.5): the kernel asks every host bridge for
+//! native hot-plug control at boot (`firmware::aml::osc`) and tells this driver, through
+//! [`firmware_keeps`], the buses whose firmware kept it; ports there are not taken (ACPI
+//! hot-plug is firmware's business, as on QEMU's q35 default). Without ACPI (`acpi=off`)
+//! native control is assumed. A port whose presence detect disagrees with enumeration is
+//! also left alone (see `service`).
 //!
 //! Work is never done in the interrupt handler: it only notes that the port signalled. The
 //! kernel calls [`poll`] from its idle loop, which reads Slot Status, acknowledges events,
@@ -95,6 +98,28 @@ static BUTTON_DELAY_US: AtomicU64 = AtomicU64::new(hotplug::BUTTON_DELAY_US);
 /// Hot-plug events handled so far (for tests: they wait for this to move).
 static EVENTS_HANDLED: AtomicU64 = AtomicU64::new(0);
 
+/// Buses (segment, first, last) whose host bridge's firmware kept PCI Express hot-plug, and
+/// what it answered.
+static FIRMWARE_KEEPS: Mutex<Vec<(u16, u8, u8, String)>> = Mutex::new(Vec::new());
+
+/// Records that firmware kept PCI Express hot-plug for the buses `first..=last` of
+/// `segment` (its `_OSC` did not grant native control; `why` says what it answered). Ports
+/// there are left to firmware. Called by the kernel before drivers bind.
+pub fn firmware_keeps(segment: u16, first: u8, last: u8, why: String) {
+    FIRMWARE_KEEPS.lock().push((segment, first, last, why));
+}
+
+/// Why firmware keeps hot-plug of the port at `address`, if it does.
+fn kept_by_firmware(address: Address) -> Option<String> {
+    FIRMWARE_KEEPS
+        .lock()
+        .iter()
+        .find(|(segment, first, last, _)| {
+            address.segment() == *segment && (*first..=*last).contains(&address.bus())
+        })
+        .map(|(_, _, _, why)| why.clone())
+}
+
 /// The hot-plug port driver.
 pub struct PciehpDriver;
 
@@ -136,6 +161,17 @@ impl Driver for PciehpDriver {
             ));
         }
         let caps = SlotCapabilities(function.config_read32(cap + offset::SLOT_CAPABILITIES));
+        if caps.hot_plug_capable()
+            && let Some(why) = kept_by_firmware(function.address())
+        {
+            return Err((
+                function,
+                ProbeError(format!(
+                    "slot {}: hot-plug is firmware's ({why}); this kernel has no ACPI hot-plug, so devices added here are not seen (on QEMU's q35: -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off gives native hot-plug)",
+                    caps.physical_slot()
+                )),
+            ));
+        }
         if !caps.hot_plug_capable() {
             return Err((
                 function,

@@ -142,6 +142,14 @@ fn aml_layer_on_a_written_firmware() {
     assert_eq!(bridges[1]["bus"], 0x80);
     assert_eq!(bridges[1]["bus_end"], 0xFE);
     assert_eq!(bridges[1]["has_prt"], false);
+    // `_OSC`: PCI0 grants native hot-plug; PCI1 has no `_OSC`, so firmware keeps it.
+    assert_eq!(bridges[0]["native_hot_plug"], true, "{}", bridges[0]["osc"]);
+    assert_eq!(
+        bridges[0]["osc"],
+        "_OSC granted 0x11 of 0x11: hot-plug native"
+    );
+    assert_eq!(bridges[1]["native_hot_plug"], false);
+    assert_eq!(bridges[1]["osc"], "no _OSC (firmware keeps native control)");
     let routes = bridges[0]["prt"].as_array().expect("routes");
     let route = |device: u64| {
         routes

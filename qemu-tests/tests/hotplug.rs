@@ -77,6 +77,12 @@ const DOWNSTREAM_PORT: Port = Port { id: "dp1", slot: 3 };
 /// The machine: two free hot-plug ports (a root port, and a downstream port of a switch in
 /// a second root port), block backends for the NVMe and virtio-blk, a user-mode network.
 fn machine(scratch: &std::path::Path, cpu: &str) -> (Qemu, PathBuf) {
+    machine_with(scratch, cpu, true)
+}
+
+/// The machine; `native`: with q35's ACPI hot-plug of root ports turned off, so its `_OSC`
+/// grants native hot-plug.
+fn machine_with(scratch: &std::path::Path, cpu: &str, native: bool) -> (Qemu, PathBuf) {
     std::fs::create_dir_all(scratch).expect("scratch directory");
     let qmp = scratch.join("qmp.sock");
     let disk = |name: &str| {
@@ -102,7 +108,11 @@ fn machine(scratch: &std::path::Path, cpu: &str) -> (Qemu, PathBuf) {
             "-qmp",
             &format!("unix:{},server=on,wait=off", qmp.display()),
             "-global",
-            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+            if native {
+                "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"
+            } else {
+                "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on"
+            },
             "-device",
             "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x5",
             "-device",
@@ -561,6 +571,11 @@ fn hotplug_x2apic() {
                 s.received().contains("x2APIC mode"),
                 "-cpu max did not bring the local APIC up in x2APIC mode"
             );
+            ensure!(
+                s.received()
+                    .contains("_OSC granted 0x11 of 0x11: hot-plug native"),
+                "q35 without ACPI hot-plug: the kernel did not log native hot-plug granted by _OSC"
+            );
             let baseline = resources(s)?;
             command(s, "pciehp delay 0")?;
             let f = run_cycles(s, &mut qmp, &baseline, Duration::from_secs(120), 2)?;
@@ -578,6 +593,67 @@ fn hotplug_x2apic() {
         outcome.wall.as_secs_f64()
     );
     check("hotplug_x2apic", &outcome, |_, report| {
+        result?;
+        ensure!(
+            report.panic.is_none(),
+            "kernel panicked: {:?}",
+            report.panic
+        );
+        Ok(())
+    });
+}
+
+/// q35's default: root-port hot-plug is ACPI's, and its `_OSC` keeps native hot-plug. The
+/// kernel asks, logs what firmware answered, leaves the slots alone with a message saying
+/// why and what to do, and a `device_add` there changes nothing the kernel owns.
+#[test]
+fn hotplug_left_to_firmware() {
+    if !qemu_or_skip("hotplug_left_to_firmware") {
+        return;
+    }
+    let scratch = unique_temp_dir("hotplug-firmware");
+    let (qemu, qmp_path) = machine_with(&scratch, "qemu64", false);
+    let InteractRun { outcome, result } = qemu
+        .interact(|s| {
+            s.expect(PROMPT, BOOT)?;
+            let mut qmp = Qmp::connect(&qmp_path, Instant::now() + Duration::from_secs(590))?;
+            let log = s.received();
+            ensure!(
+                log.contains("_OSC granted 0x10 of 0x11: hot-plug kept by firmware"),
+                "the kernel did not log that q35's _OSC kept hot-plug"
+            );
+            ensure!(
+                log.contains("slot 1: hot-plug is firmware's")
+                    && log.contains("slot 3: hot-plug is firmware's"),
+                "pciehp did not say it leaves slots 1 and 3 to firmware"
+            );
+            // No port driver is bound, so `pciehp resources` has no one to answer: `mem`
+            // (frames, heap, vectors) is the counter here.
+            let baseline = command(s, "mem")?;
+            let slots = command(s, "drivers")?;
+            ensure!(
+                !slots.contains("pciehp"),
+                "pciehp took a slot firmware keeps:\n{slots}"
+            );
+            let mut args = (DEVICES[0].args)();
+            args["id"] = json!("fw0");
+            args["bus"] = json!(ROOT_PORT.id);
+            qmp.execute("device_add", Some(args))?;
+            std::thread::sleep(Duration::from_secs(1));
+            let drivers = command(s, "drivers")?;
+            ensure!(
+                !drivers.contains("edu"),
+                "an edu was bound in a slot firmware keeps:\n{drivers}"
+            );
+            let now = command(s, "mem")?;
+            ensure!(now == baseline, "`mem` moved:\n{baseline}\n{now}");
+            s.send_line("poweroff")?;
+            s.wait_exit(Duration::from_secs(15))?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("hotplug_left_to_firmware: cannot run QEMU: {e}"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    check("hotplug_left_to_firmware", &outcome, |_, report| {
         result?;
         ensure!(
             report.panic.is_none(),

@@ -178,6 +178,10 @@ pub fn load(hw: &'static dyn Hardware, rsdp_phys: u64, options: &LoadOptions) ->
         });
         // SAFETY: as above; the reservations came from AcpiGetDevices too.
         unsafe { routing::ecam_hints(handle, &mut bridge, &reservations) };
+        bridge.osc = timed("_OSC", budget, &mut report, || {
+            // SAFETY: as above.
+            unsafe { routing::osc(handle) }
+        });
         report.host_bridges.push(bridge);
     }
     report.s5 = timed("\\_S5", budget, &mut report, sleep_type_s5);
@@ -461,5 +465,6 @@ pub(super) fn bridge(path: String, segment: u16, bus: u8, bus_end: Option<u8>) -
         has_prt: false,
         cba: None,
         reserved: Vec::new(),
+        osc: super::osc::Osc::Absent,
     }
 }

@@ -9,11 +9,13 @@
 //! - [`os`]: the `AcpiOs*` services on top of [`crate::hw::Hardware`], with the time budget.
 //! - [`engine`]: loading the namespace and evaluating objects.
 //! - [`routing`]: host bridges and `_PRT`, link devices included.
+//! - [`osc`]: `_OSC`, which PCI Express controls firmware grants (native hot-plug).
 //! - [`resources`]: resource descriptors (`_CRS`, `_PRS`, `_SRS`), pure Rust.
 
 pub mod engine;
 mod ffi;
 pub mod os;
+pub mod osc;
 pub mod resources;
 pub mod routing;
 
@@ -89,6 +91,9 @@ pub struct HostBridge {
     /// Memory (base, length) that `PNP0C02` devices directly below it reserve (where some
     /// firmware, QEMU's `microvm` for one, describes the ECAM window it has no MCFG for).
     pub reserved: Vec<(u64, u64)>,
+    /// What its `_OSC` granted (PCI Firmware 3.3 §4.5): whether PCI Express hot-plug below it
+    /// is the kernel's or firmware's.
+    pub osc: osc::Osc,
 }
 
 /// What loading and running the AML gave.

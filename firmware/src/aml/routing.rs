@@ -25,6 +25,7 @@ use core::ffi::{CStr, c_void};
 use super::engine::{self, IsaOverride, Value};
 use super::ffi::{self, Handle};
 use super::os;
+use super::osc;
 use super::resources::{self, Interrupts, IrqForm};
 use super::{HostBridge, Polarity, Route, RouteSource, Trigger};
 use crate::hw::PciLocation;
@@ -110,6 +111,26 @@ pub unsafe fn ecam_hints(handle: Handle, bridge: &mut HostBridge, reserved: &[(H
             Ok(None) => {}
             Err(e) => log::warn!("acpi: {path}: {e}"),
         }
+    }
+}
+
+/// Asks the host bridge at `handle` for native PCI Express hot-plug control (`_OSC`, PCI
+/// Firmware 3.3 §4.5); what firmware granted.
+///
+/// # Safety
+/// `handle` is a device node ACPICA handed out.
+pub unsafe fn osc(handle: Handle) -> osc::Osc {
+    let args = osc::arguments(osc::SUPPORT, osc::REQUEST);
+    match engine::evaluate(Some(handle), "_OSC", &args) {
+        Ok(None) => osc::Osc::Absent,
+        Ok(Some(Value::Buffer(answer))) => match osc::granted(&answer) {
+            Ok(control) => osc::Osc::Granted(control & osc::REQUEST),
+            Err(e) => osc::Osc::Failed(e),
+        },
+        Ok(Some(other)) => {
+            osc::Osc::Failed(alloc::format!("_OSC returned {other:?}, not a Buffer"))
+        }
+        Err(e) => osc::Osc::Failed(alloc::format!("_OSC: {e}")),
     }
 }
 

@@ -226,6 +226,8 @@ fn bridge_json(b: &HostBridge) -> Value {
         "bus": b.bus,
         "bus_end": b.bus_end,
         "has_prt": b.has_prt,
+        "native_hot_plug": b.osc.native_hot_plug(),
+        "osc": b.osc.to_string(),
         "prt": match &b.prt {
             Ok(routes) => Value::Array(routes.iter().map(route_json).collect()),
             Err(e) => json!({"error": e}),

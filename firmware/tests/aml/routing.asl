@@ -77,6 +77,33 @@ DefinitionBlock ("", "DSDT", 2, "RUSTOS", "AMLTEST", 1)
                 /* PIC mode: what firmware says when \_PIC(1) did not happen. */
                 Return (Package () { Package () { 0x0001FFFF, Zero, Zero, 9 } })
             }
+            /* Grants what is asked except SHPC/PME/AER, the way QEMU's q35 does with native
+               hot-plug; refuses another UUID. */
+            Method (_OSC, 4, NotSerialized)
+            {
+                CreateDWordField (Arg3, Zero, CDW1)
+                If (Arg0 == ToUUID ("33db4d5b-1ff7-401c-9657-7441c03dd766"))
+                {
+                    CreateDWordField (Arg3, 4, CDW2)
+                    CreateDWordField (Arg3, 8, CDW3)
+                    Local0 = CDW3
+                    Local0 &= 0x11
+                    If (Arg1 != One)
+                    {
+                        CDW1 |= 0x08
+                    }
+                    If (CDW3 != Local0)
+                    {
+                        CDW1 |= 0x10
+                    }
+                    CDW3 = Local0
+                }
+                Else
+                {
+                    CDW1 |= 0x04
+                }
+                Return (Arg3)
+            }
             Method (_INI, 0, NotSerialized)
             {
                 /* Two distinct mutexes, one of them taken twice by the same thread. */

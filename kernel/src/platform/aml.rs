@@ -86,6 +86,15 @@ fn load_contained(platform: &Platform) -> AmlReport {
             ),
             Err(e) => log::warn!("acpi: host bridge {}: _PRT not usable: {e}", b.path),
         }
+        log::info!("acpi: host bridge {}: {}", b.path, b.osc);
+        if !b.osc.native_hot_plug() {
+            drivers::pciehp::firmware_keeps(
+                b.segment,
+                b.bus,
+                b.bus_end.unwrap_or(0xff),
+                alloc::format!("{}: {}", b.path, b.osc),
+            );
+        }
         for r in b.prt.iter().flatten() {
             log::debug!(
                 "acpi: {} device {:#04x} INT{} -> GSI {} ({:?}, {:?})",

@@ -98,7 +98,13 @@ pub struct Editor {
     line: Vec<u8>,
     cursor: usize,
     max_line: usize,
+    /// The history, newest first: `history_limit` slots, each with room for a whole line,
+    /// allocated by [`Editor::new`]. Remembering a line copies it into a slot, so the heap
+    /// the editor holds does not change with what is typed (the kernel's resource counters
+    /// compare heap use byte for byte across commands).
     history: VecDeque<Vec<u8>>,
+    /// Slots not in use, with their room kept.
+    spare: Vec<Vec<u8>>,
     history_limit: usize,
     /// Which history entry is shown (0 = newest), while browsing.
     browsing: Option<usize>,
@@ -113,13 +119,16 @@ impl Editor {
     /// lines.
     pub fn new(max_line: usize, history_limit: usize) -> Self {
         Editor {
-            line: Vec::new(),
+            line: Vec::with_capacity(max_line),
             cursor: 0,
             max_line,
-            history: VecDeque::new(),
+            history: VecDeque::with_capacity(history_limit),
+            spare: (0..history_limit)
+                .map(|_| Vec::with_capacity(max_line))
+                .collect(),
             history_limit,
             browsing: None,
-            draft: Vec::new(),
+            draft: Vec::with_capacity(max_line),
             escape: Escape::Ground,
             after_cr: false,
         }
@@ -275,10 +284,12 @@ impl Editor {
             }
             Key::Enter => {
                 out.push(b'\n');
-                let line = core::mem::take(&mut self.line);
+                // The line's buffer stays (with its room); the caller gets a copy.
+                let line: String = self.line.iter().copied().map(char::from).collect();
+                self.remember_current();
+                self.line.clear();
                 self.cursor = 0;
-                self.remember(&line);
-                return Feed::Line(line.into_iter().map(char::from).collect());
+                return Feed::Line(line);
             }
             Key::Cancel => {
                 out.extend_from_slice(b"^C\n");
@@ -328,7 +339,8 @@ impl Editor {
                 if let Some(entry) = self.history.get(next) {
                     let entry = entry.clone();
                     if self.browsing.is_none() {
-                        self.draft = self.line.clone();
+                        self.draft.clear();
+                        self.draft.extend_from_slice(&self.line);
                     }
                     self.browsing = Some(next);
                     self.replace(entry, out);
@@ -338,7 +350,8 @@ impl Editor {
                 None => {}
                 Some(0) => {
                     self.browsing = None;
-                    let draft = core::mem::take(&mut self.draft);
+                    let draft = self.draft.clone();
+                    self.draft.clear();
                     self.replace(draft, out);
                 }
                 Some(i) => {
@@ -351,7 +364,14 @@ impl Editor {
         Feed::Pending
     }
 
-    /// Adds a finished line to the history (not an empty one, nor a repeat of the newest).
+    /// Adds the finished line to the history (not an empty one, nor a repeat of the newest).
+    fn remember_current(&mut self) {
+        let line = core::mem::take(&mut self.line);
+        self.remember(&line);
+        self.line = line;
+    }
+
+    /// Adds `line` to the history (not an empty one, nor a repeat of the newest).
     fn remember(&mut self, line: &[u8]) {
         if self.history_limit == 0
             || line.is_empty()
@@ -359,18 +379,24 @@ impl Editor {
         {
             return;
         }
-        if self.history.len() == self.history_limit {
-            self.history.pop_back();
+        let mut slot = if self.history.len() == self.history_limit {
+            self.history.pop_back()
+        } else {
+            self.spare.pop()
         }
-        self.history.push_front(line.to_vec());
+        .unwrap_or_default();
+        slot.clear();
+        slot.extend_from_slice(&line[..line.len().min(self.max_line)]);
+        self.history.push_front(slot);
     }
 
     /// Replaces the whole line with `new` (cut to the bound), cursor at its end.
-    fn replace(&mut self, mut new: Vec<u8>, out: &mut Vec<u8>) {
-        new.truncate(self.max_line);
+    fn replace(&mut self, new: Vec<u8>, out: &mut Vec<u8>) {
+        let new = &new[..new.len().min(self.max_line)];
         out.extend(core::iter::repeat_n(BS, self.cursor));
         let old_len = self.line.len();
-        self.line = new;
+        self.line.clear();
+        self.line.extend_from_slice(new);
         self.cursor = self.line.len();
         self.redraw_from(0, old_len, out);
     }

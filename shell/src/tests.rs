@@ -263,3 +263,40 @@ proptest! {
         }
     }
 }
+
+/// The editor's heap does not grow with what is typed: every buffer it keeps is allocated
+/// by `Editor::new` with room for a whole line (the kernel compares heap use across
+/// commands byte for byte).
+#[test]
+fn buffers_keep_their_room() {
+    let mut e = Editor::new(16, 3);
+    let rooms = |e: &Editor| {
+        let mut v = vec![e.line.capacity(), e.draft.capacity()];
+        v.extend(e.history.iter().map(Vec::capacity));
+        v.extend(e.spare.iter().map(Vec::capacity));
+        v
+    };
+    let before = rooms(&e);
+    let mut out = Vec::new();
+    for line in [
+        "a",
+        "bb",
+        "a much longer line than sixteen",
+        "cc",
+        "dd",
+        "ee",
+    ] {
+        for b in line.bytes().chain(*b"\r") {
+            e.feed(b, &mut out);
+        }
+        for b in b"\x1b[A\x1b[A\x1b[B\x15" {
+            e.feed(*b, &mut out);
+        }
+    }
+    let mut after = rooms(&e);
+    let mut before = before;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after);
+    assert_eq!(e.history().count(), 3);
+}

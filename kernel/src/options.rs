@@ -9,13 +9,17 @@
 //! | `bootbench` | exercise every bound driver once and report its vectors (boot benchmark) |
 //! | `storage=write` | allow drivers to write to disks (default: they only read; see `drivers::storage`) |
 //!
-//! Unknown words are kept (the test runner passes tokens of its own) and listed at `debug`.
+//! Any other word is reported at boot as a warning (`kernel: unknown command-line option
+//! 'xyz' (known: ...)`), so a mistyped option is seen at the default log level; `token=` is
+//! the test runner's own tag for a boot and is accepted silently.
 
 use log::LevelFilter;
 
 /// The parsed options.
 #[derive(Clone, Copy, Debug)]
 pub struct Options<'a> {
+    /// The command line as given.
+    pub cmdline: &'a str,
     /// Log level.
     pub log: LevelFilter,
     /// `log=` value that did not parse, for a warning once logging works.
@@ -35,6 +39,19 @@ pub struct Options<'a> {
     pub bad_storage: Option<&'a str>,
 }
 
+/// The options this kernel knows (the first word of each `key=value`).
+pub const KNOWN: &[&str] = &["log", "test", "dumpboot", "apic", "bootbench", "storage"];
+
+/// Words the test runner adds for itself (not options; not reported).
+const RUNNER_WORDS: &[&str] = &["token"];
+
+/// The words of `cmdline` that are not options, in order.
+pub fn unknown(cmdline: &str) -> impl Iterator<Item = &str> {
+    boot::cmdline::words(cmdline)
+        .filter(|w| !KNOWN.contains(&w.key) && !RUNNER_WORDS.contains(&w.key))
+        .map(|w| w.key)
+}
+
 /// Parses `cmdline`.
 pub fn parse(cmdline: &str) -> Options<'_> {
     let (log, bad_log) = match boot::cmdline::get(cmdline, "log") {
@@ -45,6 +62,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         },
     };
     Options {
+        cmdline,
         log,
         bad_log,
         test: boot::cmdline::get(cmdline, "test").filter(|s| !s.is_empty()),
@@ -57,9 +75,33 @@ pub fn parse(cmdline: &str) -> Options<'_> {
 }
 
 impl Options<'_> {
-    /// Hands the storage permission to the drivers (once, at boot, before any driver binds)
-    /// and says which it is.
+    /// Warns about every word of the command line that is not an option (see the module
+    /// documentation). Called once logging has its level.
+    pub fn report_unknown(&self) {
+        /// The known options, comma-separated (formatted without allocating: this runs
+        /// before the heap exists).
+        struct Known;
+        impl core::fmt::Display for Known {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                for (i, k) in KNOWN.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(k)?;
+                }
+                Ok(())
+            }
+        }
+        for word in unknown(self.cmdline) {
+            log::warn!("unknown command-line option '{word}' (known: {Known}); ignored");
+        }
+    }
+
+    /// Reports unknown options ([`Options::report_unknown`]), then hands the storage
+    /// permission to the drivers (once, at boot, before any driver binds) and says which it
+    /// is.
     pub fn apply_storage(&self) {
+        self.report_unknown();
         if let Some(bad) = self.bad_storage {
             log::warn!("storage={bad} is not known (only storage=write is); disks stay read only");
         }

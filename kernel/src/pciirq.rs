@@ -57,6 +57,7 @@ pub fn claim(address: Address) -> Option<PciFunction> {
         }
         claimed.push(address);
     }
+    log::debug!("pci: {address} claimed");
     // SAFETY: `CLAIMED` now records `address`, and only `release_function` (called when this
     // handle drops) removes it, so this is the only handle; `space` reaches every scanned
     // function.
@@ -256,10 +257,26 @@ fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), PlatformErro
 
 impl Interrupts for KernelIrq {
     fn allocate(&self, count: u8) -> Result<Block, AllocError> {
-        vectors::allocate(count)
+        let block = vectors::allocate(count);
+        match &block {
+            Ok(b) => log::debug!(
+                "irq: {count} vector(s) allocated: {:#04x}..={:#04x} on CPU {}",
+                b.first(),
+                b.first().saturating_add(b.count().saturating_sub(1)),
+                b.cpu()
+            ),
+            Err(e) => log::debug!("irq: {count} vector(s) refused: {e:?}"),
+        }
+        block
     }
 
     fn free(&self, block: Block) {
+        log::debug!(
+            "irq: {} vector(s) from {:#04x} on CPU {} freed",
+            block.count(),
+            block.first(),
+            block.cpu()
+        );
         if let Err(e) = vectors::free(block) {
             log::error!("irq: vectors could not be returned: {e:?}");
         }
@@ -272,7 +289,13 @@ impl Interrupts for KernelIrq {
             log::error!("irq: no APIC ID for CPU {cpu}; the message goes to APIC 0");
             0
         });
-        pci::x86_msi::x86_message((dest & 0xff) as u8, vector)
+        let message = pci::x86_msi::x86_message((dest & 0xff) as u8, vector);
+        log::debug!(
+            "irq: MSI/MSI-X message for CPU {cpu} (APIC {dest}) vector {vector:#04x}: address {:#x}, data {:#x}",
+            message.address,
+            message.data
+        );
+        message
     }
 
     fn install(
@@ -283,6 +306,7 @@ impl Interrupts for KernelIrq {
         kind: &'static str,
         handler: Handler,
     ) -> Result<(), PlatformError> {
+        log::debug!("irq: {owner}: {kind} handler on CPU {cpu} vector {vector:#04x}");
         dispatch::install_on(cpu, vector, owner, kind, handler)
             .map_err(|_| PlatformError::Failed("vector already has a handler"))
     }
@@ -347,6 +371,7 @@ impl Interrupts for KernelIrq {
 
 impl DeviceMemory for KernelIrq {
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, PlatformError> {
+        log::debug!("pci: device registers at {phys:#x} ({len:#x} bytes) mapped");
         Mmio::map(phys, len)
             .map(|m| Box::new(Window(m)) as Box<dyn RegisterWindow>)
             .map_err(|_| PlatformError::Failed("cannot map the MSI-X structure"))
@@ -365,6 +390,7 @@ impl Platform for KernelIrq {
     }
 
     fn release_function(&self, address: Address) {
+        log::debug!("pci: {address} released");
         CLAIMED.lock().retain(|a| *a != address);
     }
 }

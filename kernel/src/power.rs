@@ -14,8 +14,10 @@ fn outb(port: u16, value: u8) {
     unsafe { Port::<u8>::new(port).write(value) }
 }
 
-/// Resets the machine. Returns only if every method failed (it then halts).
+/// Resets the machine. Returns only if every method failed (it then halts). What was
+/// printed before reaches the serial line first.
 pub fn reboot() -> ! {
+    crate::serial::flush();
     x86_64::instructions::interrupts::disable();
     if let Some((port, value)) = crate::platform::get().and_then(|p| p.reset) {
         outb(port, value);

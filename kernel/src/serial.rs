@@ -7,6 +7,13 @@
 //! Everything written here is also drawn on the screen (`framebuffer`), so the macros are the
 //! kernel's console output whatever is attached. Received bytes go to the console's one input
 //! queue (`input`), which the PS/2 keyboard feeds too.
+//!
+//! Receiving loses nothing silently. The receive interrupt moves every byte the UART holds
+//! (not one per interrupt). Output is written with interrupts off, so while a command prints
+//! the interrupt cannot run: the transmit loop itself moves received bytes to the queue
+//! whenever it waits for room in the transmit FIFO, so the 16-byte receive FIFO does not
+//! overflow during a long listing. An overrun the UART reports anyway (Line Status bit 1:
+//! a byte arrived with the receive FIFO full) is counted with the queue's dropped bytes.
 
 use core::fmt::{self, Write};
 
@@ -33,6 +40,8 @@ pub fn init() -> bool {
     };
     let present = uart.init(config).is_ok();
     if present {
+        // Errors latched before the kernel owned the port (firmware, the loader) are not ours.
+        let _ = uart.lsr();
         *CONSOLE.lock() = Some(uart);
     }
     present
@@ -40,17 +49,31 @@ pub fn init() -> bool {
 
 struct Writer<'a>(&'a mut Uart16550<PioBackend>);
 
+/// Sends `bytes`, moving received bytes to the input queue whenever the transmit FIFO is full
+/// (see the module documentation).
+fn send(uart: &mut Uart16550<PioBackend>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let sent = uart.send_bytes(bytes);
+        if sent == 0 {
+            receive(uart);
+            core::hint::spin_loop();
+        }
+        bytes = &bytes[sent..];
+    }
+}
+
 impl Write for Writer<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for chunk in s.split_inclusive('\n') {
             match chunk.strip_suffix('\n') {
                 Some(line) => {
-                    self.0.send_bytes_exact(line.as_bytes());
-                    self.0.send_bytes_exact(b"\r\n");
+                    send(self.0, line.as_bytes());
+                    send(self.0, b"\r\n");
                 }
-                None => self.0.send_bytes_exact(chunk.as_bytes()),
+                None => send(self.0, chunk.as_bytes()),
             }
         }
+        receive(self.0);
         Ok(())
     }
 }
@@ -106,16 +129,52 @@ impl Write for SerialWriter {
 /// The vector block the receive interrupt uses (owned by the console for the kernel's life).
 static RX_VECTOR: spin::Once<pci::vectors::Block> = spin::Once::new();
 
-/// Moves every byte the UART holds into the input queue (the receive interrupt's handler).
-fn drain() {
-    let mut console = CONSOLE.lock();
-    let Some(uart) = console.as_mut() else { return };
-    // Bounded: a UART that always claims data (a broken or absent one) cannot hold the CPU.
-    for _ in 0..64 {
+/// Bytes [`receive`] moves at most per call: far more than the FIFO holds, and a bound for
+/// a UART that always claims data (a broken or absent one).
+const RECEIVE_MAX: usize = 4096;
+
+/// Moves every byte the UART holds into the input queue and counts an overrun it reports.
+fn receive(uart: &mut Uart16550<PioBackend>) {
+    for _ in 0..RECEIVE_MAX {
         let Ok(byte) = uart.try_receive_byte() else {
             break;
         };
         crate::input::push(&[byte]);
+    }
+    // `lsr` also returns the error bits the reads above saw (reading LSR clears them).
+    if uart
+        .lsr()
+        .contains(uart_16550::spec::registers::LSR::OVERRUN_ERROR)
+    {
+        crate::input::overrun();
+    }
+}
+
+/// Waits until the UART has sent everything written to it (at most 20 ms), e.g. before a
+/// reset.
+pub fn flush() {
+    use uart_16550::spec::registers::LSR;
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut console = CONSOLE.lock();
+        let Some(uart) = console.as_mut() else { return };
+        for _ in 0..200 {
+            let lsr = uart.lsr();
+            if lsr.contains(LSR::OVERRUN_ERROR) {
+                crate::input::overrun();
+            }
+            if lsr.contains(LSR::TRANSMITTER_EMPTY) {
+                return;
+            }
+            crate::time::busy_wait_us(100);
+        }
+    });
+}
+
+/// The receive interrupt's handler.
+fn drain() {
+    let mut console = CONSOLE.lock();
+    if let Some(uart) = console.as_mut() {
+        receive(uart);
     }
 }
 

@@ -230,6 +230,10 @@ impl PciFunction {
             .map_err(WindowError::Platform)?;
         let core = self.core();
         core.command(config_guard::MEMORY_SPACE, 0);
+        log::debug!(
+            "pci: {} BAR{bar}+{offset:#x}: {len:#x} bytes at {phys:#x} mapped",
+            info.address
+        );
         // INVARIANT: checked against the BAR and the MSI-X structures above.
         Ok(BarWindow {
             window,

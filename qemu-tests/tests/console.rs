@@ -7,12 +7,18 @@
 //! `log=warn` (few log lines to interleave with the console):
 //!
 //! - `console_commands`: `help` lists the commands; `lspci` shows the edu device and the q35
-//!   host bridge in `lspci -nn` form; `lspci -t` draws the tree from `-[0000:00]`; `irqs` shows
-//!   the console's own `COM1 receive` handler (typed after a line erased with Ctrl-U);
-//!   `xyz`, three Backspaces, `mem` runs `mem`; an unknown command says so; `poweroff` (ACPI
-//!   S5) makes QEMU exit with status 0 within 10 s.
-//! - `console_reboot`: without `-no-reboot`, `reboot` resets the machine, the kernel boots
-//!   again (a second `kernel ready`), and `poweroff` ends the run.
+//!   host bridge in pciutils' form (`bb:dd.f class: vendor device`), `lspci -nn` with
+//!   `[class]` and `[vendor:device]`, `lspci -D` with the domain; `lspci -t` draws the tree
+//!   from `-[0000:00]`; `irqs` shows the console's own `COM1 receive` handler (typed after a
+//!   line erased with Ctrl-U); `xyz`, three Backspaces, `mem` runs `mem`; an unknown command
+//!   says so; `poweroff` says `powering off` and (ACPI S5) makes QEMU exit with status 0
+//!   within 10 s.
+//! - `console_reboot`: without `-no-reboot`, `reboot` says `rebooting`, resets the machine,
+//!   the kernel boots again (a second `kernel ready`), and `poweroff` ends the run.
+//!
+//! More console scenarios: `console_edit.rs` (line editing, history, a pasted burst),
+//! `console_pci.rs` (`lspci` against QEMU's `query-pci`, live MSI state, `irqs`, `mem`, usage
+//! errors, command-line warnings, `log=debug`, `test=pci` by hand).
 //!
 //! Without `qemu-system-x86_64` the scenarios print `SKIPPED` and return, unless `CI` is set.
 
@@ -65,20 +71,26 @@ fn boot(s: &mut Session<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `line` looks like `ssss:bb:dd.f ...` (hex digits).
-fn starts_with_address(line: &str) -> bool {
+/// Whether `line` looks like `bb:dd.f ...` (hex digits), or `ssss:bb:dd.f ...` with
+/// `domain`.
+fn starts_with_address(line: &str, domain: bool) -> bool {
     let b = line.as_bytes();
-    b.len() > 12
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11]
-            .iter()
-            .all(|&i| b[i].is_ascii_hexdigit())
-        && b[4] == b':'
-        && b[7] == b':'
-        && b[10] == b'.'
-        && b[12] == b' '
+    let b = if domain {
+        if b.len() < 5 || !b[..4].iter().all(u8::is_ascii_hexdigit) || b[4] != b':' {
+            return false;
+        }
+        &b[5..]
+    } else {
+        b
+    };
+    b.len() > 8
+        && [0, 1, 3, 4, 6].iter().all(|&i| b[i].is_ascii_hexdigit())
+        && b[2] == b':'
+        && b[5] == b'.'
+        && b[7] == b' '
 }
 
-/// The `lspci` line for vendor:device `id` (e.g. `1234:11e8`), checked for the `lspci -nn`
+/// The `lspci -nn` line for vendor:device `id` (e.g. `1234:11e8`), checked for the pciutils
 /// shape and the class code `[class]`.
 fn lspci_line<'a>(listing: &'a str, id: &str, class: &str, what: &str) -> Result<&'a str, String> {
     let tag = format!("[{id}]");
@@ -86,10 +98,10 @@ fn lspci_line<'a>(listing: &'a str, id: &str, class: &str, what: &str) -> Result
         .lines()
         .map(str::trim)
         .find(|l| l.contains(&tag))
-        .ok_or_else(|| format!("`lspci` does not list the {what} {tag}:\n{listing}"))?;
+        .ok_or_else(|| format!("`lspci -nn` does not list the {what} {tag}:\n{listing}"))?;
     ensure!(
-        starts_with_address(line),
-        "`lspci` line of the {what} does not start with ssss:bb:dd.f: {line:?}"
+        starts_with_address(line, false),
+        "`lspci -nn` line of the {what} does not start with bb:dd.f: {line:?}"
     );
     ensure!(
         line.contains(&format!("[{class}]:")),
@@ -115,8 +127,36 @@ fn console_script(s: &mut Session<'_>) -> Result<(), String> {
     }
 
     let lspci = command(s, "lspci")?;
-    lspci_line(&lspci, "1234:11e8", "00ff", "edu device")?;
-    lspci_line(&lspci, "8086:29c0", "0600", "q35 host bridge")?;
+    for (what, text) in [
+        (
+            "edu device",
+            "Unclassified device: Technical Corp. QEMU edu device (rev 10)",
+        ),
+        (
+            "q35 host bridge",
+            "Host bridge: Intel Corporation 82G33/G31/P35/P31 Express DRAM Controller",
+        ),
+    ] {
+        ensure!(
+            lspci
+                .lines()
+                .any(|l| starts_with_address(l, false) && l.ends_with(text)),
+            "`lspci` has no line `bb:dd.f {text}` for the {what}:\n{lspci}"
+        );
+    }
+    ensure!(
+        !lspci.contains("[1234:11e8]"),
+        "plain `lspci` shows numbers (only -n/-nn do):\n{lspci}"
+    );
+    let nn = command(s, "lspci -nn")?;
+    lspci_line(&nn, "1234:11e8", "00ff", "edu device")?;
+    lspci_line(&nn, "8086:29c0", "0600", "q35 host bridge")?;
+    let domains = command(s, "lspci -D")?;
+    ensure!(
+        domains.lines().count() == lspci.lines().count()
+            && domains.lines().all(|l| starts_with_address(l, true)),
+        "`lspci -D` does not show the domain on every line:\n{domains}"
+    );
 
     let tree = command(s, "lspci -t")?;
     ensure!(
@@ -157,6 +197,8 @@ fn console_script(s: &mut Session<'_>) -> Result<(), String> {
     );
 
     s.send_line("poweroff")?;
+    s.expect("powering off", ANSWER)
+        .map_err(|e| format!("`poweroff` does not say so: {e}"))?;
     let code = s
         .wait_exit(POWEROFF)
         .map_err(|e| format!("after `poweroff`: {e}"))?;
@@ -170,8 +212,13 @@ fn console_script(s: &mut Session<'_>) -> Result<(), String> {
 fn reboot_script(s: &mut Session<'_>) -> Result<(), String> {
     boot(s)?;
     s.send_line("reboot")?;
-    s.expect("kernel ready", BOOT)
+    let said = s
+        .expect("kernel ready", BOOT)
         .map_err(|e| format!("no second boot after `reboot`: {e}"))?;
+    ensure!(
+        said.lines().any(|l| l.trim() == "rebooting"),
+        "`reboot` did not say `rebooting` before the machine reset:\n{said}"
+    );
     s.expect(PROMPT, BOOT)?;
     s.send_line("poweroff")?;
     let code = s

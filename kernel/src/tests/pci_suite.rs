@@ -1,8 +1,9 @@
 //! The `pci` suite: the boot-time enumeration, checked on the running machine, then printed
 //! in the machine-readable form the host runner compares with QEMU's own view (`query-pci`).
 //!
-//! After the result lines the kernel prints `PCI HOLD` and halts without leaving QEMU: the
-//! runner queries QEMU's monitor and then quits it.
+//! After the result lines the kernel prints `PCI HOLD` and waits without leaving QEMU: the
+//! runner queries QEMU's monitor and then quits it. Run by hand, with no runner, the wait
+//! ends after `super::HOLD_SECONDS` with a line saying so, and QEMU exits with the result.
 
 use alloc::string::String;
 

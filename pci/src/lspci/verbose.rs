@@ -34,7 +34,8 @@ use crate::ids;
 /// `None` if it cannot be read.
 pub type Read<'a> = &'a dyn Fn(u16) -> Option<u32>;
 
-/// The driver bound to a function, for the block's last lines.
+/// The driver bound to a function, for the block's last lines (the vectors' line is left out
+/// when there are none).
 #[derive(Clone, Copy, Debug)]
 pub struct Driver<'a> {
     /// The driver's name.
@@ -98,10 +99,10 @@ pub fn write_verbose<W: Write + ?Sized>(
     }
     if let Some(d) = driver {
         writeln!(w, "\tKernel driver in use: {}", d.name)?;
-        w.write_str("\tVectors held:")?;
         if d.vectors.is_empty() {
-            w.write_str(" none")?;
+            return Ok(());
         }
+        w.write_str("\tVectors held:")?;
         let mut cpu = None;
         for &(c, v) in d.vectors {
             if cpu != Some(c) {

@@ -79,6 +79,7 @@
 
 mod commands;
 mod controller;
+mod identify;
 mod io;
 mod queues;
 mod registers;

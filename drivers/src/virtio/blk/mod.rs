@@ -45,9 +45,15 @@ use alloc::vec::Vec;
 use pci::irq::{IrqKinds, PciFunction};
 use pci::window::DmaBuffer;
 
-use super::{QueueSpec, Segment, Spec, TYPE_BLOCK, Used, VENDOR, VirtioPci, fnv1a};
+mod io;
+mod limits;
+
+pub use limits::Limits;
+
+use super::{QueueSpec, Spec, TYPE_BLOCK, VENDOR, VirtioPci, fnv1a};
 use crate::block::{self, BlockDevices, DiskInfo, DiskKind, Request, Tracker};
 use crate::{Bound, Driver, Match, ProbeError};
+use io::{Buffer, Job};
 
 /// Bytes per sector (§5.2.6: always 512, whatever the block size).
 pub const SECTOR: usize = 512;
@@ -86,93 +92,6 @@ pub const SPEC: Spec = Spec {
 
 /// The virtio-blk driver.
 pub struct VirtioBlkDriver;
-
-/// How requests are shaped for one device (§5.2.3, §5.2.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Logical block size in bytes.
-    pub block_size: u32,
-    /// Bytes of one data descriptor at most.
-    pub segment: u64,
-    /// Data descriptors of one request at most.
-    pub segments: u64,
-    /// Data bytes of one request at most (a whole number of blocks).
-    pub request: u64,
-    /// Requests in flight at most (descriptors and identifiers allowing).
-    pub depth: usize,
-}
-
-impl Limits {
-    /// The limits for the negotiated `features` and the configuration fields, on a queue of
-    /// `queue_size` descriptors. A block size that is not a power of two from 512 bytes to
-    /// 64 KiB, or limits that leave no room for one block, are device errors.
-    pub fn new(
-        features: u64,
-        size_max: u32,
-        seg_max: u32,
-        blk_size: u32,
-        queue_size: u16,
-    ) -> Result<Limits, String> {
-        let block_size = if features & F_BLK_SIZE != 0 {
-            blk_size
-        } else {
-            SECTOR as u32
-        };
-        if !block_size.is_power_of_two() || !(512..=65536).contains(&block_size) {
-            return Err(format!("block size {block_size} (blk_size) is not usable"));
-        }
-        let segment = if features & F_SIZE_MAX != 0 && size_max != 0 {
-            u64::from(size_max).min(block::MAX_REQUEST_BYTES)
-        } else {
-            block::MAX_REQUEST_BYTES
-        };
-        // A request is the header, the data and the status: two descriptors besides the data.
-        let room = u64::from(queue_size).saturating_sub(2);
-        let segments = if features & F_SEG_MAX != 0 && seg_max != 0 {
-            u64::from(seg_max).min(room)
-        } else {
-            room
-        };
-        let size = u64::from(block_size);
-        let request = (segment
-            .saturating_mul(segments)
-            .min(block::MAX_REQUEST_BYTES)
-            / size)
-            * size;
-        if request == 0 {
-            return Err(format!(
-                "size_max {size_max} and seg_max {seg_max} leave no room for one {block_size}-byte block"
-            ));
-        }
-        let per_request = 2 + request.div_ceil(segment);
-        let depth = ((u64::from(queue_size) / per_request) as usize).clamp(1, MAX_DEPTH);
-        Ok(Limits {
-            block_size,
-            segment,
-            segments,
-            request,
-            depth,
-        })
-    }
-
-    /// Sectors (512 bytes) per block.
-    pub fn sectors_per_block(&self) -> u64 {
-        u64::from(self.block_size) / SECTOR as u64
-    }
-
-    /// The data descriptors of a request of `bytes` bytes from the start of its slot:
-    /// (offset, length), each at most [`Limits::segment`].
-    pub fn data_segments(&self, bytes: u64) -> Vec<(u64, u32)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < bytes {
-            let len = (bytes - at).min(self.segment);
-            out.push((at, len as u32));
-            at += len;
-        }
-        out
-    }
-}
 
 /// A bound virtio-blk device.
 #[derive(Debug)]
@@ -238,27 +157,6 @@ fn read_shape(dev: &VirtioPci) -> (u32, u32, u32) {
     })
 }
 
-/// Where one request's data comes from or goes.
-enum Buffer<'a> {
-    Read(&'a mut [u8]),
-    Write(&'a [u8]),
-}
-
-impl Buffer<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Buffer::Read(b) => b.len(),
-            Buffer::Write(b) => b.len(),
-        }
-    }
-}
-
-/// One request's work: blocks from `lba`, as long as its buffer (at most one request).
-struct Job<'a> {
-    lba: u64,
-    buffer: Buffer<'a>,
-}
-
 impl VirtioBlk {
     /// Binds with MSI-X (INTx if there is none).
     pub fn probe(function: PciFunction) -> Result<VirtioBlk, (PciFunction, ProbeError)> {
@@ -298,7 +196,8 @@ impl VirtioBlk {
             dev,
             staging: vec![slot],
             tracker: Tracker::new(limits.depth),
-            heads: Vec::new(),
+            // Room for every request in flight: the heap does not grow after probe.
+            heads: Vec::with_capacity(limits.depth),
             limits,
             capacity,
             requests: 0,
@@ -436,130 +335,6 @@ impl VirtioBlk {
         }
         Ok(())
     }
-
-    /// Runs `jobs` with up to `depth` requests in flight.
-    fn run(&mut self, kind: u32, jobs: &mut [Job<'_>], depth: usize) -> Result<(), String> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let depth = depth.clamp(1, self.limits.depth).min(jobs.len());
-        while self.staging.len() < depth {
-            let slot = self.dev.dma_buffer(self.limits.request)?;
-            self.staging.push(slot);
-        }
-        let result = self.pump(kind, jobs, depth);
-        if let Err(why) = &result
-            && self.tracker.in_flight() > 0
-        {
-            // Requests the device still holds: their slots and descriptors stay its own
-            // until the reset at unbind.
-            self.broken = Some(why.clone());
-        }
-        result
-    }
-
-    fn pump(&mut self, kind: u32, jobs: &mut [Job<'_>], depth: usize) -> Result<(), String> {
-        let what = if kind == T_IN { "read" } else { "write" };
-        let spb = self.limits.sectors_per_block();
-        let mut next = 0;
-        let mut failure: Option<String> = None;
-        loop {
-            let mut submitted = false;
-            while failure.is_none() && next < jobs.len() && self.tracker.in_flight() < depth {
-                let bytes = jobs[next].buffer.len() as u64;
-                let segments = self.limits.data_segments(bytes);
-                let free = self.dev.queue(0).free_descriptors();
-                if usize::from(free) < segments.len() + 2 {
-                    break;
-                }
-                let id = self
-                    .tracker
-                    .start(next)
-                    .expect("fewer than depth in flight");
-                let (slot, buffers) = (&self.staging[usize::from(id)], self.dev.queue(0).buffers());
-                let at = u64::from(id) * PER_REQUEST;
-                buffers.write32(at, kind);
-                buffers.write32(at + 4, 0);
-                buffers.write64(at + 8, jobs[next].lba * spb);
-                buffers.write8(at + 16, 0xff);
-                if let Buffer::Write(data) = &jobs[next].buffer {
-                    slot.write_bytes(0, data);
-                }
-                let mut chain = Vec::with_capacity(segments.len() + 2);
-                chain.push(Segment::reads(at, 16));
-                for (offset, len) in segments {
-                    chain.push(Segment::of(slot, offset, len, kind == T_IN));
-                }
-                chain.push(Segment::writes(at + 16, 1));
-                let head = match self.dev.add(0, &chain) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        let _ = self.tracker.finish(id);
-                        failure = Some(e);
-                        break;
-                    }
-                };
-                self.heads.push((head, id));
-                next += 1;
-                submitted = true;
-            }
-            if submitted {
-                self.dev.notify(0);
-            }
-            if self.tracker.in_flight() == 0 {
-                break;
-            }
-            let used = self.dev.next_used(0, TIMEOUT_US)?;
-            self.complete(used, jobs, what, &mut failure)?;
-            while let Some(used) = self.dev.poll_used(0)? {
-                self.complete(used, jobs, what, &mut failure)?;
-            }
-        }
-        failure.map_or(Ok(()), Err)
-    }
-
-    /// One used chain: its request's status, and a read's data copied to the caller. A chain
-    /// the driver did not hand out is a device error (returned at once: the queue is no
-    /// longer trusted).
-    fn complete(
-        &mut self,
-        used: Used,
-        jobs: &mut [Job<'_>],
-        what: &str,
-        failure: &mut Option<String>,
-    ) -> Result<(), String> {
-        let Some(at) = self.heads.iter().position(|(h, _)| *h == used.head) else {
-            return Err(format!(
-                "completion of chain {} which is not in flight",
-                used.head
-            ));
-        };
-        let (_, id) = self.heads.swap_remove(at);
-        let index = self.tracker.finish(id)?;
-        let status = self
-            .dev
-            .queue(0)
-            .buffers()
-            .read8(u64::from(id) * PER_REQUEST + 16);
-        let lba = jobs[index].lba;
-        match status {
-            0 => {
-                self.requests += 1;
-                if let Buffer::Read(out) = &mut jobs[index].buffer {
-                    self.staging[usize::from(id)].read_bytes(0, out);
-                }
-            }
-            s => {
-                let why = match s {
-                    1 => String::from("I/O error"),
-                    2 => String::from("unsupported"),
-                    s => format!("status {s:#x}"),
-                };
-                failure.get_or_insert(format!("{what} of block {lba}: {why}"));
-            }
-        }
-        Ok(())
-    }
 }
 
 impl BlockDevices for VirtioBlk {
@@ -672,48 +447,5 @@ impl Bound for VirtioBlk {
             "block 0 fnv1a={sum:016x}; block {last} written, read back and restored, by {}",
             self.dev.irq_kind()
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_follow_the_negotiated_features() {
-        // QEMU: SEG_MAX (queue size - 2), BLK_SIZE 512, no SIZE_MAX.
-        let l = Limits::new(F_SEG_MAX | F_BLK_SIZE, 0, 254, 512, 256).unwrap();
-        assert_eq!(l.block_size, 512);
-        assert_eq!(l.request, block::MAX_REQUEST_BYTES);
-        assert_eq!(l.data_segments(l.request), [(0, 1 << 20)]);
-        assert_eq!(l.depth, MAX_DEPTH, "3 descriptors per request: 85 fit");
-        // 4 KiB logical blocks.
-        let l = Limits::new(F_BLK_SIZE, 0, 0, 4096, 128).unwrap();
-        assert_eq!((l.block_size, l.sectors_per_block()), (4096, 8));
-        // Without BLK_SIZE the field means nothing: 512.
-        let l = Limits::new(0, 0, 0, 4096, 128).unwrap();
-        assert_eq!(l.block_size, 512);
-        // Impossible block sizes are refused.
-        assert!(Limits::new(F_BLK_SIZE, 0, 0, 1000, 128).is_err());
-        assert!(Limits::new(F_BLK_SIZE, 0, 0, 256, 128).is_err());
-    }
-
-    #[test]
-    fn size_max_makes_a_chain_of_data_descriptors() {
-        // 64 KiB per descriptor, 8 descriptors: 512 KiB per request, 10 descriptors each.
-        let l = Limits::new(F_SIZE_MAX | F_SEG_MAX, 65536, 8, 0, 128).unwrap();
-        assert_eq!(l.request, 512 * 1024);
-        assert_eq!(l.depth, 12);
-        let s = l.data_segments(200 * 1024);
-        assert_eq!(
-            s,
-            [(0, 65536), (65536, 65536), (131072, 65536), (196608, 8192)]
-        );
-        // seg_max above what the queue can chain is capped by the queue.
-        let l = Limits::new(F_SIZE_MAX | F_SEG_MAX, 4096, 1000, 0, 16).unwrap();
-        assert_eq!((l.segments, l.request), (14, 14 * 4096));
-        // A block that fits in no request.
-        let e = Limits::new(F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE, 512, 1, 4096, 16).unwrap_err();
-        assert!(e.contains("no room"), "{e}");
     }
 }

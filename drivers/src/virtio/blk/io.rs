@@ -1,0 +1,162 @@
+//! The virtio-blk request path: many requests in flight on the request queue, each a chain
+//! of the header, its data descriptors in its staging slot, and the status byte (see the
+//! module documentation of [`super`]).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::{PER_REQUEST, T_IN, TIMEOUT_US, VirtioBlk};
+use crate::virtio::{Segment, Used};
+
+/// Where one request's data comes from or goes.
+pub(super) enum Buffer<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+impl Buffer<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Buffer::Read(b) => b.len(),
+            Buffer::Write(b) => b.len(),
+        }
+    }
+}
+
+/// One request's work: blocks from `lba`, as long as its buffer (at most one request).
+pub(super) struct Job<'a> {
+    pub(super) lba: u64,
+    pub(super) buffer: Buffer<'a>,
+}
+
+impl VirtioBlk {
+    /// Runs `jobs` with up to `depth` requests in flight.
+    pub(super) fn run(
+        &mut self,
+        kind: u32,
+        jobs: &mut [Job<'_>],
+        depth: usize,
+    ) -> Result<(), String> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let depth = depth.clamp(1, self.limits.depth).min(jobs.len());
+        while self.staging.len() < depth {
+            let slot = self.dev.dma_buffer(self.limits.request)?;
+            self.staging.push(slot);
+        }
+        let result = self.pump(kind, jobs, depth);
+        if let Err(why) = &result
+            && self.tracker.in_flight() > 0
+        {
+            // Requests the device still holds: their slots and descriptors stay its own
+            // until the reset at unbind.
+            self.broken = Some(why.clone());
+        }
+        result
+    }
+
+    fn pump(&mut self, kind: u32, jobs: &mut [Job<'_>], depth: usize) -> Result<(), String> {
+        let what = if kind == T_IN { "read" } else { "write" };
+        let spb = self.limits.sectors_per_block();
+        let mut next = 0;
+        let mut failure: Option<String> = None;
+        loop {
+            let mut submitted = false;
+            while failure.is_none() && next < jobs.len() && self.tracker.in_flight() < depth {
+                let bytes = jobs[next].buffer.len() as u64;
+                let segments = self.limits.data_segments(bytes);
+                let free = self.dev.queue(0).free_descriptors();
+                if usize::from(free) < segments.len() + 2 {
+                    break;
+                }
+                let id = self
+                    .tracker
+                    .start(next)
+                    .expect("fewer than depth in flight");
+                let (slot, buffers) = (&self.staging[usize::from(id)], self.dev.queue(0).buffers());
+                let at = u64::from(id) * PER_REQUEST;
+                buffers.write32(at, kind);
+                buffers.write32(at + 4, 0);
+                buffers.write64(at + 8, jobs[next].lba * spb);
+                buffers.write8(at + 16, 0xff);
+                if let Buffer::Write(data) = &jobs[next].buffer {
+                    slot.write_bytes(0, data);
+                }
+                let mut chain = Vec::with_capacity(segments.len() + 2);
+                chain.push(Segment::reads(at, 16));
+                for (offset, len) in segments {
+                    chain.push(Segment::of(slot, offset, len, kind == T_IN));
+                }
+                chain.push(Segment::writes(at + 16, 1));
+                let head = match self.dev.add(0, &chain) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let _ = self.tracker.finish(id);
+                        failure = Some(e);
+                        break;
+                    }
+                };
+                self.heads.push((head, id));
+                next += 1;
+                submitted = true;
+            }
+            if submitted {
+                self.dev.notify(0);
+            }
+            if self.tracker.in_flight() == 0 {
+                break;
+            }
+            let used = self.dev.next_used(0, TIMEOUT_US)?;
+            self.complete(used, jobs, what, &mut failure)?;
+            while let Some(used) = self.dev.poll_used(0)? {
+                self.complete(used, jobs, what, &mut failure)?;
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// One used chain: its request's status, and a read's data copied to the caller. A chain
+    /// the driver did not hand out is a device error (returned at once: the queue is no
+    /// longer trusted).
+    fn complete(
+        &mut self,
+        used: Used,
+        jobs: &mut [Job<'_>],
+        what: &str,
+        failure: &mut Option<String>,
+    ) -> Result<(), String> {
+        let Some(at) = self.heads.iter().position(|(h, _)| *h == used.head) else {
+            return Err(format!(
+                "completion of chain {} which is not in flight",
+                used.head
+            ));
+        };
+        let (_, id) = self.heads.swap_remove(at);
+        let index = self.tracker.finish(id)?;
+        let status = self
+            .dev
+            .queue(0)
+            .buffers()
+            .read8(u64::from(id) * PER_REQUEST + 16);
+        let lba = jobs[index].lba;
+        match status {
+            0 => {
+                self.requests += 1;
+                if let Buffer::Read(out) = &mut jobs[index].buffer {
+                    self.staging[usize::from(id)].read_bytes(0, out);
+                }
+            }
+            s => {
+                let why = match s {
+                    1 => String::from("I/O error"),
+                    2 => String::from("unsupported"),
+                    s => format!("status {s:#x}"),
+                };
+                failure.get_or_insert(format!("{what} of block {lba}: {why}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -86,7 +86,19 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "nvme",
         args: "read <lba> [nsid]",
-        what: "read one block through the bound NVMe driver",
+        what: "read one block on every bound NVMe controller",
+        run: Run::Driver,
+    },
+    Command {
+        name: "blk",
+        args: "",
+        what: "every disk: name, driver, address, block size, blocks, size",
+        run: Run::Driver,
+    },
+    Command {
+        name: "read",
+        args: "<disk> <lba> [count]",
+        what: "hexdump and FNV-1a of blocks of a disk (`blk` names them)",
         run: Run::Driver,
     },
     Command {

@@ -64,6 +64,16 @@ fn cycle_plan() -> (Duration, usize) {
     )
 }
 
+/// How long one machine may run: a `HOTPLUG_CYCLES` run may take hours; the default one
+/// about three minutes.
+fn run_time() -> Duration {
+    if std::env::var_os("HOTPLUG_CYCLES").is_some() {
+        Duration::from_secs(6 * 3600)
+    } else {
+        Duration::from_secs(600)
+    }
+}
+
 /// A port devices are hot-added into: its QEMU id and its Physical Slot Number.
 #[derive(Clone, Copy)]
 struct Port {
@@ -96,12 +106,7 @@ fn machine_with(scratch: &std::path::Path, cpu: &str, native: bool) -> (Qemu, Pa
     let qemu = Qemu::kernel(kernel_elf(), "log=info")
         .machine(Machine::Q35)
         .memory_mib(512)
-        // A `HOTPLUG_CYCLES` run may take hours; the default one about three minutes.
-        .timeout(if std::env::var_os("HOTPLUG_CYCLES").is_some() {
-            Duration::from_secs(6 * 3600)
-        } else {
-            Duration::from_secs(600)
-        })
+        .timeout(run_time())
         .args([
             "-cpu",
             cpu,
@@ -348,7 +353,8 @@ fn hotplug_cycles() {
     let InteractRun { outcome, result } = qemu
         .interact(|s| {
             s.expect(PROMPT, BOOT)?;
-            let mut qmp = Qmp::connect(&qmp_path, Instant::now() + Duration::from_secs(590))?;
+            let mut qmp = Qmp::connect(&qmp_path, Instant::now() + Duration::from_secs(590))?
+                .with_deadline(Instant::now() + run_time());
             let baseline = resources(s)?;
 
             // 1. The spec's 5 s window, once; QEMU decodes the BAR the kernel assigned.

@@ -16,7 +16,11 @@
 #                                 line is "N passed, M failed, K skipped" (a skipped scenario is
 #                                 not a pass, and fails the run)
 #   ./run.sh iso [-- <args>]      write target/kernel.iso, a hybrid BIOS/UEFI GRUB image
-#   ./run.sh bench                boot-time benchmark (PVH on q35, time to `kernel ready`)
+#   ./run.sh bench                benchmarks (boot time, PCI configuration accesses, interrupt
+#                                 round trip, reads, vector allocator), then this kernel against
+#                                 Linux on the same QEMU machine: one table and a verdict, non-zero
+#                                 exit when a goal is missed (docs/bench.md; installs
+#                                 linux-image-cloud-amd64 and busybox-static when run as root)
 #
 # Each command first installs what is missing: the Rust toolchain from rust-toolchain.toml
 # (via rustup) and, when run as root on Debian/Ubuntu, the system packages it needs (QEMU >= 8,
@@ -218,6 +222,44 @@ ensure_system() {
     fi
 }
 
+# The Linux side of `./run.sh bench`: Debian's cloud kernel (/boot/vmlinuz-*-cloud-amd64 with
+# its modules) and a static busybox for the initramfs the benchmark builds.
+bench_packages_missing() {
+    local missing=()
+    compgen -G '/boot/vmlinuz-*-cloud-amd64' >/dev/null || missing+=(linux-image-cloud-amd64)
+    { [[ -x /bin/busybox ]] || [[ -x /usr/bin/busybox ]]; } && dpkg -s busybox-static >/dev/null 2>&1 ||
+        missing+=(busybox-static)
+    echo "${missing[*]}"
+}
+
+ensure_bench_packages() {
+    local missing
+    missing=$(bench_packages_missing)
+    [[ -z $missing ]] && return 0
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        {
+            echo "error: ./run.sh bench compares the kernel with Linux and needs: $missing"
+            if command -v apt-get >/dev/null 2>&1; then
+                echo "Run this script as root (sudo ./run.sh bench) to install them, or:"
+                echo "  sudo apt-get update"
+                echo "  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y $missing"
+            else
+                echo "apt-get is not available: install the Debian packages $missing (or" \
+                    "their equivalents: a kernel image with virtio modules, a static busybox)."
+            fi
+        } >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    step "apt-get update"
+    apt-get update
+    step "apt-get install $missing"
+    # shellcheck disable=SC2086 # a list of package names
+    apt-get install -y $missing
+    missing=$(bench_packages_missing)
+    [[ -z $missing ]] || die "still missing after apt-get install: $missing"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Building
 
@@ -383,6 +425,7 @@ cmd_iso() {
 cmd_bench() {
     ensure_toolchain
     ensure_system qemu
+    ensure_bench_packages
     build_kernel || die "kernel build failed"
     step "boot time: cargo run --release -p qemu-tests --bin bench"
     cargo run --release -p qemu-tests --bin bench
@@ -396,6 +439,9 @@ cmd_bench() {
     cargo run --release -p qemu-tests --bin nvmebench
     step "vector allocator: cargo bench -p pci --bench vectors"
     cargo bench -p pci --bench vectors
+    # Last, and its exit status is the command's: the table against Linux and the verdict.
+    step "this kernel against Linux (docs/bench.md): cargo run --release -p qemu-tests --bin linuxbench"
+    cargo run --release -p qemu-tests --bin linuxbench
 }
 
 main() {

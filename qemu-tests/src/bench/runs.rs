@@ -8,13 +8,13 @@
 //! virtio-blk-pci,drive=vb -netdev user,id=n0 -device virtio-net-pci,netdev=n0 -device edu
 //! -qmp unix:<socket>,server=on,wait=off`, plus `-icount shift=0,sleep=off` for the
 //! instruction figures and `-trace ... -D <log>` for the configuration-access figures. The
-//! disks are 64 MiB of pseudo-random data made once in `target/bench/`.
+//! disks are 256 MiB of pseudo-random data made once in `target/bench/`.
 //!
 //! The virtio configuration vectors fire only on a configuration change after the driver
 //! is up, so when a kernel says its drivers are bound the runner makes one, the same for
 //! both kernels: QMP `set_link n0 off` then `on` (virtio-net's link status) and
-//! `block_resize vb` to 64 MiB + 1 MiB (virtio-blk's capacity; the image is cut back to
-//! 64 MiB after the run).
+//! `block_resize vb` to 256 MiB + 1 MiB (virtio-blk's capacity; the image is cut back to
+//! 256 MiB after the run).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,11 +24,12 @@ use serde_json::json;
 use super::initramfs::{self, LinuxKernel, ReadPoint};
 use super::stubs;
 use crate::cfgtrace::Trace;
+use crate::pci::PciAddress;
 use crate::protocol::clean_line;
 use crate::{Machine, Outcome, Qemu, Qmp, Session, unique_temp_dir, workspace_root};
 
 /// Size of each disk image.
-pub const DISK_BYTES: u64 = 64 << 20;
+pub const DISK_BYTES: u64 = 256 << 20;
 /// The block size `block_resize` sets (the image is cut back after the run).
 const RESIZED_BYTES: u64 = DISK_BYTES + (1 << 20);
 /// Limit for one boot (TCG on a loaded machine; icount runs are several times slower).
@@ -389,34 +390,47 @@ pub fn config_accesses(setup: &Setup, kernel: Kernel) -> Result<(f64, usize, Str
         qemu = qemu.args(["-trace", event]);
     }
     let qemu = qemu.arg("-D").arg(&log);
-    let (outcome, at) = qemu
-        .run_until(done)
+    // Quit through QMP rather than kill: QEMU writes the rest of its trace log on the way out.
+    // QEMU's own list of the functions present (its trace also names absent ones, "empty").
+    let run = qemu
+        .run_until_qmp(done, |qmp| qmp.query_pci())
         .map_err(|e| format!("cannot run QEMU: {e}"))?;
-    if at.is_none() {
-        return Err(failed("trace run", &outcome, &format!("no `{done}` line")));
-    }
+    let present: Vec<PciAddress> = match run.session {
+        Some(Ok(functions)) => functions.iter().map(|f| f.address).collect(),
+        Some(Err(e)) => return Err(failed("trace run", &run.outcome, &e)),
+        None => {
+            return Err(failed(
+                "trace run",
+                &run.outcome,
+                &format!("no `{done}` line"),
+            ));
+        }
+    };
     let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    per_function(&Trace::parse(&text), done)
+    per_function(&Trace::parse(&text), done, &present)
 }
 
-/// The configuration-access figure from a parsed trace: accesses to present functions from
-/// the kernel's start to the end of the first line containing `done`, per present function
-/// (present: QEMU traced a `pci_cfg_*` access that reached its model at any time).
-pub fn per_function(trace: &Trace, done: &str) -> Result<(f64, usize, String), String> {
+/// The configuration-access figure from a parsed trace: accesses to the `present` functions
+/// from the kernel's start to the end of the first line containing `done`, per present
+/// function.
+pub fn per_function(
+    trace: &Trace,
+    done: &str,
+    present: &[PciAddress],
+) -> Result<(f64, usize, String), String> {
     let end = trace
         .segments()
         .into_iter()
         .find(|s| s.line.as_deref().is_some_and(|l| l.contains(done)))
         .ok_or_else(|| format!("`{done}` is not in the serial output rebuilt from the trace"))?;
-    let present = trace.count(0, trace.events.len()).device_by_function;
     if present.is_empty() {
-        return Err("the trace has no pci_cfg_read/pci_cfg_write events".to_owned());
+        return Err("no PCI function present".to_owned());
     }
     let window = trace.count(trace.kernel_start, end.to);
     let on_present: u64 = window
         .raw_by_function
         .iter()
-        .filter(|(a, _)| present.contains_key(a))
+        .filter(|(a, _)| present.contains(a))
         .map(|(_, c)| c.total())
         .sum();
     let absent: u64 = window.raw.total() - on_present;
@@ -526,6 +540,58 @@ pub fn parse_ours_reads(serial: &str) -> Result<Vec<ReadFigure>, String> {
     Ok(out)
 }
 
+/// The FNV-1a the kernel reports for `bytes` read sequentially in `size`-byte requests from
+/// the start of `image`, wrapping at the last whole request (as `blkbench` reads).
+pub fn expected_fnv1a(image: &[u8], size: u64, bytes: u64) -> Option<u64> {
+    let size = usize::try_from(size).ok()?;
+    let slots = image.len().checked_div(size)?;
+    if slots == 0 {
+        return None;
+    }
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for k in 0..usize::try_from(bytes).ok()? / size {
+        let at = (k % slots) * size;
+        hash = image[at..at + size].iter().fold(hash, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    }
+    Some(hash)
+}
+
+/// Checks every `BLKBENCH` line's `fnv1a=` (when it has one) against the image of its disk:
+/// a figure for data that was not delivered correctly is no figure.
+pub fn verify_ours_reads(serial: &str, images: &[(&str, &[u8])]) -> Result<usize, String> {
+    let mut checked = 0;
+    for line in serial.lines().map(clean_line) {
+        let Some(rest) = line.split("BLKBENCH ").nth(1) else {
+            continue;
+        };
+        let get = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        };
+        let (Some(disk), Some(reported)) = (get("disk"), get("fnv1a")) else {
+            continue;
+        };
+        let Some((_, image)) = images.iter().find(|(name, _)| *name == disk) else {
+            continue;
+        };
+        let number = |key: &str| get(key).and_then(|v| v.parse::<u64>().ok());
+        let (Some(size), Some(bytes)) = (number("size"), number("bytes")) else {
+            return Err(format!("no size= or bytes= in `{line}`"));
+        };
+        let expected = expected_fnv1a(image, size, bytes)
+            .ok_or_else(|| format!("`{line}`: no whole request fits the image"))?;
+        if u64::from_str_radix(reported, 16).ok() != Some(expected) {
+            return Err(format!(
+                "`{line}`: the data read does not match the image (expected fnv1a={expected:016x})"
+            ));
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
 /// Until this kernel has its read mode: `test=nvmebench`'s lines (8 KiB commands; `qd1`:
 /// one in flight, left in the driver's DMA buffer; `copy`: eight in flight, copied out to
 /// the caller's buffer), as NVMe figures at QD1 and QD8.
@@ -579,6 +645,12 @@ pub fn ours_reads(setup: &Setup) -> Result<(Vec<ReadFigure>, bool), String> {
         }
         let figures =
             parse_ours_reads(&outcome.serial).map_err(|e| failed("blkbench", &outcome, &e))?;
+        let nvme =
+            std::fs::read(&setup.nvme).map_err(|e| format!("{}: {e}", setup.nvme.display()))?;
+        let blk = std::fs::read(&setup.blk).map_err(|e| format!("{}: {e}", setup.blk.display()))?;
+        let images = [(OUR_DISKS[0].0, &nvme[..]), (OUR_DISKS[1].0, &blk[..])];
+        verify_ours_reads(&outcome.serial, &images)
+            .map_err(|e| failed("blkbench", &outcome, &e))?;
         if figures.is_empty() {
             return Err(failed(
                 "test=blkbench",
@@ -684,6 +756,32 @@ BLKBENCH disk=vda size=131072 depth=32 bytes=67108864 us=250000 mib_s=256.0 batc
     }
 
     #[test]
+    fn read_data_is_checked_against_the_image() {
+        let image: Vec<u8> = (0..64u8).collect();
+        // 16-byte requests, 96 bytes: four slots, then the first two again.
+        let mut data = image.clone();
+        data.extend_from_slice(&image[..32]);
+        assert_eq!(expected_fnv1a(&image, 16, 96), Some(crate::fnv1a(&data)));
+        assert_eq!(
+            expected_fnv1a(&image, 128, 128),
+            None,
+            "no whole request fits"
+        );
+        let good = format!(
+            "BLKBENCH disk=vda size=16 depth=1 bytes=96 us=1 fnv1a={:016x}\n",
+            crate::fnv1a(&data)
+        );
+        assert_eq!(verify_ours_reads(&good, &[("vda", &image)]), Ok(1));
+        assert_eq!(verify_ours_reads(&good, &[("nvme0n1", &image)]), Ok(0));
+        let bad = good.replace("bytes=96", "bytes=80");
+        assert!(
+            verify_ours_reads(&bad, &[("vda", &image)])
+                .unwrap_err()
+                .contains("does not match")
+        );
+    }
+
+    #[test]
     fn nvmebench_fallback() {
         let serial = "NVMEBENCH model=\"QEMU NVMe Ctrl\" lba_size=512 command_bytes=8192 queues=4 kind=MSI-X tsc_hz=2597498800\n\
 NVMEBENCH mode=qd1 bytes=16777216 us=124944 commands=2048 interrupts=2048\n\
@@ -700,7 +798,7 @@ NVMEBENCH mode=copy bytes=16777216 us=290688 commands=2048 interrupts=256 check=
 
     #[test]
     fn trace_window_per_function() {
-        // fw_cfg, then the kernel: two functions present (device events), one absent probe.
+        // fw_cfg, then the kernel: two functions present, one absent probe.
         let log = "\
 memory_region_ops_read cpu 0 mr 0x1 addr 0x510 value 0x0 size 2 name 'fwcfg'
 memory_region_ops_read cpu 0 mr 0x1 addr 0xb0000000 value 0x29c08086 size 4 name 'pcie-mmcfg-mmio'
@@ -716,14 +814,16 @@ memory_region_ops_read cpu 0 mr 0x1 addr 0xb0000000 value 0x29c08086 size 4 name
 pci_cfg_read mch 00:00.0 @0x0 -> 0x29c08086
 ";
         let trace = Trace::parse(log);
-        let (per, present, what) = per_function(&trace, "d").unwrap();
-        assert_eq!(present, 2);
+        let present = [PciAddress::new(0, 0, 0, 0), PciAddress::new(0, 0, 1, 0)];
+        let (per, functions, what) = per_function(&trace, "d", &present).unwrap();
+        assert_eq!(functions, 2);
         assert!(
             (per - 1.5).abs() < 1e-9,
             "3 accesses on 2 present functions: {per}"
         );
         assert!(what.contains("1 probes of absent ones"), "{what}");
-        assert!(per_function(&trace, "missing line").is_err());
+        assert!(per_function(&trace, "missing line", &present).is_err());
+        assert!(per_function(&trace, "d", &[]).is_err());
     }
 
     #[test]

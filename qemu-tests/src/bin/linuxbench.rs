@@ -30,8 +30,14 @@ const READ_DEPTHS: [u64; 2] = [1, 32];
 /// that this kernel's fallback figures have a counterpart.
 const FALLBACK_POINTS: [(u64, u64); 2] = [(8 << 10, 1), (8 << 10, 8)];
 
+/// Bytes read per point: enough that each of 32 `dd` processes makes many reads (their start
+/// is inside the measured time), within the 256 MiB disks.
 fn read_total(size: u64) -> u64 {
-    if size <= 8 << 10 { 16 << 20 } else { 64 << 20 }
+    match size {
+        0..=8192 => 16 << 20,
+        8193..=131_072 => 128 << 20,
+        _ => 256 << 20,
+    }
 }
 
 fn read_plan() -> Vec<ReadPoint> {

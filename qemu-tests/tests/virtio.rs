@@ -161,11 +161,11 @@ fn scenario(setup: &Setup) {
                 fnv1a(&pattern)
             ),
             format!(
-                "virtio-blk self test: sector 0 fnv1a={sector0:016x}; sector {last} written, read back and restored, by {}",
+                "virtio-blk self test: block 0 fnv1a={sector0:016x}; block {last} written, read back and restored, by {}",
                 setup.best
             ),
             format!(
-                "virtio-blk INTx self test: sector 0 fnv1a={sector0:016x}; sector {last} written, read back and restored, by INTx"
+                "virtio-blk INTx self test: block 0 fnv1a={sector0:016x}; block {last} written, read back and restored, by INTx"
             ),
             format!("virtio-net: gateway 10.0.2.2 is at {GATEWAY_MAC}"),
             format!("virtio-net: INTx gateway 10.0.2.2 is at {GATEWAY_MAC}"),

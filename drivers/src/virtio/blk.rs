@@ -376,10 +376,11 @@ impl Bound for VirtioBlk {
 
     fn status(&self) -> String {
         format!(
-            "{} blocks of {} bytes ({} KiB){}, {} KiB per request in {} data descriptor(s) at most, depth {}, requestq {} entries, {}, {} request(s)",
+            "{} sectors ({} KiB) in {} blocks of {} bytes{}, {} KiB per request in {} data descriptor(s) at most, depth {}, requestq {} entries, {}, {} request(s)",
+            self.capacity,
+            self.capacity / 2,
             self.blocks(),
             self.limits.block_size,
-            self.capacity / 2,
             if self.read_only { ", read-only" } else { "" },
             self.limits.request / 1024,
             self.limits.request.div_ceil(self.limits.segment),

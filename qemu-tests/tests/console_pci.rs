@@ -19,7 +19,7 @@
 //!
 //! Without `qemu-system-x86_64` the scenarios print `SKIPPED` and return, unless `CI` is set.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use qemu_tests::{
@@ -90,7 +90,7 @@ fn vectors_of(rows: &[(String, String, String)], owner: &str) -> Vec<String> {
     v
 }
 
-fn pci_script(s: &mut Session<'_>, qmp_path: &PathBuf) -> Result<(), String> {
+fn pci_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(), String> {
     let boot = s.expect("kernel ready", BOOT)?;
     for word in ["bogus", "mystery"] {
         ensure!(

@@ -270,10 +270,10 @@ pub fn field(serial: &str, prefix: &str, key: &str) -> Option<u64> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-/// Figure a, one run: seconds from QEMU's start until `kernel` has bound every driver and
-/// every device vector has delivered once (configuration vectors triggered at the binding
-/// line). A floor kernel: seconds until its first serial byte.
-pub fn wall(setup: &Setup, kernel: Kernel) -> Result<f64, String> {
+/// Figure a, one run: seconds from QEMU's start until `kernel` said its drivers were bound,
+/// and until every device vector had delivered once (configuration vectors triggered at the
+/// binding line). A floor kernel: seconds until its first serial byte, twice.
+pub fn wall(setup: &Setup, kernel: Kernel) -> Result<(f64, f64), String> {
     let scratch = Scratch::new("bench-wall")?;
     let socket = scratch.socket();
     let result = match kernel {
@@ -284,7 +284,9 @@ pub fn wall(setup: &Setup, kernel: Kernel) -> Result<f64, String> {
                 outcome.first_output,
                 stubs::parse_floor_tsc(&outcome.serial),
             ) {
-                (Some(at), Some(_)) if outcome.success() => Ok(at.as_secs_f64()),
+                (Some(at), Some(_)) if outcome.success() => {
+                    Ok((at.as_secs_f64(), at.as_secs_f64()))
+                }
                 _ => Err(failed("floor kernel", &outcome, "no TSC line")),
             }
         }
@@ -295,6 +297,7 @@ pub fn wall(setup: &Setup, kernel: Kernel) -> Result<f64, String> {
                     session.set_char_delay(Duration::ZERO);
                     let mut qmp = connect(&socket)?;
                     session.expect("all drivers bound", TIMEOUT)?;
+                    let bound = session.elapsed().as_secs_f64();
                     trigger_config_vectors(&mut qmp)?;
                     for _ in 0..500 {
                         session.send("irqs\r")?;
@@ -303,7 +306,7 @@ pub fn wall(setup: &Setup, kernel: Kernel) -> Result<f64, String> {
                         if total > 0 && seen == total {
                             let at = session.elapsed().as_secs_f64();
                             quit(session, &mut qmp)?;
-                            return Ok(at);
+                            return Ok((bound, at));
                         }
                     }
                     Err("some device vector never delivered".to_owned())
@@ -319,6 +322,7 @@ pub fn wall(setup: &Setup, kernel: Kernel) -> Result<f64, String> {
                 .interact(|session| {
                     let mut qmp = connect(&socket)?;
                     session.expect("LINUXBENCH bound", TIMEOUT)?;
+                    let bound = session.elapsed().as_secs_f64();
                     trigger_config_vectors(&mut qmp)?;
                     session.expect("LINUXBENCH ready", TIMEOUT)?;
                     let at = session.elapsed().as_secs_f64();
@@ -327,7 +331,7 @@ pub fn wall(setup: &Setup, kernel: Kernel) -> Result<f64, String> {
                     let vectors = field(&format!("ready{rest}"), "ready", "vectors");
                     quit(session, &mut qmp)?;
                     match (vectors, seen) {
-                        (Some(v), Some(s)) if v > 0 && v == s => Ok(at),
+                        (Some(v), Some(s)) if v > 0 && v == s => Ok((bound, at)),
                         _ => Err(format!("not every vector delivered: {rest}")),
                     }
                 })

@@ -89,12 +89,13 @@ pub fn write_command<W: Write + ?Sized>(
     for f in &topology.functions {
         write_line(w, f, options, domain)?;
         w.write_char('\n')?;
-        if options.verbose {
+        if options.verbose > 0 {
             let bound = driver(f.address);
             let bound = bound
                 .as_ref()
                 .map(|(name, vectors)| Driver { name, vectors });
-            write_verbose(w, f, &|offset| read(f.address, offset), bound.as_ref())?;
+            let read = |offset| read(f.address, offset);
+            write_verbose(w, f, &read, bound.as_ref(), options.verbose)?;
             w.write_char('\n')?;
         }
     }

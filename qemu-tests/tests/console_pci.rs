@@ -8,6 +8,7 @@
 //!   tree; an unknown option gives the usage line; `irqs` shows CPU 0 for every handler (the
 //!   one CPU); `lspci -v` shows edu's MSI enabled and NVMe's MSI-X enabled with QEMU's 65
 //!   entries, each with its driver and exactly the vectors `irqs` lists for that driver;
+//!   `-vv` adds where NVMe's MSI-X table and PBA are;
 //!   after `unbind` of edu its MSI reads `Enable-` and no driver, after `bind` `Enable+`
 //!   again (read at the time of the command, not from the boot scan); `mem` shows the MMIO
 //!   window and each claimed function with its driver, edu's claim gone while unbound; every
@@ -151,7 +152,7 @@ fn pci_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(), String> {
     }
     let bad = command(s, "lspci -x")?;
     ensure!(
-        bad.contains("lspci: unknown option -x") && bad.contains("usage: lspci [-t] [-v]"),
+        bad.contains("lspci: unknown option -x") && bad.contains("usage: lspci [-t] [-v|-vv]"),
         "`lspci -x` does not give the usage line:\n{bad}"
     );
 
@@ -186,6 +187,14 @@ fn pci_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(), String> {
     ensure!(
         n.contains("(prog-if 02 [NVM Express])") && n.contains("\n\tMemory at "),
         "NVMe's `lspci -v` block lacks its prog-if or BAR:\n{n}"
+    );
+    // -vv: where NVMe's MSI-X table and PBA are (QEMU puts them at 0x2000 and 0x3000 of
+    // BAR0).
+    let vv = command(s, "lspci -vv")?;
+    let n = block(&vv, &nvme_at)?;
+    ensure!(
+        n.contains("\n\t\tVector table: BAR=0 offset=00002000\n\t\tPBA: BAR=0 offset=00003000"),
+        "NVMe's `lspci -vv` block does not locate its MSI-X table and PBA:\n{n}"
     );
     ensure!(
         verbose.lines().filter(|l| l.is_empty()).count() == qemu.len(),

@@ -42,7 +42,7 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "lspci",
-        args: "[-t] [-v] [-n|-nn] [-D]",
+        args: "[-t] [-v|-vv] [-n|-nn] [-D]",
         what: "PCI functions as pciutils shows them (-v: read now)",
         run: Run::Local(lspci),
     },

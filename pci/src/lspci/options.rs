@@ -2,7 +2,7 @@
 //! function for each `-n` level.
 //!
 //! Options are single letters after a `-`, alone or combined (`-vt`, `-nn`, `-v -nn`):
-//! `t` tree, `v` verbose (`-vv` is the same here), `n` numbers (`-n` numbers only, `-nn`
+//! `t` tree, `v` verbose (`-vv` adds where the MSI-X table and PBA are), `n` numbers (`-n` numbers only, `-nn`
 //! names and numbers), `D` always show the PCI domain (segment). Anything else is a usage
 //! error. As pciutils does, the domain is shown only with `-D` or when some function is
 //! outside domain 0.
@@ -20,15 +20,16 @@ use crate::enumerate::{Function, Topology};
 use crate::ids;
 
 /// The usage line.
-pub const USAGE: &str = "usage: lspci [-t] [-v] [-n|-nn] [-D]";
+pub const USAGE: &str = "usage: lspci [-t] [-v|-vv] [-n|-nn] [-D]";
 
 /// What the option words ask for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// `-t`: the tree.
     pub tree: bool,
-    /// `-v` (or more `v`s): the verbose block after each line.
-    pub verbose: bool,
+    /// How many `v`s (at most 2): 1 adds the verbose block after each line, 2 also the
+    /// MSI-X table and PBA locations.
+    pub verbose: u8,
     /// How many `n`s: 0 names, 1 numbers, 2 (or more) both.
     pub numeric: u8,
     /// `-D`: always show the domain.
@@ -46,7 +47,7 @@ impl Options {
             for letter in letters.chars() {
                 match letter {
                     't' => o.tree = true,
-                    'v' => o.verbose = true,
+                    'v' => o.verbose = o.verbose.saturating_add(1).min(2),
                     'n' => o.numeric = o.numeric.saturating_add(1).min(2),
                     'D' => o.domains = true,
                     _ => return Err(word),
@@ -121,7 +122,7 @@ pub fn write_line<W: Write + ?Sized>(
     if f.revision != 0 {
         write!(w, " (rev {:02x})", f.revision)?;
     }
-    if options.verbose && f.prog_if != 0 {
+    if options.verbose > 0 && f.prog_if != 0 {
         write!(w, " (prog-if {:02x}", f.prog_if)?;
         if let Some(name) = ids::prog_if_name(f.class, f.subclass, f.prog_if) {
             write!(w, " [{name}]")?;

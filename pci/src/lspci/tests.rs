@@ -111,7 +111,7 @@ fn options_combine_and_unknown_ones_are_refused() {
     assert_eq!(o(&[]), Ok(Options::default()));
     let tv = Options {
         tree: true,
-        verbose: true,
+        verbose: 1,
         ..Options::default()
     };
     assert_eq!(o(&["-vt"]), Ok(tv));
@@ -120,14 +120,15 @@ fn options_combine_and_unknown_ones_are_refused() {
     assert_eq!(o(&["-nn"]).unwrap().numeric, 2);
     assert_eq!(o(&["-n", "-n", "-n"]).unwrap().numeric, 2);
     let vnn = o(&["-v", "-nn"]).unwrap();
-    assert!(vnn.verbose && vnn.numeric == 2);
+    assert!(vnn.verbose == 1 && vnn.numeric == 2);
     assert_eq!(
         o(&["-vv"]).unwrap(),
         Options {
-            verbose: true,
+            verbose: 2,
             ..Options::default()
         }
     );
+    assert_eq!(o(&["-v", "-vv"]).unwrap().verbose, 2);
     assert!(o(&["-D"]).unwrap().domains);
     assert_eq!(o(&["-x"]), Err("-x"));
     assert_eq!(o(&["-vx"]), Err("-vx"));
@@ -183,6 +184,12 @@ fn verbose_names_capabilities_and_ends_each_block() {
             "\tVectors held: cpu0 0x31 0x32",
         ]
     );
+    // -vv adds where the MSI-X table and PBA are.
+    let vv = run(&fake, &["-vv"], None);
+    assert!(vv.contains(
+        "\tCapabilities: [40] MSI-X: Enable- Count=65 Masked-\n\t\tVector table: BAR=0 offset=00002000\n\t\tPBA: BAR=0 offset=00003000\n"
+    ), "{vv}");
+    assert!(!v.contains("Vector table"));
     // Every function's block ends with a blank line: no line runs into the next header.
     assert_eq!(v.matches("\n\n").count(), 4, "{v}");
     assert!(v.ends_with("\n\n"));
@@ -256,6 +263,6 @@ fn a_vanished_function_says_so() {
     fake.remove(a(0, 3, 0));
     let mut out = String::new();
     let f = topology.function(a(0, 3, 0)).unwrap();
-    write_verbose(&mut out, f, &|o| cs.read32(f.address, o).ok(), None).unwrap();
+    write_verbose(&mut out, f, &|o| cs.read32(f.address, o).ok(), None, 1).unwrap();
     assert_eq!(out, "\t(the function does not answer: it reads all ones)\n");
 }

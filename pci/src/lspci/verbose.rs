@@ -63,12 +63,14 @@ fn flag(on: bool) -> char {
     if on { '+' } else { '-' }
 }
 
-/// The verbose block of `f` (every line starts with a tab and ends with a newline).
+/// The verbose block of `f` (every line starts with a tab and ends with a newline); `level` 2
+/// (`-vv`) adds, under MSI-X, where its table and PBA are, as pciutils does.
 pub fn write_verbose<W: Write + ?Sized>(
     w: &mut W,
     f: &Function,
     read: Read<'_>,
     driver: Option<&Driver<'_>>,
+    level: u8,
 ) -> fmt::Result {
     let live = Live { read };
     let Some(command_status) = live.dword(0x04).filter(|_| live.dword(0x00).is_some()) else {
@@ -93,6 +95,14 @@ pub fn write_verbose<W: Write + ?Sized>(
     }
     for cap in &f.capabilities {
         write_capability(w, f, &live, cap)?;
+        if let (Some(x), true) = (f.msix, level >= 2 && cap.id == crate::capability::id::MSIX) {
+            writeln!(
+                w,
+                "\t\tVector table: BAR={} offset={:08x}",
+                x.table_bir, x.table_offset
+            )?;
+            writeln!(w, "\t\tPBA: BAR={} offset={:08x}", x.pba_bir, x.pba_offset)?;
+        }
     }
     for cap in &f.extended_capabilities {
         write_extended(w, &live, cap)?;

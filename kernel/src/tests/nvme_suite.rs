@@ -64,7 +64,7 @@ pub const BENCH: &[Test] = crate::tests![sequential_read_throughput];
 const REGION: usize = 64 * 1024;
 /// The read test covers at most this much of the disk.
 const READ_LIMIT: u64 = 16 << 20;
-/// The write test's byte range on the disk: 20 KiB at 1 MiB (three commands: 8 + 8 + 4 KiB).
+/// The write test's byte range on the disk: 20 KiB at 1 MiB (one command, through a PRP list).
 const WRITE_AT: u64 = 1 << 20;
 /// Length of the write test's range.
 const WRITE_LEN: usize = 20 * 1024;
@@ -387,7 +387,7 @@ fn thousand_unbind_bind_cycles_leave_nothing() -> Result<(), String> {
     Ok(())
 }
 
-/// Sequential reads of up to 16 MiB: one 8 KiB command at a time (`qd1`), eight in flight
+/// Sequential reads of up to 16 MiB: one command (up to MDTS) at a time (`qd1`), eight in flight
 /// per doorbell (`qd8`), and `qd8` with the copy into memory (`copy`).
 fn sequential_read_throughput() -> Result<(), String> {
     let mut nvme = controller()?;

@@ -224,9 +224,11 @@ fn trigger_config_vectors(qmp: &mut Qmp) -> Result<(), String> {
     Ok(())
 }
 
-/// Connects to a run's QMP socket (QEMU creates it before the guest runs).
+/// Connects to a run's QMP socket (QEMU creates it before the guest runs); the connection
+/// then lasts as long as a run may.
 fn connect(socket: &Path) -> Result<Qmp, String> {
     Qmp::connect(socket, Instant::now() + Duration::from_secs(20))
+        .map(|qmp| qmp.with_deadline(Instant::now() + TIMEOUT))
 }
 
 /// Ends an interactive run through QMP and waits for QEMU to go.

@@ -54,6 +54,18 @@ fn disks() -> Vec<Disk> {
 /// through the bus; the data, in request order.
 fn read_batch(disk: &Disk, lbas: &[u64], size: u64, depth: usize) -> Result<Vec<u8>, String> {
     let mut data = vec![0u8; lbas.len() * size as usize];
+    read_into(disk, lbas, size, depth, &mut data)?;
+    Ok(data)
+}
+
+/// [`read_batch`] into `data` (`lbas.len() * size` bytes).
+fn read_into(
+    disk: &Disk,
+    lbas: &[u64],
+    size: u64,
+    depth: usize,
+    data: &mut [u8],
+) -> Result<(), String> {
     let index = disk.index;
     crate::bus::on_driver(disk.address, |bound| {
         let devices = bound.block().ok_or("no block devices")?;
@@ -66,8 +78,7 @@ fn read_batch(disk: &Disk, lbas: &[u64], size: u64, depth: usize) -> Result<Vec<
     })
     .ok_or_else(|| format!("{}: not bound", disk.name))?
     .and_then(|r| r)
-    .map_err(|e| format!("{}: {e}", disk.name))?;
-    Ok(data)
+    .map_err(|e| format!("{}: {e}", disk.name))
 }
 
 /// `count` request block numbers for `size`-byte reads spread over `disk` (each inside it).
@@ -259,7 +270,7 @@ fn throughput() -> Result<(), String> {
 }
 
 /// Bytes moved per figure at least.
-const BENCH_BYTES: u64 = 16 << 20;
+const BENCH_BYTES: u64 = 64 << 20;
 
 fn bench_one(disk: &Disk, size: u64, depth: usize) -> Result<(), String> {
     let bs = u64::from(disk.info.block_size);
@@ -270,16 +281,17 @@ fn bench_one(disk: &Disk, size: u64, depth: usize) -> Result<(), String> {
     let mut hash_input_state = 0xcbf2_9ce4_8422_2325u64;
     let mut us = 0;
     let mut next = 0u64;
-    // Warm-up batch (staging slots allocated), not counted.
+    // The caller's memory, made once; a warm-up batch (staging slots allocated), not counted.
+    let mut data = vec![0u8; depth * size as usize];
     let lbas: Vec<u64> = (0..depth as u64).map(|i| (i % slots) * per).collect();
-    read_batch(disk, &lbas, size, depth)?;
+    read_into(disk, &lbas, size, depth, &mut data)?;
     for _ in 0..batches {
         let lbas: Vec<u64> = (0..depth as u64)
             .map(|i| ((next + i) % slots) * per)
             .collect();
         next += depth as u64;
         let start = crate::time::micros_since_boot();
-        let data = read_batch(disk, &lbas, size, depth)?;
+        read_into(disk, &lbas, size, depth, &mut data)?;
         us += crate::time::micros_since_boot() - start;
         hash_input_state = data.iter().fold(hash_input_state, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

@@ -34,7 +34,10 @@
 //! slots are freed (see [`super`]). The first slot is taken at probe, more on first use of a
 //! deeper batch, all kept until unbind. A request that times out leaves its descriptors and
 //! slot with the device, so the driver refuses further requests until it is rebound (the
-//! reset on unbind takes them back).
+//! reset on unbind takes them back). The disk's name in the block registry
+//! ([`block::Registration`], the first field) goes before all of that. A leak keeps the
+//! device running with its queue, its slots (up to [`MAX_DEPTH`] of [`Limits::request`]
+//! bytes) and a name that leads nowhere.
 
 use alloc::boxed::Box;
 use alloc::format;

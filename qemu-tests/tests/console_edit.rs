@@ -48,9 +48,9 @@ fn script(s: &mut Session<'_>) -> Result<(), String> {
     s.expect("kernel ready", BOOT)?;
     s.expect(PROMPT, BOOT)?;
 
-    // ESC [ and a pause longer than the console's escape wait (50 ms), then `help`.
+    // ESC [ and a pause longer than the console's escape wait (250 ms), then `help`.
     s.send("\x1b[")?;
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
     let help = typed(s, "help\r")?;
     ensure!(
         !help.contains("unknown command") && help.contains("\npoweroff "),

@@ -1,4 +1,5 @@
-//! The console's line editor, apart from any device so that it can be tested on the host.
+//! The console's line editor, apart from any device so that it can be tested on the host,
+//! and its input queue ([`queue`]: a byte ring that counts and reports what it drops).
 //!
 //! [`Editor`] is a state machine fed one input byte at a time ([`Editor::feed`]). It keeps the
 //! line being typed, the cursor, a bounded history and the state of an escape sequence in
@@ -17,7 +18,7 @@
 //!   acted on (as a VT100 does) without ending the sequence, except CAN and SUB, which cancel
 //!   it. A lone ESC and a sequence cut short cannot be told apart from a sequence still
 //!   arriving; the caller ends one that stays incomplete for a while with
-//!   [`Editor::abandon_escape`] (the kernel does after 50 ms without input).
+//!   [`Editor::abandon_escape`] (the kernel does after 250 ms without input).
 //! - Keys: printable ASCII is inserted at the cursor; Left/Right (also Ctrl-B/Ctrl-F),
 //!   Home/End (also Ctrl-A/Ctrl-E), Delete (`ESC [ 3 ~`, also Ctrl-D),
 //!   Backspace (DEL or BS), Ctrl-U (erase the line), Ctrl-C (cancel the line), Up/Down
@@ -33,6 +34,10 @@
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
+
+pub mod queue;
+
+pub use queue::{Dropped, InputQueue};
 
 use alloc::collections::VecDeque;
 use alloc::string::String;

@@ -75,9 +75,10 @@ pub const PROMPT: &str = "kernel> ";
 const MAX_LINE: usize = 256;
 /// Lines the history keeps.
 pub const HISTORY: usize = 32;
-/// How long an incomplete escape sequence waits for its next byte (a terminal sends a whole
-/// sequence at once; a person pressing Esc then typing is far slower).
-pub const ESCAPE_WAIT_US: u64 = 50_000;
+/// How long an incomplete escape sequence waits for its next byte. A terminal sends a whole
+/// sequence at once, a person pressing Esc and then typing is slower; the margin is for a
+/// host that delays the emulated serial line (QEMU on a loaded machine).
+pub const ESCAPE_WAIT_US: u64 = 250_000;
 
 /// Waits for the next received byte, sleeping between interrupts.
 fn next_byte() -> u8 {

@@ -277,6 +277,7 @@ until [ -b /dev/nvme0n1 ] && [ -b /dev/vda ] && [ -e /sys/class/net/eth0 ]; do
 done
 ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
 ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1 || echo "LINUXBENCH note: no answer from 10.0.2.2"
+# At least five queue vectors: nvme0q0, nvme0q1, virtio-blk req.0, virtio-net input.0, output.0.
 n=0
 while :; do
     set -- $(vectors)

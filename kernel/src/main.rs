@@ -51,8 +51,10 @@ use boot::BootInfo;
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     time::mark_boot();
+    let mut phases = Phases::new();
     serial::init();
     time::calibrate_early();
+    phases.mark("early TSC");
     logger::init(log::LevelFilter::Info);
 
     let boot = match bootinfo::init(loader, info_address) {
@@ -75,37 +77,51 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     if options.dumpboot {
         bootinfo::dump(boot);
     }
+    phases.mark("CPU set-up");
     memory::init(boot);
+    phases.mark("memory");
     framebuffer::init(boot);
+    phases.mark("screen");
 
     summary(boot);
     let platform = platform::init(boot);
     if let Some(p) = platform {
         platform::log_summary(p);
     }
+    phases.mark("ACPI tables");
     // The HPET and PM timer are known now: the TSC rate the rest of the kernel relies on.
-    time::calibrate(boot, platform);
+    let calibration = time::calibrate(boot, platform);
+    phases.mark("TSC calibration");
     interrupts::init(platform, options.prefer_xapic);
+    phases.mark("APIC");
     let config = pcie::init(platform.map_or(&[][..], |p| &p.ecam));
-    let mut roots = platform
-        .and_then(platform::aml::load)
-        .map(platform::aml::roots)
-        .unwrap_or_default();
+    let aml = platform.and_then(platform::aml::load);
+    phases.mark("AML");
+    let mut roots = aml.map(platform::aml::roots).unwrap_or_default();
     if roots.is_empty() {
         roots = platform::fallback_roots(&config.ecam_regions());
         log::warn!("acpi: no host bridge found in AML; starting at {roots:?}");
     }
     pcibus::init(config, &roots);
+    phases.mark("PCI enumeration");
     // The console's input vectors before any driver can take them all.
     if options.test.is_none() {
         console::start_input();
     }
+    phases.mark("console input");
     // Test suites that drive devices themselves (and claim them) run without drivers.
-    if options.test.is_none_or(|suite| suite == "drivers") {
+    let drivers = options.test.is_none_or(|suite| suite == "drivers");
+    if drivers {
         bus::bind_all();
-        if options.bootbench {
-            boot_bench();
-        }
+        phases.mark("drivers");
+    }
+    // The boot so far was the calibration window of the TSC and the LAPIC timer.
+    time::finish_calibration(calibration);
+    interrupts::finish_timer_calibration();
+    phases.mark("calibration end");
+    phases.log();
+    if drivers && options.bootbench {
+        boot_bench();
     }
     log::info!(
         "boot: {} TSC ticks from kernel entry to ready (guest instructions under -icount shift=0)",
@@ -116,6 +132,46 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     match options.test {
         Some(suite) => tests::run(suite),
         None => console::run(),
+    }
+}
+
+/// Where boot time goes: TSC ticks per phase (guest instructions under `-icount shift=0`),
+/// logged in one line when the drivers are bound.
+struct Phases {
+    last: u64,
+    spent: [(&'static str, u64); 16],
+    count: usize,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            last: 0,
+            spent: [("", 0); 16],
+            count: 0,
+        }
+    }
+
+    /// Ends the phase called `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = time::ticks_since_boot();
+        if let Some(slot) = self.spent.get_mut(self.count) {
+            *slot = (name, now.saturating_sub(self.last));
+            self.count += 1;
+        }
+        self.last = now;
+    }
+
+    fn log(&self) {
+        let mut line = alloc::string::String::new();
+        for (name, ticks) in &self.spent[..self.count] {
+            use core::fmt::Write;
+            let _ = write!(line, " {name} {}k,", ticks / 1000);
+        }
+        log::info!(
+            "boot: phases (TSC ticks; guest instructions under -icount shift=0):{}",
+            line.trim_end_matches(',')
+        );
     }
 }
 

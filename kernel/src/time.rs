@@ -10,17 +10,20 @@
 //!    used only if a measured one agrees within 2 % (or nothing can be measured), and the
 //!    log says which.
 //! 2. Measured against the HPET ([`hpet`], IA-PC HPET 1.0a §2.3), else the ACPI PM timer
-//!    ([`pmtimer`], ACPI 6.5 §4.8.3.3), else the 8254 PIT ([`pit`]): [`measure::WINDOWS`]
-//!    windows of 2 ms, each reference read bracketed by TSC reads, slow reads and outliers
-//!    rejected, the median kept (`timekeeping::calibration`). A second reference, when
+//!    ([`pmtimer`], ACPI 6.5 §4.8.3.3), over the boot: each read once by [`calibrate`] and
+//!    again by [`finish_calibration`] when the kernel is ready, so the boot's work is the
+//!    window and nothing waits (`timekeeping::calibration::span`). A reference whose boot
+//!    window cannot be used, and the 8254 PIT ([`pit`]), are measured in
+//!    [`measure::WINDOWS`] windows of 2 ms, each reference read bracketed by TSC reads,
+//!    slow reads and outliers rejected, the median kept (`timekeeping::calibration`). A second reference, when
 //!    there is one, cross-checks the first; when the first two disagree by over 2 % the PIT
 //!    is measured too and the figure two sources agree on is taken
 //!    (`timekeeping::choice`); a disagreement is reported.
 //!
-//! Two steps, because the HPET and PM timer are found in the ACPI tables:
-//! [`calibrate_early`] at kernel entry against the PIT (a provisional rate for the log's
-//! timestamps and anything that waits before the tables are read), then [`calibrate`] once
-//! the tables are read. Nothing here panics on bad hardware: a reference that does not
+//! Three steps, because the HPET and PM timer are found in the ACPI tables:
+//! [`calibrate_early`] at kernel entry against the PIT (five 0.5 ms windows: a provisional
+//! rate for the log's timestamps and the boot's timeouts), [`calibrate`] once the tables are
+//! read, and [`finish_calibration`] when the kernel is ready. Nothing here panics on bad hardware: a reference that does not
 //! count, a PM timer block of 0 or a TSC that does not advance is logged and skipped.
 //!
 //! Under QEMU's TCG the guest TSC runs at the host's TSC rate while the HPET, PM timer and
@@ -51,6 +54,12 @@ use crate::platform::Platform;
 /// Rate assumed when nothing at all can be measured at entry: high, so that waits are
 /// never shorter than asked on any TSC up to this rate.
 const ASSUMED_HZ: u64 = 4_000_000_000;
+
+/// Windows of the provisional measurement at entry, and their length: short, since the
+/// rate only has to carry the boot until [`finish_calibration`] (about 0.5 % is plenty for
+/// timeouts and log stamps), and every microsecond here is boot time.
+const EARLY_WINDOWS: usize = 5;
+const EARLY_WINDOW_US: u64 = 500;
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -97,7 +106,8 @@ pub fn mark_boot() {
 /// A provisional TSC rate, measured against the PIT at kernel entry (no allocation, no
 /// logging: neither is up yet). Returns it in Hz.
 pub fn calibrate_early() -> u64 {
-    let result = *EARLY.call_once(|| measure::measure(&pit::Pit::start()));
+    let result = *EARLY
+        .call_once(|| measure::measure_with(&pit::Pit::start(), EARLY_WINDOWS, EARLY_WINDOW_US));
     if result == Err(Failure::TscStill) {
         TSC_STILL.store(true, Ordering::Relaxed);
     }
@@ -113,6 +123,8 @@ pub fn calibrate_early() -> u64 {
 struct Measured {
     name: &'static str,
     estimate: Estimate,
+    /// For a measurement over the boot's window, how long the window was, µs.
+    lasted_us: Option<u64>,
 }
 
 /// Measures against one reference, logging why it could not be used.
@@ -128,9 +140,11 @@ fn try_reference(
         }
     };
     match measure::measure(reference) {
-        Ok(estimate) if timekeeping::cpuid::plausible(estimate.hz) => {
-            Some(Measured { name, estimate })
-        }
+        Ok(estimate) if timekeeping::cpuid::plausible(estimate.hz) => Some(Measured {
+            name,
+            estimate,
+            lasted_us: None,
+        }),
         Ok(estimate) => {
             log::warn!(
                 "{name} gives an implausible TSC rate of {} MHz; not used",
@@ -174,9 +188,25 @@ fn describe(e: &Estimate) -> String {
     s
 }
 
-/// Calibrates the TSC with everything the platform offers (see the module documentation)
-/// and logs the result: source, windows, spread and the cross-check. Returns the rate, Hz.
-pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
+/// How a source was measured, for the log.
+fn describe_measured(m: &Measured) -> String {
+    match m.lasted_us {
+        Some(us) => alloc::format!(
+            "over the boot's {}.{} ms, reads within {} %",
+            us / 1000,
+            us % 1000 / 100,
+            percent(m.estimate.spread_ppm)
+        ),
+        None => describe(&m.estimate),
+    }
+}
+
+/// Begins calibrating the TSC with everything the platform offers (see the module
+/// documentation): logs the provisional rate and what CPUID says, finds the HPET and the PM
+/// timer and reads each once. The boot goes on at the provisional rate, and
+/// [`finish_calibration`] reads them again when the kernel is ready: the boot's own work is
+/// the calibration window, so nothing waits for it.
+pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> Pending {
     match EARLY.get() {
         Some(Ok(e)) => log::info!(
             "provisional TSC rate at entry {} MHz from the PIT, {}",
@@ -201,18 +231,10 @@ pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
         )
     );
 
-    let mut measured: Vec<Measured> = Vec::new();
     let hpet = match platform.and_then(|p| p.hpet) {
         Some(base) => hpet::Hpet::new(base),
         None => Err(String::from("no HPET in the ACPI tables")),
     };
-    measured.extend(try_reference(
-        "HPET",
-        hpet.as_ref()
-            .map(|h| h as &dyn measure::Reference)
-            .map_err(Clone::clone),
-    ));
-    drop(hpet);
     let pm = read_fadt(boot).and_then(|fadt| {
         if fadt
             .flags
@@ -226,12 +248,118 @@ pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
     if let Ok(p) = &pm {
         log::debug!("PM timer at port {:#x}", p.port());
     }
-    measured.extend(try_reference(
-        "PM timer",
-        pm.as_ref()
-            .map(|p| p as &dyn measure::Reference)
-            .map_err(Clone::clone),
-    ));
+    let started = [
+        ("HPET", hpet.map(Started::Hpet)),
+        ("PM timer", pm.map(Started::Pm)),
+    ]
+    .into_iter()
+    .filter_map(|(name, r)| match r {
+        Ok(r) => {
+            let start = measure::tightest(r.reference());
+            Some(Span {
+                name,
+                reference: r,
+                start,
+            })
+        }
+        Err(why) => {
+            log::info!("{name} not used: {why}");
+            None
+        }
+    })
+    .collect();
+    Pending {
+        facts,
+        spans: started,
+    }
+}
+
+/// A reference timer kept from [`calibrate`] to [`finish_calibration`].
+enum Started {
+    Hpet(hpet::Hpet),
+    Pm(pmtimer::PmTimer),
+}
+
+impl Started {
+    fn reference(&self) -> &dyn measure::Reference {
+        match self {
+            Started::Hpet(h) => h,
+            Started::Pm(p) => p,
+        }
+    }
+}
+
+/// One reference read at the start of the boot's calibration window.
+struct Span {
+    name: &'static str,
+    reference: Started,
+    start: timekeeping::calibration::Reading,
+}
+
+/// The calibration in progress: what [`calibrate`] found, for [`finish_calibration`].
+pub struct Pending {
+    facts: cpuid::Facts,
+    spans: Vec<Span>,
+}
+
+/// The shortest calibration window [`finish_calibration`] accepts, by the provisional rate:
+/// if the boot was quicker, it waits the rest. Over 10 ms the reads' brackets (a
+/// microsecond or two) stay near 0.01 %.
+const MIN_SPAN_US: u64 = 10_000;
+
+/// Ends the calibration [`calibrate`] began: reads every reference again and takes the TSC
+/// rate over the whole window between (`timekeeping::calibration::span`), cross-checked as
+/// the module documentation says. A reference whose window cannot be used (it may have
+/// wrapped, a read was slow) is measured the old way, in short windows. Logs the result and
+/// returns the rate, Hz.
+pub fn finish_calibration(pending: Pending) -> u64 {
+    let Pending { facts, spans } = pending;
+    let provisional = TSC_HZ.load(Ordering::Relaxed).max(1);
+    if let Some(first) = spans.first() {
+        let lasted = rdtsc().wrapping_sub(first.start.tsc_after);
+        let lasted_us = u64::try_from(u128::from(lasted) * 1_000_000 / u128::from(provisional))
+            .unwrap_or(u64::MAX);
+        if lasted_us < MIN_SPAN_US {
+            busy_wait_us(MIN_SPAN_US - lasted_us);
+        }
+    }
+    let mut measured: Vec<Measured> = Vec::new();
+    for span in &spans {
+        let reference = span.reference.reference();
+        let window = timekeeping::calibration::Window {
+            start: span.start,
+            end: measure::tightest(reference),
+        };
+        match timekeeping::calibration::span(&window, &reference.counter(), provisional) {
+            Ok(estimate) if timekeeping::cpuid::plausible(estimate.hz) => {
+                measured.push(Measured {
+                    name: span.name,
+                    estimate,
+                    lasted_us: Some(
+                        u64::try_from(
+                            u128::from(window.end.tsc_after.wrapping_sub(window.start.tsc_before))
+                                * 1_000_000
+                                / u128::from(estimate.hz.max(1)),
+                        )
+                        .unwrap_or(u64::MAX),
+                    ),
+                });
+            }
+            Ok(estimate) => log::warn!(
+                "{} gives an implausible TSC rate of {} MHz over the boot; not used",
+                span.name,
+                mhz(estimate.hz)
+            ),
+            Err(why) => {
+                log::info!(
+                    "{}: the boot's window is not usable ({why}); measuring in windows",
+                    span.name
+                );
+                measured.extend(try_reference(span.name, Ok(reference)));
+            }
+        }
+    }
+    drop(spans);
     // The PIT decides when there is no second source or the first two disagree.
     let rates = |m: &[Measured]| m.iter().map(|m| m.estimate.hz).collect::<Vec<u64>>();
     let first_two_agree = measured.len() >= 2
@@ -255,7 +383,7 @@ pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
                 m.name,
                 percent(ppm),
                 mhz(m.estimate.hz),
-                describe(&m.estimate)
+                describe_measured(m)
             );
             hz
         }
@@ -319,7 +447,7 @@ pub fn calibrate(boot: &BootInfo, platform: Option<&Platform>) -> u64 {
                 "TSC: {} MHz from {}, {}, {}",
                 mhz(hz),
                 m.name,
-                describe(&m.estimate),
+                describe_measured(m),
                 check
             );
             if confirmed_by.is_none() && measured.len() > 1 {

@@ -198,10 +198,113 @@ pub fn estimate(windows: &[Window], reference: &Counter) -> Result<Estimate, Fai
     })
 }
 
+/// Why one long window ([`span`]) could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanRefusal {
+    /// The window was judged unusable.
+    Rejected(Rejection),
+    /// By the provisional TSC rate the window lasted more than half the reference's wrap
+    /// period, so the reference may have wrapped more than once: its delta is ambiguous.
+    MayHaveWrapped,
+}
+
+impl core::fmt::Display for SpanRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SpanRefusal::Rejected(Rejection::TscBackwards) => f.write_str("the TSC went backwards"),
+            SpanRefusal::Rejected(Rejection::TscStill) => f.write_str("the TSC did not advance"),
+            SpanRefusal::Rejected(Rejection::ReferenceStill) => {
+                f.write_str("the reference did not advance")
+            }
+            SpanRefusal::Rejected(Rejection::SlowRead) => {
+                f.write_str("a reference read took too long for the window")
+            }
+            SpanRefusal::MayHaveWrapped => {
+                f.write_str("the window was longer than half the reference's wrap period")
+            }
+        }
+    }
+}
+
+/// The TSC rate over one long window, the boot's: the reference read when it is found and
+/// again when the kernel is ready, with the boot's own work in between instead of a wait.
+/// Both counters keep counting whatever runs meanwhile (interrupts, SMIs, a descheduled
+/// vCPU), so only the two reads' brackets limit the precision, and over tens of
+/// milliseconds that is a few parts per million: better than the median of short windows,
+/// at no cost.
+///
+/// `provisional_hz` (the TSC rate measured at entry) tells whether the window could have
+/// outlasted half the reference's wrap period (a 24-bit PM timer wraps every 4.7 s); such a
+/// window is refused rather than guessed. The estimate has `used == total == 1` and
+/// `spread_ppm` is the brackets' share of the window (the most the reads can be off).
+pub fn span(
+    window: &Window,
+    reference: &Counter,
+    provisional_hz: u64,
+) -> Result<Estimate, SpanRefusal> {
+    let hz = judge(window, reference).map_err(SpanRefusal::Rejected)?;
+    let tsc = window.end.mid() - window.start.mid();
+    let lasted_us = u128::from(tsc) * 1_000_000 / u128::from(provisional_hz.max(1));
+    if lasted_us > u128::from(reference.wrap_us() / 2) {
+        return Err(SpanRefusal::MayHaveWrapped);
+    }
+    let brackets = window.start.width().unwrap_or(0) + window.end.width().unwrap_or(0);
+    let spread_ppm = u128::from(brackets) * 1_000_000 / u128::from(tsc.max(1));
+    Ok(Estimate {
+        hz,
+        used: 1,
+        total: 1,
+        slow_reads: 0,
+        outliers: 0,
+        spread_ppm: u64::try_from(spread_ppm).unwrap_or(u64::MAX),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::counter::{Counter, PM_TIMER_HZ};
+
+    #[test]
+    fn a_span_over_the_boot_gives_the_rate_and_its_bracket_error() {
+        let pm = Counter::pm_timer(false);
+        // 30 ms, reads of 2 µs at 2.445 GHz (4890 ticks each).
+        let w = window(&pm, TSC_HZ, 5_000_000, 77, 30_000, 4_890);
+        let e = span(&w, &pm, TSC_HZ).unwrap();
+        assert!(within(e.hz, TSC_HZ, 10), "{}", e.hz);
+        assert_eq!((e.used, e.total), (1, 1));
+        // 2 × 4890 ticks of a 73.35 M-tick window: 133 ppm.
+        assert!((120..=140).contains(&e.spread_ppm), "{}", e.spread_ppm);
+    }
+
+    #[test]
+    fn a_span_longer_than_half_a_wrap_is_refused() {
+        let pm = Counter::pm_timer(false);
+        // 4.7 s wrap: a 3 s span is ambiguous even though one wrap would be handled.
+        let w = window(&pm, TSC_HZ, 5_000_000, 77, 3_000_000, 4_890);
+        assert_eq!(span(&w, &pm, TSC_HZ), Err(SpanRefusal::MayHaveWrapped));
+        // A 32-bit PM timer (20 min wrap) takes it.
+        let pm32 = Counter::pm_timer(true);
+        let w = window(&pm32, TSC_HZ, 5_000_000, 77, 3_000_000, 4_890);
+        assert!(within(span(&w, &pm32, TSC_HZ).unwrap().hz, TSC_HZ, 10));
+    }
+
+    #[test]
+    fn a_span_with_a_still_reference_or_slow_read_is_refused() {
+        let pm = Counter::pm_timer(false);
+        let mut w = window(&pm, TSC_HZ, 5_000_000, 77, 30_000, 4_890);
+        w.end.value = w.start.value;
+        assert_eq!(
+            span(&w, &pm, TSC_HZ),
+            Err(SpanRefusal::Rejected(Rejection::ReferenceStill))
+        );
+        let mut w = window(&pm, TSC_HZ, 5_000_000, 77, 30_000, 4_890);
+        w.end.tsc_after += 10_000_000; // a 4 ms read
+        assert_eq!(
+            span(&w, &pm, TSC_HZ),
+            Err(SpanRefusal::Rejected(Rejection::SlowRead))
+        );
+    }
 
     const TSC_HZ: u64 = 2_445_000_000;
 

@@ -219,6 +219,40 @@ pub fn calibrate_timer(lapic: &LocalApic, wait_us: u64, reference: impl FnOnce(u
     hz
 }
 
+/// TSC when [`start_timer_span`] set the timer counting down from its maximum (0: not
+/// started).
+static SPAN_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Starts the timer counting down from its maximum, masked, divide by 16 (SDM vol. 3A
+/// §11.5.4), and notes the TSC: [`finish_timer_span`] measures its rate over the boot
+/// instead of waiting for it. Nothing else may use the timer in between.
+pub fn start_timer_span(lapic: &LocalApic) {
+    lapic.write(reg::TIMER_DIVIDE, 0b0011);
+    lapic.write(reg::LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    lapic.write(reg::TIMER_INITIAL, u32::MAX);
+    SPAN_TSC.store(crate::time::rdtsc(), Ordering::Relaxed);
+}
+
+/// Ends what [`start_timer_span`] began: the timer's rate (Hz after division) from its
+/// count and the TSC at `tsc_hz`, or `None` when it was not started or ran down to 0 (the
+/// boot took longer than its whole count; then [`calibrate_timer`] waits instead). Stops
+/// the timer.
+pub fn finish_timer_span(lapic: &LocalApic, tsc_hz: u64) -> Option<(u32, u64)> {
+    let start = SPAN_TSC.swap(0, Ordering::Relaxed);
+    let current = lapic.read(reg::TIMER_CURRENT);
+    let ticks = crate::time::rdtsc().wrapping_sub(start);
+    lapic.write(reg::TIMER_INITIAL, 0);
+    if start == 0 || current == 0 || ticks == 0 {
+        return None;
+    }
+    let elapsed = u64::from(u32::MAX - current);
+    let hz = u128::from(elapsed) * u128::from(tsc_hz) / u128::from(ticks);
+    let hz = u32::try_from(hz).ok().filter(|hz| *hz > 0)?;
+    TIMER_HZ.store(hz, Ordering::Relaxed);
+    let us = u128::from(ticks) * 1_000_000 / u128::from(tsc_hz.max(1));
+    Some((hz, u64::try_from(us).unwrap_or(u64::MAX)))
+}
+
 /// The calibrated timer rate in Hz (after division by 16), 0 before calibration.
 pub fn timer_hz() -> u32 {
     TIMER_HZ.load(Ordering::Relaxed)

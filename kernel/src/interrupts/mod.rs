@@ -43,14 +43,37 @@ pub fn init(platform: Option<&crate::platform::Platform>, prefer_xapic: bool) {
     )
     .expect("error vector free at boot");
 
-    let hz = lapic::calibrate_timer(lapic, 2_000, crate::time::busy_wait_us);
+    // The timer's rate is measured over the rest of the boot (`finish_timer_calibration`).
+    lapic::start_timer_span(lapic);
     log::info!(
-        "lapic: {} mode, id {}, version {:#x}; timer {} kHz (divide 16) by the TSC ({} MHz)",
+        "lapic: {} mode, id {}, version {:#x}",
         if lapic.is_x2apic() { "x2APIC" } else { "xAPIC" },
         lapic.id(),
         lapic.read(lapic::reg::VERSION),
-        hz / 1000,
-        crate::time::tsc_hz() / 1_000_000
     );
     x86_64::instructions::interrupts::enable();
+}
+
+/// Measures the local APIC timer's rate against the TSC (whose rate is final now) over the
+/// boot since [`init`]; if that window cannot be used, over a 2 ms wait. Logs it.
+pub fn finish_timer_calibration() {
+    let Some(lapic) = lapic::get() else {
+        return;
+    };
+    let tsc_hz = crate::time::tsc_hz();
+    let (hz, how) = match lapic::finish_timer_span(lapic, tsc_hz) {
+        Some((hz, us)) => (
+            hz,
+            alloc::format!("over the boot's {}.{} ms", us / 1000, us % 1000 / 100),
+        ),
+        None => (
+            lapic::calibrate_timer(lapic, 2_000, crate::time::busy_wait_us),
+            alloc::string::String::from("over a 2 ms wait"),
+        ),
+    };
+    log::info!(
+        "lapic: timer {} kHz (divide 16) by the TSC ({} MHz), {how}",
+        hz / 1000,
+        tsc_hz / 1_000_000
+    );
 }

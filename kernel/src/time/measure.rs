@@ -41,10 +41,34 @@ fn bracketed(r: &dyn Reference) -> Reading {
     }
 }
 
-/// Measures the TSC rate against `r`.
+/// The narrowest of a few bracketed reads of `r`: the end point of a long window, where
+/// the bracket is the whole error.
+pub fn tightest(r: &dyn Reference) -> Reading {
+    let mut best = bracketed(r);
+    for _ in 0..4 {
+        let next = bracketed(r);
+        if next.width().unwrap_or(u64::MAX) < best.width().unwrap_or(u64::MAX) {
+            best = next;
+        }
+    }
+    best
+}
+
+/// Measures the TSC rate against `r`: [`WINDOWS`] windows of [`WINDOW_US`].
 pub fn measure(r: &dyn Reference) -> Result<Estimate, Failure> {
+    measure_with(r, WINDOWS, WINDOW_US)
+}
+
+/// Measures the TSC rate against `r` with `windows` windows (at least
+/// `calibration::MIN_GOOD_WINDOWS`, at most [`WINDOWS`]) of `window_us` each.
+pub fn measure_with(
+    r: &dyn Reference,
+    windows: usize,
+    window_us: u64,
+) -> Result<Estimate, Failure> {
+    let wanted = windows.clamp(calibration::MIN_GOOD_WINDOWS, WINDOWS);
     let counter = r.counter();
-    let target = counter.ticks_in_us(WINDOW_US);
+    let target = counter.ticks_in_us(window_us);
     let empty = Reading {
         tsc_before: 0,
         value: 0,
@@ -71,7 +95,10 @@ pub fn measure(r: &dyn Reference) -> Result<Estimate, Failure> {
             Err(Rejection::TscStill) if attempt == 0 => return Err(Failure::TscStill),
             Err(_) => {}
         }
-        if good == WINDOWS {
+        if good == wanted {
+            return calibration::estimate(&windows[..=attempt], &counter);
+        }
+        if attempt + 1 == 3 * wanted {
             return calibration::estimate(&windows[..=attempt], &counter);
         }
     }

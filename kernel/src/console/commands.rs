@@ -216,13 +216,20 @@ fn irqs(args: &[&str]) -> Result<(), Usage> {
     use crate::interrupts::dispatch;
     no_args(args)?;
     serial_println!("vector  cpu  kind    count       owner");
-    // Both lists come from one table walk each, by CPU then vector; nothing installs or
-    // removes a handler between them (the console is the only thread that binds).
+    // Two walks of the table (by CPU, then vector): (CPU, vector) and (vector, owner, count).
+    // Only the console thread installs or removes handlers, so they agree; if they ever do
+    // not, the listing says so rather than pairing a handler with the wrong CPU.
     let slots = dispatch::installed_slots();
     let handlers = dispatch::installed();
+    let agree =
+        slots.len() == handlers.len() && slots.iter().zip(&handlers).all(|(s, h)| s.1 == h.0);
+    if !agree {
+        serial_println!("irqs: the handler table changed while it was read; try again");
+        return Ok(());
+    }
     let here = crate::interrupts::vectors::current_cpu();
-    for (&(cpu, slot_vector), &(vector, owner, count)) in slots.iter().zip(&handlers) {
-        debug_assert_eq!(slot_vector, vector);
+    for (&(cpu, _), &(vector, owner, count)) in slots.iter().zip(&handlers) {
+        // The table names the kind per CPU; this CPU's is the one that can be asked.
         let kind = if cpu == here {
             dispatch::kind(vector)
         } else {

@@ -63,11 +63,17 @@ fn size_text(size: u64) -> String {
     }
 }
 
-/// The last lines of a long error (QEMU logs).
+/// A long error (with a QEMU log) cut to its first line and its last 30.
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(40);
-    lines[start..].join("\n")
+    if lines.len() <= 31 {
+        return text.to_owned();
+    }
+    format!(
+        "{}\n[...]\n{}",
+        lines[0],
+        lines[lines.len() - 30..].join("\n")
+    )
 }
 
 /// Runs `f` and prints the value or the error; `None` on error.
@@ -79,10 +85,6 @@ fn attempt<T: std::fmt::Debug>(label: &str, f: impl FnOnce() -> Result<T, String
             None
         }
     }
-}
-
-fn summary_of(values: &[f64]) -> Option<Summary> {
-    summarize(values)
 }
 
 fn figure_a(setup: &Setup, n: usize) -> Row {
@@ -118,10 +120,10 @@ fn figure_a(setup: &Setup, n: usize) -> Row {
         Unit::Seconds,
         Goal::WithinOfFloor(WALL_MARGIN),
     );
-    row.floor = summary_of(&values[0]);
-    row.ours = summary_of(&values[1]);
-    row.linux_floor = summary_of(&values[2]);
-    row.linux = summary_of(&values[3]);
+    row.floor = summarize(&values[0]);
+    row.ours = summarize(&values[1]);
+    row.linux_floor = summarize(&values[2]);
+    row.linux = summarize(&values[3]);
     row.note = Some(
         "floors: first serial byte of a kernel that prints its TSC and exits (PVH for this \
          kernel, bzImage with the same initramfs for Linux); ratio compares time above each floor"
@@ -157,14 +159,14 @@ fn figure_b(setup: &Setup, n: usize) -> Row {
             ratio: INSTRUCTION_RATIO,
         },
     );
-    row.floor = summary_of(&values[0]);
-    row.linux_floor = summary_of(&values[2]);
+    row.floor = summarize(&values[0]);
+    row.linux_floor = summarize(&values[2]);
     // Each run's TSC at ready minus the median floor of its loader.
     let minus = |v: &[f64], floor: Option<Summary>| -> Vec<f64> {
         floor.map_or_else(Vec::new, |f| v.iter().map(|x| x - f.median).collect())
     };
-    row.ours = summary_of(&minus(&values[1], row.floor));
-    row.linux = summary_of(&minus(&values[3], row.linux_floor));
+    row.ours = summarize(&minus(&values[1], row.floor));
+    row.linux = summarize(&minus(&values[3], row.linux_floor));
     row.note = Some(
         "TSC at the ready line minus the floor kernel's TSC at its first instruction; this \
          kernel: BOOTBENCH tsc= (drivers bound, self tests done); Linux: /init's `LINUXBENCH \
@@ -195,8 +197,8 @@ fn figure_c(setup: &Setup, n: usize) -> Row {
         Unit::Count,
         Goal::FractionOfLinux(CONFIG_FRACTION),
     );
-    row.ours = summary_of(&ours);
-    row.linux = summary_of(&linux);
+    row.ours = summarize(&ours);
+    row.linux = summarize(&linux);
     row
 }
 
@@ -260,8 +262,8 @@ fn figure_d(setup: &Setup, n: usize) -> Vec<Row> {
                 Unit::MibPerSecond,
                 Goal::TimesLinux(factor),
             );
-            row.ours = summary_of(&values(&ours, &disk, size, qd));
-            row.linux = summary_of(&values(&linux, &disk, size, qd));
+            row.ours = summarize(&values(&ours, &disk, size, qd));
+            row.linux = summarize(&values(&linux, &disk, size, qd));
             if row.ours.is_none() && fallback {
                 row.note = Some(
                     "this kernel has no test=blkbench suite; the figures below come from \

@@ -1,14 +1,15 @@
 //! The console's machine-facing commands against independent truth, and the boot options
 //! that change what the kernel says.
 //!
-//! - `console_pci_and_resources` (PVH on q35 with an `edu` and an NVMe controller on a null
-//!   block device, QMP; command line `log=warn bogus=1 mystery`): both unknown words are
+//! - `console_pci_and_resources` (PVH on q35 with an `edu`, and an NVMe controller on a null
+//!   block device behind a PCIe root port, QMP; command line `log=warn bogus=1 mystery`): both unknown words are
 //!   warned about at boot; `lspci -nn` lists exactly the functions QEMU's `query-pci` reports,
 //!   each with QEMU's class code and vendor:device IDs; `-t`, `-vt` and `-tv` draw the same
 //!   tree; an unknown option gives the usage line; `irqs` shows CPU 0 for every handler (the
 //!   one CPU); `lspci -v` shows edu's MSI enabled and NVMe's MSI-X enabled with QEMU's 65
 //!   entries, each with its driver and exactly the vectors `irqs` lists for that driver;
-//!   `-vv` adds where NVMe's MSI-X table and PBA are;
+//!   `-vv` adds where NVMe's MSI-X table and PBA are; the root port shows QEMU's bus numbers
+//!   and a memory window that holds NVMe's BAR0 where QEMU decodes it;
 //!   after `unbind` of edu its MSI reads `Enable-` and no driver, after `bind` `Enable+`
 //!   again (read at the time of the command, not from the boot scan); `mem` shows the MMIO
 //!   window and each claimed function with its driver, edu's claim gone while unbound; every
@@ -202,6 +203,47 @@ fn pci_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(), String> {
         qemu.len()
     );
 
+    // The root port the NVMe sits behind: its buses as QEMU has them, and a memory window
+    // that holds the NVMe's BAR0 where QEMU decodes it.
+    let port = qemu
+        .iter()
+        .find(|f| (f.vendor, f.device) == (0x1b36, 0x000c))
+        .ok_or("QEMU reports no root port")?;
+    let buses = port
+        .bridge
+        .ok_or("QEMU reports no buses for the root port")?;
+    let p = block(&verbose, &short(port.address))?;
+    let bus_line = format!(
+        "\n\tBus: primary={:02x}, secondary={:02x}, subordinate={:02x},",
+        buses.primary, buses.secondary, buses.subordinate
+    );
+    ensure!(
+        p.contains(&bus_line) && p.contains("Express (v2) Root Port (Slot+)"),
+        "the root port's block lacks `{}` or its Express type:\n{p}",
+        bus_line.trim()
+    );
+    let bar0 = qemu
+        .iter()
+        .find(|f| f.address == nvme)
+        .and_then(|f| f.bars.iter().find(|b| b.slot == 0))
+        .and_then(|b| b.address)
+        .ok_or("QEMU reports no address for NVMe's BAR0")?;
+    let window = p
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Memory behind bridge: "))
+        .and_then(|w| w.split_whitespace().next()?.split_once('-'))
+        .and_then(|(b, l)| {
+            Some((
+                u64::from_str_radix(b, 16).ok()?,
+                u64::from_str_radix(l, 16).ok()?,
+            ))
+        })
+        .ok_or_else(|| format!("the root port's block has no memory window:\n{p}"))?;
+    ensure!(
+        window.0 <= bar0 && bar0 <= window.1,
+        "NVMe's BAR0 at {bar0:#x} (QEMU) is outside the root port's window {window:x?}:\n{p}"
+    );
+
     let mem = command(s, "mem")?;
     for wanted in [
         "mmio window: 0x".to_owned(),
@@ -279,7 +321,9 @@ fn console_pci_and_resources() {
             "-blockdev",
             "driver=null-co,node-name=null0,size=1048576,read-zeroes=on",
             "-device",
-            "nvme,serial=lspci,drive=null0",
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1",
+            "-device",
+            "nvme,serial=lspci,drive=null0,bus=rp1",
             "-qmp",
             &format!("unix:{},server=on,wait=off", qmp.display()),
         ])

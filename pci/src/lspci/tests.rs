@@ -255,6 +255,40 @@ fn verbose_reads_msi_state_at_the_time_of_the_command() {
 }
 
 #[test]
+fn a_bridge_shows_its_buses_windows_and_subsystem() {
+    let fake = FakeConfigSpace::new();
+    fake.add(
+        a(0, 2, 0),
+        FakeFunction::bridge(0x1b36, 0x000c, 0, 1, 1)
+            .with_capability(0x40, 0x0d, &[0, 0, 0xf4, 0x1a, 0x00, 0x00])
+            .with_pcie(0x54)
+            // I/O 0xc000-0xcfff, memory 0xfe800000-0xfe9fffff, prefetchable off.
+            .with32(0x1c, 0x0000_c0c0)
+            .with32(0x20, 0xfe90_fe80)
+            .with32(0x24, 0x0001_fff1),
+    );
+    let mut out = String::new();
+    // SAFETY: the fake answers any aligned offset below 4096 of any address.
+    let cs = unsafe { ConfigSpace::new(&fake, &[ROOT]) };
+    let topology = crate::enumerate(&cs);
+    let f = topology.function(a(0, 2, 0)).unwrap();
+    write_verbose(&mut out, f, &|o| cs.read32(f.address, o).ok(), None, 1).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[1..7],
+        [
+            "\tBus: primary=00, secondary=01, subordinate=01, sec-latency=0",
+            "\tI/O behind bridge: 0000c000-0000cfff [size=4K]",
+            "\tMemory behind bridge: fe800000-fe9fffff [size=2M]",
+            "\tPrefetchable memory behind bridge: [disabled]",
+            "\tCapabilities: [40] Subsystem: Red Hat, Inc. Device 0000",
+            "\tCapabilities: [54] Express (v2) Endpoint, MSI 00",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
 fn a_vanished_function_says_so() {
     let fake = machine();
     // SAFETY: the fake answers any aligned offset below 4096 of any address.

@@ -92,6 +92,7 @@ pub fn write_verbose<W: Write + ?Sized>(
             "\tBus: primary={:02x}, secondary={:02x}, subordinate={:02x}, sec-latency={latency}",
             b.primary, b.secondary, b.subordinate
         )?;
+        write_bridge_windows(w, &live)?;
     }
     for cap in &f.capabilities {
         write_capability(w, f, &live, cap)?;
@@ -163,6 +164,55 @@ fn write_flags<W: Write + ?Sized>(
         write!(w, ", IRQ {}", f.interrupt_line)?;
     }
     w.write_char('\n')
+}
+
+/// A bridge's forwarding windows (PCI-to-PCI Bridge 1.2 §3.2.5.6-9): I/O at 0x1c (upper
+/// halves at 0x30), memory at 0x20, prefetchable memory at 0x24 (upper halves at 0x28 and
+/// 0x2c); a window whose limit is below its base is off.
+fn write_bridge_windows<W: Write + ?Sized>(w: &mut W, live: &Live<'_>) -> fmt::Result {
+    let window = |w: &mut W, what: &str, range: Option<(u64, u64)>, digits: usize| match range {
+        Some((base, limit)) if base <= limit => {
+            write!(
+                w,
+                "\t{what} behind bridge: {base:0digits$x}-{limit:0digits$x}"
+            )?;
+            write_size(w, limit - base + 1)?;
+            w.write_char('\n')
+        }
+        _ => writeln!(w, "\t{what} behind bridge: [disabled]"),
+    };
+    let io = live.dword(0x1c).map(|d| {
+        let (base, limit) = (d & 0xff, (d >> 8) & 0xff);
+        let upper = if base & 0xf == 1 {
+            live.dword(0x30).unwrap_or(0)
+        } else {
+            0
+        };
+        let base = u64::from((upper & 0xffff) << 16 | (base & 0xf0) << 8);
+        let limit = u64::from((upper >> 16) << 16 | (limit & 0xf0) << 8 | 0xfff);
+        (base, limit)
+    });
+    window(w, "I/O", io, 8)?;
+    let memory = live.dword(0x20).map(|d| {
+        let base = u64::from(d & 0xfff0) << 16;
+        let limit = u64::from(d >> 16 & 0xfff0) << 16 | 0xf_ffff;
+        (base, limit)
+    });
+    window(w, "Memory", memory, 8)?;
+    let prefetchable = live.dword(0x24).map(|d| {
+        let wide = d & 0xf == 1;
+        let upper = |offset| {
+            if wide {
+                u64::from(live.dword(offset).unwrap_or(0)) << 32
+            } else {
+                0
+            }
+        };
+        let base = upper(0x28) | u64::from(d & 0xfff0) << 16;
+        let limit = upper(0x2c) | u64::from(d >> 16 & 0xfff0) << 16 | 0xf_ffff;
+        (base, limit)
+    });
+    window(w, "Prefetchable memory", prefetchable, 16)
 }
 
 /// pciutils' size: the largest unit that divides it exactly.
@@ -281,6 +331,16 @@ fn write_capability<W: Write + ?Sized>(
                 writeln!(w, "VirtIO: {}", virtio_cfg_name(kind))
             } else {
                 writeln!(w, "Len={len:02x} <?>")
+            }
+        }
+        // Bridge subsystem vendor and device IDs in the dword after the header (PCI-to-PCI
+        // Bridge 1.2 §3.2.5.13).
+        id::BRIDGE_SUBSYSTEM => {
+            let ids = live.dword(at + 4).unwrap_or(0);
+            let (vendor, device) = (ids as u16, (ids >> 16) as u16);
+            match ids::vendor_name(vendor) {
+                Some(v) => writeln!(w, "Subsystem: {v} Device {device:04x}"),
+                None => writeln!(w, "Subsystem: Device {vendor:04x}:{device:04x}"),
             }
         }
         id::SATA => writeln!(w, "SATA HBA v{}.{}", (control >> 4) & 0xf, control & 0xf),

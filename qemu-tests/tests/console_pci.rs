@@ -12,8 +12,9 @@
 //!   and a memory window that holds NVMe's BAR0 where QEMU decodes it;
 //!   after `unbind` of edu its MSI reads `Enable-` and no driver, after `bind` `Enable+`
 //!   again (read at the time of the command, not from the boot scan); `mem` shows the MMIO
-//!   window and each claimed function with its driver, edu's claim gone while unbound; every
-//!   command given wrong arguments answers its `usage:` line.
+//!   window and each claimed function with its driver, edu's claim gone while unbound;
+//!   `selftest` of edu computes 10! by interrupt; every command given wrong arguments
+//!   answers its `usage:` line.
 //! - `console_log_debug` (`log=debug`, an `edu`): the boot log shows edu's claim, its BAR
 //!   mapping, the vector allocated, the MSI message and the handler, and no `TRACE` line.
 //! - `pci_hold_ends_without_a_runner` (`test=pci`, nobody quitting QEMU): after `PCI HOLD`
@@ -274,6 +275,13 @@ fn pci_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(), String> {
     ensure!(
         e.contains("MSI: Enable+ Count=1/1") && e.contains("Kernel driver in use: edu"),
         "after `bind` edu's block does not show MSI on and its driver:\n{e}"
+    );
+
+    // selftest with its one argument: the edu computes 10! (3628800) by interrupt.
+    let tested = command(s, &format!("selftest {edu_at}"))?;
+    ensure!(
+        tested.contains("10! = 3628800 by interrupt"),
+        "`selftest {edu_at}`: {tested}"
     );
 
     // Usage errors.

@@ -212,14 +212,38 @@ fn on_interrupt() {
         let Ok(Some(event)) = decoder.add_byte(byte) else {
             continue;
         };
-        // Esc would start an escape sequence in the line editor, swallowing the next key.
-        if let Some(DecodedKey::Unicode(c)) = decoder.process_keyevent(event)
-            && c != '\u{1b}'
-        {
-            let mut utf8 = [0u8; 4];
-            crate::input::push(c.encode_utf8(&mut utf8).as_bytes());
+        match decoder.process_keyevent(event) {
+            // Esc would start an escape sequence in the line editor, swallowing the next key.
+            Some(DecodedKey::Unicode(c)) if c != '\u{1b}' => {
+                let mut utf8 = [0u8; 4];
+                crate::input::push(c.encode_utf8(&mut utf8).as_bytes());
+            }
+            // Keys without a character arrive as the sequences a VT100 terminal sends, so
+            // the line editor reads one stream whatever the input device.
+            Some(DecodedKey::RawKey(key)) => {
+                if let Some(bytes) = vt_sequence(key) {
+                    crate::input::push(bytes);
+                }
+            }
+            _ => {}
         }
     }
+}
+
+/// The VT100/xterm sequence for a key that produces no character (arrows, Home, End,
+/// Delete), as a serial terminal would send it.
+fn vt_sequence(key: pc_keyboard::KeyCode) -> Option<&'static [u8]> {
+    use pc_keyboard::KeyCode;
+    Some(match key {
+        KeyCode::ArrowUp => b"\x1b[A",
+        KeyCode::ArrowDown => b"\x1b[B",
+        KeyCode::ArrowRight => b"\x1b[C",
+        KeyCode::ArrowLeft => b"\x1b[D",
+        KeyCode::Home => b"\x1b[H",
+        KeyCode::End => b"\x1b[F",
+        KeyCode::Delete => b"\x1b[3~",
+        _ => return None,
+    })
 }
 
 /// Routes ISA IRQ 1 (through the MADT's overrides) to an allocated vector on this CPU and

@@ -180,6 +180,27 @@ fn keyboard_on_screen(name: &str, firmware: Firmware) {
         show(&after)
     );
     assert_ne!(before, after, "{name}: the screen did not change");
+
+    // Keys without a character: Home moves to the start of the line (`em` becomes `mem`),
+    // Up recalls the last line over what was typed (`x` becomes `mem` again).
+    let mem_rows = |rows: &[String]| rows.iter().filter(|r| *r == "kernel> mem").count();
+    let step = |vm: &mut ScreenVm, keys: &[&[&str]], text: &str| {
+        for k in keys {
+            vm.send_key(k).unwrap_or_else(|e| panic!("{name}: {e}"));
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        vm.type_text(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    };
+    vm.type_text("em").unwrap_or_else(|e| panic!("{name}: {e}"));
+    step(&mut vm, &[&["home"]], "m\n");
+    wait_for(&mut vm, &glyphs, ANSWER, "mem typed with Home", |rows| {
+        at_prompt(rows) && mem_rows(rows) == 1 && rows.iter().any(|r| r.starts_with("frames:"))
+    });
+    vm.type_text("x").unwrap_or_else(|e| panic!("{name}: {e}"));
+    step(&mut vm, &[&["up"]], "\n");
+    wait_for(&mut vm, &glyphs, ANSWER, "mem recalled with Up", |rows| {
+        at_prompt(rows) && mem_rows(rows) == 2
+    });
     println!(
         "{name}: prompt on the screen {:.1} s after start, help answered at {:.1} s",
         booted.as_secs_f64(),

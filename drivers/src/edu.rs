@@ -41,8 +41,11 @@ const STATUS_IRQ_WHEN_DONE: u32 = 0x80;
 const IRQ_STATUS: u64 = 0x24;
 const IRQ_RAISE: u64 = 0x60;
 const IRQ_ACK: u64 = 0x64;
-/// How long to wait for the device, in microseconds.
-const TIMEOUT_US: u64 = 100_000;
+/// How long to wait for the device, in microseconds. QEMU computes edu's factorial on a
+/// thread of its own, which a loaded host can keep off a CPU for well over 100 ms (seen
+/// once in 4844 hot-plug cycles on a 2-core machine at load 5); a second is still quick
+/// for a device that answers and bounds the wait for one that does not.
+const TIMEOUT_US: u64 = 1_000_000;
 
 /// The edu driver.
 pub struct EduDriver;

@@ -238,6 +238,15 @@ pub fn bind_all() {
     }
 }
 
+/// (driver, address) of every bound driver, in binding order.
+pub fn bound() -> Vec<(&'static str, Address)> {
+    BOUND
+        .lock()
+        .iter()
+        .map(|b| (b.state.driver(), b.state.address()))
+        .collect()
+}
+
 /// Status lines of the bound drivers, then the failed bindings (`FAILED` and why).
 pub fn list() -> Vec<String> {
     reap();

@@ -222,12 +222,32 @@ fn resources(s: &mut Session<'_>) -> Result<(Vec<String>, Vec<String>), String> 
 
 fn console_script(s: &mut Session<'_>) -> Result<(), String> {
     s.expect("kernel ready", BOOT)?;
-    s.expect(PROMPT, BOOT)?;
+    let banner = s.expect(PROMPT, BOOT)?;
     let drivers = command(s, "drivers")?;
     let addresses: Vec<(&str, String)> = ["edu", "nvme", "virtio-blk", "virtio-net"]
         .iter()
         .map(|d| address_of(&drivers, d).map(|a| (*d, a)))
         .collect::<Result<_, _>>()?;
+    // The banner before the first prompt names what `drivers` lists, and the disks.
+    let bound = banner
+        .lines()
+        .find(|l| l.starts_with("Bound: "))
+        .ok_or_else(|| format!("no `Bound:` line before the first prompt:\n{banner}"))?;
+    for (driver, address) in &addresses {
+        ensure!(
+            bound.contains(&format!("{driver} at {address}")),
+            "the banner does not name {driver} at {address}: {bound}"
+        );
+    }
+    ensure!(
+        banner
+            .lines()
+            .any(|l| l.starts_with("Disks: ")
+                && l.contains("nvme0n1")
+                && l.contains("vda")
+                && l.contains("`read ")),
+        "no `Disks:` line naming nvme0n1 and vda:\n{banner}"
+    );
     let at = |driver: &str| {
         addresses
             .iter()

@@ -150,6 +150,42 @@ fn report_dropped() {
     }
 }
 
+/// What the machine offers, before the first prompt: the drivers bound at boot (and the
+/// ones that failed), the disks, and commands to start with.
+fn banner() {
+    let bound = crate::bus::bound();
+    if bound.is_empty() {
+        serial_println!("No driver is bound (`lspci` lists the functions; `help` the commands).");
+    } else {
+        let list: alloc::vec::Vec<String> = bound
+            .iter()
+            .map(|(driver, address)| alloc::format!("{driver} at {address}"))
+            .collect();
+        serial_println!("Bound: {}.", list.join(", "));
+    }
+    for failed in crate::bus::failed() {
+        serial_println!(
+            "FAILED: {} at {} ({} panicked; `drivers` says where)",
+            failed.driver,
+            failed.address,
+            failed.during
+        );
+    }
+    let disks: alloc::vec::Vec<String> = drivers::block::DISKS
+        .list()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    if let Some(first) = disks.first() {
+        serial_println!(
+            "Disks: {}. Try `drivers`, `lspci -v`, `blk`, `read {first} 0`, `irqs`, `mem`.",
+            disks.join(", ")
+        );
+    } else if !bound.is_empty() {
+        serial_println!("Try `drivers`, `lspci -v`, `irqs`, `mem`.");
+    }
+}
+
 /// Runs the console forever.
 pub fn run() -> ! {
     start_input();
@@ -163,6 +199,7 @@ pub fn run() -> ! {
         );
         crate::qemu::halt_forever();
     }
+    banner();
     serial_println!(
         "Type `help` for commands{}. (In QEMU: Ctrl-A then X quits.)",
         match (inputs.serial, inputs.keyboard) {

@@ -15,6 +15,10 @@
 #                                 crates (including the QEMU scenarios in qemu-tests); the last
 #                                 line is "N passed, M failed, K skipped" (a skipped scenario is
 #                                 not a pass, and fails the run)
+#   ./run.sh exercise             check the book's exercise (docs/book/10-your-driver.md): build the
+#                                 kernel, boot it with edu, type the exercise's commands and say
+#                                 which answers are right and which still fail (expected vs.
+#                                 received); non-zero exit while anything fails
 #   ./run.sh iso [-- <args>]      write target/kernel.iso, a hybrid BIOS/UEFI GRUB image
 #   ./run.sh bench                benchmarks (boot time, PCI configuration accesses, interrupt
 #                                 round trip, reads, vector allocator), then this kernel against
@@ -444,6 +448,14 @@ cmd_bench() {
     cargo run --release -p qemu-tests --bin linuxbench
 }
 
+cmd_exercise() {
+    ensure_toolchain
+    ensure_system qemu
+    build_kernel || die "kernel build failed"
+    step "checking the exercise: cargo run -p qemu-tests --bin exercise -- --kernel $KERNEL_ELF"
+    cargo run -q -p qemu-tests --bin exercise -- --kernel "$KERNEL_ELF"
+}
+
 main() {
     COMMAND=${1:-}
     case $COMMAND in
@@ -474,6 +486,10 @@ main() {
     bench)
         (($# == 1)) || die "usage: ./run.sh bench"
         cmd_bench
+        ;;
+    exercise)
+        (($# == 1)) || die "usage: ./run.sh exercise"
+        cmd_exercise
         ;;
     -h | --help | help) usage ;;
     *)

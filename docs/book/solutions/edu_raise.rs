@@ -1,4 +1,4 @@
-// Solution to the exercise in docs/book/07-your-driver.md: an `edu raise <n>` console
+// Solution to the exercise in docs/book/10-your-driver.md: an `edu raise <n>` console
 // command that raises n edu interrupts and reports how many the handler counted.
 //
 // Two methods go into drivers/src/edu.rs, each inside an `impl` block that is already there.

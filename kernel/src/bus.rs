@@ -95,6 +95,11 @@ pub fn bind(address: Address) -> Result<String, String> {
         .topology
         .function(address)
         .ok_or_else(|| format!("no function at {address}"))?;
+    if (f.class, f.subclass) == (0x06, 0x04) {
+        // A PCI-to-PCI bridge may be a hot-plug port, whose driver needs to know whether
+        // firmware granted native hot-plug (`_OSC`): AML is loaded first if nothing did.
+        let _ = crate::platform::aml::report();
+    }
     let driver = drivers::find(f.vendor_id, f.device_id, f.class, f.subclass).ok_or_else(|| {
         format!(
             "no driver for {address} [{:04x}:{:04x}]",

@@ -105,6 +105,13 @@ pub fn remove_functions(gone: impl Fn(Address) -> bool) -> bool {
     })
 }
 
+/// `a` then `b`, in one vector.
+fn merge<T: Clone>(a: &[T], b: &[T]) -> Vec<T> {
+    let mut v = a.to_vec();
+    v.extend_from_slice(b);
+    v
+}
+
 /// Whether `bus` of `segment` lies in an ECAM window (so 4 KiB of config space exist).
 fn in_ecam(ecam: &[EcamRegion], segment: u16, bus: u8) -> bool {
     ecam.iter()
@@ -169,6 +176,83 @@ pub fn init(config: &'static KernelConfig, roots: &[RootBus]) -> Arc<Scan> {
     };
     *current = Some(scan.clone());
     scan
+}
+
+/// Enumerates root buses learned after [`init`] (host bridges only AML names, when AML is
+/// loaded after the boot's drivers are bound) and adds what is below them. A root already
+/// walked, or a bus already reached through a bridge, is skipped: nothing is walked twice
+/// (the walk sizes BARs with decode off, which a device under a bound driver must never
+/// see). Prints the tree again when something was added. Returns the added functions'
+/// addresses.
+pub fn add_roots(roots: &[RootBus]) -> Vec<Address> {
+    let Some(config) = pcie::config() else {
+        return Vec::new();
+    };
+    let ecam = config.ecam_regions();
+    let mut current = SCAN.lock();
+    let Some(old) = current.as_ref().cloned() else {
+        return Vec::new();
+    };
+    let new: Vec<Root> = roots
+        .iter()
+        .filter(|r| {
+            !old.topology
+                .buses
+                .iter()
+                .any(|b| b.segment == r.segment && b.number == r.bus)
+                && !old
+                    .roots
+                    .iter()
+                    .any(|o| o.segment == r.segment && o.bus == r.bus)
+        })
+        .map(|r| Root {
+            segment: r.segment,
+            bus: r.bus,
+            extended: in_ecam(&ecam, r.segment, r.bus),
+        })
+        .collect();
+    if new.is_empty() {
+        return Vec::new();
+    }
+    let space = config_space(config, &new);
+    let (reads0, writes0) = config.counts();
+    let found = pci::enumerate(&space);
+    let (reads1, writes1) = config.counts();
+    log::info!(
+        "pci: {} functions on {} buses from {} more root(s) AML named, {} config reads and {} writes ({} errors)",
+        found.functions.len(),
+        found.buses.len(),
+        new.len(),
+        reads1 - reads0,
+        writes1 - writes0,
+        found.errors.len()
+    );
+    for e in &found.errors {
+        log::warn!("pci: {e}");
+    }
+    let added: Vec<Address> = found.functions.iter().map(|f| f.address).collect();
+    let mut functions: Vec<Function> = merge(&old.topology.functions, &found.functions);
+    functions.sort_by_key(|f| f.address);
+    let mut buses: Vec<pci::Bus> = merge(&old.topology.buses, &found.buses);
+    buses.sort_by_key(|b| (b.segment, b.number));
+    let topology = exact(&Topology {
+        functions,
+        errors: merge(&old.topology.errors, &found.errors),
+        buses,
+    });
+    let mut all_roots = old.roots.to_vec();
+    all_roots.extend_from_slice(&new);
+    let scan = Arc::new(Scan {
+        topology,
+        reads: old.reads + (reads1 - reads0),
+        writes: old.writes + (writes1 - writes0),
+        roots: all_roots,
+    });
+    *current = Some(scan.clone());
+    drop(current);
+    let out = &mut crate::serial::SerialWriter;
+    let _ = pci::lspci::write_tree(out, &scan.topology);
+    added
 }
 
 /// The configuration access the scan used.

@@ -21,7 +21,7 @@
 //!    (`timekeeping::choice`); a disagreement is reported.
 //!
 //! Three steps, because the HPET and PM timer are found in the ACPI tables:
-//! [`calibrate_early`] at kernel entry against the PIT (five 0.5 ms windows: a provisional
+//! [`calibrate_early`] at kernel entry against the PIT (four 0.25 ms windows: a provisional
 //! rate for the log's timestamps and the boot's timeouts), [`calibrate`] once the tables are
 //! read, and [`finish_calibration`] when the kernel is ready. Nothing here panics on bad hardware: a reference that does not
 //! count, a PM timer block of 0 or a TSC that does not advance is logged and skipped.
@@ -58,8 +58,8 @@ const ASSUMED_HZ: u64 = 4_000_000_000;
 /// Windows of the provisional measurement at entry, and their length: short, since the
 /// rate only has to carry the boot until [`finish_calibration`] (about 0.5 % is plenty for
 /// timeouts and log stamps), and every microsecond here is boot time.
-const EARLY_WINDOWS: usize = 5;
-const EARLY_WINDOW_US: u64 = 500;
+const EARLY_WINDOWS: usize = 4;
+const EARLY_WINDOW_US: u64 = 250;
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);

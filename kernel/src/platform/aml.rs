@@ -1,10 +1,21 @@
-//! The AML namespace, loaded once at boot through the `firmware` crate (ACPICA), after PCI
+//! The AML namespace, loaded once through the `firmware` crate (ACPICA), after PCI
 //! configuration access is set up (AML reads PCI configuration space).
 //!
 //! Everything the kernel asks of AML is answered during that one load (host bridges, every
-//! `_PRT` entry resolved to a GSI, `\_S5`) and kept in an [`AmlReport`]; nothing runs AML
-//! afterwards. Loading is bounded in time and cannot stop the boot: whatever fails is
-//! logged, and the kernel carries on with what it learned (or with no AML at all).
+//! `_PRT` entry resolved to a GSI, `_OSC`, `\_S5`) and kept in an [`AmlReport`]; nothing
+//! runs AML afterwards. Loading is bounded in time and cannot stop the boot: whatever fails
+//! is logged, and the kernel carries on with what it learned (or with no AML at all).
+//!
+//! When: on first need. Loading the namespace is most of a boot's work (about 16 M guest
+//! instructions for QEMU's q35 DSDT, against 7 M for everything else from kernel entry to
+//! bound drivers), and most boots need none of its answers to bind their drivers: the MCFG
+//! names the root buses, and devices with MSI or MSI-X need no `_PRT`. So [`prepare`] only
+//! notes the platform, and [`report`] loads when something asks: an INTx route, a hot-plug
+//! port (`_OSC`), `poweroff` (`\_S5`), a machine without MCFG (whose root buses and ECAM
+//! window only AML knows). Once the boot's drivers are bound the kernel loads it in any
+//! case and walks the host bridges AML names that the MCFG's roots did not reach
+//! ([`late_host_bridges`]), so a multi-root machine ends with everything bound before the
+//! first prompt.
 
 use alloc::vec::Vec;
 
@@ -15,10 +26,63 @@ use super::Platform;
 use super::roots::RootBus;
 
 static REPORT: Once<Option<AmlReport>> = Once::new();
+/// The platform [`report`] loads AML for (set by [`prepare`]).
+static PLATFORM: Once<&'static Platform> = Once::new();
 
-/// What AML said (after [`load`]; `None` when AML is unavailable).
+/// Notes the platform whose AML [`report`] loads when first asked.
+pub fn prepare(platform: &'static Platform) {
+    PLATFORM.call_once(|| platform);
+}
+
+/// What AML said, loading it first if nothing asked before (`None` when AML is
+/// unavailable: no ACPI, or loading failed).
 pub fn report() -> Option<&'static AmlReport> {
-    REPORT.get().and_then(Option::as_ref)
+    if let Some(done) = REPORT.get() {
+        return done.as_ref();
+    }
+    load(PLATFORM.get()?)
+}
+
+/// Whether AML was loaded (or tried).
+pub fn loaded() -> bool {
+    REPORT.is_completed()
+}
+
+/// Loads AML if nothing needed it during the boot, then walks (and, with `bind`, offers to
+/// the drivers) what is below host bridges AML names that the boot's roots did not reach.
+/// Returns how many functions were added.
+pub fn late_host_bridges(boot_roots: &[RootBus], bind: bool) -> usize {
+    let started = crate::time::ticks_since_boot();
+    let was_loaded = loaded();
+    let Some(report) = report() else {
+        return 0;
+    };
+    let all = roots(report);
+    let extra: Vec<RootBus> = all
+        .iter()
+        .filter(|r| !boot_roots.contains(r))
+        .copied()
+        .collect();
+    let added = crate::pcibus::add_roots(&extra);
+    for address in added.iter().filter(|_| bind) {
+        if let Err(e) = crate::bus::bind(*address) {
+            if !e.starts_with("no driver for") {
+                log::warn!("{e}");
+            }
+        } else {
+            log::info!("bound {address} below a host bridge AML named");
+        }
+    }
+    if !was_loaded {
+        log::info!(
+            "acpi: AML loaded after the boot's drivers were bound ({} TSC ticks): {} host bridge(s), {} root bus(es) the MCFG did not give, {} function(s) added",
+            crate::time::ticks_since_boot().saturating_sub(started),
+            report.host_bridges.len(),
+            extra.len(),
+            added.len()
+        );
+    }
+    added.len()
 }
 
 /// Loads the namespace and resolves what the kernel needs. Call once, after `pcie::init`.

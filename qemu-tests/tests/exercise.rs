@@ -95,10 +95,21 @@ fn with_solution(edu: &str, solution: &str) -> Result<String, String> {
     insert_into(&edu, "impl Bound for Edu {", &command)
 }
 
-/// Copies `from` into `to` recursively (without `target/` and `.git/`), writing a file only
-/// when its content differs.
+/// Makes `to` a copy of `from` (without `target/` and `.git/`), writing a file only when its
+/// content differs, and removing what `from` no longer has (a stale `foo.rs` beside a new
+/// `foo/mod.rs` would not compile).
 fn sync(from: &Path, to: &Path) -> std::io::Result<()> {
     fs::create_dir_all(to)?;
+    for entry in fs::read_dir(to)? {
+        let entry = entry?;
+        if fs::symlink_metadata(from.join(entry.file_name())).is_err() {
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(entry.path())?;
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
+    }
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -252,4 +263,37 @@ fn the_solution_goes_into_its_impl_blocks() {
         real.matches("fn command(&mut self, args: &[&str])").count(),
         1
     );
+}
+
+#[test]
+fn the_copy_follows_the_workspace_and_keeps_unchanged_files() {
+    let base = qemu_tests::unique_temp_dir("exercise-sync");
+    let (from, to) = (base.join("from"), base.join("to"));
+    fs::create_dir_all(from.join("src")).unwrap();
+    fs::create_dir_all(from.join("target")).unwrap();
+    fs::write(from.join("src/a.rs"), "a").unwrap();
+    fs::write(from.join("src/b.rs"), "b").unwrap();
+    fs::write(from.join("target/big"), "build output").unwrap();
+    sync(&from, &to).unwrap();
+    assert_eq!(fs::read_to_string(to.join("src/a.rs")).unwrap(), "a");
+    assert!(!to.join("target").exists(), "target/ is not copied");
+    let written = fs::metadata(to.join("src/a.rs"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::remove_file(from.join("src/b.rs")).unwrap();
+    fs::write(from.join("src/c.rs"), "c").unwrap();
+    sync(&from, &to).unwrap();
+    assert_eq!(
+        fs::metadata(to.join("src/a.rs"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        written,
+        "an unchanged file is not rewritten"
+    );
+    assert!(!to.join("src/b.rs").exists(), "a removed file goes");
+    assert_eq!(fs::read_to_string(to.join("src/c.rs")).unwrap(), "c");
+    fs::remove_dir_all(&base).unwrap();
 }

@@ -28,8 +28,22 @@ impl DmaBuffer {
         let phys = frames::with(|f| f.allocate_contiguous(pages, PAGE_SIZE))?;
         // INVARIANT: the frames were just allocated to this buffer alone.
         let buffer = DmaBuffer { phys, pages };
-        for offset in (0..pages * PAGE_SIZE).step_by(8) {
-            buffer.write64(offset, 0);
+        // One `rep stosq` (eight bytes a step) instead of a checked access per word or a
+        // byte-wise `memset`: zeroing a driver's 1 MiB staging buffer word by word cost about
+        // a million instructions. No device has the address yet, so ordinary stores do (they
+        // are ordered before the register write that hands the address out: x86 keeps stores
+        // in order).
+        // SAFETY: the invariant: `pages` frames at `phys`, identity-mapped RAM owned by this
+        // buffer alone; `rep stosq` writes exactly `rcx` quadwords from `rdi` upwards (the
+        // direction flag is clear, as the ABI requires) and touches nothing else.
+        unsafe {
+            core::arch::asm!(
+                "rep stosq",
+                inout("rcx") pages * PAGE_SIZE / 8 => _,
+                inout("rdi") phys => _,
+                in("rax") 0u64,
+                options(nostack, preserves_flags)
+            );
         }
         Some(buffer)
     }

@@ -208,7 +208,20 @@ fn expected_accesses(t: &pci::Topology) -> (usize, usize) {
             reads += f.extended_capabilities.len().max(1);
         }
         let host_bridge = f.class == 6 && f.subclass == 0;
-        writes += 2 * slots
+        // Sizing writes all ones to every slot and restores only a slot that latched them
+        // (an implemented BAR; a 64-bit BAR is two slots).
+        let implemented: usize = f
+            .bars()
+            .map(|(_, b)| {
+                if b.kind == pci::BarKind::Memory64 {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum();
+        writes += slots
+            + implemented
             + if f.command & 3 != 0 && !host_bridge {
                 2
             } else {

@@ -240,12 +240,10 @@ fn console_script(s: &mut Session<'_>) -> Result<(), String> {
         );
     }
     ensure!(
-        banner
-            .lines()
-            .any(|l| l.starts_with("Disks: ")
-                && l.contains("nvme0n1")
-                && l.contains("vda")
-                && l.contains("`read ")),
+        banner.lines().any(|l| l.starts_with("Disks: ")
+            && l.contains("nvme0n1")
+            && l.contains("vda")
+            && l.contains("`read ")),
         "no `Disks:` line naming nvme0n1 and vda:\n{banner}"
     );
     let at = |driver: &str| {

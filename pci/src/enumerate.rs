@@ -531,7 +531,40 @@ fn probe_into<A: ConfigRegionAccess>(
     let result = scan_function(&r, &mut kinds);
     errors.extend(kinds.into_iter().map(|kind| ScanError { address, kind }));
     match result {
-        Ok(f) => Some(f),
+        Ok(f) => {
+            log::trace!(
+                "pci: {} [{:04x}:{:04x}] class {:02x}{:02x}{:02x} header {:#04x}{}, {} capabilities, {} extended",
+                f.address,
+                f.vendor_id,
+                f.device_id,
+                f.class,
+                f.subclass,
+                f.prog_if,
+                f.header_type,
+                if f.multifunction {
+                    " (multifunction)"
+                } else {
+                    ""
+                },
+                f.capabilities.len(),
+                f.extended_capabilities.len()
+            );
+            for (slot, bar) in f.bars() {
+                log::trace!(
+                    "pci: {} BAR{slot}: {:?}{} at {:#x}, {:#x} bytes (sized with decode off)",
+                    f.address,
+                    bar.kind,
+                    if bar.prefetchable {
+                        " prefetchable"
+                    } else {
+                        ""
+                    },
+                    bar.address,
+                    bar.size
+                );
+            }
+            Some(f)
+        }
         Err(abort) => {
             let kind = match abort {
                 Abort::Vanished => ScanErrorKind::Vanished,

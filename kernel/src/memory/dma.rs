@@ -45,6 +45,10 @@ impl DmaBuffer {
                 options(nostack, preserves_flags)
             );
         }
+        log::trace!(
+            "dma: {} KiB of zeroed DMA memory at {phys:#x}",
+            pages * PAGE_SIZE / 1024
+        );
         Some(buffer)
     }
 
@@ -139,8 +143,13 @@ impl DmaBuffer {
 
 impl Drop for DmaBuffer {
     fn drop(&mut self) {
-        if let Err(e) = frames::with(|f| f.free(self.phys, self.pages)) {
-            log::error!("dma: freeing {:#x} failed: {e:?}", self.phys);
+        match frames::with(|f| f.free(self.phys, self.pages)) {
+            Ok(()) => log::trace!(
+                "dma: {} KiB at {:#x} back to the frame allocator",
+                self.pages * PAGE_SIZE / 1024,
+                self.phys
+            ),
+            Err(e) => log::error!("dma: freeing {:#x} failed: {e:?}", self.phys),
         }
     }
 }

@@ -19,7 +19,7 @@
 //!   at least 5 s, the BAR QEMU decodes is the one the kernel assigned, `lspci -t` shows
 //!   slot 1 powered with the edu below it, then powered off and empty); then, with
 //!   `pciehp delay 0`, edu, NVMe, virtio-blk and virtio-net in turn, alternating between a
-//!   root port and the switch's downstream port, for about two minutes; then an NVMe removed
+//!   root port and the switch's downstream port, for about a minute; then an NVMe removed
 //!   while `nvme read` commands keep coming (1 s window), after which the console answers,
 //!   the NVMe is added again and binds; then that NVMe vanishes under its driver (`pciehp
 //!   cut 1`: the slot's power is cut with the driver bound, which QEMU shows as a device that
@@ -49,7 +49,7 @@ use qemu_tests::{
 const PROMPT: &str = "kernel> ";
 const BOOT: Duration = Duration::from_secs(60);
 const ANSWER: Duration = Duration::from_secs(20);
-/// How long the cycle phase runs, and how many rounds at most: two minutes by default
+/// How long the cycle phase runs, and how many rounds at most: a minute by default
 /// (`HOTPLUG_CYCLE_SECONDS` changes it), or, with `HOTPLUG_CYCLES=<n>`, until every device type
 /// has been added and removed `n` times in a root port and `n` times in the switch's
 /// downstream port, however long that takes.
@@ -59,7 +59,7 @@ fn cycle_plan() -> (Duration, usize) {
         return (Duration::MAX, 2 * n as usize);
     }
     (
-        Duration::from_secs(var("HOTPLUG_CYCLE_SECONDS").unwrap_or(120)),
+        Duration::from_secs(var("HOTPLUG_CYCLE_SECONDS").unwrap_or(60)),
         usize::MAX,
     )
 }

@@ -5,12 +5,29 @@
 //! requests it keeps in flight) and reads whole blocks into memory the caller owns. An NVMe
 //! controller has one disk per active namespace, a virtio-blk device one.
 //!
-//! Reads land in the caller's `&mut [u8]` with one bulk copy per byte: the device writes into
-//! the driver's DMA staging memory (the caller's memory has no bus address a safe driver could
-//! hand out), and each completed command's bytes are copied once into their place. The batch
-//! form, [`BlockDevices::read_blocks`], takes many [`Request`]s and keeps up to `depth`
-//! device commands in flight; a request larger than one command is split ([`pieces`]) and its
-//! pieces are in flight together.
+//! Reads reach the caller in one of two ways:
+//!
+//! - **Into any memory, one copy.** [`BlockDevices::read_blocks`] fills the caller's
+//!   `&mut [u8]`s: the device writes into the driver's DMA staging memory (ordinary memory has
+//!   no bus address a safe driver could hand out), and each completed command's bytes are
+//!   copied once into their place.
+//! - **Into the caller's DMA memory, no copy.** [`BlockDevices::dma_buffer`] makes a
+//!   [`DmaBuffer`] for the disk's function that the *caller* owns; [`BlockDevices::read_dma`]
+//!   takes [`DmaRequest`]s, each a [`DmaSlice`] of such a buffer, and the driver points the
+//!   device's descriptors (NVMe PRPs, virtio descriptors) straight at them. The slices borrow
+//!   the buffer exclusively for the call, so the caller reads the bytes only after the device
+//!   is done with them. A slice of a buffer made for another function is refused with an
+//!   error before anything is submitted.
+//!
+//! Both forms take many requests and keep up to `depth` device commands in flight; a request
+//! larger than one command is split ([`pieces`], [`dma_pieces`]) and its pieces are in
+//! flight together.
+//!
+//! A caller's DMA buffer holds its function's claim, like every buffer made for it: while the
+//! caller keeps one, the function is not free to be claimed again, so drop it before unbinding
+//! and rebinding. Its memory returns to the frame allocator on `Drop`, or waits in the
+//! function's quarantine until bus mastering is off; a leak costs its frames and keeps the
+//! function claimed.
 //!
 //! Ownership: the trait is implemented by the driver's bound state and borrowed only for
 //! the length of one call. Nothing here holds a disk: the kernel's registry of disks keeps
@@ -34,6 +51,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use pci::window::{DmaBuffer, DmaSlice};
 use spin::Mutex;
 
 /// The largest request a driver carries as one device command (a driver may allow less:
@@ -84,6 +102,17 @@ pub struct Request<'a> {
     pub data: &'a mut [u8],
 }
 
+/// One read into the caller's DMA memory: whole blocks from `lba` into `data`, which the
+/// device writes directly ([`BlockDevices::read_dma`]).
+#[derive(Debug)]
+pub struct DmaRequest<'a> {
+    /// First logical block.
+    pub lba: u64,
+    /// Where the blocks go: part of a buffer from [`BlockDevices::dma_buffer`] for the same
+    /// disk; its length is a whole number of blocks.
+    pub data: DmaSlice<'a>,
+}
+
 /// A driver's disks.
 pub trait BlockDevices {
     /// The disks, in a stable order: `disk` arguments index this list.
@@ -96,6 +125,21 @@ pub trait BlockDevices {
         &mut self,
         disk: usize,
         requests: &mut [Request<'_>],
+        depth: usize,
+    ) -> Result<(), String>;
+
+    /// A zeroed DMA buffer of at least `bytes` bytes that `disk`'s device can write into, owned
+    /// by the caller (see the module documentation for what holding one means).
+    fn dma_buffer(&self, disk: usize, bytes: u64) -> Result<DmaBuffer, String>;
+
+    /// Reads every request straight into the caller's DMA memory, with up to `depth` device
+    /// commands in flight. Requests are checked before anything is submitted (whole blocks,
+    /// inside the disk, a buffer made for this disk's function); on an error, the data of
+    /// requests that failed or were not reached is unspecified.
+    fn read_dma(
+        &mut self,
+        disk: usize,
+        requests: &mut [DmaRequest<'_>],
         depth: usize,
     ) -> Result<(), String>;
 
@@ -272,23 +316,40 @@ impl Drop for Registration {
 
 /// Checks requests against a disk: whole blocks, not empty, inside the disk.
 pub fn check(info: &DiskInfo, requests: &[Request<'_>]) -> Result<(), String> {
+    check_spans(info, requests.iter().map(|r| (r.lba, r.data.len() as u64)))
+}
+
+/// [`check`] for reads into DMA memory; also that every slice's buffer was made for `master`
+/// (the disk's function).
+pub fn check_dma(
+    info: &DiskInfo,
+    master: &pci::function::BusMaster,
+    requests: &[DmaRequest<'_>],
+) -> Result<(), String> {
+    if let Some(r) = requests.iter().find(|r| !r.data.made_for(master)) {
+        return Err(format!(
+            "the DMA buffer for block {} was made for another device",
+            r.lba
+        ));
+    }
+    check_spans(info, requests.iter().map(|r| (r.lba, r.data.len())))
+}
+
+/// Whole blocks, not empty, inside the disk, for each (first block, bytes).
+fn check_spans(info: &DiskInfo, spans: impl Iterator<Item = (u64, u64)>) -> Result<(), String> {
     let size = u64::from(info.block_size);
-    for r in requests {
-        let bytes = r.data.len() as u64;
+    for (lba, bytes) in spans {
         if bytes == 0 || !bytes.is_multiple_of(size) {
             return Err(format!(
                 "{bytes} bytes is not a whole number of {size}-byte blocks"
             ));
         }
         let blocks = bytes / size;
-        if r.lba
-            .checked_add(blocks)
-            .is_none_or(|end| end > info.blocks)
-        {
+        if lba.checked_add(blocks).is_none_or(|end| end > info.blocks) {
             return Err(format!(
                 "blocks {}..{} outside the disk ({} blocks)",
-                r.lba,
-                r.lba.saturating_add(blocks),
+                lba,
+                lba.saturating_add(blocks),
                 info.blocks
             ));
         }
@@ -320,6 +381,36 @@ pub fn pieces<'a>(
         for data in r.data.chunks_mut(step as usize) {
             let blocks = data.len() as u64 / size;
             out.push(Piece { lba, data });
+            lba += blocks;
+        }
+    }
+    out
+}
+
+/// One device command's share of a [`DmaRequest`]: `data.len()` bytes from block `lba`.
+#[derive(Debug)]
+pub struct DmaPiece<'a> {
+    /// First logical block.
+    pub lba: u64,
+    /// The part of the caller's DMA memory for it.
+    pub data: DmaSlice<'a>,
+}
+
+/// [`pieces`] for reads into DMA memory: each checked request's slice split into parts of at
+/// most `max_command` bytes (a multiple of `block_size`), in order.
+pub fn dma_pieces<'a>(
+    requests: &'a mut [DmaRequest<'_>],
+    block_size: u32,
+    max_command: u64,
+) -> Vec<DmaPiece<'a>> {
+    let size = u64::from(block_size);
+    let step = (max_command / size).max(1) * size;
+    let mut out = Vec::new();
+    for r in requests.iter_mut() {
+        let mut lba = r.lba;
+        for data in r.data.reborrow().chunks(step) {
+            let blocks = data.len() / size;
+            out.push(DmaPiece { lba, data });
             lba += blocks;
         }
     }
@@ -491,6 +582,46 @@ mod tests {
         }
         assert!(a[..4096].iter().all(|&b| b == 0));
         assert!(a[4096..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn dma_requests_split_and_are_checked_against_their_function() {
+        let function = pci::fake::irq::function_with_msix(4);
+        let master = function.bus_master();
+        let other = pci::fake::irq::function_with_msix(4);
+        let mut buffer = master.dma_buffer(40960 + 4096).unwrap();
+        let mut stranger = other.bus_master().dma_buffer(4096).unwrap();
+        let info = disk();
+        let (a, rest) = buffer.slice().split_at(40960).unwrap();
+        let mut requests = [
+            DmaRequest { lba: 10, data: a },
+            DmaRequest { lba: 3, data: rest },
+        ];
+        assert!(check_dma(&info, &master, &requests).is_ok());
+        let p = dma_pieces(&mut requests, 4096, 16384);
+        let shape: Vec<(u64, u64, u64)> = p
+            .iter()
+            .map(|p| (p.lba, p.data.offset(), p.data.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (10, 0, 16384),
+                (14, 16384, 16384),
+                (18, 32768, 8192),
+                (3, 40960, 4096)
+            ]
+        );
+        drop(p);
+        requests[1].lba = 100;
+        let e = check_dma(&info, &master, &requests).unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        let foreign = [DmaRequest {
+            lba: 0,
+            data: stranger.slice(),
+        }];
+        let e = check_dma(&info, &master, &foreign).unwrap_err();
+        assert!(e.contains("another device"), "{e}");
     }
 
     fn address(device: u8) -> pci::Address {

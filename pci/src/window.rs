@@ -23,7 +23,7 @@ use crate::function::{Core, PciFunction, config_guard};
 use crate::platform::{PlatformError, RegisterWindow};
 use crate::range::{checked_access, checked_range};
 
-pub use crate::dma::DmaBuffer;
+pub use crate::dma::{DmaBuffer, DmaSlice};
 pub use crate::platform::DmaRegion;
 
 /// Why a window could not be made.

@@ -212,11 +212,31 @@ fn check_lines(outcome: &Outcome, images: &[Vec<u8>]) -> Result<(), String> {
         );
         batches += 1;
     }
+    // Three sizes, two depths, through the staging copy and into DMA memory.
     ensure!(
-        batches == DRIVES.len() * 3 * 2,
+        batches == DRIVES.len() * 3 * 2 * 2,
         "{batches} batch lines, expected {}",
+        DRIVES.len() * 12
+    );
+    let dma = lines
+        .iter()
+        .filter(|l| l.starts_with("blk: ") && l.contains(" path=dma "))
+        .count();
+    ensure!(
+        dma == DRIVES.len() * 6,
+        "{dma} lines of reads into DMA memory, expected {}",
         DRIVES.len() * 6
     );
+    // Reads into another function's DMA memory, or of part of a block, are refused.
+    for name in names.keys() {
+        for what in ["another function's buffer", "part of a block"] {
+            let prefix = format!("blk: {name} dma refused: {what} (");
+            ensure!(
+                lines.iter().any(|l| l.starts_with(&prefix)),
+                "missing `{prefix}...`"
+            );
+        }
+    }
     // The console: `read <disk> 0 8` on every disk, `nvme read 0` on both controllers.
     for (name, &drive) in &names {
         let bs = DRIVES[drive].block_size;

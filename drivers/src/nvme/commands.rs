@@ -89,9 +89,28 @@ pub(super) struct Prps {
     pub(super) list: Vec<(u64, u64)>,
 }
 
-/// List pages a transfer of `bytes` bytes needs.
-pub(super) fn list_pages(bytes: u64) -> u64 {
-    let pages = bytes.div_ceil(PAGE);
+/// What a PRP entry points at, for a transfer whose data and list are in different buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Target {
+    /// The byte at this offset from the transfer's first byte (a page boundary of the data).
+    Data(u64),
+    /// This offset of the list memory (a list page).
+    List(u64),
+}
+
+/// The PRPs of a transfer that starts `first` bytes into a memory page (§4.3: PRP Entry 1 may
+/// have an offset, every later entry is page aligned), with its list pages in list memory
+/// from offset `list_at` (page aligned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SplitPrps {
+    /// PRP Entry 2 (PRP Entry 1 is the transfer's first byte).
+    pub(super) second: Option<Target>,
+    /// List entries to write: (offset of the entry in list memory, what it points at).
+    pub(super) list: Vec<(u64, Target)>,
+}
+
+/// List pages for a transfer touching `pages` memory pages.
+fn list_pages_for(pages: u64) -> u64 {
     if pages <= 2 {
         return 0;
     }
@@ -104,21 +123,33 @@ pub(super) fn list_pages(bytes: u64) -> u64 {
     }
 }
 
-/// The PRPs of a transfer of `bytes` bytes (more than zero) from offset 0 of a staging
-/// buffer, with its list pages from offset `list_at` (page aligned, past the data).
-pub(super) fn prps(bytes: u64, list_at: u64) -> Prps {
+/// List pages a transfer of `bytes` bytes from a page boundary needs.
+pub(super) fn list_pages(bytes: u64) -> u64 {
+    list_pages_for(bytes.div_ceil(PAGE))
+}
+
+/// List pages a transfer of at most `bytes` bytes needs from any dword in a page.
+pub(super) fn list_pages_unaligned(bytes: u64) -> u64 {
+    list_pages_for((PAGE - 4 + bytes).div_ceil(PAGE))
+}
+
+/// The PRPs of a transfer of `bytes` bytes (more than zero) starting `first` bytes into a
+/// page (dword aligned), its list in list memory from `list_at` (see [`SplitPrps`]).
+pub(super) fn split_prps(first: u64, bytes: u64, list_at: u64) -> SplitPrps {
     assert!(
-        bytes > 0 && list_at.is_multiple_of(PAGE) && list_at >= bytes,
-        "PRPs of {bytes} bytes with the list at {list_at:#x}"
+        bytes > 0 && first < PAGE && first.is_multiple_of(4) && list_at.is_multiple_of(PAGE),
+        "PRPs of {bytes} bytes from {first:#x} into a page, the list at {list_at:#x}"
     );
-    let pages = bytes.div_ceil(PAGE);
+    let pages = (first + bytes).div_ceil(PAGE);
+    // Page k >= 1 of the transfer begins this many bytes after its first byte.
+    let data = |k: u64| Target::Data(k * PAGE - first);
     match pages {
-        1 => Prps {
+        1 => SplitPrps {
             second: None,
             list: Vec::new(),
         },
-        2 => Prps {
-            second: Some(PAGE),
+        2 => SplitPrps {
+            second: Some(data(1)),
             list: Vec::new(),
         },
         _ => {
@@ -133,19 +164,41 @@ pub(super) fn prps(bytes: u64, list_at: u64) -> Prps {
                     LIST_ENTRIES - 1
                 };
                 for k in 0..here {
-                    list.push((page + 8 * k, (next + k) * PAGE));
+                    list.push((page + 8 * k, data(next + k)));
                 }
                 next += here;
                 if next < pages {
-                    list.push((page + 8 * (LIST_ENTRIES - 1), page + PAGE));
+                    list.push((page + 8 * (LIST_ENTRIES - 1), Target::List(page + PAGE)));
                     page += PAGE;
                 }
             }
-            Prps {
-                second: Some(list_at),
+            SplitPrps {
+                second: Some(Target::List(list_at)),
                 list,
             }
         }
+    }
+}
+
+/// The PRPs of a transfer of `bytes` bytes (more than zero) from offset 0 of a staging
+/// buffer, with its list pages from offset `list_at` (page aligned, past the data) of the same
+/// buffer.
+pub(super) fn prps(bytes: u64, list_at: u64) -> Prps {
+    assert!(
+        bytes > 0 && list_at.is_multiple_of(PAGE) && list_at >= bytes,
+        "PRPs of {bytes} bytes with the list at {list_at:#x}"
+    );
+    let flat = |t: Target| match t {
+        Target::Data(o) | Target::List(o) => o,
+    };
+    let split = split_prps(0, bytes, list_at);
+    Prps {
+        second: split.second.map(flat),
+        list: split
+            .list
+            .into_iter()
+            .map(|(at, t)| (at, flat(t)))
+            .collect(),
     }
 }
 
@@ -256,6 +309,53 @@ mod tests {
             .map(|(_, to)| to / PAGE)
             .collect();
         assert_eq!(data, (1..514).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_transfer_from_inside_a_page_names_each_page_boundary() {
+        // 8 KiB from 512 bytes into a page: three pages, PRP1 at the start, then the list with
+        // the boundaries 3584 and 7680 bytes in.
+        let p = split_prps(512, 8192, 0);
+        assert_eq!(p.second, Some(Target::List(0)));
+        assert_eq!(p.list, [(0, Target::Data(3584)), (8, Target::Data(7680))]);
+        // 4 KiB from 512 in: two pages, no list.
+        let p = split_prps(512, 4096, 0);
+        assert_eq!((p.second, p.list.len()), (Some(Target::Data(3584)), 0));
+        // Ending exactly at a boundary adds no page.
+        assert_eq!(split_prps(512, 3584, 0).second, None);
+        // The worst case for the list fits what `list_pages_unaligned` sizes.
+        for bytes in [4096, 8192, 512 * 1024, 1 << 20, 2 << 20] {
+            let p = split_prps(PAGE - 4, bytes, 0);
+            let pages = list_pages_unaligned(bytes);
+            assert!(
+                p.list.iter().all(|(at, _)| *at + 8 <= pages * PAGE),
+                "{bytes}"
+            );
+            let data: Vec<u64> = p
+                .list
+                .iter()
+                .filter_map(|(_, t)| match t {
+                    Target::Data(d) => Some(*d),
+                    Target::List(_) => None,
+                })
+                .chain(match p.second {
+                    Some(Target::Data(d)) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            // Every page boundary inside the transfer, once.
+            assert_eq!(data.len() as u64, (PAGE - 4 + bytes).div_ceil(PAGE) - 1);
+            assert!(
+                data.iter()
+                    .all(|d| (d + PAGE - 4).is_multiple_of(PAGE) && *d < bytes)
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "PRPs of")]
+    fn the_first_entry_is_dword_aligned() {
+        let _ = split_prps(2, 4096, 0);
     }
 
     #[test]

@@ -230,6 +230,7 @@ impl Nvme {
             admin,
             io: Vec::new(),
             staging: Vec::new(),
+            lists: Vec::new(),
             identity: Identity::default(),
             namespaces: Vec::new(),
             chunk: MAX_COMMAND_BYTES,
@@ -254,12 +255,14 @@ impl Nvme {
             admin,
             io,
             staging,
+            lists,
             ..
         } = self;
         let function = controller.into_function();
         drop(io);
         drop(admin);
         drop(staging);
+        drop(lists);
         function
     }
 

@@ -22,13 +22,15 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use pci::window::DmaBuffer;
+use pci::window::{DmaBuffer, DmaSlice};
 
-use super::commands::{Command, NVM_READ, NVM_WRITE, list_pages, prps};
+use super::commands::{
+    Command, NVM_READ, NVM_WRITE, Target, list_pages, list_pages_unaligned, prps, split_prps,
+};
 use super::controller::Controller;
 use super::queues::{Queue, breaks, wait};
 use super::{IO_TIMEOUT_US, Nvme, NvmeError, PAGE};
-use crate::block::{self, BlockDevices, DiskInfo, DiskKind, Request};
+use crate::block::{self, BlockDevices, DiskInfo, DiskKind, DmaRequest, Request};
 
 /// An active namespace: what Identify Namespace said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +51,8 @@ enum Buffer<'a> {
     Write(&'a [u8]),
     /// A read left in the staging slot (benchmarks: the device and driver without the copy).
     Uncopied(usize),
+    /// A read straight into the caller's DMA memory (no staging, no copy).
+    Dma(DmaSlice<'a>),
 }
 
 /// One command's work: blocks from `lba`, as long as its buffer.
@@ -63,6 +67,7 @@ impl Job<'_> {
             Buffer::Read(b) => b.len() as u64,
             Buffer::Write(b) => b.len() as u64,
             Buffer::Uncopied(n) => *n as u64,
+            Buffer::Dma(d) => d.len(),
         }
     }
 }
@@ -70,6 +75,12 @@ impl Job<'_> {
 /// Bytes of one staging slot for commands of `chunk` bytes: the data, then the PRP list.
 pub(super) fn slot_bytes(chunk: u64) -> u64 {
     chunk + list_pages(chunk) * PAGE
+}
+
+/// Bytes of one PRP list buffer for commands of at most `chunk` bytes into the caller's DMA
+/// memory, which may start anywhere in a page (at least a page, the smallest buffer).
+pub(super) fn list_bytes(chunk: u64) -> u64 {
+    list_pages_unaligned(chunk).max(1) * PAGE
 }
 
 impl Nvme {
@@ -101,8 +112,56 @@ impl Nvme {
         Ok(())
     }
 
+    /// Makes sure `n` PRP list buffers exist (for reads into the caller's DMA memory).
+    fn grow_lists(&mut self, n: usize) -> Result<(), NvmeError> {
+        while self.lists.len() < n {
+            let bytes = list_bytes(self.chunk);
+            let list = self
+                .controller
+                .master()
+                .dma_buffer(bytes)
+                .map_err(|e| NvmeError::Request(format!("PRP list of {bytes} bytes: {e}")))?;
+            self.lists.push(list);
+        }
+        Ok(())
+    }
+
     /// Checks the queue and the requests for namespace index `ns`.
     fn check(&self, queue: usize, ns: usize, requests: &[Request<'_>]) -> Result<(), NvmeError> {
+        self.check_queue(queue)?;
+        let info = self
+            .disk_info(ns)
+            .ok_or_else(|| NvmeError::Request(format!("no namespace index {ns}")))?;
+        block::check(&info, requests).map_err(NvmeError::Request)
+    }
+
+    /// [`Nvme::check`] for reads into the caller's DMA memory: also that every slice's buffer
+    /// is this controller's and starts on a dword (PRP Entry 1's bits 1:0 are reserved, §4.3).
+    fn check_dma(
+        &self,
+        queue: usize,
+        ns: usize,
+        requests: &[DmaRequest<'_>],
+    ) -> Result<(), NvmeError> {
+        self.check_queue(queue)?;
+        let info = self
+            .disk_info(ns)
+            .ok_or_else(|| NvmeError::Request(format!("no namespace index {ns}")))?;
+        block::check_dma(&info, self.controller.master(), requests).map_err(NvmeError::Request)?;
+        if let Some(r) = requests
+            .iter()
+            .find(|r| !r.data.bus_address_at(0).is_aligned(4))
+        {
+            return Err(NvmeError::Request(format!(
+                "the DMA memory for block {} does not start on a dword",
+                r.lba
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the controller works and `queue` exists.
+    fn check_queue(&self, queue: usize) -> Result<(), NvmeError> {
         if let Some(why) = &self.broken {
             return Err(NvmeError::Broken(why.clone()));
         }
@@ -113,10 +172,7 @@ impl Nvme {
                 self.io.len()
             )));
         }
-        let info = self
-            .disk_info(ns)
-            .ok_or_else(|| NvmeError::Request(format!("no namespace index {ns}")))?;
-        block::check(&info, requests).map_err(NvmeError::Request)
+        Ok(())
     }
 
     fn disk_info(&self, ns: usize) -> Option<DiskInfo> {
@@ -144,20 +200,26 @@ impl Nvme {
             return Ok(());
         }
         let depth = depth.clamp(1, self.io[queue].depth()).min(jobs.len());
-        self.grow_staging(depth)?;
+        if jobs.iter().any(|j| matches!(j.buffer, Buffer::Dma(_))) {
+            self.grow_lists(depth)?;
+        }
+        if jobs.iter().any(|j| !matches!(j.buffer, Buffer::Dma(_))) {
+            self.grow_staging(depth)?;
+        }
         let namespace = self.namespaces[ns];
         let chunk = self.chunk;
         let Nvme {
             controller,
             io,
             staging,
+            lists,
             broken,
             ..
         } = self;
         let result = pump(
             controller,
             &mut io[queue],
-            staging,
+            Memory { staging, lists },
             chunk,
             namespace,
             opcode,
@@ -194,6 +256,28 @@ impl Nvme {
         self.run(queue, ns, NVM_READ, &mut jobs, depth)
     }
 
+    /// Reads every request from namespace index `ns` through I/O queue `queue` (0-based)
+    /// straight into the caller's DMA memory, with up to `depth` commands in flight.
+    pub fn read_ns_dma(
+        &mut self,
+        ns: usize,
+        queue: usize,
+        requests: &mut [DmaRequest<'_>],
+        depth: usize,
+    ) -> Result<(), NvmeError> {
+        self.check_dma(queue, ns, requests)?;
+        let size = self.namespaces[ns].lba_size;
+        let chunk = self.chunk;
+        let mut jobs: Vec<Job<'_>> = block::dma_pieces(requests, size, chunk)
+            .into_iter()
+            .map(|p| Job {
+                lba: p.lba,
+                buffer: Buffer::Dma(p.data),
+            })
+            .collect();
+        self.run(queue, ns, NVM_READ, &mut jobs, depth)
+    }
+
     /// Reads `out.len()` bytes (whole blocks) of the first namespace from `lba` through I/O
     /// queue `queue` (0-based), its commands in flight together.
     pub fn read_on(&mut self, queue: usize, lba: u64, out: &mut [u8]) -> Result<(), NvmeError> {
@@ -224,16 +308,7 @@ impl Nvme {
     /// The checks of [`Nvme::check`] for a request of `bytes` bytes at `lba` of the first
     /// namespace, without a buffer.
     fn check_len(&self, queue: usize, lba: u64, bytes: usize) -> Result<(), NvmeError> {
-        if let Some(why) = &self.broken {
-            return Err(NvmeError::Broken(why.clone()));
-        }
-        if queue >= self.io.len() {
-            return Err(NvmeError::Request(format!(
-                "no I/O queue {} ({} in use)",
-                queue + 1,
-                self.io.len()
-            )));
-        }
+        self.check_queue(queue)?;
         let info = self
             .disk_info(0)
             .ok_or_else(|| NvmeError::Request("no namespace".into()))?;
@@ -306,13 +381,21 @@ impl Nvme {
     }
 }
 
+/// The driver's DMA memory for commands in flight, each indexed by command identifier.
+struct Memory<'a> {
+    /// Staging slots (data, then PRP list), for reads that are copied and for writes.
+    staging: &'a [DmaBuffer],
+    /// PRP list pages, for reads into the caller's DMA memory.
+    lists: &'a [DmaBuffer],
+}
+
 /// Fills the queue up to `depth`, waits by interrupt, consumes completions, copies reads
 /// out, refills, until every job is done (module documentation).
 #[allow(clippy::too_many_arguments)]
 fn pump(
     c: &Controller,
     q: &mut Queue,
-    staging: &[DmaBuffer],
+    memory: Memory<'_>,
     chunk: u64,
     namespace: Namespace,
     opcode: u8,
@@ -332,25 +415,45 @@ fn pump(
                 .start(next)
                 .expect("fewer than depth in flight, and depth fits the queue");
             // The lowest free identifier is below `depth`: slot `cid` exists.
-            let slot = &staging[usize::from(cid)];
             let job = &jobs[next];
             let bytes = job.len();
             assert!(
                 bytes <= chunk,
                 "a job of {bytes} bytes for {chunk}-byte slots"
             );
-            if let Buffer::Write(data) = &job.buffer {
-                slot.write_bytes(0, data);
-            }
             let command = Command::io(opcode, namespace.nsid, job.lba, (bytes / size) as u32);
-            let at = q.push(&command, cid);
-            q.sq.write_bus_address(at + 24, slot.bus_address());
-            let p = prps(bytes, chunk);
-            if let Some(second) = p.second {
-                q.sq.write_bus_address(at + 32, slot.bus_address_at(second));
-            }
-            for (entry, to) in p.list {
-                slot.write_bus_address(entry, slot.bus_address_at(to));
+            if let Buffer::Dma(data) = &job.buffer {
+                // The caller's memory: PRP Entry 1 at its first byte, wherever in a page that
+                // is, the rest at page boundaries, the list in this identifier's list pages.
+                let list = &memory.lists[usize::from(cid)];
+                let first = data.bus_address_at(0);
+                let p = split_prps(first.offset_in(PAGE), bytes, 0);
+                let at = q.push(&command, cid);
+                q.sq.write_bus_address(at + 24, first);
+                let target = |t: Target| match t {
+                    Target::Data(o) => data.bus_address_at(o),
+                    Target::List(o) => list.bus_address_at(o),
+                };
+                if let Some(second) = p.second {
+                    q.sq.write_bus_address(at + 32, target(second));
+                }
+                for (entry, to) in p.list {
+                    list.write_bus_address(entry, target(to));
+                }
+            } else {
+                let slot = &memory.staging[usize::from(cid)];
+                if let Buffer::Write(data) = &job.buffer {
+                    slot.write_bytes(0, data);
+                }
+                let at = q.push(&command, cid);
+                q.sq.write_bus_address(at + 24, slot.bus_address());
+                let p = prps(bytes, chunk);
+                if let Some(second) = p.second {
+                    q.sq.write_bus_address(at + 32, slot.bus_address_at(second));
+                }
+                for (entry, to) in p.list {
+                    slot.write_bus_address(entry, slot.bus_address_at(to));
+                }
             }
             next += 1;
             submitted = true;
@@ -385,7 +488,7 @@ fn pump(
                     dnr,
                 });
             } else if let Buffer::Read(out) = &mut jobs[index].buffer {
-                staging[usize::from(entry.cid)].read_bytes(0, out);
+                memory.staging[usize::from(entry.cid)].read_bytes(0, out);
             }
         }
         if consumed {
@@ -412,6 +515,27 @@ impl BlockDevices for Nvme {
     ) -> Result<(), String> {
         let q = self.pick_queue();
         self.read_ns(disk, q, requests, depth)
+            .map_err(|e| format!("{e}"))
+    }
+
+    fn dma_buffer(&self, disk: usize, bytes: u64) -> Result<DmaBuffer, String> {
+        if disk >= self.namespaces.len() {
+            return Err(format!("no namespace index {disk}"));
+        }
+        self.controller
+            .master()
+            .dma_buffer(bytes)
+            .map_err(|e| format!("DMA buffer of {bytes} bytes: {e}"))
+    }
+
+    fn read_dma(
+        &mut self,
+        disk: usize,
+        requests: &mut [DmaRequest<'_>],
+        depth: usize,
+    ) -> Result<(), String> {
+        let q = self.pick_queue();
+        self.read_ns_dma(disk, q, requests, depth)
             .map_err(|e| format!("{e}"))
     }
 }

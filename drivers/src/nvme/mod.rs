@@ -312,6 +312,8 @@ pub struct Nvme {
     io: Vec<Queue>,
     /// Staging slots for the commands in flight, indexed by command identifier.
     staging: Vec<pci::window::DmaBuffer>,
+    /// PRP list pages for reads into the caller's DMA memory, indexed by command identifier.
+    lists: Vec<pci::window::DmaBuffer>,
     identity: Identity,
     namespaces: Vec<Namespace>,
     /// Bytes per command: `MAX_COMMAND_BYTES`, or less if MDTS says so.

@@ -54,7 +54,7 @@ mod limits;
 pub use limits::Limits;
 
 use super::{QueueSpec, Spec, TYPE_BLOCK, VENDOR, VirtioPci, fnv1a};
-use crate::block::{self, BlockDevices, DiskInfo, DiskKind, Request, Tracker};
+use crate::block::{self, BlockDevices, DiskInfo, DiskKind, DmaRequest, Request, Tracker};
 use crate::{Bound, Driver, Match, ProbeError};
 use io::{Buffer, Job};
 
@@ -362,6 +362,36 @@ impl BlockDevices for VirtioBlk {
             .map(|p| Job {
                 lba: p.lba,
                 buffer: Buffer::Read(p.data),
+            })
+            .collect();
+        self.run(T_IN, &mut jobs, depth)
+    }
+
+    fn dma_buffer(&self, disk: usize, bytes: u64) -> Result<DmaBuffer, String> {
+        if disk != 0 {
+            return Err(format!("no disk {disk}"));
+        }
+        self.dev.dma_buffer(bytes)
+    }
+
+    fn read_dma(
+        &mut self,
+        disk: usize,
+        requests: &mut [DmaRequest<'_>],
+        depth: usize,
+    ) -> Result<(), String> {
+        if disk != 0 {
+            return Err(format!("no disk {disk}"));
+        }
+        self.usable()?;
+        let master = self.dev.bus_master().ok_or("bus mastering not set up")?;
+        block::check_dma(&self.info(), master, requests)?;
+        let (size, max) = (self.limits.block_size, self.limits.request);
+        let mut jobs: Vec<Job<'_>> = block::dma_pieces(requests, size, max)
+            .into_iter()
+            .map(|p| Job {
+                lba: p.lba,
+                buffer: Buffer::Dma(p.data),
             })
             .collect();
         self.run(T_IN, &mut jobs, depth)

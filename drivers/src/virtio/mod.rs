@@ -93,7 +93,7 @@ use crate::fault::{self, Point};
 pub use capabilities::{Caps, Structure};
 pub use transport::Transport;
 use transport::*;
-pub use virtqueue::{Segment, Used, Virtqueue};
+pub use virtqueue::{Memory, Segment, Used, Virtqueue};
 pub(crate) use virtqueue::{copy_from, copy_to};
 
 /// The virtio vendor ID (§4.1.2).
@@ -443,6 +443,12 @@ impl VirtioPci {
     /// Makes `chain` available on queue `queue` (see [`Virtqueue::add`]) without notifying.
     pub fn add(&mut self, queue: usize, chain: &[Segment]) -> Result<u16, String> {
         self.queues[queue].add(chain)
+    }
+
+    /// The bus-mastering guard, once the queues are set up (to check that a caller's DMA
+    /// memory was made for this function).
+    pub fn bus_master(&self) -> Option<&BusMaster> {
+        self.master.as_ref()
     }
 
     /// A zeroed DMA buffer for this device (a driver's own request memory, named in a

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 use pci::function::BusMaster;
-use pci::window::DmaBuffer;
+use pci::window::{DmaBuffer, DmaSlice};
 
 use super::transport::*;
 use super::{QueueSpec, Routing, VirtioPci, queue_vector};
@@ -18,14 +18,14 @@ use super::{QueueSpec, Routing, VirtioPci, queue_vector};
 const DESC_F_NEXT: u32 = 1;
 const DESC_F_WRITE: u32 = 2;
 
-/// A part of a request: a byte range of the queue's buffer (or of another DMA buffer of the
-/// same function that the driver owns, such as a block driver's staging slot) and who writes
-/// it.
+/// A part of a request: a byte range of the queue's buffer, of another DMA buffer of the same
+/// function that the driver owns (a block driver's staging slot), or of a slice of the
+/// caller's DMA memory ([`DmaSlice`]); and who writes it.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment<'a> {
-    /// The buffer, when not the queue's own.
-    pub buffer: Option<&'a DmaBuffer>,
-    /// Offset in the buffer.
+    /// The memory the offset is in.
+    pub memory: Memory<'a>,
+    /// Offset in that memory.
     pub offset: u64,
     /// Length in bytes.
     pub len: u32,
@@ -33,11 +33,22 @@ pub struct Segment<'a> {
     pub device_writes: bool,
 }
 
+/// Which memory a [`Segment`] is in.
+#[derive(Clone, Copy, Debug)]
+pub enum Memory<'a> {
+    /// The queue's own buffer.
+    Queue,
+    /// A DMA buffer of the same function the driver owns.
+    Buffer(&'a DmaBuffer),
+    /// A slice of a DMA buffer of the same function, lent by the caller for this request.
+    Slice(&'a DmaSlice<'a>),
+}
+
 impl Segment<'static> {
     /// A range of the queue's buffer the device reads.
     pub const fn reads(offset: u64, len: u32) -> Segment<'static> {
         Segment {
-            buffer: None,
+            memory: Memory::Queue,
             offset,
             len,
             device_writes: false,
@@ -47,7 +58,7 @@ impl Segment<'static> {
     /// A range of the queue's buffer the device writes.
     pub const fn writes(offset: u64, len: u32) -> Segment<'static> {
         Segment {
-            buffer: None,
+            memory: Memory::Queue,
             offset,
             len,
             device_writes: true,
@@ -65,7 +76,23 @@ impl<'a> Segment<'a> {
         device_writes: bool,
     ) -> Segment<'a> {
         Segment {
-            buffer: Some(buffer),
+            memory: Memory::Buffer(buffer),
+            offset,
+            len,
+            device_writes,
+        }
+    }
+
+    /// A range of `slice` (its buffer made for the same function; the slice stays borrowed
+    /// until the driver has taken the chain back or the device was reset).
+    pub const fn in_slice(
+        slice: &'a DmaSlice<'a>,
+        offset: u64,
+        len: u32,
+        device_writes: bool,
+    ) -> Segment<'a> {
+        Segment {
+            memory: Memory::Slice(slice),
             offset,
             len,
             device_writes,
@@ -209,15 +236,16 @@ impl Virtqueue {
             ));
         }
         for s in chain {
-            let buffer = s.buffer.unwrap_or(&self.buffers);
-            let inside = pci::range::checked_range(s.offset, u64::from(s.len), buffer.len());
+            let len = match s.memory {
+                Memory::Queue => self.buffers.len(),
+                Memory::Buffer(b) => b.len(),
+                Memory::Slice(b) => b.len(),
+            };
+            let inside = pci::range::checked_range(s.offset, u64::from(s.len), len);
             if s.len == 0 || inside.is_err() {
                 return Err(format!(
-                    "queue {}: segment {:#x}+{:#x} outside its {:#x}-byte buffer",
-                    self.index,
-                    s.offset,
-                    s.len,
-                    buffer.len()
+                    "queue {}: segment {:#x}+{:#x} outside its {len:#x}-byte buffer",
+                    self.index, s.offset, s.len,
                 ));
             }
         }
@@ -226,9 +254,12 @@ impl Virtqueue {
         for (i, s) in chain.iter().enumerate() {
             let last = i + 1 == n;
             let at = 16 * u64::from(d);
-            let buffer = s.buffer.unwrap_or(&self.buffers);
-            self.ring
-                .write_bus_address(at, buffer.bus_address_at(s.offset));
+            let address = match s.memory {
+                Memory::Queue => self.buffers.bus_address_at(s.offset),
+                Memory::Buffer(b) => b.bus_address_at(s.offset),
+                Memory::Slice(b) => b.bus_address_at(s.offset),
+            };
+            self.ring.write_bus_address(at, address);
             self.ring.write32(at + 8, s.len);
             let mut flags = if s.device_writes { DESC_F_WRITE } else { 0 };
             let next = if last {
@@ -467,7 +498,11 @@ mod tests {
         for (i, s) in chain.iter().enumerate() {
             let at = 16 * u64::from(d);
             let addr = u64::from(q.ring.read32(at)) | u64::from(q.ring.read32(at + 4)) << 32;
-            let want = s.buffer.unwrap_or(&q.buffers).bus_address_at(s.offset);
+            let want = match s.memory {
+                Memory::Queue => q.buffers.bus_address_at(s.offset),
+                Memory::Buffer(b) => b.bus_address_at(s.offset),
+                Memory::Slice(b) => b.bus_address_at(s.offset),
+            };
             assert_eq!(format!("{addr:x}"), format!("{want:x}"), "descriptor {i}");
             assert_eq!(q.ring.read32(at + 8), s.len);
             let flags_next = q.ring.read32(at + 12);

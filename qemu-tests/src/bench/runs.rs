@@ -508,8 +508,10 @@ const OUR_DISKS: [(&str, &str); 2] = [("nvme0n1", "nvme"), ("vda", "virtio-blk")
 
 /// This kernel's read figures from its `blkbench` suite (`kernel/src/tests/blk_suite.rs`):
 /// `BLKBENCH disk=<name> size=<bytes per read> depth=<reads in flight> bytes=<bytes
-/// delivered> us=<guest microseconds> ...`; disks other than the machine's first NVMe
-/// namespace and first virtio-blk disk are left out.
+/// delivered> us=<guest microseconds> ... path=<dma|copy>`; disks other than the machine's
+/// first NVMe namespace and first virtio-blk disk are left out, and so are `path=copy` lines
+/// (reads through the driver's staging copy): the figure is the kernel's reads into memory
+/// the caller owns and the device writes directly, as Linux's `O_DIRECT` reads are.
 pub fn parse_ours_reads(serial: &str) -> Result<Vec<ReadFigure>, String> {
     let mut out = Vec::new();
     for line in serial.lines().map(clean_line) {
@@ -532,6 +534,9 @@ pub fn parse_ours_reads(serial: &str) -> Result<Vec<ReadFigure>, String> {
         let Some((_, disk)) = OUR_DISKS.iter().find(|(name, _)| get("disk") == Ok(*name)) else {
             continue;
         };
+        if get("path").is_ok_and(|p| p != "dma") {
+            continue;
+        }
         let us = number("us")?;
         if us == 0 {
             return Err(format!("zero time in `{line}`"));

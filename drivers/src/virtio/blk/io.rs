@@ -6,13 +6,19 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use pci::window::DmaSlice;
+
 use super::{PER_REQUEST, T_IN, TIMEOUT_US, VirtioBlk};
 use crate::virtio::{Segment, Used};
 
 /// Where one request's data comes from or goes.
 pub(super) enum Buffer<'a> {
+    /// A read into the caller's bytes, through the staging slot.
     Read(&'a mut [u8]),
+    /// A write of the caller's bytes, through the staging slot.
     Write(&'a [u8]),
+    /// A read straight into the caller's DMA memory (no staging, no copy).
+    Dma(DmaSlice<'a>),
 }
 
 impl Buffer<'_> {
@@ -20,6 +26,7 @@ impl Buffer<'_> {
         match self {
             Buffer::Read(b) => b.len(),
             Buffer::Write(b) => b.len(),
+            Buffer::Dma(b) => b.len() as usize,
         }
     }
 }
@@ -42,7 +49,8 @@ impl VirtioBlk {
             return Ok(());
         }
         let depth = depth.clamp(1, self.limits.depth).min(jobs.len());
-        while self.staging.len() < depth {
+        let staged = jobs.iter().any(|j| !matches!(j.buffer, Buffer::Dma(_)));
+        while staged && self.staging.len() < depth {
             let slot = self.dev.dma_buffer(self.limits.request)?;
             self.staging.push(slot);
         }
@@ -75,19 +83,30 @@ impl VirtioBlk {
                     .tracker
                     .start(next)
                     .expect("fewer than depth in flight");
-                let (slot, buffers) = (&self.staging[usize::from(id)], self.dev.queue(0).buffers());
+                let buffers = self.dev.queue(0).buffers();
                 let at = u64::from(id) * PER_REQUEST;
                 buffers.write32(at, kind);
                 buffers.write32(at + 4, 0);
                 buffers.write64(at + 8, jobs[next].lba * spb);
                 buffers.write8(at + 16, 0xff);
-                if let Buffer::Write(data) = &jobs[next].buffer {
-                    slot.write_bytes(0, data);
-                }
                 let mut chain = Vec::with_capacity(segments.len() + 2);
                 chain.push(Segment::reads(at, 16));
-                for (offset, len) in segments {
-                    chain.push(Segment::of(slot, offset, len, kind == T_IN));
+                match &jobs[next].buffer {
+                    // The caller's DMA memory: the data descriptors point straight at it.
+                    Buffer::Dma(data) => {
+                        for (offset, len) in segments {
+                            chain.push(Segment::in_slice(data, offset, len, true));
+                        }
+                    }
+                    buffer => {
+                        let slot = &self.staging[usize::from(id)];
+                        if let Buffer::Write(data) = buffer {
+                            slot.write_bytes(0, data);
+                        }
+                        for (offset, len) in segments {
+                            chain.push(Segment::of(slot, offset, len, kind == T_IN));
+                        }
+                    }
                 }
                 chain.push(Segment::writes(at + 16, 1));
                 let head = match self.dev.add(0, &chain) {

@@ -22,6 +22,9 @@ use core::ops::Range;
 
 use crate::function::{BusMaster, Core};
 pub use crate::platform::DmaRegion;
+pub use slice::DmaSlice;
+
+mod slice;
 use crate::range::checked_access;
 use crate::window::WindowError;
 
@@ -78,6 +81,16 @@ impl BusAddr<'_> {
     /// registers require.
     pub fn is_aligned(self, align: u64) -> bool {
         align.is_power_of_two() && self.address & (align - 1) == 0
+    }
+
+    /// How far the address is past a multiple of `align` (a power of two): where it falls in
+    /// a page, for descriptors whose first entry may start inside one (NVMe PRP Entry 1).
+    pub fn offset_in(self, align: u64) -> u64 {
+        assert!(
+            align.is_power_of_two(),
+            "alignment {align} is not a power of two"
+        );
+        self.address & (align - 1)
     }
 }
 

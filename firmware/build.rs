@@ -83,6 +83,25 @@ fn fix_known_faults(tree: &Path) {
     }
 }
 
+/// ACPICA's own C library (utclib.c) brings `memcpy`, `memset`, `memmove` and `memcmp` as
+/// byte-at-a-time loops, and as strong symbols they would replace the word-wise ones of the
+/// whole program (the kernel's `compiler_builtins`, the host's libc): every copy the kernel
+/// makes, not only ACPICA's, would move one byte per iteration. They are renamed out of the
+/// way, so that ACPICA calls the program's own.
+fn drop_byte_loops(tree: &Path) {
+    let path = tree.join("components/utilities/utclib.c");
+    let mut text = fs::read_to_string(&path).expect("utclib.c");
+    for name in ["memcmp", "memmove", "memcpy", "memset"] {
+        let from = format!("\n{name} (\n");
+        assert!(
+            text.contains(&from),
+            "utclib.c: no definition of {name} (a different ACPICA?)"
+        );
+        text = text.replacen(&from, &format!("\nAcpiUtUnused_{name} (\n"), 1);
+    }
+    fs::write(&path, text).expect("write utclib.c");
+}
+
 fn main() {
     let source = acpica_source();
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
@@ -107,6 +126,7 @@ fn main() {
     );
     fs::write(&acenv, patched).expect("write acenv.h");
     fix_known_faults(&tree);
+    drop_byte_loops(&tree);
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("manifest dir"));
     let header = manifest.join("src/aml/acfirmware.h");
     fs::copy(&header, tree.join("include/platform/acfirmware.h")).expect("platform header");
@@ -117,7 +137,6 @@ fn main() {
     build
         .warnings(false)
         .include(tree.join("include"))
-        .define("ACPI_DEBUG_OUTPUT", None)
         .opt_level(2)
         .flag("-fno-stack-protector")
         .flag("-Wno-format-truncation")
@@ -152,7 +171,8 @@ fn main() {
         }
         for file in fs::read_dir(component.path()).expect("component").flatten() {
             let path = file.path();
-            if path.extension().is_some_and(|e| e == "c") {
+            // The resource dumper is debugger code (its tables exist only in debug builds).
+            if path.extension().is_some_and(|e| e == "c") && !path.ends_with("rsdump.c") {
                 files.push(path);
             }
         }

@@ -434,6 +434,12 @@ struct Outcome {
     aml_initialised: bool,
     bridges_found: bool,
     all_routed: bool,
+    /// The byte scan's bound held (at least ACPICA's host bridges, or tables loaded at run
+    /// time flagged).
+    scan_bound: bool,
+    /// The byte scan counted exactly ACPICA's host bridges and no run-time loads: a boot on
+    /// this machine whose MCFG gives one root per bridge needs no AML to bind its drivers.
+    scan_exact: bool,
 }
 
 /// acpica-tools, when installed.
@@ -503,6 +509,25 @@ fn check_machine(path: &Path, iasl: bool) -> Outcome {
         o.aml_initialised = aml.get("namespace_initialised") == Some(&Value::Bool(true));
     }
     if let Some(bridges) = json.get("host_bridges").and_then(Value::as_array) {
+        // The byte scan (`firmware::aml::scan`) against ACPICA: never fewer host bridges,
+        // unless it flagged tables loaded at run time (then a boot loads AML anyway).
+        let scan = json.get("host_bridge_scan");
+        let counted = scan
+            .and_then(|s| s.get("host_bridges"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
+        let loads = scan
+            .and_then(|s| s.get("loads_tables"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        o.scan_bound = loads || counted >= bridges.len();
+        o.scan_exact = !loads && counted == bridges.len();
+        if !o.scan_bound {
+            o.failures.push(format!(
+                "the byte scan counted {counted} host bridge(s), ACPICA found {}",
+                bridges.len()
+            ));
+        }
         o.bridges_found = !bridges.is_empty();
         o.all_routed = o.bridges_found
             && bridges
@@ -669,6 +694,12 @@ fn corpus() {
         count(&|o| o.aml_initialised),
         count(&|o| o.bridges_found),
         count(&|o| o.all_routed),
+    );
+    say!(
+        "corpus: host-bridge byte scan at least ACPICA's count (or run-time table loads \
+         flagged) on {}, exactly ACPICA's count without run-time loads on {}",
+        count(&|o| o.scan_bound),
+        count(&|o| o.scan_exact),
     );
     for o in &outcomes {
         for note in &o.notes {

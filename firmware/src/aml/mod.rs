@@ -11,6 +11,8 @@
 //! - [`routing`]: host bridges and `_PRT`, link devices included.
 //! - [`osc`]: `_OSC`, which PCI Express controls firmware grants (native hot-plug).
 //! - [`resources`]: resource descriptors (`_CRS`, `_PRS`, `_SRS`), pure Rust.
+//! - [`scan`]: how many devices may be host bridges, from the AML's bytes without running
+//!   it (whether a boot needs to load the namespace at all).
 
 pub mod engine;
 mod ffi;
@@ -18,6 +20,7 @@ pub mod os;
 pub mod osc;
 pub mod resources;
 pub mod routing;
+pub mod scan;
 
 pub use engine::{IsaOverride, LoadOptions, Value, evaluate, load};
 pub use os::Budget;

@@ -72,6 +72,12 @@ fn probe(dump: &Dump) -> Value {
         _ => Vec::new(),
     };
     let report = aml_report(&dump.tables, &overrides);
+    let scan = firmware::aml::scan::scan(
+        dump.tables
+            .iter()
+            .filter(|t| &t.signature == b"DSDT" || &t.signature == b"SSDT")
+            .map(|t| t.bytes.as_slice()),
+    );
     json!({
         "dump": {
             "tables": dump.tables.len(),
@@ -120,6 +126,10 @@ fn probe(dump: &Dump) -> Value {
             "errors": report.errors,
         },
         "host_bridges": report.host_bridges.iter().map(bridge_json).collect::<Vec<_>>(),
+        "host_bridge_scan": {
+            "host_bridges": scan.host_bridges,
+            "loads_tables": scan.loads_tables,
+        },
     })
 }
 

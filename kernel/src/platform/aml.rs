@@ -12,10 +12,15 @@
 //! names the root buses, and devices with MSI or MSI-X need no `_PRT`. So [`prepare`] only
 //! notes the platform, and [`report`] loads when something asks: an INTx route, a hot-plug
 //! port (`_OSC`), `poweroff` (`\_S5`), a machine without MCFG (whose root buses and ECAM
-//! window only AML knows). Once the boot's drivers are bound the kernel loads it in any
-//! case and walks the host bridges AML names that the MCFG's roots did not reach
-//! ([`late_host_bridges`]), so a multi-root machine ends with everything bound before the
-//! first prompt.
+//! window only AML knows). Once the boot's drivers are bound, the kernel asks whether AML
+//! names host bridges that the MCFG's roots did not reach ([`late_host_bridges`]), so that a
+//! multi-root machine ends with everything bound before the first prompt. The definition
+//! blocks' bytes answer first ([`firmware::aml::scan`]): when they name no more devices that
+//! can be host bridges than the MCFG gave root buses, and load no tables at run time, there
+//! is nothing to find and AML stays unloaded until something needs it. Otherwise the kernel
+//! loads it and walks the host bridges it names. (The bytes cannot see a host bridge whose
+//! ID AML computes at run time; such a bridge is found only when AML is loaded for another
+//! reason.)
 
 use alloc::vec::Vec;
 
@@ -54,6 +59,18 @@ pub fn loaded() -> bool {
 pub fn late_host_bridges(boot_roots: &[RootBus], bind: bool) -> usize {
     let started = crate::time::ticks_since_boot();
     let was_loaded = loaded();
+    if !was_loaded
+        && let Some(scan) = PLATFORM.get().and_then(|p| p.aml_scan)
+        && !scan.loads_tables
+        && scan.host_bridges <= boot_roots.len()
+    {
+        log::info!(
+            "acpi: the AML's bytes name {} device(s) that can be host bridges and load no tables, the MCFG gave {} root bus(es): AML left until something needs it",
+            scan.host_bridges,
+            boot_roots.len()
+        );
+        return 0;
+    }
     let Some(report) = report() else {
         return 0;
     };

@@ -83,6 +83,9 @@ pub struct Platform {
     pub pm1a_control: Option<u16>,
     /// FADT reset register (I/O port) and value, when the FADT has one (ACPI 6.5 §4.8.3.6).
     pub reset: Option<(u16, u8)>,
+    /// What the definition blocks' bytes say about host bridges ([`firmware::aml::scan`]);
+    /// `None` when a block could not be read.
+    pub aml_scan: Option<::firmware::aml::scan::Scan>,
 }
 
 static PLATFORM: Once<Platform> = Once::new();
@@ -144,7 +147,18 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         rsdp_phys,
         pm1a_control: None,
         reset: None,
+        aml_scan: None,
     };
+    // The DSDT and every SSDT, read as bytes (whether the boot will need AML's host bridges).
+    let blocks: Option<Vec<Vec<u8>>> = set
+        .find(b"DSDT")
+        .into_iter()
+        .chain(set.find_all(b"SSDT"))
+        .map(|t| tables::read_table(mem, t).ok())
+        .collect();
+    platform.aml_scan = blocks
+        .filter(|b| !b.is_empty())
+        .map(|b| ::firmware::aml::scan::scan(b.iter().map(Vec::as_slice)));
 
     match read(b"MCFG").map(|b| Mcfg::parse(&b)) {
         Some(Ok(mcfg)) => {

@@ -9,8 +9,9 @@
 //!   [`idle`] runs from the console's idle loop (before it sleeps with `sti; hlt`) and calls
 //!   `drivers::pciehp::poll`, which may wait (for Command Completed, for the link, 100 ms
 //!   after it): never in interrupt context. When an attention-button abort window is open, it
-//!   arms the local APIC's one-shot timer for the window's end, so the sleeping console wakes
-//!   up in time without a periodic tick.
+//!   arms the local APIC's one-shot timer for the window's end (`interrupts::idle::wake_in`,
+//!   the same alarm drivers' waits sleep with), so the sleeping console wakes up in time
+//!   without a periodic tick.
 //! - **Enumeration below a slot** ([`KernelHost::attach`]): the functions of device 0 on the
 //!   port's secondary bus are read with `pci::probe`; BARs firmware did not assign (a card
 //!   added after boot has them at zero) are placed inside the port's forwarding windows by
@@ -31,7 +32,6 @@
 //! dropped (each is preceded by a presence check), and the teardown's memory writes (MSI-X
 //! masks, a controller's registers) go to BARs that decode nothing, which discards them.
 
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -41,7 +41,7 @@ use pci::assign::{self, Request, Windows};
 use pci::{Address, BarKind, ConfigSpace, Function};
 use spin::Once;
 
-use crate::interrupts::{dispatch, lapic};
+use crate::interrupts::{dispatch, idle};
 use crate::pcie::KernelConfig;
 
 /// The kernel as the hot-plug driver's host.
@@ -49,9 +49,8 @@ pub struct KernelHost;
 
 static HOST: KernelHost = KernelHost;
 
-/// Whether the one-shot timer's handler is installed (so a wake-up at a deadline is
-/// possible).
-static TIMER: Once<bool> = Once::new();
+/// Sets what the first idle call sets up (the slot labels of `lspci -t`).
+static LABELS: Once<()> = Once::new();
 
 /// Runs hot-plug work that is due; called by the console's idle loop before it sleeps.
 ///
@@ -61,36 +60,21 @@ static TIMER: Once<bool> = Once::new();
 /// enabled would leave a window in which an event is handled by its interrupt handler (which
 /// only notes it) and the console then sleeps on it until the next keystroke.
 pub fn idle() {
-    let timer = *TIMER.call_once(|| {
-        pci::lspci::set_slot_labels(slot_label);
-        let ok = dispatch::install(
-            lapic::TIMER_VECTOR,
-            "hotplug timer",
-            "LAPIC",
-            Box::new(|| {}),
-        )
-        .is_ok();
-        if !ok {
-            log::warn!(
-                "hotplug: the LAPIC timer vector is taken; abort windows end at the next interrupt"
-            );
-        }
-        ok
-    });
+    LABELS.call_once(|| pci::lspci::set_slot_labels(slot_label));
     loop {
         x86_64::instructions::interrupts::enable();
+        // Its waits may arm the timer for themselves (`interrupts::idle`); the arming for
+        // the window's end comes after them.
         let next = pciehp::poll(&HOST);
-        if let (Some(deadline), true, Some(lapic)) = (next, timer, lapic::get()) {
+        if let Some(deadline) = next {
             // At most 250 ms per arming: the CPU wakes a few times during a window, and a
             // wake-up that comes early (the timer's rate is a calibration) or is lost costs
-            // little.
+            // little. Without the timer (`idle::timer_ready`), the window ends at the next
+            // interrupt.
             let us = deadline
                 .saturating_sub(crate::time::micros_since_boot())
                 .clamp(50, 250_000);
-            let hz = u64::from(lapic::timer_hz()).max(1);
-            let count =
-                (u128::from(hz) * u128::from(us) / 1_000_000).clamp(1, u128::from(u32::MAX));
-            lapic.timer_one_shot(count as u32);
+            idle::wake_in(us);
         }
         x86_64::instructions::interrupts::disable();
         let due = next.is_some_and(|d| d <= crate::time::micros_since_boot());

@@ -1,6 +1,7 @@
 //! The kernel side of `pci::irq`: claims of PCI functions, and the `pci::platform` traits:
 //! [`Interrupts`] (allocates vectors, installs handlers, routes INTx), [`DeviceMemory`] (maps
-//! device registers, allocates DMA memory) and [`Platform`] (clock, claims).
+//! device registers, allocates DMA memory) and [`Platform`] (clock, the idle that drivers'
+//! waits halt in, claims).
 //!
 //! INTx routing: the pin is swizzled up through PCI-to-PCI bridges to the root bus
 //! (`pci::intx_lines::pin_at_root`) and looked up in the root bridge's `_PRT`, which the
@@ -387,6 +388,12 @@ impl DeviceMemory for KernelIrq {
 impl Platform for KernelIrq {
     fn now_us(&self) -> u64 {
         crate::time::micros_since_boot()
+    }
+
+    /// Halts the CPU until the next interrupt, the timer armed for `until_us`, when
+    /// interrupts are enabled (see `crate::interrupts::idle`); spins otherwise.
+    fn idle_until(&self, until_us: u64, done: &mut dyn FnMut() -> bool) -> bool {
+        crate::interrupts::idle::idle_until(until_us, done)
     }
 
     fn release_function(&self, address: Address) {

@@ -150,6 +150,30 @@ pub trait DeviceMemory: Send + Sync {
 pub trait Platform: Interrupts + DeviceMemory {
     /// Microseconds since boot (a monotonic clock for drivers' timeouts).
     fn now_us(&self) -> u64;
+    /// Waits a little for `done` to hold: what [`PciFunction::wait_until`] does between its
+    /// looks at the clock and at the function's presence. Returns whether `done` held (then
+    /// the wait is over); `false` says "look again", and may come early, for any reason.
+    ///
+    /// A platform may sleep here instead of spinning, but never past `until_us` (on the
+    /// [`Platform::now_us`] clock): that is the caller's deadline or its next presence check,
+    /// and nothing else ends a wait on a device that never interrupts. The kernel halts the
+    /// CPU until the next interrupt, with the local APIC timer armed for `until_us`
+    /// (`kernel/src/interrupts/idle.rs`). It evaluates `done` with interrupts off right before
+    /// halting, so an interrupt that makes it true cannot slip in between the look and the
+    /// sleep and leave the CPU halted on a condition that already holds.
+    ///
+    /// The default spins: one look at `done`, one [`core::hint::spin_loop`]. That is right
+    /// wherever halting is not possible, and it is what the host tests' fakes use.
+    ///
+    /// [`PciFunction::wait_until`]: crate::function::PciFunction::wait_until
+    fn idle_until(&self, until_us: u64, done: &mut dyn FnMut() -> bool) -> bool {
+        let _ = until_us;
+        if done() {
+            return true;
+        }
+        core::hint::spin_loop();
+        false
+    }
     /// The function at `address` and every handle made from it are gone: it may be claimed
     /// again.
     fn release_function(&self, address: Address);

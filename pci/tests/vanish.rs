@@ -29,7 +29,7 @@ fn a_wait_on_a_vanishing_function_ends_early() {
     assert!(!held, "the condition cannot hold");
     assert!(function.vanished(), "the wait did not say why it ended");
     assert!(!function.is_present());
-    // The fake clock advances 1 µs per look (shared by the tests running in parallel): the
+    // The fake clock advances 1 µs per look (each platform has its own): the
     // wait ended within a few check periods, nowhere near the timeout.
     assert!(
         waited < 100 * PRESENCE_CHECK_US,

@@ -8,11 +8,13 @@
 //! - [`ioapic`]: every IOAPIC of the MADT with its GSI base, ISA overrides, masked entries
 //!   pointed at allocated vectors.
 //! - [`dispatch`]: handlers owned by the table, counts, spurious accounting.
+//! - [`idle`]: waits that halt the CPU until the next interrupt, the timer bounding the sleep.
 //!
 //! Vector map: 0x00-0x1F exceptions; 0x20-0x2F the (masked) PICs' range; 0x30-0xEF allocatable
 //! (`pci::vectors`); 0xFD LAPIC timer; 0xFE LAPIC error; 0xFF spurious.
 
 pub mod dispatch;
+pub mod idle;
 pub mod ioapic;
 pub mod lapic;
 pub mod pic;
@@ -55,7 +57,8 @@ pub fn init(platform: Option<&crate::platform::Platform>, prefer_xapic: bool) {
 }
 
 /// Measures the local APIC timer's rate against the TSC (whose rate is final now) over the
-/// boot since [`init`]; if that window cannot be used, over a 2 ms wait. Logs it.
+/// boot since [`init`]; if that window cannot be used, over a 2 ms wait. Logs it, and lets
+/// waits halt ([`idle::init`]).
 pub fn finish_timer_calibration() {
     let Some(lapic) = lapic::get() else {
         return;
@@ -76,4 +79,8 @@ pub fn finish_timer_calibration() {
         hz / 1000,
         tsc_hz / 1_000_000
     );
+    // The timer can bound a sleep now: waits halt from here on.
+    if hz != 0 {
+        idle::init();
+    }
 }

@@ -17,11 +17,18 @@
 //! handler, the handler is dropped when it returns). Waiting across CPUs is tested with real
 //! threads in [`crate::dispatch`] and [`crate::intx_lines`]. Every fake function's pin is
 //! wired to GSI [`FAKE_GSI`], one line shared by all of them.
+//!
+//! Time: each platform has its own clock, which every look ([`Platform::now_us`]) advances by
+//! 1 µs. Waits spin on it ([`Platform::idle_until`]'s default behaviour) unless
+//! [`FakePlatform::halt_when_idle`] turned on a model of the kernel's halting idle: the
+//! clock then jumps to the end of each sleep, the bound the wait gave or the first interrupt
+//! scheduled with [`FakePlatform::interrupt_at`], whichever comes first.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
@@ -92,6 +99,22 @@ pub struct FakePlatform {
     released: Mutex<Vec<Address>>,
     pending: Mutex<Vec<(Address, u8)>>,
     intx: SharedLines,
+    /// The clock, µs.
+    now: AtomicU64,
+    idle: Mutex<Idle>,
+}
+
+/// What [`Platform::idle_until`] does on the fake, and what it was asked.
+#[derive(Default)]
+struct Idle {
+    /// Whether it sleeps (models a CPU halted until an interrupt or its timer).
+    halts: bool,
+    /// Calls so far.
+    calls: u64,
+    /// (from, to) on the clock of every sleep.
+    sleeps: Vec<(u64, u64)>,
+    /// Interrupts to deliver during a sleep: (when, CPU, vector), in no order.
+    scheduled: Vec<(u64, u32, u8)>,
 }
 
 impl FakePlatform {
@@ -110,7 +133,34 @@ impl FakePlatform {
             released: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             intx: SharedLines::new(),
+            now: AtomicU64::new(0),
+            idle: Mutex::new(Idle::default()),
         })
+    }
+
+    /// From now on [`Platform::idle_until`] sleeps as the kernel's halting CPU does: after a
+    /// last look at the condition it jumps the clock to the bound it was given, or to the
+    /// first interrupt [`FakePlatform::interrupt_at`] scheduled before that, whose handler it
+    /// then runs. Without this it spins (one look, one `spin_loop`), the trait's default.
+    pub fn halt_when_idle(&self) {
+        self.idle.lock().halts = true;
+    }
+
+    /// Schedules an interrupt on (`cpu`, `vector`) at `at_us` on this platform's clock: it is
+    /// delivered ([`FakePlatform::deliver`]) by the sleep that reaches that time (only while
+    /// [`FakePlatform::halt_when_idle`] is on; nothing else advances the clock that far).
+    pub fn interrupt_at(&self, at_us: u64, cpu: u32, vector: u8) {
+        self.idle.lock().scheduled.push((at_us, cpu, vector));
+    }
+
+    /// Calls to [`Platform::idle_until`] so far.
+    pub fn idle_calls(&self) -> u64 {
+        self.idle.lock().calls
+    }
+
+    /// (from, to) on the clock of every sleep so far.
+    pub fn sleeps(&self) -> Vec<(u64, u64)> {
+        self.idle.lock().sleeps.clone()
     }
 
     /// Runs the handler installed on (`cpu`, `vector`), as an interrupt would; whether one ran
@@ -396,9 +446,48 @@ impl DeviceMemory for &'static FakePlatform {
 
 impl Platform for &'static FakePlatform {
     fn now_us(&self) -> u64 {
-        static NOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
         // Fake time: every look at the clock advances it by 1 µs.
-        NOW.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+        self.now.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn idle_until(&self, until_us: u64, done: &mut dyn FnMut() -> bool) -> bool {
+        let halts = {
+            let mut idle = self.idle.lock();
+            idle.calls += 1;
+            idle.halts
+        };
+        // The kernel looks with interrupts off; here nothing runs in between anyway.
+        if done() {
+            return true;
+        }
+        if !halts {
+            core::hint::spin_loop();
+            return false;
+        }
+        let from = self.now.load(Ordering::Relaxed);
+        if from >= until_us {
+            // The bound has passed: no sleep (the kernel does not arm a timer for the past).
+            return false;
+        }
+        let woken_by = {
+            let mut idle = self.idle.lock();
+            let first = idle
+                .scheduled
+                .iter()
+                .enumerate()
+                .filter(|(_, (at, _, _))| *at < until_us)
+                .min_by_key(|(_, (at, _, _))| *at)
+                .map(|(i, _)| i);
+            let woken_by = first.map(|i| idle.scheduled.swap_remove(i));
+            let to = woken_by.map_or(until_us, |(at, _, _)| at.max(from));
+            idle.sleeps.push((from, to));
+            self.now.store(to, Ordering::Relaxed);
+            woken_by
+        };
+        if let Some((_, cpu, vector)) = woken_by {
+            self.deliver(cpu, vector);
+        }
+        false
     }
 
     fn release_function(&self, address: Address) {

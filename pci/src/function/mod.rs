@@ -362,20 +362,46 @@ impl PciFunction {
         self.core.platform.now_us()
     }
 
-    /// Waits until `done` holds or `timeout_us` passed; whether it held. Spins (interrupts
-    /// stay enabled, so handlers run meanwhile).
+    /// Waits until `done` holds or `timeout_us` passed; whether it held.
     ///
-    /// Every [`PRESENCE_CHECK_US`] (and once more before giving up) it also checks that the
+    /// `done` is typically "the handler's interrupt counter moved" (a completion, the device
+    /// raised its MSI) and sometimes a status register to poll. Between looks the wait hands
+    /// the CPU to the platform ([`Platform::idle_until`]) until the deadline or the next
+    /// presence check, whichever is first. The kernel halts the CPU there until the next
+    /// interrupt, as an idle loop does, instead of spinning: the device's own interrupt
+    /// wakes it, and the local APIC timer, armed for that bound, wakes it when nothing else
+    /// does. A halted CPU leaves its time to whatever else runs on the machine: under QEMU's
+    /// TCG the vCPU thread sleeps, and QEMU's I/O threads, which do the device's work, get
+    /// the host's cores. It halts only when called with interrupts enabled: a CPU halted with
+    /// them off would never wake, so from interrupt context, under a lock held with
+    /// interrupts off, or early in the boot (before the timer is calibrated) it spins as
+    /// before. A register that changes without an interrupt is looked at again whenever the
+    /// CPU wakes, at the latest every [`PRESENCE_CHECK_US`] (as Linux drivers poll such
+    /// registers between `msleep`s).
+    ///
+    /// Every [`PRESENCE_CHECK_US`], and once more before giving up, it also checks that the
     /// function still answers ([`PciFunction::is_present`]): a device that was removed (or
-    /// died) ends the wait early with `false` instead of spinning out the whole timeout, and
+    /// died) ends the wait early with `false` instead of waiting out the whole timeout, and
     /// [`PciFunction::vanished`] then says why.
     pub fn wait_until(&self, timeout_us: u64, mut done: impl FnMut() -> bool) -> bool {
-        let start = self.now_us();
+        let platform = self.core.platform;
+        let start = platform.now_us();
         let deadline = start.saturating_add(timeout_us);
         let mut next_check = start.saturating_add(PRESENCE_CHECK_US);
-        while !done() {
-            let now = self.now_us();
+        loop {
+            // Looks at `done` (with interrupts off, in the kernel) and sleeps or spins a
+            // little; `true` once it held.
+            if platform.idle_until(deadline.min(next_check), &mut done) {
+                return true;
+            }
+            let now = platform.now_us();
             if now > deadline {
+                // The sleep may have ended with the interrupt that made `done` true: one
+                // last look, then the presence check that tells a timeout from a removal.
+                if done() {
+                    return true;
+                }
+                let _ = self.is_present();
                 return false;
             }
             if now >= next_check {
@@ -384,9 +410,7 @@ impl PciFunction {
                 }
                 next_check = now.saturating_add(PRESENCE_CHECK_US);
             }
-            core::hint::spin_loop();
         }
-        true
     }
 
     /// Whether the function still answers configuration reads with the IDs enumeration found

@@ -708,7 +708,7 @@ mod tests {
 0x37    0    MSI-X   0           virtio-blk\n\
 0x38    0    MSI-X   2           virtio-blk\n\
 0x3c    0    MSI     2           edu\n\
-0xfd    0    LAPIC   0           hotplug timer\n\
+0xfd    0    LAPIC   0           lapic timer\n\
   INTx GSI 16 (vector 0x40): edu\n\
 spurious:";
         assert_eq!(parse_irqs(answer), (4, 3));

@@ -85,11 +85,7 @@ fn scan_block(aml: &[u8]) -> Scan {
                 _ => {}
             },
             // Only a DWordConst or a String can be an ID.
-            0x0C | 0x0D => {
-                if IDS.iter().any(|id| aml[i..].starts_with(id)) {
-                    ids.push(i);
-                }
-            }
+            0x0C | 0x0D if IDS.iter().any(|id| aml[i..].starts_with(id)) => ids.push(i),
             _ => {}
         }
     }

@@ -133,6 +133,32 @@ fn read_dma_into(
     .map_err(|e| format!("{}: {e}", disk.name))
 }
 
+/// Reads `len` bytes from `lba` of `disk` into `buffer` starting `offset` bytes in; the data.
+fn read_dma_at(
+    disk: &Disk,
+    lba: u64,
+    len: u64,
+    offset: u64,
+    buffer: &mut DmaBuffer,
+) -> Result<Vec<u8>, String> {
+    let index = disk.index;
+    crate::bus::on_driver(disk.address, |bound| {
+        let devices = bound.block().ok_or("no block devices")?;
+        let (_, rest) = buffer
+            .slice()
+            .split_at(offset)
+            .ok_or("offset past the buffer")?;
+        let (data, _) = rest.split_at(len).ok_or("the buffer is too small")?;
+        devices.read_dma(index, &mut [DmaRequest { lba, data }], 1)
+    })
+    .ok_or_else(|| format!("{}: not bound", disk.name))?
+    .and_then(|r| r)
+    .map_err(|e| format!("{}: {e}", disk.name))?;
+    let mut out = vec![0u8; len as usize];
+    buffer.read_bytes(offset, &mut out);
+    Ok(out)
+}
+
 /// [`read_batch`] through a DMA buffer of the suite's; the FNV-1a of the data, hashed out of
 /// the buffer afterwards (in pieces: the buffer may be larger than the heap could copy).
 fn read_dma_batch(disk: &Disk, lbas: &[u64], size: u64, depth: usize) -> Result<u64, String> {
@@ -264,6 +290,38 @@ fn dma_reads_refuse_foreign_and_partial_memory() -> Result<(), String> {
             .ok_or("a read of part of a block was accepted")?;
         ensure!(e.contains("whole number"), "{}: {e}", disk.name);
         crate::serial_println!("blk: {} dma refused: part of a block ({e})", disk.name);
+        // From inside a page: 8 KiB starting 512 bytes in touches three pages (NVMe: PRP
+        // Entry 1 with an offset, a list for the two page boundaries); the same as the copy.
+        let len = 2 * 4096u64.max(bs);
+        let mut inside = dma_buffer(disk, len + 4096)?;
+        let data = read_dma_at(disk, 2, len, 512, &mut inside)?;
+        ensure!(
+            data == read_batch(disk, &[2], len, 1)?,
+            "{}: a read 512 bytes into a page differs from the copy",
+            disk.name
+        );
+        // Two bytes in: NVMe refuses (PRP Entry 1 must be dword aligned), virtio-blk reads.
+        match (disk.driver, read_dma_at(disk, 2, bs, 2, &mut inside)) {
+            ("nvme", Err(e)) => {
+                ensure!(e.contains("dword"), "{}: {e}", disk.name);
+                crate::serial_println!(
+                    "blk: {} dma refused: two bytes into a page ({e})",
+                    disk.name
+                );
+            }
+            ("nvme", Ok(_)) => {
+                return Err(format!(
+                    "{}: a read two bytes into a page was accepted",
+                    disk.name
+                ));
+            }
+            (_, r) => ensure!(
+                r? == read_batch(disk, &[2], bs, 1)?,
+                "{}: a read two bytes into a page differs from the copy",
+                disk.name
+            ),
+        }
+        drop(inside);
         let lbas = [1, 0];
         let hash = read_dma_batch(disk, &lbas, bs, 2)?;
         let copy = read_batch(disk, &lbas, bs, 2)?;

@@ -8,16 +8,18 @@
 //! - a host bridge says so with `_HID` or `_CID` `PNP0A03` (PCI) or `PNP0A08` (PCI Express),
 //!   or `ACPI0016` (CXL) (PCI Firmware 3.3 §4.1.2; ACPI 6.5 §6.1.5), as an `EISAID` (a
 //!   `DWordConst`, opcode 0x0C, ACPI 6.5 §20.2.3) or a string (`StringPrefix`, 0x0D);
-//! - each such ID counts for the innermost `Device` (`DeviceOp`, 0x5B 0x82, with its
-//!   `PkgLength`, §20.2.4 and §20.2.5.2) whose package holds it, or on its own when no device
-//!   holds it;
+//! - IDs held by exactly the same `Device` packages (`DeviceOp`, 0x5B 0x82, with its
+//!   `PkgLength`, §20.2.4 and §20.2.5.2; every byte pair that decodes as one inside the block
+//!   is taken for one) count once, and an ID no package holds counts on its own;
 //! - `Load` (0x5B 0x20) and `LoadTable` (0x5B 0x1F) anywhere mean tables may appear at run
 //!   time, which bytes cannot see.
 //!
-//! The count is an upper bound for the host bridges whose IDs are constants: a byte pattern
-//! that is not really a device or an ID can only add devices, never merge two real ones (two
-//! real host bridges are disjoint packages, and an ID's innermost package lies inside its own
-//! device). What bytes cannot bound is a bridge whose ID AML computes, or one in a table loaded
+//! The count is an upper bound for the host bridges whose IDs are constants. Each such bridge's
+//! ID lies inside its own package, and every real package is among those taken, so two IDs of
+//! two real bridges are never held by the same set of packages; a byte pattern that only looks
+//! like a package or an ID can split one device's IDs apart or add one, never merge two. (Taking
+//! the innermost package alone would not do: a false package that starts inside one bridge
+//! and ends inside the next could be the innermost holder of both bridges' IDs.) What bytes cannot bound is a bridge whose ID AML computes, or one in a table loaded
 //! at run time; [`Scan::loads_tables`] flags the second, and the first is documented as the
 //! limit of this shortcut (`docs/firmware.md`). The corpus test checks the bound against
 //! ACPICA's own list on every machine.
@@ -89,23 +91,26 @@ fn scan_block(aml: &[u8]) -> Scan {
             _ => {}
         }
     }
-    // Each ID belongs to the smallest package holding it (or to none).
-    let mut holders: Vec<Option<(usize, usize)>> = ids
-        .iter()
-        .map(|&at| {
-            devices
-                .iter()
-                .filter(|(s, e)| *s <= at && at < *e)
-                .min_by_key(|(s, e)| e - s)
-                .copied()
-        })
-        .collect();
-    let stray = holders.iter().filter(|h| h.is_none()).count();
-    holders.retain(Option::is_some);
-    holders.sort_unstable();
-    holders.dedup();
+    // IDs held by exactly the same packages count once: they are in the same real device
+    // (every real device's package is among `devices`, so two IDs of different real devices
+    // differ at least there). An ID no package holds counts on its own.
+    let mut sets: Vec<Vec<usize>> = Vec::with_capacity(ids.len());
+    let mut stray = 0;
+    for &at in &ids {
+        let holders: Vec<usize> = devices
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, e))| *s <= at && at < *e)
+            .map(|(k, _)| k)
+            .collect();
+        if holders.is_empty() {
+            stray += 1;
+        } else if !sets.contains(&holders) {
+            sets.push(holders);
+        }
+    }
     Scan {
-        host_bridges: holders.len() + stray,
+        host_bridges: sets.len() + stray,
         loads_tables,
     }
 }
@@ -141,22 +146,6 @@ mod tests {
         let len = t.len() as u32;
         t[4..8].copy_from_slice(&len.to_le_bytes());
         t
-    }
-
-    /// `Device (<name>) { <body> }` with a one- or two-byte PkgLength.
-    fn device(name: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        let inner = 4 + body.len();
-        let mut out = vec![0x5B, 0x82];
-        if inner + 1 < 0x40 {
-            out.push((inner + 1) as u8);
-        } else {
-            let len = inner + 2;
-            out.push(0x40 | (len & 0x0F) as u8);
-            out.push((len >> 4) as u8);
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(body);
-        out
     }
 
     /// `Name (_HID, EISAID ("PNP0A08"))` and `Name (_CID, EISAID ("PNP0A03"))`.
@@ -212,6 +201,124 @@ mod tests {
                 loads_tables: true
             }
         );
+    }
+
+    #[test]
+    fn a_false_package_across_two_bridges_does_not_merge_them() {
+        // PCI0's body ends with bytes that decode as a Device whose package runs past PCI0's
+        // end into PCI1 (5B 82, PkgLength 0x20), holding PCI0's ID and then PCI1's.
+        let mut body0 = vec![0xA3; 100]; // PCI0 larger than the false package
+        body0.extend_from_slice(&[0x5B, 0x82, 0x20]);
+        body0.extend_from_slice(&[0x08]);
+        body0.extend_from_slice(b"_HID");
+        body0.extend_from_slice(&[0x0C, 0x41, 0xD0, 0x0A, 0x08]);
+        let mut body1 = vec![0x08];
+        body1.extend_from_slice(b"_HID");
+        body1.extend_from_slice(&[0x0C, 0x41, 0xD0, 0x0A, 0x08]);
+        body1.extend(vec![0xA3; 200]);
+        let mut aml = device(b"PCI0", &body0);
+        aml.extend(device(b"PCI1", &body1));
+        let t = block(&aml);
+        assert_eq!(scan([t.as_slice()]).host_bridges, 2);
+    }
+
+    /// A generated device: its filler bytes, whether it is a host bridge, its children.
+    #[derive(Clone, Debug)]
+    struct Node {
+        filler: Vec<u8>,
+        bridge: Option<u8>,
+        children: Vec<Node>,
+    }
+
+    fn node() -> impl proptest::strategy::Strategy<Value = Node> {
+        use proptest::prelude::*;
+        let leaf = (
+            proptest::collection::vec(any::<u8>(), 0..80),
+            proptest::option::of(0u8..4),
+        )
+            .prop_map(|(filler, bridge)| Node {
+                filler,
+                bridge,
+                children: Vec::new(),
+            });
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            (
+                proptest::collection::vec(any::<u8>(), 0..80),
+                proptest::option::of(0u8..4),
+                proptest::collection::vec(inner, 0..4),
+            )
+                .prop_map(|(filler, bridge, children)| Node {
+                    filler,
+                    bridge,
+                    children,
+                })
+        })
+    }
+
+    /// The node as AML, and how many host bridges it holds.
+    fn encode(n: &Node) -> (Vec<u8>, usize) {
+        let mut body = Vec::new();
+        let mut bridges = 0;
+        if let Some(kind) = n.bridge {
+            bridges += 1;
+            body.push(0x08);
+            body.extend_from_slice(b"_HID");
+            body.extend_from_slice(IDS[usize::from(kind) % IDS.len()]);
+            if kind == 0 {
+                body.push(0x08);
+                body.extend_from_slice(b"_CID");
+                body.extend_from_slice(IDS[0]);
+            }
+        }
+        body.extend_from_slice(&n.filler);
+        for c in &n.children {
+            let (aml, b) = encode(c);
+            body.extend(aml);
+            bridges += b;
+        }
+        (device(b"DEV_", &body), bridges)
+    }
+
+    /// `Device (<name>) { <body> }`, with a PkgLength of one to three bytes.
+    fn device(name: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let inner = 4 + body.len();
+        let mut out = vec![0x5B, 0x82];
+        if inner + 1 < 0x40 {
+            out.push((inner + 1) as u8);
+        } else if inner + 2 < 1 << 12 {
+            let len = inner + 2;
+            out.push(0x40 | (len & 0x0F) as u8);
+            out.push((len >> 4) as u8);
+        } else {
+            let len = inner + 3;
+            out.push(0x80 | (len & 0x0F) as u8);
+            out.push((len >> 4) as u8);
+            out.push((len >> 12) as u8);
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(body);
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes surround them, the scan never counts fewer host bridges than a
+        /// device tree holds (unless it says tables may be loaded at run time).
+        #[test]
+        fn never_fewer_than_the_bridges_a_tree_holds(
+            roots in proptest::collection::vec(node(), 1..4)
+        ) {
+            let mut aml = Vec::new();
+            let mut bridges = 0;
+            for r in &roots {
+                let (a, b) = encode(r);
+                aml.extend(a);
+                bridges += b;
+            }
+            let t = block(&aml);
+            let s = scan([t.as_slice()]);
+            proptest::prop_assert!(s.loads_tables || s.host_bridges >= bridges,
+                "{} counted, {} in the tree", s.host_bridges, bridges);
+        }
     }
 
     #[test]

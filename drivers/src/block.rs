@@ -19,9 +19,11 @@
 //!   is done with them. A slice of a buffer made for another function is refused with an
 //!   error before anything is submitted.
 //!
-//! Both forms take many requests and keep up to `depth` device commands in flight; a request
+//! Both forms take many requests and keep up to `depth` *requests* in flight. A request
 //! larger than one command is split ([`pieces`], [`dma_pieces`]) and its pieces are in
-//! flight together.
+//! flight together ([`commands_in_flight`]): at depth 1 a 1 MiB read on a controller that
+//! takes 512 KiB per command has both its commands in flight, as Linux's block layer does
+//! with a split request. The device's queue bounds the commands in flight in every case.
 //!
 //! A caller's DMA buffer holds its function's claim, like every buffer made for it: while the
 //! caller keeps one, the function is not free to be claimed again, so drop it before unbinding
@@ -118,8 +120,8 @@ pub trait BlockDevices {
     /// The disks, in a stable order: `disk` arguments index this list.
     fn disks(&self) -> Vec<DiskInfo>;
 
-    /// Reads every request, with up to `depth` device commands in flight (1: one at a
-    /// time). Requests are checked before anything is submitted; on an error, the data of
+    /// Reads every request, with up to `depth` requests in flight (1: one at a time; the
+    /// pieces of a request larger than one command are in flight together). Requests are checked before anything is submitted; on an error, the data of
     /// requests that failed or were not reached is unspecified.
     fn read_blocks(
         &mut self,
@@ -132,8 +134,8 @@ pub trait BlockDevices {
     /// by the caller (see the module documentation for what holding one means).
     fn dma_buffer(&self, disk: usize, bytes: u64) -> Result<DmaBuffer, String>;
 
-    /// Reads every request straight into the caller's DMA memory, with up to `depth` device
-    /// commands in flight. Requests are checked before anything is submitted (whole blocks,
+    /// Reads every request straight into the caller's DMA memory, with up to `depth`
+    /// requests in flight (a request's pieces together). Requests are checked before anything is submitted (whole blocks,
     /// inside the disk, a buffer made for this disk's function); on an error, the data of
     /// requests that failed or were not reached is unspecified.
     fn read_dma(
@@ -387,6 +389,27 @@ pub fn pieces<'a>(
     out
 }
 
+/// Device commands to keep in flight so that `depth` requests are: `depth` times the most
+/// pieces any request of `lengths` (bytes) splits into at `max_command` bytes per command
+/// (see [`pieces`]), at least 1. The caller bounds it by its queue's size.
+pub fn commands_in_flight(
+    depth: usize,
+    lengths: impl IntoIterator<Item = u64>,
+    block_size: u32,
+    max_command: u64,
+) -> usize {
+    let step = (max_command / u64::from(block_size)).max(1) * u64::from(block_size);
+    let most = lengths
+        .into_iter()
+        .map(|bytes| bytes.div_ceil(step))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    depth
+        .max(1)
+        .saturating_mul(usize::try_from(most).unwrap_or(usize::MAX))
+}
+
 /// One device command's share of a [`DmaRequest`]: `data.len()` bytes from block `lba`.
 #[derive(Debug)]
 pub struct DmaPiece<'a> {
@@ -567,6 +590,35 @@ mod tests {
         // A limit below one block still moves a block per command.
         let p = pieces(&mut requests, 4096, 1000);
         assert_eq!(p.len(), 11);
+    }
+
+    #[test]
+    fn depth_counts_requests_and_a_requests_pieces_fly_together() {
+        // Depth 1, one 1 MiB request, 512 KiB commands: both pieces in flight.
+        assert_eq!(commands_in_flight(1, [1 << 20], 512, 512 << 10), 2);
+        // The same count as `pieces` makes, for each request shape.
+        for (len, max) in [
+            (40960u64, 16384u64),
+            (4096, 16384),
+            (40960, 1000),
+            (4096, 4096),
+        ] {
+            let mut a = vec![0u8; len as usize];
+            let mut requests = [Request {
+                lba: 0,
+                data: &mut a,
+            }];
+            let n = pieces(&mut requests, 4096, max).len();
+            assert_eq!(commands_in_flight(1, [len], 4096, max), n, "{len} by {max}");
+            assert_eq!(commands_in_flight(32, [len], 4096, max), 32 * n);
+        }
+        // The largest request sets the count; no requests or depth 0 still mean one.
+        assert_eq!(commands_in_flight(3, [4096, 65536, 8192], 4096, 16384), 12);
+        assert_eq!(commands_in_flight(0, [], 4096, 16384), 1);
+        assert_eq!(
+            commands_in_flight(usize::MAX, [1 << 20], 512, 512),
+            usize::MAX
+        );
     }
 
     #[test]

@@ -235,7 +235,8 @@ impl Nvme {
     }
 
     /// Reads every request from namespace index `ns` through I/O queue `queue` (0-based),
-    /// with up to `depth` commands in flight; each request lands in its own bytes.
+    /// with up to `depth` requests in flight (a request's commands together, up to the
+    /// queue's size); each request lands in its own bytes.
     pub fn read_ns(
         &mut self,
         ns: usize,
@@ -246,6 +247,8 @@ impl Nvme {
         self.check(queue, ns, requests)?;
         let size = self.namespaces[ns].lba_size;
         let chunk = self.chunk;
+        let lengths = requests.iter().map(|r| r.data.len() as u64);
+        let depth = block::commands_in_flight(depth, lengths, size, chunk);
         let mut jobs: Vec<Job<'_>> = block::pieces(requests, size, chunk)
             .into_iter()
             .map(|p| Job {
@@ -257,7 +260,8 @@ impl Nvme {
     }
 
     /// Reads every request from namespace index `ns` through I/O queue `queue` (0-based)
-    /// straight into the caller's DMA memory, with up to `depth` commands in flight.
+    /// straight into the caller's DMA memory, with up to `depth` requests in flight (a
+    /// request's commands together, up to the queue's size).
     pub fn read_ns_dma(
         &mut self,
         ns: usize,
@@ -268,6 +272,8 @@ impl Nvme {
         self.check_dma(queue, ns, requests)?;
         let size = self.namespaces[ns].lba_size;
         let chunk = self.chunk;
+        let lengths = requests.iter().map(|r| r.data.len());
+        let depth = block::commands_in_flight(depth, lengths, size, chunk);
         let mut jobs: Vec<Job<'_>> = block::dma_pieces(requests, size, chunk)
             .into_iter()
             .map(|p| Job {

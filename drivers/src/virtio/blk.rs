@@ -357,6 +357,8 @@ impl BlockDevices for VirtioBlk {
         self.usable()?;
         block::check(&self.info(), requests)?;
         let (size, max) = (self.limits.block_size, self.limits.request);
+        let lengths = requests.iter().map(|r| r.data.len() as u64);
+        let depth = block::commands_in_flight(depth, lengths, size, max);
         let mut jobs: Vec<Job<'_>> = block::pieces(requests, size, max)
             .into_iter()
             .map(|p| Job {
@@ -387,6 +389,8 @@ impl BlockDevices for VirtioBlk {
         let master = self.dev.bus_master().ok_or("bus mastering not set up")?;
         block::check_dma(&self.info(), master, requests)?;
         let (size, max) = (self.limits.block_size, self.limits.request);
+        let lengths = requests.iter().map(|r| r.data.len());
+        let depth = block::commands_in_flight(depth, lengths, size, max);
         let mut jobs: Vec<Job<'_>> = block::dma_pieces(requests, size, max)
             .into_iter()
             .map(|p| Job {

@@ -38,7 +38,7 @@ pub(super) struct Job<'a> {
 }
 
 impl VirtioBlk {
-    /// Runs `jobs` with up to `depth` requests in flight.
+    /// Runs `jobs` (each one chain) with up to `depth` of them in flight.
     pub(super) fn run(
         &mut self,
         kind: u32,

@@ -10,9 +10,20 @@ use pci::function::PRESENCE_CHECK_US;
 /// because of the presence check, not the deadline.
 const LONG: u64 = 1 << 40;
 
+/// How far each look moves the fake clock, µs: 1 natively; under Miri, where every look
+/// costs milliseconds, 100 (a presence-check period is then 100 looks instead of 10 000).
+const STEP: u64 = if cfg!(miri) { 100 } else { 1 };
+
+/// A fake platform whose clock moves [`STEP`] per look.
+fn platform() -> &'static FakePlatform {
+    let platform = FakePlatform::leaked(1);
+    platform.set_clock_step(STEP);
+    platform
+}
+
 #[test]
 fn a_wait_on_a_vanishing_function_ends_early() {
-    let platform = FakePlatform::leaked(1);
+    let platform = platform();
     let (function, space) = handle(device(4), platform);
     assert!(function.is_present() && !function.vanished());
     // From now on the function answers 40 more reads, then all ones (like a card pulled
@@ -29,7 +40,7 @@ fn a_wait_on_a_vanishing_function_ends_early() {
     assert!(!held, "the condition cannot hold");
     assert!(function.vanished(), "the wait did not say why it ended");
     assert!(!function.is_present());
-    // The fake clock advances 1 µs per look (each platform has its own): the
+    // The fake clock advances STEP µs per look (each platform has its own): the
     // wait ended within a few check periods, nowhere near the timeout.
     assert!(
         waited < 100 * PRESENCE_CHECK_US,
@@ -41,20 +52,20 @@ fn a_wait_on_a_vanishing_function_ends_early() {
 
 #[test]
 fn a_present_function_is_checked_but_the_wait_runs_to_its_condition() {
-    let platform = FakePlatform::leaked(1);
+    let platform = platform();
     let (function, _space) = handle(device(4), platform);
     let mut polls = 0u64;
     // Runs through several presence checks, then the condition holds.
     let held = function.wait_until(LONG, || {
         polls += 1;
-        polls > 3 * PRESENCE_CHECK_US
+        polls > 3 * PRESENCE_CHECK_US / STEP
     });
     assert!(held && !function.vanished());
 }
 
 #[test]
 fn a_timeout_still_ends_a_wait_on_a_present_function() {
-    let platform = FakePlatform::leaked(1);
+    let platform = platform();
     let (function, _space) = handle(device(4), platform);
     assert!(!function.wait_until(3 * PRESENCE_CHECK_US, || false));
     assert!(!function.vanished(), "a timeout is not a removal");
@@ -62,7 +73,7 @@ fn a_timeout_still_ends_a_wait_on_a_present_function() {
 
 #[test]
 fn a_function_replaced_by_another_device_counts_as_gone() {
-    let platform = FakePlatform::leaked(1);
+    let platform = platform();
     let (function, space) = handle(device(4), platform);
     space.lock().add(
         ADDRESS,
@@ -74,7 +85,7 @@ fn a_function_replaced_by_another_device_counts_as_gone() {
 
 #[test]
 fn nothing_is_written_to_a_function_found_gone() {
-    let platform = FakePlatform::leaked(1);
+    let platform = platform();
     let (function, space) = handle(device(4), platform);
     // The Latency Timer (byte 0x0d) is a register drivers may write.
     space.lock().clear_log();

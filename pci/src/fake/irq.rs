@@ -101,6 +101,8 @@ pub struct FakePlatform {
     intx: SharedLines,
     /// The clock, µs.
     now: AtomicU64,
+    /// How far each look at the clock moves it, µs.
+    step: AtomicU64,
     idle: Mutex<Idle>,
 }
 
@@ -134,8 +136,16 @@ impl FakePlatform {
             pending: Mutex::new(Vec::new()),
             intx: SharedLines::new(),
             now: AtomicU64::new(0),
+            step: AtomicU64::new(1),
             idle: Mutex::new(Idle::default()),
         })
+    }
+
+    /// From now on every look at the clock ([`Platform::now_us`]) moves it by `us` instead
+    /// of 1 µs: a spinning wait then covers its bound in fewer looks (for tests that run
+    /// under Miri, where each look is slow). At least 1.
+    pub fn set_clock_step(&self, us: u64) {
+        self.step.store(us.max(1), Ordering::Relaxed);
     }
 
     /// From now on [`Platform::idle_until`] sleeps as the kernel's halting CPU does: after a
@@ -446,8 +456,9 @@ impl DeviceMemory for &'static FakePlatform {
 
 impl Platform for &'static FakePlatform {
     fn now_us(&self) -> u64 {
-        // Fake time: every look at the clock advances it by 1 µs.
-        self.now.fetch_add(1, Ordering::Relaxed)
+        // Fake time: every look at the clock advances it by the step (1 µs unless set).
+        self.now
+            .fetch_add(self.step.load(Ordering::Relaxed), Ordering::Relaxed)
     }
 
     fn idle_until(&self, until_us: u64, done: &mut dyn FnMut() -> bool) -> bool {

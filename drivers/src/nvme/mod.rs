@@ -39,9 +39,9 @@
 //! identifier (`io`): a command carries up to MDTS (at most 1 MiB), described by PRP Entry
 //! 1, and PRP Entry 2 or a PRP list (§4.3) in the slot's last page; up to `IO_ENTRIES - 1`
 //! commands are in flight on a queue, and each completed read is copied once into the
-//! caller's bytes. Interrupt coalescing (Set Features 08h) is left at the controller's
-//! default: each interrupt takes every completion posted by then, and QEMU's controller
-//! stores the feature without acting on it, so no gain could be measured.
+//! caller's bytes. Interrupt coalescing (Set Features, Feature Identifier 08h) is left at
+//! the controller's default: each interrupt takes every completion posted by then, and
+//! QEMU's controller stores the feature without acting on it, so no gain could be measured.
 //!
 //! # Ownership
 //!

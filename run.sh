@@ -336,6 +336,13 @@ cmd_test() {
     step "cargo clippy -p kernel --target $KERNEL_TARGET -- -D warnings"
     cargo clippy -p kernel --target "$KERNEL_TARGET" -- -D warnings ||
         failed_steps+=("clippy (kernel)")
+    # The documentation as a reader gets it: every intra-doc link resolves, and public pages
+    # name nothing private.
+    step "RUSTDOCFLAGS=\"-D warnings\" cargo doc --no-deps (host crates, then the kernel)"
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --exclude kernel ||
+        failed_steps+=("cargo doc (host crates)")
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p kernel --target "$KERNEL_TARGET" ||
+        failed_steps+=("cargo doc (kernel)")
     # The host crates' tests under Miri (undefined behaviour, leaks). The first run builds
     # Miri's sysroot (cargo miri setup, on demand); heavy tests run smaller or not at all
     # under cfg(miri) and in full in cargo test below.

@@ -6,7 +6,7 @@
 //! the kernel can do is here:
 //!
 //! - **Deferred work.** The port's interrupt handler only notes that the port signalled.
-//!   [`idle`] runs from the console's idle loop (before it sleeps with `sti; hlt`) and calls
+//!   [`idle()`] runs from the console's idle loop (before it sleeps with `sti; hlt`) and calls
 //!   `drivers::pciehp::poll`, which may wait (for Command Completed, for the link, 100 ms
 //!   after it): never in interrupt context. When an attention-button abort window is open, it
 //!   arms the local APIC's one-shot timer for the window's end (`interrupts::idle::wake_in`,

@@ -48,9 +48,10 @@
 //! Everything the driver holds is in [`Nvme`], and unbinding is dropping it. Fields drop in
 //! declaration order, and that order is the release protocol:
 //!
-//! 1. [`Controller`], the inner guard, first. Its `Drop` body sends the normal shutdown
-//!    notification (CC.SHN, §7.6.2), clears CC.EN and waits for CSTS.RDY = 0: a disabled
-//!    controller has deleted its queues and does no more DMA. Then its own fields drop:
+//! 1. `Controller` (`controller.rs`), the inner guard, first. Its `Drop` body sends the
+//!    normal shutdown notification (CC.SHN, §7.6.2), clears CC.EN and waits for
+//!    CSTS.RDY = 0: a disabled controller has deleted its queues and does no more DMA.
+//!    Then its own fields drop:
 //!    the [`IrqVectors`] (handlers uninstalled, MSI-X entries masked and disabled, vectors
 //!    back to the allocator, the vectors' own bus-mastering hold dropped), then the
 //!    driver's [`BusMaster`](pci::function::BusMaster) guard (Bus Master Enable off: the PCI
@@ -67,7 +68,7 @@
 //! into frames the kernel has handed to someone else, the classic use-after-free by DMA.
 //! That is why the stop is a guard's `Drop` rather than a line to remember in a remove
 //! function. A probe that fails after enabling releases in the same order
-//! ([`Nvme::into_function`]), and gives the function back.
+//! (`Nvme::into_function`), and gives the function back.
 //!
 //! Before all that, the namespaces' names leave the block registry
 //! ([`crate::block::Registration`], the first field).

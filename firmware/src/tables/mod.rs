@@ -2,7 +2,7 @@
 //!
 //! Design: every parser takes a byte slice (a copy of the table, never memory in place) and
 //! returns a plain-data result. Nothing here trusts a length, count or offset the firmware
-//! wrote: each field is read through [`bytes`], which returns `None` outside the slice, and
+//! wrote: each field is read through `bytes`, which returns `None` outside the slice, and
 //! all arithmetic on firmware values is checked. A table whose header lies about its length
 //! is refused with a [`TableError`]; a table with a wrong checksum is kept and the fact
 //! recorded, because real firmware ships such tables and every OS uses them anyway. Inside a

@@ -6,7 +6,7 @@
 //! prints the vector, error code, RIP, CR2 and every general register on serial; then the
 //! kernel fails (QEMU exits with the failure status; a real board halts). Vectors 32-255
 //! (device interrupts, APIC timer, error and spurious vectors) go to
-//! [`crate::interrupts::dispatch`] and return with `iretq`.
+//! [`crate::interrupts::dispatch()`] and return with `iretq`.
 //!
 //! Double fault, NMI and machine check run on their own IST stacks (see [`super::gdt`]).
 //! The IDT is a plain array of 256 gate descriptors built here, so the interrupt layer can

@@ -49,7 +49,7 @@ use super::{dispatch, lapic};
 static READY: AtomicBool = AtomicBool::new(false);
 
 /// Installs the handler of the local APIC timer's vector: it does nothing (waking the CPU
-/// is the point; [`dispatch`] counts the arrival and sends the EOI). Called once the timer's
+/// is the point; [`mod@dispatch`] counts the arrival and sends the EOI). Called once the timer's
 /// rate is known; from then on waits with interrupts enabled halt. Whether it could.
 pub fn init() -> bool {
     let installed = dispatch::install(

@@ -1,7 +1,7 @@
 //! The local APIC (Intel SDM vol. 3A chapter 11), in xAPIC (MMIO) or x2APIC (MSR) mode.
 //!
 //! The mode is chosen at run time: x2APIC if firmware left it enabled (it cannot be turned
-//! back without disabling the APIC), else x2APIC if the CPU has it (CPUID.01H:ECX[21]) and
+//! back without disabling the APIC), else x2APIC if the CPU has it (CPUID.01H:ECX bit 21) and
 //! `apic=xapic` is not on the command line, else xAPIC through an uncached [`Mmio`] mapping
 //! of the base in IA32_APIC_BASE. Register offsets are the xAPIC ones; x2APIC uses MSR
 //! `0x800 + offset / 16` (SDM vol. 3A §11.12.1.2).

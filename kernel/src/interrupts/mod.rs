@@ -7,7 +7,7 @@
 //!   HPET, the ACPI PM timer or the PIT and cross-checked.
 //! - [`ioapic`]: every IOAPIC of the MADT with its GSI base, ISA overrides, masked entries
 //!   pointed at allocated vectors.
-//! - [`dispatch`]: handlers owned by the table, counts, spurious accounting.
+//! - [`mod@dispatch`]: handlers owned by the table, counts, spurious accounting.
 //! - [`idle`]: waits that halt the CPU until the next interrupt, the timer bounding the sleep.
 //!
 //! Vector map: 0x00-0x1F exceptions; 0x20-0x2F the (masked) PICs' range; 0x30-0xEF allocatable

@@ -6,9 +6,9 @@
 //! extent and given back by re-inserting it (adjacent extents merge), so freeing everything
 //! restores the starting set exactly. Freeing a frame that is already free is refused.
 //!
-//! Ownership: a frame handed out belongs to its caller until given back with [`free`]; the
-//! kernel's long-lived users (page tables, the heap) never give theirs back. A leaked frame
-//! costs 4 KiB until reboot, nothing else.
+//! Ownership: a frame handed out belongs to its caller until given back with
+//! [`FrameAllocator::free`]; the kernel's long-lived users (page tables, the heap) never give
+//! theirs back. A leaked frame costs 4 KiB until reboot, nothing else.
 
 use boot::ranges::RangeSet;
 use boot::{BootInfo, MemoryKind};

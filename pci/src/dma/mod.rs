@@ -1,6 +1,6 @@
 //! DMA buffers and the bus addresses a device is given for them.
 //!
-//! Design note. A [`DmaBuffer`] is made from a [`BusMaster`](crate::function::BusMaster)
+//! Design note. A [`DmaBuffer`] is made from a [`BusMaster`]
 //! guard and owns physically contiguous memory. Its bus address is a [`BusAddr`], an opaque
 //! value that borrows the buffer: it cannot be used once the buffer is gone, and the only
 //! things that accept it are the writes that hand it to a device
@@ -11,7 +11,7 @@
 //! given and can write there for as long as it may master the bus; and a driver can still
 //! write any number it likes into a register the device reads as an address. This layer makes
 //! sure the memory behind a [`BusAddr`] is not reused while the device can master the bus
-//! (buffers dropped meanwhile are quarantined, see [`BusMaster`](crate::function::BusMaster)),
+//! (buffers dropped meanwhile are quarantined, see [`BusMaster`]),
 //! not that the device only goes where it was pointed.
 
 use alloc::boxed::Box;

@@ -8,8 +8,8 @@
 //! capabilities and the Interrupt Disable bit. A raw write to any of them would undo that
 //! owner's promise behind its back (aim MSI at another driver's vector, enable MSI while
 //! MSI-X vectors are held, move a BAR under a mapped window), so a driver's writes go through
-//! [`check_write`], which refuses exactly those registers and names the owner in its error.
-//! Everything else (device-specific registers, Device Control, power management, Status
+//! [`Protected::check_write`], which refuses exactly those registers and names the owner in
+//! its error. Everything else (device-specific registers, Device Control, power management, Status
 //! write-one-to-clear bits) stays writable; reads are never filtered.
 //!
 //! The refused registers, by header layout (PCI Local Bus 3.0 §6.1, §6.2.2, §6.2.5;

@@ -232,7 +232,7 @@ const CMDLINE_SIZE: usize = 0x238;
 const SETUP_CODE: usize = 0x280;
 
 /// The bzImage floor kernel: one setup sector after the boot sector (the real-mode code at
-/// [`SETUP_CODE`], reached by the short jump at 0x200), then one sector of protected-mode
+/// `SETUP_CODE`, reached by the short jump at 0x200), then one sector of protected-mode
 /// "kernel" that never runs. Boot protocol 2.06, loaded high (`LOADED_HIGH`), so QEMU puts
 /// the setup code at 0x10000 and accepts an initrd.
 pub fn floor_bzimage() -> Vec<u8> {

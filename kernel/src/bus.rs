@@ -90,6 +90,11 @@ fn fail(binding: Binding, during: &'static str, caught: Caught) {
 
 /// Offers the function at `address` to the drivers. Returns the driver's status line.
 pub fn bind(address: Address) -> Result<String, String> {
+    bind_with(address, true).map(Option::unwrap_or_default)
+}
+
+/// [`bind`], asking the bound driver for its status line only when `describe`.
+fn bind_with(address: Address, describe: bool) -> Result<Option<String>, String> {
     let scan = crate::pcibus::scan().ok_or("PCI not enumerated")?;
     let f = scan
         .topology
@@ -114,7 +119,7 @@ pub fn bind(address: Address) -> Result<String, String> {
     // it (windows, DMA buffers, vectors, bus mastering) drop there.
     match unwind::catch(move || driver.probe(function)) {
         Ok(Ok(bound)) => {
-            let status = bound.status();
+            let status = describe.then(|| bound.status());
             let handlers = dispatch::installed_slots()
                 .into_iter()
                 .filter(|h| !before.contains(h))
@@ -129,7 +134,7 @@ pub fn bind(address: Address) -> Result<String, String> {
                 intx,
             });
             FAILED.lock().retain(|f| f.address != address);
-            Ok(format!("{}: {address}: {status}", driver.name()))
+            Ok(status.map(|status| format!("{}: {address}: {status}", driver.name())))
         }
         // The handle came back: dropping it returns the function to the unclaimed pool.
         Ok(Err((_function, e))) => {
@@ -235,9 +240,12 @@ pub fn bind_all() {
         .filter(|f| drivers::find(f.vendor_id, f.device_id, f.class, f.subclass).is_some())
         .map(|f| f.address)
         .collect();
+    // A status line is a description: built only when the log shows it.
+    let describe = log::log_enabled!(log::Level::Info);
     for address in addresses {
-        match bind(address) {
-            Ok(status) => log::info!("bound {status}"),
+        match bind_with(address, describe) {
+            Ok(Some(status)) => log::info!("bound {status}"),
+            Ok(None) => {}
             Err(e) => log::warn!("{e}"),
         }
     }

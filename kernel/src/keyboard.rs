@@ -196,6 +196,19 @@ static DECODER: Mutex<PS2Keyboard<Us104Key, ScancodeSet1>> = Mutex::new(PS2Keybo
 
 /// The vector block of IRQ 1 (owned by the keyboard for the kernel's life).
 static VECTOR: spin::Once<pci::vectors::Block> = spin::Once::new();
+/// A vector set aside by [`reserve_vector`] for [`enable_interrupt`].
+static RESERVED: Mutex<Option<pci::vectors::Block>> = Mutex::new(None);
+
+/// Sets a vector aside for the keyboard's interrupt, so that the console keeps its input even
+/// if the drivers bound before [`enable_interrupt`] take every other vector.
+pub fn reserve_vector() -> Result<(), String> {
+    let mut reserved = RESERVED.lock();
+    if reserved.is_none() && VECTOR.get().is_none() {
+        let block = crate::interrupts::vectors::allocate(1).map_err(|e| alloc::format!("{e}"))?;
+        *reserved = Some(block);
+    }
+    Ok(())
+}
 
 /// The interrupt handler: drains the controller into the input queue.
 fn on_interrupt() {
@@ -246,14 +259,18 @@ fn vt_sequence(key: pc_keyboard::KeyCode) -> Option<&'static [u8]> {
     })
 }
 
-/// Routes ISA IRQ 1 (through the MADT's overrides) to an allocated vector on this CPU and
-/// unmasks it. Returns the vector.
+/// Routes ISA IRQ 1 (through the MADT's overrides) to the reserved vector (or one allocated
+/// now) on this CPU and unmasks it. Returns the vector.
 pub fn enable_interrupt() -> Result<u8, String> {
     use crate::interrupts::{dispatch, ioapic, lapic, vectors};
     if let Some(block) = VECTOR.get() {
         return Ok(block.first());
     }
-    let block = vectors::allocate(1).map_err(|e| alloc::format!("{e}"))?;
+    let reserved = RESERVED.lock().take();
+    let block = match reserved {
+        Some(block) => block,
+        None => vectors::allocate(1).map_err(|e| alloc::format!("{e}"))?,
+    };
     let vector = block.first();
     let dest = lapic::get().map_or(0, |l| l.id());
     let (gsi, trigger) = ioapic::isa_route(1);

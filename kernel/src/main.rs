@@ -85,7 +85,9 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
 
     summary(boot);
     let platform = platform::init(boot);
-    if let Some(p) = platform {
+    if let Some(p) = platform
+        && log::log_enabled!(log::Level::Info)
+    {
         platform::log_summary(p);
     }
     phases.mark("ACPI tables");
@@ -122,7 +124,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     phases.mark("PCI enumeration");
     // The console's input vectors before any driver can take them all.
     if options.test.is_none() {
-        console::start_input();
+        console::reserve_input();
     }
     phases.mark("console input");
     // Test suites that drive devices themselves (and claim them) run without drivers.
@@ -139,11 +141,6 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     // AML, if nothing needed it yet, and whatever is below host bridges only it names.
     let late = platform::aml::late_host_bridges(&roots, drivers);
     phases.mark("AML after");
-    // The boot so far was the calibration window of the TSC and the LAPIC timer.
-    time::finish_calibration(calibration);
-    interrupts::finish_timer_calibration();
-    phases.mark("calibration end");
-    phases.log();
     if let Some(tested) = bench {
         // When AML added nothing, every driver was bound at `bound_at` and tested at
         // `tested_at`; otherwise the drivers it added are tested now and the figures move.
@@ -154,7 +151,22 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
             (bus::self_test_all(), now, time::rdtsc())
         };
         boot_bench(tested, bound_at, tested_at);
+        if options.bootbench_ready {
+            wait_for_every_vector();
+        }
     }
+    // What is reported rather than needed comes once the drivers are bound: the line the
+    // test runner reads, the PCI listing.
+    bootinfo_line(boot);
+    pcibus::print_listing();
+    if options.test.is_none() {
+        console::start_input();
+    }
+    // The boot so far was the calibration window of the TSC and the LAPIC timer.
+    time::finish_calibration(calibration);
+    interrupts::finish_timer_calibration();
+    phases.mark("calibration end");
+    phases.log();
     log::info!(
         "boot: {} TSC ticks from kernel entry to ready (guest instructions under -icount shift=0)",
         time::ticks_since_boot()
@@ -195,6 +207,9 @@ impl Phases {
     }
 
     fn log(&self) {
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
         let mut line = alloc::string::String::new();
         for (name, ticks) in &self.spent[..self.count] {
             use core::fmt::Write;
@@ -213,22 +228,68 @@ impl Phases {
 /// to ("all drivers bound"). Under `-icount shift=0` the TSC is the number of guest
 /// instructions since QEMU started.
 fn boot_bench((ok, failed): (usize, usize), bound_at: u64, tested_at: u64) {
-    let device_vectors: alloc::vec::Vec<u64> = interrupts::dispatch::installed()
-        .into_iter()
-        .filter(|(v, _, _)| matches!(interrupts::dispatch::kind(*v), "MSI-X" | "MSI" | "INTx"))
-        .map(|(_, _, count)| count)
-        .collect();
-    let seen = device_vectors.iter().filter(|c| **c > 0).count();
+    let (vectors, seen) = device_vectors_seen();
     serial_println!(
-        "BOOTBENCH drivers={} self_tests_failed={failed} vectors={} seen={seen} tsc={tested_at} bound_tsc={bound_at}",
+        "BOOTBENCH drivers={} self_tests_failed={failed} vectors={vectors} seen={seen} tsc={tested_at} bound_tsc={bound_at}",
         ok + failed,
-        device_vectors.len(),
     );
     serial_println!("all drivers bound");
 }
 
-/// The boot summary: loader, memory, RSDP, command line; then one machine-readable line.
+/// `(device vectors installed, those that have delivered at least once)`: the MSI-X, MSI
+/// and INTx vectors, not the kernel's own (timer, console).
+fn device_vectors_seen() -> (usize, usize) {
+    let counts: alloc::vec::Vec<u64> = interrupts::dispatch::installed()
+        .into_iter()
+        .filter(|(v, _, _)| matches!(interrupts::dispatch::kind(*v), "MSI-X" | "MSI" | "INTx"))
+        .map(|(_, _, count)| count)
+        .collect();
+    (counts.len(), counts.iter().filter(|c| **c > 0).count())
+}
+
+/// How long `bootbench=ready` waits for the vectors only something outside the guest makes
+/// fire (a link change, a disk resize).
+const READY_WAIT_US: u64 = 10_000_000;
+
+/// `bootbench=ready`: waits until every device vector has delivered, then prints `BOOTBENCH
+/// ready vectors=<n> seen=<n> tsc=<TSC>` (as Linux's benchmark `/init` does from
+/// `/proc/interrupts`); after [`READY_WAIT_US`] it prints what it saw with `ready=no`. It
+/// spins with interrupts enabled: the local APIC timer is still being measured, so nothing
+/// could wake a halted CPU when no device interrupts.
+fn wait_for_every_vector() {
+    let deadline = time::micros_since_boot().saturating_add(READY_WAIT_US);
+    loop {
+        let (vectors, seen) = device_vectors_seen();
+        let all = vectors > 0 && seen == vectors;
+        if all || time::micros_since_boot() >= deadline {
+            serial_println!(
+                "BOOTBENCH ready={} vectors={vectors} seen={seen} tsc={}",
+                if all { "yes" } else { "no" },
+                time::rdtsc()
+            );
+            return;
+        }
+        for _ in 0..1000 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The boot summary, when the log shows information: loader, memory, RSDP, command line.
 fn summary(boot: &BootInfo) {
+    if boot.dropped_regions > 0 {
+        log::warn!(
+            "{} memory-map entries dropped (empty or too many)",
+            boot.dropped_regions
+        );
+    }
+    if boot.rsdp.is_none() {
+        log::warn!("RSDP: none given by the loader");
+    }
+    // The rest is information: not even computed when it would not be shown.
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
     let name = boot.loader_name();
     log::info!(
         "booted by {}{}{} (information at {:#x}, {} bytes)",
@@ -248,12 +309,6 @@ fn summary(boot: &BootInfo) {
             r.kind
         );
     }
-    if boot.dropped_regions > 0 {
-        log::warn!(
-            "{} memory-map entries dropped (empty or too many)",
-            boot.dropped_regions
-        );
-    }
     let (free, managed, leaked) =
         memory::frames::with(|f| (f.free_bytes(), f.managed_bytes(), f.leaked_frames()));
     let (heap_used, heap_free) = memory::heap::usage();
@@ -266,17 +321,14 @@ fn summary(boot: &BootInfo) {
         heap_used / 1024,
         if leaked > 0 { " (frames leaked!)" } else { "" }
     );
-    match &boot.rsdp {
-        Some(r) => {
-            let oem = core::str::from_utf8(&r.bytes[9..15]).unwrap_or("?");
-            log::info!(
-                "RSDP: at {:#x}, ACPI revision {}, OEM {:?}",
-                r.loader_address,
-                r.revision,
-                oem
-            );
-        }
-        None => log::warn!("RSDP: none given by the loader"),
+    if let Some(r) = &boot.rsdp {
+        let oem = core::str::from_utf8(&r.bytes[9..15]).unwrap_or("?");
+        log::info!(
+            "RSDP: at {:#x}, ACPI revision {}, OEM {:?}",
+            r.loader_address,
+            r.revision,
+            oem
+        );
     }
     if let Some(fb) = &boot.framebuffer {
         log::info!(
@@ -288,6 +340,11 @@ fn summary(boot: &BootInfo) {
         );
     }
     log::info!("command line: {:?}", boot.cmdline());
+}
+
+/// The machine-readable summary of what the loader gave (`BOOTINFO`, read by the test
+/// runner), printed once the drivers are bound.
+fn bootinfo_line(boot: &BootInfo) {
     serial_println!(
         "BOOTINFO loader={} usable={} regions={} rsdp={} cmdline=\"{}\"",
         match boot.loader {

@@ -7,6 +7,7 @@
 //! | `dumpboot` | print the loader's raw boot structures (fixture format) |
 //! | `apic=xapic` | keep the local APIC in xAPIC mode even where x2APIC exists |
 //! | `bootbench` | exercise every bound driver once and report its vectors (boot benchmark) |
+//! | `bootbench=ready` | the same, then wait (up to 10 s) until every device vector has delivered and say so |
 //! | `storage=write` | allow drivers to write to disks (default: they only read; see `drivers::storage`) |
 //!
 //! Any other word is reported at boot as a warning (`kernel: unknown command-line option
@@ -33,6 +34,9 @@ pub struct Options<'a> {
     /// `bootbench`: after binding, exercise every driver and report which of their vectors
     /// have delivered an interrupt (for the boot benchmark).
     pub bootbench: bool,
+    /// `bootbench=ready`: then wait until every device vector has delivered (the benchmark
+    /// makes the configuration vectors fire from outside) and report when.
+    pub bootbench_ready: bool,
     /// `storage=write`: drivers may write to disks. Without it they only read.
     pub storage_write: bool,
     /// `storage=` value that is not `write`, for a warning (storage stays read only).
@@ -69,6 +73,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         dumpboot: boot::cmdline::get(cmdline, "dumpboot").is_some(),
         prefer_xapic: boot::cmdline::get(cmdline, "apic") == Some("xapic"),
         bootbench: boot::cmdline::get(cmdline, "bootbench").is_some(),
+        bootbench_ready: boot::cmdline::get(cmdline, "bootbench") == Some("ready"),
         storage_write: boot::cmdline::get(cmdline, "storage") == Some("write"),
         bad_storage: boot::cmdline::get(cmdline, "storage").filter(|v| *v != "write"),
     }

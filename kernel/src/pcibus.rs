@@ -41,6 +41,16 @@ pub fn scan() -> Option<Arc<Scan>> {
     SCAN.lock().clone()
 }
 
+/// Prints the current scan like `lspci -tv` and `lspci -nn` to COM1 (the test runner compares
+/// it with QEMU's own view).
+pub fn print_listing() {
+    if let Some(scan) = scan() {
+        let out = &mut crate::serial::SerialWriter;
+        let _ = pci::lspci::write_tree(out, &scan.topology);
+        let _ = pci::lspci::write_listing(out, &scan.topology);
+    }
+}
+
 /// A copy of `topology` whose vectors have exactly their length as capacity.
 fn exact(topology: &Topology) -> Topology {
     Topology {
@@ -130,8 +140,9 @@ pub fn config_space(
     unsafe { ConfigSpace::new(config, roots) }
 }
 
-/// Enumerates every root bus, prints the tree and listing, and keeps the result (once: a
-/// second call returns the current scan).
+/// Enumerates every root bus and keeps the result (once: a second call returns the current
+/// scan). The tree and listing are printed by [`print_listing`], once the boot's drivers are
+/// bound.
 pub fn init(config: &'static KernelConfig, roots: &[RootBus]) -> Arc<Scan> {
     let mut current = SCAN.lock();
     if let Some(scan) = current.as_ref() {
@@ -169,9 +180,6 @@ pub fn init(config: &'static KernelConfig, roots: &[RootBus]) -> Arc<Scan> {
         for e in &scan.topology.errors {
             log::warn!("pci: {e}");
         }
-        let out = &mut crate::serial::SerialWriter;
-        let _ = pci::lspci::write_tree(out, &scan.topology);
-        let _ = pci::lspci::write_listing(out, &scan.topology);
         Arc::new(scan)
     };
     *current = Some(scan.clone());

@@ -37,18 +37,36 @@ struct Inputs {
     keyboard: bool,
 }
 
-/// Brings up the console's inputs (COM1 receive, PS/2 keyboard) and takes their interrupt
-/// vectors. Called before drivers bind; each failure is logged, the console runs with what
+/// Starts serial input and sets the keyboard's interrupt vector aside. Called before drivers
+/// bind: they could otherwise take every vector, and bytes typed while they bind go to the
+/// input queue instead of overflowing the UART's 16-byte FIFO. The keyboard itself starts in
+/// [`start_input`], once the drivers are bound: the PS/2 controller's handshake is nothing a
+/// driver waits for, and the keyboard keeps what is typed meanwhile in its own buffer.
+pub fn reserve_input() {
+    serial_input();
+    if let Err(e) = crate::keyboard::reserve_vector() {
+        log::warn!("console: no vector for keyboard input: {e}");
+    }
+}
+
+/// Enables COM1's receive interrupt, once; whether it works.
+fn serial_input() -> bool {
+    static SERIAL: spin::Once<bool> = spin::Once::new();
+    *SERIAL.call_once(|| match serial::enable_receive_interrupt() {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("console: no serial input: {e}");
+            false
+        }
+    })
+}
+
+/// Brings up the console's inputs (COM1 receive if [`reserve_input`] did not, the PS/2
+/// keyboard on the vector it set aside). Each failure is logged, the console runs with what
 /// works.
 pub fn start_input() {
     INPUTS.call_once(|| {
-        let serial = match serial::enable_receive_interrupt() {
-            Ok(_) => true,
-            Err(e) => {
-                log::warn!("console: no serial input: {e}");
-                false
-            }
-        };
+        let serial = serial_input();
         let keyboard = match crate::keyboard::init() {
             Ok(what) => {
                 log::info!("keyboard: i8042 ready, {what}");

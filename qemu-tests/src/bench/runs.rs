@@ -241,26 +241,6 @@ fn failed(what: &str, outcome: &Outcome, message: &str) -> String {
     format!("{what}: {message}\n{}", outcome.log())
 }
 
-/// `(device vectors, those that counted)` from this kernel's `irqs` answer (lines
-/// `<vector> <cpu> <kind> <count> <owner>`; device vectors are the MSI-X, MSI and INTx ones).
-pub fn parse_irqs(text: &str) -> (usize, usize) {
-    let mut total = 0;
-    let mut seen = 0;
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.len() < 5 || !words[0].starts_with("0x") {
-            continue;
-        }
-        if matches!(words[2], "MSI-X" | "MSI" | "INTx") {
-            total += 1;
-            if words[3].parse::<u64>().is_ok_and(|c| c > 0) {
-                seen += 1;
-            }
-        }
-    }
-    (total, seen)
-}
-
 /// The value of `key=` on the first line containing `prefix` (a `LINUXBENCH bound`,
 /// `BOOTBENCH` line).
 pub fn field(serial: &str, prefix: &str, key: &str) -> Option<u64> {
@@ -293,25 +273,27 @@ pub fn wall(setup: &Setup, kernel: Kernel) -> Result<(f64, f64), String> {
             }
         }
         Kernel::Ours => {
+            // `bootbench=ready`: the kernel says when every device vector has delivered, as
+            // Linux's `/init` does from `/proc/interrupts`.
+            let append = format!("{OURS_BOOT}=ready");
             let run = setup
-                .qemu(kernel, OURS_BOOT, &socket)
+                .qemu(kernel, &append, &socket)
                 .interact(|session| {
-                    session.set_char_delay(Duration::ZERO);
                     let mut qmp = connect(&socket)?;
                     session.expect("all drivers bound", TIMEOUT)?;
                     let bound = session.elapsed().as_secs_f64();
                     trigger_config_vectors(&mut qmp)?;
-                    for _ in 0..500 {
-                        session.send("irqs\r")?;
-                        let answer = session.expect("spurious:", Duration::from_secs(30))?;
-                        let (total, seen) = parse_irqs(&answer);
-                        if total > 0 && seen == total {
-                            let at = session.elapsed().as_secs_f64();
-                            quit(session, &mut qmp)?;
-                            return Ok((bound, at));
-                        }
+                    session.expect("BOOTBENCH ready=", TIMEOUT)?;
+                    let at = session.elapsed().as_secs_f64();
+                    let rest = session.expect("tsc=", Duration::from_secs(30))?;
+                    let line = format!("BOOTBENCH ready={rest}");
+                    let seen = field(&line, "BOOTBENCH ready", "seen");
+                    let vectors = field(&line, "BOOTBENCH ready", "vectors");
+                    quit(session, &mut qmp)?;
+                    match (rest.starts_with("yes"), vectors, seen) {
+                        (true, Some(v), Some(s)) if v > 0 && v == s => Ok((bound, at)),
+                        _ => Err(format!("not every vector delivered: {line}")),
                     }
-                    Err("some device vector never delivered".to_owned())
                 })
                 .map_err(|e| format!("cannot run QEMU: {e}"))?;
             run.result
@@ -700,29 +682,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn irqs_answer() {
-        let answer = "irqs\r\nvector  cpu  kind    count       owner\n\
-0x30    0    IOAPIC  1           COM1 receive\n\
-0x31    0    IOAPIC  0           PS/2 keyboard\n\
-0x32    0    MSI-X   11          nvme admin\n\
-0x37    0    MSI-X   0           virtio-blk\n\
-0x38    0    MSI-X   2           virtio-blk\n\
-0x3c    0    MSI     2           edu\n\
-0xfd    0    LAPIC   0           lapic timer\n\
-  INTx GSI 16 (vector 0x40): edu\n\
-spurious:";
-        assert_eq!(parse_irqs(answer), (4, 3));
-        assert_eq!(
-            parse_irqs(&answer.replace("MSI-X   0 ", "MSI-X   1 ")),
-            (4, 4)
-        );
-        assert_eq!(parse_irqs("spurious:"), (0, 0));
-    }
-
-    #[test]
     fn fields_of_marker_lines() {
         let serial = "x\r\nBOOTBENCH drivers=4 self_tests_failed=0 vectors=11 seen=9 tsc=808421420\r\n\
-LINUXBENCH bound tsc=7479798430 vectors=7 seen=5\n";
+LINUXBENCH bound tsc=7479798430 vectors=7 seen=5\n\
+BOOTBENCH ready=yes vectors=11 seen=11 tsc=909421420\r\n";
         assert_eq!(field(serial, "BOOTBENCH", "tsc"), Some(808_421_420));
         assert_eq!(field(serial, "BOOTBENCH", "seen"), Some(9));
         assert_eq!(
@@ -731,6 +694,7 @@ LINUXBENCH bound tsc=7479798430 vectors=7 seen=5\n";
         );
         assert_eq!(field(serial, "LINUXBENCH ready", "tsc"), None);
         assert_eq!(field(serial, "BOOTBENCH", "nothing"), None);
+        assert_eq!(field(serial, "BOOTBENCH ready", "seen"), Some(11));
     }
 
     #[test]

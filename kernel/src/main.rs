@@ -121,6 +121,12 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         log::warn!("acpi: no host bridge found in AML; starting at {roots:?}");
     }
     pcibus::init(config, &roots);
+    // The listing is information: where the log shows information it comes now, so that a
+    // driver that hangs the boot leaves it on the screen; otherwise once the drivers are bound.
+    let listed_early = log::log_enabled!(log::Level::Info);
+    if listed_early {
+        pcibus::print_listing();
+    }
     phases.mark("PCI enumeration");
     // The console's input vectors before any driver can take them all.
     if options.test.is_none() {
@@ -156,9 +162,11 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         }
     }
     // What is reported rather than needed comes once the drivers are bound: the line the
-    // test runner reads, the PCI listing.
+    // test runner reads, the PCI listing (unless it came after enumeration).
     bootinfo_line(boot);
-    pcibus::print_listing();
+    if !listed_early {
+        pcibus::print_listing();
+    }
     if options.test.is_none() {
         console::start_input();
     }

@@ -141,8 +141,8 @@ pub fn config_space(
 }
 
 /// Enumerates every root bus and keeps the result (once: a second call returns the current
-/// scan). The tree and listing are printed by [`print_listing`], once the boot's drivers are
-/// bound.
+/// scan). The tree and listing are printed by [`print_listing`]: at boot right after this
+/// when the log shows information, otherwise once the drivers are bound.
 pub fn init(config: &'static KernelConfig, roots: &[RootBus]) -> Arc<Scan> {
     let mut current = SCAN.lock();
     if let Some(scan) = current.as_ref() {

@@ -397,7 +397,14 @@ cmd_iso() {
     step "writing $ISO (grub-mkrescue, BIOS + UEFI), cmdline: \"$cmdline\""
     rm -rf "$ISO_TREE"
     mkdir -p "$ISO_TREE/boot/grub"
-    cp "$KERNEL_ELF" "$ISO_TREE/boot/kernel.elf"
+    # Without its debug information (nine tenths of the file): GRUB reads the whole file from
+    # the stick before the kernel's first instruction. Under QEMU that is 1.9 s against 0.8 s
+    # from power-on to the drivers bound (README, "Booting a real board").
+    local objcopy
+    objcopy="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/rust-objcopy"
+    [[ -x $objcopy ]] || die "$objcopy not found (it comes with rustc; reinstall the toolchain)"
+    "$objcopy" --strip-debug "$KERNEL_ELF" "$ISO_TREE/boot/kernel.elf" ||
+        die "$objcopy --strip-debug $KERNEL_ELF failed"
     local template
     template=$(<grub/grub.cfg.in)
     # Quoted replacement: no `&` expansion (bash 5.2 patsub_replacement).

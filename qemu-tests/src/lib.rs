@@ -215,8 +215,61 @@ impl Drop for Iso {
     }
 }
 
-/// Builds a hybrid BIOS/UEFI GRUB ISO (`grub-mkrescue`) containing `boot/kernel.elf` and
-/// `boot/grub/grub.cfg` for `cmdline`.
+/// The toolchain's `rust-objcopy` (shipped with `rustc` itself, in
+/// `<sysroot>/lib/rustlib/<host>/bin/`).
+fn rust_objcopy() -> Result<PathBuf, String> {
+    let rustc = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new("rustc")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run rustc: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("rustc {args:?} failed ({})", out.status));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let sysroot = rustc(&["--print", "sysroot"])?;
+    let host = rustc(&["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or("rustc -vV names no host")?;
+    let path = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host.trim())
+        .join("bin/rust-objcopy");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} not found", path.display()))
+    }
+}
+
+/// Copies the kernel ELF `from` to `to` without its debug information, as `./run.sh iso`
+/// puts it on the ISO: GRUB reads the whole file, and the debug information is nine tenths
+/// of it.
+pub fn strip_debug(from: &Path, to: &Path) -> Result<(), String> {
+    let objcopy = rust_objcopy()?;
+    let output = Command::new(&objcopy)
+        .arg("--strip-debug")
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", objcopy.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} --strip-debug {} failed ({}): {}",
+            objcopy.display(),
+            from.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Builds a hybrid BIOS/UEFI GRUB ISO (`grub-mkrescue`) containing `boot/kernel.elf` (the
+/// kernel without its debug information, [`strip_debug`]) and `boot/grub/grub.cfg` for
+/// `cmdline`.
 pub fn build_iso(kernel: &Path, cmdline: &str) -> Result<Iso, String> {
     let cfg = grub_cfg(cmdline)?;
     let dir = unique_temp_dir("iso");
@@ -227,8 +280,7 @@ pub fn build_iso(kernel: &Path, cmdline: &str) -> Result<Iso, String> {
     let tree = iso.dir.join("tree");
     let io_err = |what: &str, e: io::Error| format!("{what}: {e}");
     fs::create_dir_all(tree.join("boot/grub")).map_err(|e| io_err("create ISO tree", e))?;
-    fs::copy(kernel, tree.join("boot/kernel.elf"))
-        .map_err(|e| io_err(&format!("copy {}", kernel.display()), e))?;
+    strip_debug(kernel, &tree.join("boot/kernel.elf"))?;
     fs::write(tree.join("boot/grub/grub.cfg"), cfg).map_err(|e| io_err("write grub.cfg", e))?;
     let output = Command::new("grub-mkrescue")
         .arg("-o")

@@ -7,14 +7,17 @@
 //! memory) and `kernel ready`:
 //!
 //! - PVH (`-kernel`) on q35 and on pc (i440fx);
-//! - a GRUB multiboot2 ISO on SeaBIOS and on OVMF (both q35);
+//! - a GRUB multiboot2 ISO on SeaBIOS and on OVMF (both q35), whose kernel is the build's
+//!   without its debug information (checked apart: same loadable segments, no `.debug_`
+//!   sections);
 //! - should-fail runs: `test=pagefault` (page fault at 0xdeadb000) and `test=panic`.
 //!
 //! Without `qemu-system-x86_64` the scenarios print `SKIPPED` and return, unless `CI` is set.
 
 use qemu_tests::{
     Firmware, Loader, Machine, Outcome, QEMU_EXIT_FAILURE, QEMU_EXIT_SUCCESS, Qemu, build_iso,
-    check, ensure, expect_exit, kernel_elf, qemu_or_skip, random_token,
+    check, ensure, expect_exit, kernel_elf, qemu_or_skip, random_token, strip_debug,
+    unique_temp_dir,
 };
 
 /// Memory given to every VM, in MiB.
@@ -129,6 +132,60 @@ fn grub_seabios_q35() {
 fn grub_ovmf_q35() {
     // UEFI keeps more memory for itself (boot services data, runtime services, ACPI NVS).
     grub("grub_ovmf_q35", Firmware::Ovmf, 75);
+}
+
+/// `(virtual address, memory size, file bytes)` of each `PT_LOAD` segment of an ELF64 file.
+fn loadable_segments(elf: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "not an ELF64 file");
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..usize::from(phnum))
+        .map(|i| phoff + i * usize::from(phentsize))
+        .filter(|&ph| u32_at(ph) == 1)
+        .map(|ph| {
+            let (offset, filesz) = (u64_at(ph + 8) as usize, u64_at(ph + 32) as usize);
+            (
+                u64_at(ph + 16),
+                u64_at(ph + 40),
+                elf[offset..offset + filesz].to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// The ISO's kernel: what runs is the build's, byte for byte; only the debug information GRUB
+/// would read from the stick and never use is gone.
+#[test]
+fn iso_kernel_is_the_build_without_debug_information() {
+    let dir = unique_temp_dir("strip");
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    let stripped_path = dir.join("kernel.elf");
+    strip_debug(kernel_elf(), &stripped_path).unwrap_or_else(|e| panic!("strip: {e}"));
+    let built = std::fs::read(kernel_elf()).expect("read the kernel");
+    let stripped = std::fs::read(&stripped_path).expect("read the stripped kernel");
+    let _ = std::fs::remove_dir_all(&dir);
+    let has = |elf: &[u8], name: &[u8]| elf.windows(name.len()).any(|w| w == name);
+    assert!(
+        has(&built, b".debug_info"),
+        "the build has no debug information to strip"
+    );
+    assert!(
+        !has(&stripped, b".debug_"),
+        "debug sections left in the ISO's kernel"
+    );
+    assert!(
+        stripped.len() * 4 < built.len(),
+        "the ISO's kernel is {} bytes, the build {}",
+        stripped.len(),
+        built.len()
+    );
+    assert_eq!(
+        loadable_segments(&stripped),
+        loadable_segments(&built),
+        "the loadable segments differ"
+    );
 }
 
 #[test]

@@ -160,6 +160,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         if options.bootbench_ready {
             wait_for_every_vector();
         }
+        phases.mark("bench report");
     }
     // What is reported rather than needed comes once the drivers are bound: the line the
     // test runner reads, the PCI listing (unless it came after enumeration).
@@ -170,6 +171,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     if options.test.is_none() {
         console::start_input();
     }
+    phases.mark("reports, keyboard");
     // The boot so far was the calibration window of the TSC and the LAPIC timer.
     time::finish_calibration(calibration);
     interrupts::finish_timer_calibration();
@@ -260,7 +262,7 @@ fn device_vectors_seen() -> (usize, usize) {
 const READY_WAIT_US: u64 = 10_000_000;
 
 /// `bootbench=ready`: waits until every device vector has delivered, then prints `BOOTBENCH
-/// ready vectors=<n> seen=<n> tsc=<TSC>` (as Linux's benchmark `/init` does from
+/// ready=yes vectors=<n> seen=<n> tsc=<TSC>` (as Linux's benchmark `/init` does from
 /// `/proc/interrupts`); after [`READY_WAIT_US`] it prints what it saw with `ready=no`. It
 /// spins with interrupts enabled: the local APIC timer is still being measured, so nothing
 /// could wake a halted CPU when no device interrupts.

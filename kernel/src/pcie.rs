@@ -195,6 +195,9 @@ pub fn init(ecam: &[EcamRegion]) -> &'static KernelConfig {
 /// Maps `region` (its base is that of bus `start_bus`).
 fn map_window(region: &EcamRegion) -> Result<EcamWindow, alloc::string::String> {
     let buses = u64::from(region.end_bus - region.start_bus) + 1;
+    // Configuration space is the PCI layer's: a device window over it would be a raw
+    // configuration write path around the checks.
+    crate::memory::mmio::reserve_for_kernel(region.base, buses << 20);
     Mmio::map(region.base, buses << 20)
         .map(|mmio| EcamWindow {
             region: *region,

@@ -29,7 +29,7 @@ use pci::{Address, ConfigSpace, Function};
 use spin::{Mutex, Once};
 
 use crate::interrupts::{dispatch, ioapic, lapic, vectors};
-use crate::memory::mmio::Mmio;
+use crate::memory::mmio::{MapError, Mmio};
 use crate::pcie::KernelConfig;
 
 /// The kernel's interrupt platform (a marker; state is global).
@@ -373,9 +373,15 @@ impl Interrupts for KernelIrq {
 impl DeviceMemory for KernelIrq {
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, PlatformError> {
         log::debug!("pci: device registers at {phys:#x} ({len:#x} bytes) mapped");
-        Mmio::map(phys, len)
+        Mmio::map_device(phys, len)
             .map(|m| Box::new(Window(m)) as Box<dyn RegisterWindow>)
-            .map_err(|_| PlatformError::Failed("cannot map the MSI-X structure"))
+            .map_err(|e| match e {
+                MapError::KernelOwned { .. } => {
+                    PlatformError::Failed("the range overlaps registers the kernel owns")
+                }
+                MapError::OverlapsRam { .. } => PlatformError::Failed("the range overlaps RAM"),
+                _ => PlatformError::Failed("cannot map the device's registers"),
+            })
     }
 
     fn dma(&self, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError> {
@@ -399,6 +405,10 @@ impl Platform for KernelIrq {
     fn release_function(&self, address: Address) {
         log::debug!("pci: {address} released");
         CLAIMED.lock().retain(|a| *a != address);
+    }
+
+    fn without_interrupts(&self, f: &mut dyn FnMut()) {
+        x86_64::instructions::interrupts::without_interrupts(f);
     }
 }
 

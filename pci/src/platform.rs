@@ -177,4 +177,12 @@ pub trait Platform: Interrupts + DeviceMemory {
     /// The function at `address` and every handle made from it are gone: it may be claimed
     /// again.
     fn release_function(&self, address: Address);
+    /// Runs `f` once with interrupts off on this CPU: what a function's lock is held under
+    /// (`spin_lock_irqsave`'s place), so that an interrupt handler dropping a guard or buffer
+    /// of the same function cannot spin on a lock the code it interrupted holds. The kernel
+    /// clears `RFLAGS.IF` around it; the default, for hosts and fakes without interrupts,
+    /// just runs it.
+    fn without_interrupts(&self, f: &mut dyn FnMut()) {
+        f();
+    }
 }

@@ -47,6 +47,13 @@ pub enum WindowError {
         /// BAR index.
         bar: usize,
     },
+    /// The BAR holds no address: firmware left it unassigned (0), so the device does not
+    /// decode it, and a window "inside" it would be a window on whatever sits at address 0
+    /// onwards (for a large 64-bit BAR: the APIC, other devices, configuration space).
+    Unassigned {
+        /// BAR index.
+        bar: usize,
+    },
     /// The BAR no longer holds the address enumeration found (the function was reset).
     BarMoved {
         /// BAR index.
@@ -77,6 +84,9 @@ impl fmt::Display for WindowError {
             }
             WindowError::CoversMsix { bar } => {
                 write!(f, "the range covers the MSI-X table or PBA in BAR{bar}")
+            }
+            WindowError::Unassigned { bar } => {
+                write!(f, "BAR{bar} is unassigned (address 0): nothing to map")
             }
             WindowError::BarMoved {
                 bar,
@@ -180,6 +190,9 @@ impl PciFunction {
             .flatten()
             .filter(|b| b.kind != BarKind::Io)
             .ok_or(WindowError::NoMemoryBar(bar))?;
+        if b.address == 0 {
+            return Err(WindowError::Unassigned { bar });
+        }
         let outside = WindowError::OutsideBar {
             bar,
             offset,

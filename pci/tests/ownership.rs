@@ -254,11 +254,16 @@ fn dma_memory_is_not_reused_while_the_device_can_master_the_bus() {
     drop(master);
     assert_eq!(
         platform.dma_live(),
-        1,
-        "quarantine not freed with bus mastering off"
+        3,
+        "freed with bus mastering off, which a new guard turns back on"
     );
     drop(c);
-    assert_eq!(platform.dma_live(), 0);
+    let again = function.bus_master();
+    assert_eq!(platform.dma_live(), 3, "freed under a new guard");
+    drop(again);
+    drop(function);
+    assert_eq!(platform.dma_live(), 0, "quarantine kept after the claim");
+    assert_eq!(platform.released().len(), 1);
     assert!(platform.dma_red_zones_intact());
 }
 
@@ -370,4 +375,26 @@ fn map_bar_refuses_a_bar_that_no_longer_holds_its_enumerated_address() {
     );
     assert!(e.to_string().contains("reset"), "{e}");
     drop(first);
+}
+
+#[test]
+fn an_unassigned_bar_is_not_mapped() {
+    use pci::fake::FakeBar;
+    use pci::window::WindowError;
+    // Firmware left a 64 GiB BAR at 0: "inside" it would be every address below 64 GiB.
+    let unassigned = FakeFunction::endpoint(0x1234, 0x5678, 0x02, 0, 0, 0).with_bar(
+        0,
+        FakeBar::Mem64 {
+            address: 0,
+            size: 1 << 36,
+            prefetchable: true,
+        },
+    );
+    let (function, _space) = handle(unassigned, FakePlatform::leaked(1));
+    assert_eq!(function.info().bars[0].unwrap().address, 0);
+    for (offset, len) in [(0, 0x1000), (0xfee0_0000, 0x1000), (0xfe00_2000, 0x10)] {
+        let e = function.map_bar(0, offset, len).unwrap_err();
+        assert_eq!(e, WindowError::Unassigned { bar: 0 });
+        assert!(e.to_string().contains("unassigned"), "{e}");
+    }
 }

@@ -150,7 +150,7 @@ fn devices_on(
     ]);
     let outcome = run_on(machine, name, cpu, "devirq", &extra, "");
     let _ = std::fs::remove_dir_all(&dir);
-    check_suite(name, &outcome, 11, mode);
+    check_suite(name, &outcome, 12, mode);
     let best = if virtio_vectors == Some(0) {
         "INTx"
     } else {

@@ -107,6 +107,8 @@ impl core::fmt::Display for Error {
 pub fn init(infos: &[IoApicInfo], overrides: &[SourceOverride]) {
     let mut chips = Vec::new();
     for info in infos {
+        // The chip's 4 KiB register page is the kernel's: no device window may reach it.
+        crate::memory::mmio::reserve_for_kernel(info.address & !0xfff, 0x1000);
         let mmio = match Mmio::map(info.address, 0x20) {
             Ok(m) => m,
             Err(e) => {

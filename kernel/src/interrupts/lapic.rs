@@ -173,6 +173,7 @@ pub fn init(prefer_xapic: bool) -> &'static LocalApic {
                 unsafe { Msr::new(IA32_APIC_BASE).write(base | APIC_BASE_ENABLE) };
             }
             let phys = base & 0x000f_ffff_ffff_f000;
+            crate::memory::mmio::reserve_for_kernel(phys, 0x1000);
             Mode::XApic(Mmio::map(phys, 0x1000).expect("cannot map the local APIC"))
         };
         let lapic = LocalApic { mode };

@@ -49,6 +49,11 @@ pub enum MapError {
     },
     /// The page tables refused the mapping.
     PageTable(&'static str),
+    /// A device window over registers the kernel owns (see [`reserve_for_kernel`]).
+    KernelOwned {
+        /// Requested physical start.
+        phys: u64,
+    },
 }
 
 impl core::fmt::Display for MapError {
@@ -60,15 +65,25 @@ impl core::fmt::Display for MapError {
                 write!(f, "no virtual space for {len:#x} bytes of MMIO")
             }
             MapError::PageTable(why) => write!(f, "page tables refused the mapping: {why}"),
+            MapError::KernelOwned { phys } => write!(
+                f,
+                "MMIO range at {phys:#x} overlaps registers the kernel owns (APIC, HPET, ECAM)"
+            ),
         }
     }
 }
 
-/// Free virtual space in the MMIO window, and the RAM ranges that may not be mapped.
+/// Free virtual space in the MMIO window, the RAM ranges that may not be mapped, and the
+/// device registers only the kernel may map.
 struct Window {
     space: MmioSpace<256>,
     ram: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
+    kernel: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
 }
+
+/// The interrupt message range (Intel SDM vol. 3A §11.11.1: MSI addresses are `0xFEEx_xxxx`;
+/// the xAPIC's registers sit at its base): never a device's.
+const INTERRUPT_RANGE: (u64, u64) = (0xfee0_0000, 0xfef0_0000);
 
 static WINDOW: Mutex<Option<Window>> = Mutex::new(None);
 
@@ -79,7 +94,26 @@ pub fn init(boot: &BootInfo) {
     for r in boot.memory_map().iter().filter(|r| paging::is_ram(r.kind)) {
         let _ = ram.insert(r.start, r.end());
     }
-    *WINDOW.lock() = Some(Window { space, ram });
+    let mut kernel = RangeSet::new();
+    let _ = kernel.insert(INTERRUPT_RANGE.0, INTERRUPT_RANGE.1);
+    *WINDOW.lock() = Some(Window { space, ram, kernel });
+}
+
+/// Marks `[phys, phys + len)` as registers the kernel owns (an IOAPIC, the HPET, an ECAM
+/// window): [`Mmio::map_device`] refuses it from then on, so a device window (whose BAR
+/// firmware may have left unassigned at 0, or placed over them) cannot reach them. Kept for
+/// the rest of the boot; a full set keeps what it has and logs the rest.
+pub fn reserve_for_kernel(phys: u64, len: u64) {
+    let Some(end) = phys.checked_add(len) else {
+        return;
+    };
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if let Some(window) = WINDOW.lock().as_mut()
+            && window.kernel.insert(phys, end).is_err()
+        {
+            log::warn!("mmio: no room to reserve the kernel's registers at {phys:#x}");
+        }
+    });
 }
 
 /// An uncached mapping of device registers.
@@ -102,6 +136,25 @@ pub struct Mmio {
 const HUGE: u64 = 2 << 20;
 
 impl Mmio {
+    /// Maps `len` bytes of a device's registers for its driver: as [`Mmio::map`], but never
+    /// over registers the kernel owns ([`reserve_for_kernel`]) or the interrupt message
+    /// range. What the PCI layer maps BAR windows and MSI-X tables with.
+    pub fn map_device(phys: u64, len: u64) -> Result<Mmio, MapError> {
+        let end = phys
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(MapError::BadRange { phys, len })?;
+        let owned = x86_64::instructions::interrupts::without_interrupts(|| {
+            let guard = WINDOW.lock();
+            let window = guard.as_ref().expect("mmio used before memory::init");
+            super::frames::overlaps(&window.kernel, phys, end)
+        });
+        if owned {
+            return Err(MapError::KernelOwned { phys });
+        }
+        Mmio::map(phys, len)
+    }
+
     /// Maps `len` bytes of device memory at physical address `phys`.
     pub fn map(phys: u64, len: u64) -> Result<Mmio, MapError> {
         let end = phys

@@ -23,7 +23,8 @@ pub const TESTS: &[Test] = crate::tests![
     release_leaves_nothing_behind,
     interrupt_on_a_released_vector_is_spurious,
     raw_config_writes_to_owned_registers_are_refused,
-    dma_memory_waits_until_bus_mastering_is_off,
+    dma_memory_waits_until_the_claim_ends,
+    device_windows_never_reach_the_kernels_registers,
     nvme_identify_completes_by_msix,
     nvme_identify_completes_by_intx,
     virtio_blk_read_completes_by_best_kind,
@@ -221,7 +222,7 @@ fn raw_config_writes_to_owned_registers_are_refused() -> Result<(), String> {
 
 /// Bus mastering is off at claim and on exactly while a guard lives; a DMA buffer dropped
 /// while it is on keeps its frames until it goes off.
-fn dma_memory_waits_until_bus_mastering_is_off() -> Result<(), String> {
+fn dma_memory_waits_until_the_claim_ends() -> Result<(), String> {
     let address = pciirq::find(EDU.0, EDU.1).ok_or("no edu device")?;
     let function = pciirq::claim(address).ok_or("edu claimed")?;
     let master_bit = |f: &pci::irq::PciFunction| f.config_read16(0x04) & 0x4 != 0;
@@ -243,11 +244,74 @@ fn dma_memory_waits_until_bus_mastering_is_off() -> Result<(), String> {
     drop(master);
     ensure!(!master_bit(&function), "bus mastering on after the guard");
     ensure!(
+        start - free() == taken,
+        "freed while a new guard could turn bus mastering back on"
+    );
+    // The device still holds the address; a new guard lets it use it again.
+    let again = function.bus_master();
+    ensure!(master_bit(&function), "bus mastering off with a new guard");
+    ensure!(start - free() == taken, "freed under a new guard");
+    drop(again);
+    drop(function);
+    ensure!(
         free() == start,
-        "quarantined frames not freed: {} bytes",
+        "quarantined frames not freed when the claim ended: {} bytes",
         start - free()
     );
-    crate::serial_println!("edu: {taken} bytes of DMA memory held until bus mastering went off");
+    ensure!(
+        !master_bit(&pciirq::claim(address).ok_or("edu not released")?),
+        "bus mastering on after the claim"
+    );
+    crate::serial_println!("edu: {taken} bytes of DMA memory held until the claim ended");
+    Ok(())
+}
+
+/// What a driver's BAR window is mapped with (`Mmio::map_device`) refuses the registers the
+/// kernel owns, however a BAR claims to cover them, and maps a device's own BAR.
+fn device_windows_never_reach_the_kernels_registers() -> Result<(), String> {
+    let mut owned = alloc::vec![
+        ("the local APIC", 0xfee0_0000u64),
+        ("the MSI range", 0xfeef_f000)
+    ];
+    // Without ACPI (`acpi=off`) the kernel finds no IOAPIC, HPET or ECAM to own.
+    if let Some(platform) = crate::platform::get() {
+        // Every machine here has an IOAPIC; `pc` has no ECAM, q35 no legacy-only one.
+        ensure!(!platform.io_apics.is_empty(), "no IOAPIC in the MADT");
+        owned.extend(platform.io_apics.iter().map(|i| ("an IOAPIC", i.address)));
+        owned.extend(platform.ecam.iter().map(|e| ("ECAM", e.base + 0x1000)));
+        owned.extend(platform.hpet.map(|h| ("the HPET", h)));
+    }
+    for (what, phys) in owned {
+        match Mmio::map_device(phys, 0x10) {
+            Err(crate::memory::mmio::MapError::KernelOwned { .. }) => {}
+            Err(e) => return Err(alloc::format!("{what} at {phys:#x}: wrong error: {e}")),
+            Ok(m) => {
+                return Err(alloc::format!(
+                    "{what} at {phys:#x} mapped for a device at {:#x}",
+                    m.virt()
+                ));
+            }
+        }
+    }
+    // A window straddling into the interrupt range from below is refused too.
+    ensure!(
+        matches!(
+            Mmio::map_device(0xfedf_f000, 0x2000),
+            Err(crate::memory::mmio::MapError::KernelOwned { .. })
+        ),
+        "a window running into the interrupt range was mapped"
+    );
+    // A device's own BAR maps: edu's identification register (0x00) reads 0x010000ed.
+    let edu = pciirq::find(EDU.0, EDU.1).ok_or("no edu device")?;
+    let function = pciirq::claim(edu).ok_or("edu claimed")?;
+    let bar = function.info().bars[0].ok_or("edu has no BAR 0")?;
+    let regs =
+        Mmio::map_device(bar.address, 0x1000).map_err(|e| alloc::format!("edu BAR 0: {e}"))?;
+    let id = regs.read32(0);
+    ensure!(
+        id & 0xff == 0xed,
+        "edu's identification register reads {id:#x}"
+    );
     Ok(())
 }
 

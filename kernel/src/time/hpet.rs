@@ -32,6 +32,7 @@ pub struct Hpet {
 impl Hpet {
     /// Maps the HPET at `base`, checks its capabilities and starts its main counter.
     pub fn new(base: u64) -> Result<Self, alloc::string::String> {
+        crate::memory::mmio::reserve_for_kernel(base, BLOCK_LEN);
         let mmio =
             Mmio::map(base, BLOCK_LEN).map_err(|e| alloc::format!("cannot map {base:#x}: {e}"))?;
         let caps = mmio.read64(CAPABILITIES);

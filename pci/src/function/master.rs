@@ -7,11 +7,16 @@
 //!
 //! - the bit is on exactly while a guard lives (MSI/MSI-X vectors hold one: their messages are
 //!   memory writes);
-//! - a [`DmaBuffer`] dropped while the bit is on is not freed but *quarantined* on its
-//!   function, and freed when the last guard goes and the bit is off (read back, so the
-//!   write has reached the device);
+//! - a [`DmaBuffer`] dropped during the claim is not freed but *quarantined* on its function,
+//!   and freed when the claim ends: when the function's last handle goes, after the last
+//!   guard turned the bit off and read it back (so the write has reached the device). Not
+//!   when the bit goes off: a new guard would turn it on again, and the device still holds
+//!   every address it was given;
 //! - the function is released to the PCI layer only after that (every guard and buffer holds
-//!   the function's core).
+//!   the function's core);
+//! - the Command register is read, modified and written only under the function's lock,
+//!   the same one the guards count under, so no write can put back a Bus Master Enable bit
+//!   read before the last guard cleared it.
 
 use alloc::sync::Arc;
 use core::fmt;
@@ -25,14 +30,14 @@ use super::{Core, config_guard};
 /// the function's holder count includes this guard.
 ///
 /// Who owns it: the driver (or its [`IrqVectors`](crate::irq::IrqVectors) for MSI/MSI-X).
-/// `Drop` turns bus mastering off when it was the last guard, then frees the DMA buffers that
-/// were dropped while it was on. A leaked guard keeps the device able to master the bus, its
-/// quarantined buffers allocated and its function claimed, forever.
+/// `Drop` turns bus mastering off when it was the last guard. The DMA buffers dropped during
+/// the claim stay quarantined until the function's last handle is gone too. A leaked guard
+/// keeps the device able to master the bus, its quarantined buffers allocated and its
+/// function claimed, forever.
 ///
-/// A driver that drops its buffers first and its guard last (the natural field order: the
-/// guard declared after the buffers) frees them at once; in the other order they wait in the
-/// quarantine until the guard is gone. Either way no buffer is reused while the device can
-/// write to it:
+/// No buffer is reused while the device could write to it, even after bus mastering was off
+/// for a while: the device keeps the addresses it was given, and a new guard would let it
+/// use them again.
 ///
 /// ```
 /// # use pci::fake::irq::{FakePlatform, device, handle};
@@ -43,8 +48,12 @@ use super::{Core, config_guard};
 /// let buffer = master.dma_buffer(4096).unwrap();
 /// drop(buffer); // the device may still write there: kept
 /// assert_eq!(platform.dma_live(), 1);
-/// drop(master); // bus mastering off, then the buffer is freed
+/// drop(master); // bus mastering off ...
 /// assert!(!function.is_bus_master());
+/// let again = function.bus_master(); // ... but it can come back on:
+/// assert_eq!(platform.dma_live(), 1); // still kept
+/// drop(again);
+/// drop(function); // the claim ends: now it is freed
 /// assert_eq!(platform.dma_live(), 0);
 /// ```
 pub struct BusMaster {
@@ -61,12 +70,12 @@ impl fmt::Debug for BusMaster {
 
 impl BusMaster {
     pub(crate) fn new(core: Arc<Core>) -> BusMaster {
-        let mut master = core.master.lock();
-        master.holders += 1;
-        if master.holders == 1 {
-            core.command(config_guard::BUS_MASTER, 0);
-        }
-        drop(master);
+        core.locked(|master| {
+            master.holders += 1;
+            if master.holders == 1 {
+                core.command_locked(config_guard::BUS_MASTER, 0);
+            }
+        });
         // INVARIANT: counted above, and the bit is set.
         BusMaster { core }
     }
@@ -84,31 +93,24 @@ impl Clone for BusMaster {
 
 impl Drop for BusMaster {
     fn drop(&mut self) {
-        let quarantine = {
-            let mut master = self.core.master.lock();
+        let core = &self.core;
+        core.locked(|master| {
             master.holders -= 1;
-            if master.holders > 0 {
-                return;
+            if master.holders == 0 {
+                core.command_locked(0, config_guard::BUS_MASTER);
+                // Reading back makes sure the write reached the device before the claim
+                // can end and its memory be reused.
+                let _ = core.read16(config_guard::COMMAND);
             }
-            self.core.command(0, config_guard::BUS_MASTER);
-            // Reading back makes sure the write reached the device before memory is reused.
-            let _ = self.core.read16(config_guard::COMMAND);
-            core::mem::take(&mut master.quarantine)
-        };
-        drop(quarantine);
+        });
     }
 }
 
 impl Core {
-    /// A DMA region whose buffer was dropped: freed now if the device cannot master the bus,
-    /// else kept until it cannot.
+    /// A DMA region whose buffer was dropped: kept until the claim ends (see the module
+    /// documentation). Every buffer was made from a guard, so the device may hold its
+    /// address.
     pub(crate) fn retire(&self, region: alloc::boxed::Box<dyn crate::platform::DmaRegion>) {
-        let mut master = self.master.lock();
-        if master.holders > 0 {
-            master.quarantine.push(region);
-        } else {
-            drop(master);
-            drop(region);
-        }
+        self.locked(|master| master.quarantine.push(region));
     }
 }

@@ -66,12 +66,16 @@ where
 /// How often [`PciFunction::wait_until`] checks that the function still answers, µs.
 pub const PRESENCE_CHECK_US: u64 = 10_000;
 
-/// Bus mastering bookkeeping of one function.
-struct Master {
+/// Bus mastering bookkeeping of one function. Its lock ([`Core::locked`]) is also the one
+/// every read-modify-write of the Command register and every driver's configuration write is
+/// made under, so that no write can put back a Bus Master Enable bit it read before the last
+/// guard turned it off, and no check can be overtaken between itself and its write.
+pub(crate) struct Master {
     /// Live [`BusMaster`] guards (MSI/MSI-X vectors hold one too).
     holders: usize,
-    /// DMA memory dropped while the device could still master the bus: freed when bus
-    /// mastering goes off, never earlier.
+    /// DMA memory dropped during this claim: freed when the claim ends, with bus mastering
+    /// off, never earlier. (Turning bus mastering off is not enough: a new guard turns it back
+    /// on, and the device still holds every address it was given.)
     quarantine: Vec<alloc::boxed::Box<dyn DmaRegion>>,
 }
 
@@ -134,14 +138,50 @@ impl Core {
         true
     }
 
-    /// Sets or clears Command bits, unfiltered.
+    /// Runs `f` on the bus mastering bookkeeping with the function's lock held and
+    /// interrupts off ([`Platform::without_interrupts`]): an interrupt handler may drop a
+    /// guard or a buffer of this function, which takes the same lock.
+    pub(crate) fn locked<R>(&self, f: impl FnOnce(&mut Master) -> R) -> R {
+        let mut f = Some(f);
+        let mut out = None;
+        self.platform.without_interrupts(&mut || {
+            if let Some(f) = f.take() {
+                out = Some(f(&mut self.master.lock()));
+            }
+        });
+        match (out, f) {
+            (Some(out), _) => out,
+            // A platform that did not run the closure broke `without_interrupts`' contract:
+            // run it here rather than skip a write.
+            (None, Some(f)) => f(&mut self.master.lock()),
+            (None, None) => unreachable!("the closure ran, so it returned"),
+        }
+    }
+
+    /// Sets or clears Command bits, unfiltered, under the function's lock.
     pub(crate) fn command(&self, set: u16, clear: u16) {
+        self.locked(|_| self.command_locked(set, clear));
+    }
+
+    /// Sets or clears Command bits; the caller holds the function's lock.
+    pub(crate) fn command_locked(&self, set: u16, clear: u16) {
         let command = self.read16(config_guard::COMMAND);
         self.write16(config_guard::COMMAND, (command | set) & !clear);
     }
 
-    /// A driver's write of `width` bytes: checked, then made.
+    /// A driver's write of `width` bytes: checked, then made, under the function's lock.
     fn checked_write(
+        &self,
+        offset: u16,
+        width: u8,
+        value: u32,
+        vendor: Option<u16>,
+    ) -> Result<(), ConfigWriteError> {
+        self.locked(|_| self.checked_write_locked(offset, width, value, vendor))
+    }
+
+    /// [`Core::checked_write`] with the function's lock held by the caller.
+    pub(crate) fn checked_write_locked(
         &self,
         offset: u16,
         width: u8,
@@ -170,8 +210,11 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
-        // Every guard is gone (each holds this core), so bus mastering is off and the
-        // quarantine was emptied when it went off.
+        // Every guard is gone (each holds this core), so bus mastering is off (the last
+        // guard read its write back), and nothing is left that could turn it on again: the
+        // buffers dropped during the claim can be reused now, before the function is.
+        let quarantine = core::mem::take(&mut self.master.get_mut().quarantine);
+        drop(quarantine);
         self.platform.release_function(self.info.address);
     }
 }

@@ -92,16 +92,23 @@ impl VendorWindow {
     /// and anything past the capability's end are refused.
     pub fn write32(&self, offset: u16, value: u32) -> Result<(), ConfigWriteError> {
         let at = self.at(offset, 4)?;
-        self.check_alias(offset, 4)?;
-        self.core.checked_write(at, 4, value, Some(self.offset))
+        // The aim is checked and the data written under one lock: no other window (or
+        // handler) can re-aim the capability in between.
+        self.core.locked(|_| {
+            self.check_alias(offset, 4)?;
+            self.core
+                .checked_write_locked(at, 4, value, Some(self.offset))
+        })
     }
 
     /// Writes the byte at `offset` in the capability.
     pub fn write8(&self, offset: u16, value: u8) -> Result<(), ConfigWriteError> {
         let at = self.at(offset, 1)?;
-        self.check_alias(offset, 1)?;
-        self.core
-            .checked_write(at, 1, u32::from(value), Some(self.offset))
+        self.core.locked(|_| {
+            self.check_alias(offset, 1)?;
+            self.core
+                .checked_write_locked(at, 1, u32::from(value), Some(self.offset))
+        })
     }
 
     /// Refuses a write to virtio's `pci_cfg_data` while the window is aimed at the MSI-X

@@ -21,8 +21,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pci::intx_lines::SharedLines;
 use pci::irq::PciFunction;
 use pci::platform::{
-    DeviceMemory, DmaRegion, Handler, Interrupts, IntxLine, MsiMessage, Platform, PlatformError,
-    RegisterWindow,
+    DeviceMemory, DmaRegion, Handler, Interrupts, IntxLine, MsiMessage, Parking, Platform,
+    PlatformError, RegisterWindow,
 };
 use pci::vectors::{AllocError, Block};
 use pci::{Address, ConfigSpace, Function};
@@ -38,6 +38,8 @@ pub struct KernelIrq;
 static PLATFORM: KernelIrq = KernelIrq;
 static SPACE: Once<ConfigSpace<'static, KernelConfig>> = Once::new();
 static CLAIMED: Mutex<Vec<Address>> = Mutex::new(Vec::new());
+/// DMA memory of released functions, kept for their next claim (`pci::parking`).
+static PARKING: Parking = Parking::new();
 static PENDING_AT_RELEASE: AtomicU64 = AtomicU64::new(0);
 
 /// Interrupts found pending on vectors being released, so far.
@@ -389,6 +391,10 @@ impl DeviceMemory for KernelIrq {
             .map(|b| Box::new(b) as Box<dyn DmaRegion>)
             .ok_or(PlatformError::Failed("out of memory for a DMA buffer"))
     }
+
+    fn parking(&self) -> &Parking {
+        &PARKING
+    }
 }
 
 impl Platform for KernelIrq {
@@ -415,6 +421,25 @@ impl Platform for KernelIrq {
 /// (GSI, vector, owner) of every handler on a shared INTx line.
 pub fn intx_users() -> Vec<(u32, u8, &'static str)> {
     x86_64::instructions::interrupts::without_interrupts(|| LINES.users())
+}
+
+/// The function at `address` left the bus: the DMA memory parked for its next claim is
+/// freed (no device is left to write there, and no claim of it can come). Returns regions
+/// and bytes.
+pub fn forget_dma(address: Address) -> (usize, u64) {
+    let freed = x86_64::instructions::interrupts::without_interrupts(|| PARKING.release(address));
+    if freed.0 > 0 {
+        log::debug!(
+            "pci: {address}: {} KiB of parked DMA memory freed",
+            freed.1 / 1024
+        );
+    }
+    freed
+}
+
+/// Regions and bytes of DMA memory parked for released functions' next claims.
+pub fn parked_dma() -> (usize, u64) {
+    x86_64::instructions::interrupts::without_interrupts(|| PARKING.total())
 }
 
 /// A short description of the claimed functions (for the console and tests).

@@ -71,6 +71,7 @@ pub mod intx_lines;
 pub mod irq;
 pub mod lspci;
 pub mod mmio_space;
+pub mod parking;
 pub mod platform;
 pub mod range;
 pub mod vectors;

@@ -10,8 +10,9 @@
 //!   released function may be claimed again).
 //!
 //! This module is the bottom of the layer's dependencies: it names no other module of the
-//! crate except the vector allocator's [`Block`], so `function`, `dma`, `window` and `irq`
-//! all build on it and none of them on each other in a cycle. The kernel implements the
+//! crate except the vector allocator's [`Block`] and the DMA [`Parking`] (which names only
+//! [`DmaRegion`]), so `function`, `dma`, `window` and `irq` all build on it and none of them
+//! on each other in a cycle. The kernel implements the
 //! traits on real hardware (`kernel/src/pciirq.rs`), the host tests on the fake platform
 //! (`pci/src/fake/irq.rs`), with the same shared logic ([`crate::dispatch`],
 //! [`crate::intx_lines`], [`crate::x86_msi`]) underneath.
@@ -20,6 +21,7 @@ use alloc::boxed::Box;
 use core::fmt;
 
 pub use crate::dispatch::Handler;
+pub use crate::parking::Parking;
 use crate::vectors::{AllocError, Block};
 use crate::{Address, Function};
 
@@ -90,6 +92,17 @@ pub trait DmaRegion: Send + Sync {
             self.write8(offset + i as u64, *b);
         }
     }
+    /// Zeroes the whole region (a parked region handed to a new buffer, which is promised
+    /// zeroed). The default writes zeros in chunks through [`DmaRegion::write_bytes`].
+    fn zero(&self) {
+        const CHUNK: [u8; 512] = [0; 512];
+        let mut at = 0;
+        while at < self.len() {
+            let n = (self.len() - at).min(CHUNK.len() as u64);
+            self.write_bytes(at, &CHUNK[..n as usize]);
+            at += n;
+        }
+    }
 }
 
 /// A function's attachment to a (possibly shared) legacy INTx line.
@@ -144,6 +157,9 @@ pub trait DeviceMemory: Send + Sync {
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, PlatformError>;
     /// Allocates a zeroed, physically contiguous DMA buffer of at least `bytes` bytes.
     fn dma(&self, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError>;
+    /// Where the DMA memory of released functions waits for their next claim (see
+    /// [`Parking`]): one per platform.
+    fn parking(&self) -> &Parking;
 }
 
 /// Everything a claimed function's handles reach the machine through.

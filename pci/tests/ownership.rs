@@ -197,6 +197,9 @@ fn windows_buffers_and_guards_keep_their_function_claimed() {
     buffer.write32(0, 1);
     drop(buffer);
     assert_eq!(platform.released(), [ADDRESS]);
+    // The buffer is parked for the function's next claim, and freed when it leaves the bus.
+    assert_eq!(platform.parked(ADDRESS), (1, 4096));
+    assert_eq!(platform.remove(ADDRESS), (1, 4096));
     assert_eq!(platform.dma_live(), 0);
 }
 
@@ -262,8 +265,60 @@ fn dma_memory_is_not_reused_while_the_device_can_master_the_bus() {
     assert_eq!(platform.dma_live(), 3, "freed under a new guard");
     drop(again);
     drop(function);
-    assert_eq!(platform.dma_live(), 0, "quarantine kept after the claim");
     assert_eq!(platform.released().len(), 1);
+    // The device still holds those addresses, and a new claim may turn bus mastering on:
+    // the memory is parked for that claim, not freed.
+    assert_eq!(platform.dma_live(), 3, "freed while the function exists");
+    assert_eq!(platform.parked(ADDRESS), (3, 100 + 8192 + 1));
+    assert_eq!(platform.remove(ADDRESS).0, 3);
+    assert_eq!(
+        platform.dma_live(),
+        0,
+        "kept after the function left the bus"
+    );
+    assert!(platform.dma_red_zones_intact());
+}
+
+#[test]
+fn a_new_claim_reuses_its_functions_parked_memory_zeroed() {
+    let platform = FakePlatform::leaked(1);
+    let space = {
+        let (function, space) = handle(device(4), platform);
+        let master = function.bus_master();
+        let queue = master.dma_buffer(8192).unwrap();
+        let staging = master.dma_buffer(1 << 20).unwrap();
+        queue.write32(0, 0xdead_beef);
+        staging.write32(4096, 0x1234_5678);
+        drop((queue, staging, master, function));
+        space
+    };
+    assert_eq!(platform.dma_live(), 2);
+    for cycle in 0..100 {
+        // Claimed again, as the kernel does after an unbind (the same configuration space).
+        assert_eq!(platform.released().len(), cycle as usize + 1);
+        // SAFETY: the last handle and everything made from it were dropped (released above).
+        let function = unsafe { pci::fake::irq::claim_again(space, platform) };
+        let master = function.bus_master();
+        let staging = master.dma_buffer(1 << 20).unwrap();
+        let queue = master.dma_buffer(8000).unwrap();
+        assert_eq!(
+            queue.read32(0),
+            0,
+            "cycle {cycle}: a reused buffer is not zeroed"
+        );
+        assert_eq!(
+            staging.read32(4096),
+            0,
+            "cycle {cycle}: a reused buffer is not zeroed"
+        );
+        queue.write32(0, cycle);
+        staging.write32(4096, cycle);
+        // A request the parked memory cannot serve is new memory.
+        let extra = master.dma_buffer(64).unwrap();
+        drop((extra, queue, staging, master, function));
+        assert_eq!(platform.dma_live(), 3, "cycle {cycle}: memory use grew");
+    }
+    assert_eq!(platform.parked(ADDRESS).0, 3);
     assert!(platform.dma_red_zones_intact());
 }
 

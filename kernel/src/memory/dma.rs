@@ -28,28 +28,34 @@ impl DmaBuffer {
         let phys = frames::with(|f| f.allocate_contiguous(pages, PAGE_SIZE))?;
         // INVARIANT: the frames were just allocated to this buffer alone.
         let buffer = DmaBuffer { phys, pages };
-        // One `rep stosq` (eight bytes a step) instead of a checked access per word or a
-        // byte-wise `memset`: zeroing a driver's 1 MiB staging buffer word by word cost about
-        // a million instructions. No device has the address yet, so ordinary stores do (they
-        // are ordered before the register write that hands the address out: x86 keeps stores
-        // in order).
-        // SAFETY: the invariant: `pages` frames at `phys`, identity-mapped RAM owned by this
-        // buffer alone; `rep stosq` writes exactly `rcx` quadwords from `rdi` upwards (the
-        // direction flag is clear, as the ABI requires) and touches nothing else.
-        unsafe {
-            core::arch::asm!(
-                "rep stosq",
-                inout("rcx") pages * PAGE_SIZE / 8 => _,
-                inout("rdi") phys => _,
-                in("rax") 0u64,
-                options(nostack, preserves_flags)
-            );
-        }
+        buffer.zero();
         log::trace!(
             "dma: {} KiB of zeroed DMA memory at {phys:#x}",
             pages * PAGE_SIZE / 1024
         );
         Some(buffer)
+    }
+
+    /// Zeroes the whole buffer: one `rep stosq` (eight bytes a step) instead of a checked
+    /// access per word or a byte-wise `memset` (zeroing a driver's 1 MiB staging buffer word
+    /// by word cost about a million instructions). Ordinary stores are enough: they are
+    /// ordered before the register write that hands the address out (x86 keeps stores in
+    /// order), and a device still holding the address of reused memory (`pci::parking`) may
+    /// write at any time anyway, which the buffer's volatile accessors allow for.
+    pub fn zero(&self) {
+        // SAFETY: the invariant: `pages` frames at `phys`, identity-mapped RAM owned by this
+        // buffer alone, with no Rust reference into it; `rep stosq` writes exactly `rcx`
+        // quadwords from `rdi` upwards (the direction flag is clear, as the ABI requires) and
+        // touches nothing else.
+        unsafe {
+            core::arch::asm!(
+                "rep stosq",
+                inout("rcx") self.pages * PAGE_SIZE / 8 => _,
+                inout("rdi") self.phys => _,
+                in("rax") 0u64,
+                options(nostack, preserves_flags)
+            );
+        }
     }
 
     /// Physical address of the first byte (what the device is given).
@@ -201,6 +207,11 @@ impl pci::platform::DmaRegion for DmaBuffer {
         // SAFETY: as in `read_bytes`.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) }
         // Every byte is in memory before the device is told to look (a doorbell write).
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+    }
+
+    fn zero(&self) {
+        DmaBuffer::zero(self);
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
     }
 }

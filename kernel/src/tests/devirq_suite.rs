@@ -252,17 +252,40 @@ fn dma_memory_waits_until_the_claim_ends() -> Result<(), String> {
     ensure!(master_bit(&function), "bus mastering off with a new guard");
     ensure!(start - free() == taken, "freed under a new guard");
     drop(again);
+    let parked = pciirq::parked_dma();
     drop(function);
+    // The claim ended with bus mastering off, but edu still holds the address and the next
+    // claim may turn bus mastering on: the frames are parked for that claim, not freed.
     ensure!(
-        free() == start,
-        "quarantined frames not freed when the claim ended: {} bytes",
-        start - free()
+        start - free() == taken,
+        "freed at the end of the claim, while edu still exists"
+    );
+    let now_parked = pciirq::parked_dma();
+    ensure!(
+        now_parked.1 - parked.1 == 64 * 1024,
+        "parked {now_parked:?} after the claim, {parked:?} before"
+    );
+    // The next claim makes its buffers from them: no new frames, and zeroed again.
+    let function = pciirq::claim(address).ok_or("edu not released")?;
+    ensure!(!master_bit(&function), "bus mastering on at the next claim");
+    let master = function.bus_master();
+    let buffer = master
+        .dma_buffer(64 * 1024)
+        .map_err(|e| alloc::format!("{e}"))?;
+    ensure!(
+        start - free() == taken,
+        "the next claim took new frames instead of its parked ones"
     );
     ensure!(
-        !master_bit(&pciirq::claim(address).ok_or("edu not released")?),
-        "bus mastering on after the claim"
+        (0..64 * 1024)
+            .step_by(4096)
+            .all(|at| buffer.read32(at) == 0),
+        "reused DMA memory not zeroed"
     );
-    crate::serial_println!("edu: {taken} bytes of DMA memory held until the claim ended");
+    drop((buffer, master, function));
+    crate::serial_println!(
+        "edu: {taken} bytes of DMA memory held through the claim, parked after it, reused by the next"
+    );
     Ok(())
 }
 

@@ -243,14 +243,15 @@ impl DmaBuffer {
 }
 
 impl BusMaster {
-    /// A zeroed DMA buffer of at least `bytes` bytes for this function's device.
+    /// A zeroed DMA buffer of at least `bytes` bytes for this function's device: memory an
+    /// earlier claim of the function used, if some fits ([`crate::parking`]), else new.
     pub fn dma_buffer(&self, bytes: u64) -> Result<DmaBuffer, WindowError> {
-        let region = self
-            .core()
-            .platform
-            .dma(bytes)
-            .map_err(WindowError::Platform)?;
-        Ok(DmaBuffer::new(self.core().clone(), region))
+        let core = self.core();
+        let region = match core.reuse_dma(bytes) {
+            Some(region) => region,
+            None => core.platform.dma(bytes).map_err(WindowError::Platform)?,
+        };
+        Ok(DmaBuffer::new(core.clone(), region))
     }
 }
 

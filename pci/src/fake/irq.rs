@@ -37,8 +37,8 @@ use crate::dispatch::{DispatchTable, Dispatched};
 use crate::intx_lines::SharedLines;
 use crate::irq::{ConfigPort, PciFunction};
 use crate::platform::{
-    DeviceMemory, DmaRegion, Handler, Interrupts, IntxLine, MsiMessage, Platform, PlatformError,
-    RegisterWindow,
+    DeviceMemory, DmaRegion, Handler, Interrupts, IntxLine, MsiMessage, Parking, Platform,
+    PlatformError, RegisterWindow,
 };
 use crate::range::checked_range;
 use crate::vectors::{AllocError, Block, Policy, Snapshot, VectorAllocator};
@@ -96,6 +96,7 @@ pub struct FakePlatform {
     handlers: DispatchTable<FAKE_CPUS>,
     memory: Mutex<BTreeMap<u64, u32>>,
     dma: Mutex<Vec<DmaMemory>>,
+    parking: Parking,
     released: Mutex<Vec<Address>>,
     pending: Mutex<Vec<(Address, u8)>>,
     intx: SharedLines,
@@ -132,6 +133,7 @@ impl FakePlatform {
             handlers: DispatchTable::new(),
             memory: Mutex::new(BTreeMap::new()),
             dma: Mutex::new(Vec::new()),
+            parking: Parking::new(),
             released: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             intx: SharedLines::new(),
@@ -224,7 +226,18 @@ impl FakePlatform {
         self.memory.lock().iter().map(|(&a, &v)| (a, v)).collect()
     }
 
-    /// How many DMA buffers this platform gave out are not freed yet.
+    /// Regions and bytes of DMA memory parked for the next claim of `address`.
+    pub fn parked(&self, address: Address) -> (usize, u64) {
+        self.parking.parked(address)
+    }
+
+    /// The function at `address` was removed: its parked DMA memory is freed (what the
+    /// kernel does when a function leaves the bus). Returns regions and bytes.
+    pub fn remove(&self, address: Address) -> (usize, u64) {
+        self.parking.release(address)
+    }
+
+    /// How many DMA buffers this platform gave out are not freed yet (parked ones included).
     pub fn dma_live(&self) -> usize {
         self.dma
             .lock()
@@ -452,6 +465,10 @@ impl DeviceMemory for &'static FakePlatform {
             bus,
         }))
     }
+
+    fn parking(&self) -> &Parking {
+        &self.parking
+    }
 }
 
 impl Platform for &'static FakePlatform {
@@ -519,6 +536,20 @@ pub fn handle(
     let space = FakeConfigSpace::new();
     space.add(ADDRESS, function);
     let space: &'static Mutex<FakeConfigSpace> = keep(Mutex::new(space));
+    // SAFETY: the config space is new, so this is the only handle of its one function.
+    (unsafe { claim_again(space, platform) }, space)
+}
+
+/// A new handle for the function of `space` (made by [`handle`]): what the kernel's claim
+/// does after an unbind.
+///
+/// # Safety
+/// No other handle of that function may exist, nor anything made from one (its release was
+/// reported to [`FakePlatform::released`]).
+pub unsafe fn claim_again(
+    space: &'static Mutex<FakeConfigSpace>,
+    platform: &'static FakePlatform,
+) -> PciFunction {
     let info = {
         let guard = space.lock();
         let roots = [Root {
@@ -533,9 +564,8 @@ pub fn handle(
             .expect("fake function present")
     };
     let platform: &'static &'static FakePlatform = keep(platform);
-    // SAFETY: the config space is new, so this is the only handle of its one function.
-    let function = unsafe { PciFunction::new(info, space, platform) };
-    (function, space)
+    // SAFETY: the caller guarantees this is the only handle.
+    unsafe { PciFunction::new(info, space, platform) }
 }
 
 /// An endpoint with a 16 KiB memory BAR 0 and an MSI-X capability of `entries` entries (table

@@ -7,11 +7,13 @@
 //!
 //! - the bit is on exactly while a guard lives (MSI/MSI-X vectors hold one: their messages are
 //!   memory writes);
-//! - a [`DmaBuffer`] dropped during the claim is not freed but *quarantined* on its function,
-//!   and freed when the claim ends: when the function's last handle goes, after the last
-//!   guard turned the bit off and read it back (so the write has reached the device). Not
-//!   when the bit goes off: a new guard would turn it on again, and the device still holds
-//!   every address it was given;
+//! - a [`DmaBuffer`] dropped during the claim is not freed but *quarantined* on its function.
+//!   Not freed when the bit goes off: a new guard would turn it on again, and the device
+//!   still holds every address it was given. Not when the claim ends either: the next claim
+//!   may turn the bit on again too. When the function's last handle goes (after the last
+//!   guard turned the bit off and read it back), the claim's DMA memory is *parked* for the
+//!   function's next claim, which makes its buffers from it first
+//!   ([`crate::parking`]); it is freed when the function leaves the bus;
 //! - the function is released to the PCI layer only after that (every guard and buffer holds
 //!   the function's core);
 //! - the Command register is read, modified and written only under the function's lock,
@@ -31,16 +33,16 @@ use super::{Core, config_guard};
 ///
 /// Who owns it: the driver (or its [`IrqVectors`](crate::irq::IrqVectors) for MSI/MSI-X).
 /// `Drop` turns bus mastering off when it was the last guard. The DMA buffers dropped during
-/// the claim stay quarantined until the function's last handle is gone too. A leaked guard
-/// keeps the device able to master the bus, its quarantined buffers allocated and its
-/// function claimed, forever.
+/// the claim stay quarantined until the function's last handle is gone too, and are then
+/// parked for its next claim. A leaked guard keeps the device able to master the bus, its
+/// quarantined buffers allocated and its function claimed, forever.
 ///
-/// No buffer is reused while the device could write to it, even after bus mastering was off
-/// for a while: the device keeps the addresses it was given, and a new guard would let it
-/// use them again.
+/// No buffer's memory goes to anyone else while the device could write to it, even after bus
+/// mastering was off for a while: the device keeps the addresses it was given, and a new
+/// guard, in this claim or the next, would let it use them again.
 ///
 /// ```
-/// # use pci::fake::irq::{FakePlatform, device, handle};
+/// # use pci::fake::irq::{ADDRESS, FakePlatform, device, handle};
 /// let platform = FakePlatform::leaked(1);
 /// let (function, _space) = handle(device(4), platform);
 /// let master = function.bus_master();
@@ -53,7 +55,9 @@ use super::{Core, config_guard};
 /// let again = function.bus_master(); // ... but it can come back on:
 /// assert_eq!(platform.dma_live(), 1); // still kept
 /// drop(again);
-/// drop(function); // the claim ends: now it is freed
+/// drop(function); // the claim ends: parked for the next claim of the function
+/// assert_eq!(platform.parked(ADDRESS), (1, 4096));
+/// platform.remove(ADDRESS); // the function leaves the bus: now it is freed
 /// assert_eq!(platform.dma_live(), 0);
 /// ```
 pub struct BusMaster {

@@ -73,10 +73,14 @@ pub const PRESENCE_CHECK_US: u64 = 10_000;
 pub(crate) struct Master {
     /// Live [`BusMaster`] guards (MSI/MSI-X vectors hold one too).
     holders: usize,
-    /// DMA memory dropped during this claim: freed when the claim ends, with bus mastering
-    /// off, never earlier. (Turning bus mastering off is not enough: a new guard turns it back
-    /// on, and the device still holds every address it was given.)
+    /// DMA memory dropped during this claim: parked for the function's next claim when this
+    /// one ends (see [`crate::parking`]), never freed while the function exists. (Turning bus
+    /// mastering off is not enough: a new guard turns it back on, and the device still holds
+    /// every address it was given.)
     quarantine: Vec<alloc::boxed::Box<dyn DmaRegion>>,
+    /// DMA memory of earlier claims of this function, taken back from the parking: new
+    /// buffers are made from it first.
+    pool: Vec<alloc::boxed::Box<dyn DmaRegion>>,
 }
 
 /// What every handle of one function shares.
@@ -136,6 +140,14 @@ impl Core {
             return false;
         }
         true
+    }
+
+    /// A region of at least `bytes` bytes from the pool of earlier claims' DMA memory,
+    /// zeroed, if one fits ([`crate::parking`]).
+    pub(crate) fn reuse_dma(&self, bytes: u64) -> Option<alloc::boxed::Box<dyn DmaRegion>> {
+        let region = self.locked(|master| crate::parking::take_fitting(&mut master.pool, bytes))?;
+        region.zero();
+        Some(region)
     }
 
     /// Runs `f` on the bus mastering bookkeeping with the function's lock held and
@@ -211,10 +223,22 @@ impl Core {
 impl Drop for Core {
     fn drop(&mut self) {
         // Every guard is gone (each holds this core), so bus mastering is off (the last
-        // guard read its write back), and nothing is left that could turn it on again: the
-        // buffers dropped during the claim can be reused now, before the function is.
-        let quarantine = core::mem::take(&mut self.master.get_mut().quarantine);
-        drop(quarantine);
+        // guard read its write back). The device still holds the addresses it was given,
+        // and the next claim may turn bus mastering on again: the claim's DMA memory is
+        // parked for that claim, before the function is released to be claimed.
+        let master = self.master.get_mut();
+        // Exactly as long as needed: what is parked stays on the heap until the next claim.
+        let mut regions = Vec::with_capacity(master.quarantine.len() + master.pool.len());
+        regions.append(&mut master.quarantine);
+        regions.append(&mut master.pool);
+        let parking = self.platform.parking();
+        let address = self.info.address;
+        let mut regions = Some(regions);
+        self.platform.without_interrupts(&mut || {
+            if let Some(regions) = regions.take() {
+                parking.park(address, regions);
+            }
+        });
         self.platform.release_function(self.info.address);
     }
 }
@@ -309,6 +333,9 @@ impl PciFunction {
         let protected = Protected::of(&info, |at| {
             (config.read32(info.address, at & !3) >> (8 * ((at + 2) & 3))) as u8
         });
+        let parking = platform.parking();
+        let mut pool = Vec::new();
+        platform.without_interrupts(&mut || pool = parking.take(info.address));
         // INVARIANT: the caller guarantees this is the only handle.
         let core = Core {
             info,
@@ -318,6 +345,7 @@ impl PciFunction {
             master: Mutex::new(Master {
                 holders: 0,
                 quarantine: Vec::new(),
+                pool,
             }),
             gone: AtomicBool::new(false),
         };

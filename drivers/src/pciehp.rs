@@ -73,6 +73,11 @@ pub trait Host: Sync {
     /// Unbind every function below `port` and forget them. `gone`: the card is gone, so
     /// nothing below may be written to. Returns what was unbound (one line).
     fn detach(&self, port: Address, gone: bool) -> String;
+    /// The slot below `port` was powered off (or found empty): free the DMA memory kept for
+    /// the next claims of functions below it that no longer answer (`pci::parking`). A card
+    /// that still answers (a slot without a power controller) keeps it: it may still hold
+    /// the addresses.
+    fn forget_dma(&self, port: Address);
     /// Logs one line.
     fn log(&self, line: &str);
     /// The resource counters (vectors, frames, heap, MMIO window, handlers, claims), one line.
@@ -586,6 +591,7 @@ impl Port {
                 if self.set(inner, Some(false), Some(Indicator::Off)) {
                     self.log("powered off");
                 }
+                host.forget_dma(self.address);
                 inner.last = String::from("powered off");
             }
             Action::SurpriseRemoval => {
@@ -598,6 +604,7 @@ impl Port {
                 if self.set(inner, Some(false), Some(Indicator::Off)) {
                     self.log("powered off");
                 }
+                host.forget_dma(self.address);
                 inner.last = String::from("surprise removal");
             }
         }
@@ -655,6 +662,7 @@ impl Port {
                 self.log(&format!("{e}; powering off"));
                 host.detach(self.address, false);
                 self.set(inner, Some(false), Some(Indicator::Off));
+                host.forget_dma(self.address);
                 inner.last = e;
                 false
             }

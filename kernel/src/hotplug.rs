@@ -279,6 +279,34 @@ impl Host for KernelHost {
         }
     }
 
+    fn forget_dma(&self, port: Address) {
+        let Some(scan) = crate::pcibus::scan() else {
+            return;
+        };
+        let Some(bridge) = scan.topology.function(port).and_then(|f| f.bridge) else {
+            return;
+        };
+        let space = config_space(&scan);
+        let below = |a: Address| {
+            a.segment() == port.segment()
+                && (bridge.secondary..=bridge.subordinate).contains(&a.bus())
+        };
+        for address in crate::pciirq::parked_addresses()
+            .into_iter()
+            .filter(|a| below(*a))
+        {
+            // Nothing answers (all ones): the card is off or out, and has forgotten
+            // everything. Anything else may still hold the addresses: kept.
+            if space.read32(address, 0).unwrap_or(u32::MAX) & 0xffff == 0xffff {
+                crate::pciirq::forget_dma(address);
+            } else {
+                log::warn!(
+                    "hotplug: {address} still answers after its slot was turned off: its DMA memory stays reserved for it"
+                );
+            }
+        }
+    }
+
     fn log(&self, line: &str) {
         log::info!("{line}");
     }

@@ -96,15 +96,10 @@ pub fn add_functions(new: &[Function]) -> bool {
     })
 }
 
-/// Forgets the functions `gone` says went away (and the scan errors recorded for them), and
-/// frees the DMA memory parked for their next claim (`crate::pciirq::forget_dma`): none
-/// will come.
+/// Forgets the functions `gone` says went away (and the scan errors recorded for them). The
+/// DMA memory parked for them stays until nothing answers at their addresses
+/// (`crate::hotplug`, after the slot is powered off).
 pub fn remove_functions(gone: impl Fn(Address) -> bool) -> bool {
-    if let Some(scan) = scan() {
-        for f in scan.topology.functions.iter().filter(|f| gone(f.address)) {
-            crate::pciirq::forget_dma(f.address);
-        }
-    }
     replace(|t| Topology {
         functions: t
             .functions

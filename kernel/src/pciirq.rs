@@ -423,9 +423,9 @@ pub fn intx_users() -> Vec<(u32, u8, &'static str)> {
     x86_64::instructions::interrupts::without_interrupts(|| LINES.users())
 }
 
-/// The function at `address` left the bus: the DMA memory parked for its next claim is
-/// freed (no device is left to write there, and no claim of it can come). Returns regions
-/// and bytes.
+/// Nothing answers at `address` any more (its slot was powered off or emptied): the DMA
+/// memory parked for its next claim is freed, as no device is left to write there. Returns
+/// regions and bytes.
 pub fn forget_dma(address: Address) -> (usize, u64) {
     let freed = x86_64::instructions::interrupts::without_interrupts(|| PARKING.release(address));
     if freed.0 > 0 {
@@ -435,6 +435,11 @@ pub fn forget_dma(address: Address) -> (usize, u64) {
         );
     }
     freed
+}
+
+/// The addresses DMA memory is parked under.
+pub fn parked_addresses() -> Vec<Address> {
+    x86_64::instructions::interrupts::without_interrupts(|| PARKING.addresses())
 }
 
 /// Regions and bytes of DMA memory parked for released functions' next claims.

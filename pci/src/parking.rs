@@ -16,7 +16,10 @@
 //!   first (zeroed again), so a driver bound again and again reuses its memory instead of
 //!   taking more;
 //! - they are **freed** only when the function is gone ([`Parking::release`], called by the
-//!   platform when a function is removed from the bus): no device is left to write there.
+//!   platform once nothing answers at the address any more, a hot-plug slot powered off or
+//!   emptied): no device is left to write there. A claim that finds a *different* device at
+//!   the address (other vendor and device IDs) frees what the old one left: that device is
+//!   gone too.
 //!
 //! A stale write by the device can then only land in DMA memory of the same function, whose
 //! contents every driver treats as the device's anyway (read through bounds-checked, volatile
@@ -47,6 +50,8 @@ pub struct Parking {
 /// The parked regions of one function.
 struct Lot {
     address: Address,
+    /// Vendor ID | Device ID << 16 of the device the regions were given to.
+    ids: u32,
     regions: Vec<Box<dyn DmaRegion>>,
 }
 
@@ -64,29 +69,54 @@ impl Parking {
         }
     }
 
-    /// Parks `regions` under `address` (with whatever is parked there already).
-    pub(crate) fn park(&self, address: Address, regions: Vec<Box<dyn DmaRegion>>) {
+    /// Parks `regions` under `address`, given to the device with IDs `ids` (Vendor ID |
+    /// Device ID << 16), with whatever is parked there already.
+    pub(crate) fn park(&self, address: Address, ids: u32, regions: Vec<Box<dyn DmaRegion>>) {
         if regions.is_empty() {
             return;
         }
         let mut lots = self.lots.lock();
         match lots.iter_mut().find(|l| l.address == address) {
-            Some(lot) => lot.regions.extend(regions),
-            None => lots.push(Lot { address, regions }),
+            Some(lot) if lot.ids == ids => lot.regions.extend(regions),
+            // Another device's regions at the same address: that device is gone (this one
+            // answers there), so they could be freed; keeping both is as safe.
+            _ => lots.push(Lot {
+                address,
+                ids,
+                regions,
+            }),
         }
     }
 
-    /// Takes back everything parked under `address`, for a new claim of it.
-    pub(crate) fn take(&self, address: Address) -> Vec<Box<dyn DmaRegion>> {
-        let mut lots = self.lots.lock();
-        let Some(i) = lots.iter().position(|l| l.address == address) else {
-            return Vec::new();
+    /// Takes back everything parked under `address` for a new claim of the device with IDs
+    /// `ids`. What another device left there is freed: that device no longer answers at
+    /// the address, this one does.
+    pub(crate) fn take(&self, address: Address, ids: u32) -> Vec<Box<dyn DmaRegion>> {
+        let (mine, others) = {
+            let mut lots = self.lots.lock();
+            let mut mine = Vec::new();
+            let mut others = Vec::new();
+            let mut i = 0;
+            while i < lots.len() {
+                if lots[i].address != address {
+                    i += 1;
+                    continue;
+                }
+                let lot = lots.swap_remove(i);
+                if lot.ids == ids {
+                    mine.extend(lot.regions);
+                } else {
+                    others.push(lot);
+                }
+            }
+            // The list's own memory follows what is parked, so that parking and taking
+            // back leave the heap as they found it (the kernel's tests compare it byte for
+            // byte).
+            lots.shrink_to_fit();
+            (mine, others)
         };
-        let lot = lots.swap_remove(i);
-        // The list's own memory follows what is parked, so that parking and taking back
-        // leave the heap as they found it (the kernel's tests compare it byte for byte).
-        lots.shrink_to_fit();
-        lot.regions
+        drop(others);
+        mine
     }
 
     /// The function at `address` is gone (removed from the bus): its parked regions are
@@ -95,20 +125,39 @@ impl Parking {
     /// Only for a function no device answers at any more: a function that still exists may
     /// write to its regions whenever a claim turns bus mastering on.
     pub fn release(&self, address: Address) -> (usize, u64) {
-        let regions = self.take(address);
-        let freed = (regions.len(), regions.iter().map(|r| r.len()).sum());
-        drop(regions);
+        let lots: Vec<Lot> = {
+            let mut lots = self.lots.lock();
+            let (gone, kept) = core::mem::take(&mut *lots)
+                .into_iter()
+                .partition(|l| l.address == address);
+            *lots = kept;
+            lots.shrink_to_fit();
+            gone
+        };
+        let regions = lots.iter().flat_map(|l| &l.regions);
+        let freed = (
+            regions.clone().count(),
+            regions.map(|r| r.len()).sum::<u64>(),
+        );
+        drop(lots);
         freed
+    }
+
+    /// The addresses something is parked under.
+    pub fn addresses(&self) -> Vec<Address> {
+        let lots = self.lots.lock();
+        let mut out: Vec<Address> = lots.iter().map(|l| l.address).collect();
+        out.dedup();
+        out
     }
 
     /// Regions and bytes parked under `address`.
     pub fn parked(&self, address: Address) -> (usize, u64) {
         let lots = self.lots.lock();
         lots.iter()
-            .find(|l| l.address == address)
-            .map_or((0, 0), |l| {
-                (l.regions.len(), l.regions.iter().map(|r| r.len()).sum())
-            })
+            .filter(|l| l.address == address)
+            .flat_map(|l| &l.regions)
+            .fold((0, 0), |(n, b), r| (n + 1, b + r.len()))
     }
 
     /// Regions and bytes parked in all.
@@ -176,21 +225,35 @@ mod tests {
 
     const A: Address = Address::new_masked(0, 0, 3, 0);
     const B: Address = Address::new_masked(0, 0, 4, 0);
+    const NVME: u32 = 0x1b36 | 0x0010 << 16;
+    const EDU: u32 = 0x1234 | 0x11e8 << 16;
+
+    #[test]
+    fn another_device_at_the_address_gets_nothing_and_frees_the_old_ones() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let parking = Parking::new();
+        parking.park(A, NVME, regions(&[4096, 8192], &drops));
+        // A different card in the slot: the old one is gone.
+        assert!(parking.take(A, EDU).is_empty());
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+        assert_eq!(parking.total(), (0, 0));
+    }
 
     #[test]
     fn parked_regions_go_back_to_their_function_and_are_freed_only_on_release() {
         let drops = Arc::new(AtomicUsize::new(0));
         let parking = Parking::new();
-        parking.park(A, regions(&[4096, 8192], &drops));
-        parking.park(A, regions(&[4096], &drops));
-        parking.park(B, regions(&[65536], &drops));
+        parking.park(A, NVME, regions(&[4096, 8192], &drops));
+        parking.park(A, NVME, regions(&[4096], &drops));
+        parking.park(B, NVME, regions(&[65536], &drops));
         assert_eq!(parking.parked(A), (3, 16384));
         assert_eq!(parking.total(), (4, 81920));
-        let back = parking.take(A);
+        assert_eq!(parking.addresses(), [A, B]);
+        let back = parking.take(A, NVME);
         assert_eq!(back.len(), 3);
         assert_eq!(parking.parked(A), (0, 0));
-        assert!(parking.take(A).is_empty());
-        parking.park(A, back);
+        assert!(parking.take(A, NVME).is_empty());
+        parking.park(A, NVME, back);
         assert_eq!(
             drops.load(Ordering::Relaxed),
             0,

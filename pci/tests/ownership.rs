@@ -453,3 +453,23 @@ fn an_unassigned_bar_is_not_mapped() {
         assert!(e.to_string().contains("unassigned"), "{e}");
     }
 }
+
+#[test]
+fn buffers_made_and_dropped_over_and_over_reuse_the_same_memory() {
+    let platform = FakePlatform::leaked(1);
+    let (function, _space) = handle(device(4), platform);
+    for n in 0..1000u32 {
+        let master = function.bus_master();
+        let buffer = master.dma_buffer(4096).unwrap();
+        assert_eq!(
+            buffer.read32(0),
+            0,
+            "operation {n}: reused memory not zeroed"
+        );
+        buffer.write32(0, n + 1);
+        drop((buffer, master));
+    }
+    assert_eq!(platform.dma_live(), 1, "one operation's memory at a time");
+    drop(function);
+    assert_eq!(platform.parked(ADDRESS), (1, 4096));
+}

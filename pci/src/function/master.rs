@@ -13,7 +13,8 @@
 //!   may turn the bit on again too. When the function's last handle goes (after the last
 //!   guard turned the bit off and read it back), the claim's DMA memory is *parked* for the
 //!   function's next claim, which makes its buffers from it first
-//!   ([`crate::parking`]); it is freed when the function leaves the bus;
+//!   ([`crate::parking`]); it is freed when nothing answers at the function's address any
+//!   more. Within the claim, a new buffer reuses a dropped one's memory first;
 //! - the function is released to the PCI layer only after that (every guard and buffer holds
 //!   the function's core);
 //! - the Command register is read, modified and written only under the function's lock,

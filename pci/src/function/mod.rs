@@ -142,10 +142,17 @@ impl Core {
         true
     }
 
-    /// A region of at least `bytes` bytes from the pool of earlier claims' DMA memory,
-    /// zeroed, if one fits ([`crate::parking`]).
+    /// A region of at least `bytes` bytes of this function's DMA memory, zeroed, if one
+    /// fits: from earlier claims (the pool), else from buffers dropped during this one (the
+    /// quarantine). Either may still be written by the device, which held their addresses;
+    /// a new buffer of the *same* function is where such a write may land
+    /// ([`crate::parking`]), so a driver that makes and drops buffers over and over does not
+    /// take more memory for each.
     pub(crate) fn reuse_dma(&self, bytes: u64) -> Option<alloc::boxed::Box<dyn DmaRegion>> {
-        let region = self.locked(|master| crate::parking::take_fitting(&mut master.pool, bytes))?;
+        let region = self.locked(|master| {
+            crate::parking::take_fitting(&mut master.pool, bytes)
+                .or_else(|| crate::parking::take_fitting(&mut master.quarantine, bytes))
+        })?;
         region.zero();
         Some(region)
     }
@@ -220,6 +227,11 @@ impl Core {
     }
 }
 
+/// Vendor ID | Device ID << 16: which device a function's parked memory was given to.
+fn device_ids(info: &Function) -> u32 {
+    u32::from(info.vendor_id) | u32::from(info.device_id) << 16
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
         // Every guard is gone (each holds this core), so bus mastering is off (the last
@@ -233,10 +245,11 @@ impl Drop for Core {
         regions.append(&mut master.pool);
         let parking = self.platform.parking();
         let address = self.info.address;
+        let ids = device_ids(&self.info);
         let mut regions = Some(regions);
         self.platform.without_interrupts(&mut || {
             if let Some(regions) = regions.take() {
-                parking.park(address, regions);
+                parking.park(address, ids, regions);
             }
         });
         self.platform.release_function(self.info.address);
@@ -335,7 +348,8 @@ impl PciFunction {
         });
         let parking = platform.parking();
         let mut pool = Vec::new();
-        platform.without_interrupts(&mut || pool = parking.take(info.address));
+        let ids = device_ids(&info);
+        platform.without_interrupts(&mut || pool = parking.take(info.address, ids));
         // INVARIANT: the caller guarantees this is the only handle.
         let core = Core {
             info,

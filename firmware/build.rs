@@ -63,15 +63,28 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Fixes for faults in ACPICA 20250404 on malformed AML, found by feeding it mutated real
-/// tables (each a NULL check; upstream has since fixed the same places). A fix that no longer
-/// applies stops the build, so a newer ACPICA is looked at rather than silently unpatched.
+/// tables. A fix that no longer applies stops the build, so a newer ACPICA is looked at rather
+/// than silently unpatched.
 fn fix_known_faults(tree: &Path) {
-    let fixes: [(&str, &str, &str); 1] = [(
-        // An expression as a package element: `Results` may be NULL here.
-        "components/dispatcher/dspkginit.c",
-        "                AcpiUtRemoveReference (WalkState->Results->Results.ObjDesc[0]);",
-        "                if (WalkState->Results)\n                {\n                    AcpiUtRemoveReference (WalkState->Results->Results.ObjDesc[0]);\n                }",
-    )];
+    let fixes: [(&str, &str, &str); 2] = [
+        (
+            // An expression as a package element: `Results` may be NULL here (a NULL check;
+            // upstream has since fixed the same place).
+            "components/dispatcher/dspkginit.c",
+            "                AcpiUtRemoveReference (WalkState->Results->Results.ObjDesc[0]);",
+            "                if (WalkState->Results)\n                {\n                    AcpiUtRemoveReference (WalkState->Results->Results.ObjDesc[0]);\n                }",
+        ),
+        (
+            // A `Break` or `Continue` that no `While` encloses (`While (One) {}` then a stray
+            // `Break` at table level): the parser pops scopes looking for the `While`, and
+            // once the stack is empty each pop leaves `*Op` NULL, forever, without one OS
+            // call the operation's deadline could act on (`acpiexec` 20200925 hangs the
+            // same way). Stop at the empty stack with ACPICA's own error for it.
+            "components/parser/psobject.c",
+            "        while (!(*Op) || ((*Op)->Common.AmlOpcode != AML_WHILE_OP))\n        {\n",
+            "        while (!(*Op) || ((*Op)->Common.AmlOpcode != AML_WHILE_OP))\n        {\n            if (!WalkState->ParserState.Scope->Common.Next)\n            {\n                return_ACPI_STATUS (AE_AML_NO_WHILE);\n            }\n",
+        ),
+    ];
     for (file, from, to) in fixes {
         let path = tree.join(file);
         let text = fs::read_to_string(&path).expect("ACPICA source file");

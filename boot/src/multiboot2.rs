@@ -130,6 +130,12 @@ pub enum Multiboot2Error {
     },
     /// Neither tag 6 nor tag 17 is present.
     NoMemoryMap,
+    /// The memory map tag holds no whole entry (its `entry_size` is larger than its body, or
+    /// the body is empty).
+    EmptyMemoryMap {
+        /// The tag type (6 or 17).
+        tag_type: u32,
+    },
     /// The memory map has more than [`crate::MAX_RAW_MEMORY_ENTRIES`] entries.
     MemoryMapTooLarge {
         /// Entries in the tag.
@@ -191,6 +197,9 @@ impl fmt::Display for Multiboot2Error {
                 "multiboot2 memory map tag {tag_type} has entry size {entry_size}, too small"
             ),
             E::NoMemoryMap => f.write_str("multiboot2 information has no memory map (tag 6/17)"),
+            E::EmptyMemoryMap { tag_type } => {
+                write!(f, "multiboot2 memory map tag {tag_type} holds no entry")
+            }
             E::MemoryMapTooLarge { entries } => write!(
                 f,
                 "multiboot2 memory map has {entries} entries, more than the {} supported",
@@ -318,6 +327,11 @@ pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Erro
     // Memory map: tag 6, else tag 17.
     if let Some(body) = mmap {
         let (entry_size, entries) = table(body, tag::MMAP, MIN_MMAP_ENTRY_SIZE)?;
+        if entries.len() < entry_size {
+            return Err(Multiboot2Error::EmptyMemoryMap {
+                tag_type: tag::MMAP,
+            });
+        }
         info.set_memory_map(entries.chunks_exact(entry_size).map(|e| MemoryRegion {
             start: read_u64(e, 0).unwrap_or(0),
             len: read_u64(e, 8).unwrap_or(0),
@@ -325,6 +339,11 @@ pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Erro
         }))?;
     } else if let Some(body) = efi_mmap {
         let (entry_size, entries) = table(body, tag::EFI_MMAP, MIN_EFI_DESCRIPTOR_SIZE)?;
+        if entries.len() < entry_size {
+            return Err(Multiboot2Error::EmptyMemoryMap {
+                tag_type: tag::EFI_MMAP,
+            });
+        }
         info.set_memory_map(entries.chunks_exact(entry_size).map(|d| MemoryRegion {
             start: read_u64(d, 8).unwrap_or(0),
             // Pages past 2^64 bytes clamp; the normaliser clamps the end to u64::MAX anyway.
@@ -719,6 +738,28 @@ mod tests {
     }
 
     #[test]
+    fn a_memory_map_tag_without_one_whole_entry_is_an_error() {
+        // Tag 6 with entry_size 24 and 16 bytes of entries; an empty tag 17.
+        let mut e820 = Vec::new();
+        put32(&mut e820, 24);
+        put32(&mut e820, 0);
+        e820.extend_from_slice(&[0; 16]);
+        let blob = Mbi::new().tag(tag::MMAP, &e820).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::EmptyMemoryMap { tag_type: 6 }
+        );
+        let mut efi = Vec::new();
+        put32(&mut efi, 48);
+        put32(&mut efi, 1);
+        let blob = Mbi::new().tag(tag::EFI_MMAP, &efi).finish();
+        assert_eq!(
+            parse_blob(&blob).unwrap_err(),
+            Multiboot2Error::EmptyMemoryMap { tag_type: 17 }
+        );
+    }
+
+    #[test]
     fn blob_cut_mid_tag() {
         let blob = bios_mbi();
         for cut in [9, 20, 100, blob.len() / 2, blob.len() - 1] {
@@ -1002,6 +1043,7 @@ mod tests {
                 entry_size: 3,
             },
             E::NoMemoryMap,
+            E::EmptyMemoryMap { tag_type: 6 },
             E::MemoryMapTooLarge { entries: 9999 },
             E::Rsdp(RsdpError::BadChecksum),
         ];

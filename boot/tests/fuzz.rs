@@ -131,12 +131,17 @@ fn multiboot2_random_tags() {
         let mut mbi = Mbi::new();
         for _ in 0..rng.below(6) {
             let tag_type = types[rng.below(types.len() as u64) as usize];
-            let body_len = rng.below(120) as usize;
+            let mut body_len = rng.below(120) as usize;
+            // A believable entry size most of the time, and, for those, room for whole
+            // entries most of the time (a map without one is refused).
+            let entry = [24u32, 40, 48, 0, 1, 23][rng.below(6) as usize];
+            let map = tag_type == 6 || tag_type == 17;
+            if map && entry >= 24 && rng.below(4) != 0 {
+                body_len = 8 + entry as usize * (1 + rng.below(3) as usize);
+            }
             let mut body: Vec<u8> = (0..body_len).map(|_| rng.next() as u8).collect();
-            if (tag_type == 6 || tag_type == 17) && body_len >= 8 {
-                // A believable entry size most of the time.
-                let size = [24u32, 40, 48, 0, 1, 23][rng.below(6) as usize];
-                body[..4].copy_from_slice(&size.to_le_bytes());
+            if map && body_len >= 8 {
+                body[..4].copy_from_slice(&entry.to_le_bytes());
             }
             let size = match rng.below(8) {
                 0 => rng.next() as u32,
@@ -153,7 +158,7 @@ fn multiboot2_random_tags() {
         accepted += usize::from(mb2(&blob, MBI));
     }
     // The generator must reach the success path often enough to mean something.
-    assert!(cfg!(miri) || accepted > 500, "only {accepted} accepted");
+    assert!(cfg!(miri) || accepted > 400, "only {accepted} accepted");
 }
 
 #[test]

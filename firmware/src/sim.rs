@@ -255,6 +255,15 @@ impl Hardware for SimMachine {
 /// Runs ACPICA over a dump's tables on a [`SimMachine`]: what `acpi-probe` reports under
 /// `aml` and `host_bridges`. Call it once per process (ACPICA is global).
 pub fn probe_aml(tables: &[([u8; 4], &[u8])], overrides: &[IsaOverride]) -> AmlReport {
+    probe_aml_within(tables, overrides, crate::aml::os::MAX_LIVE)
+}
+
+/// [`probe_aml`] with at most `max_bytes` held by ACPICA at once ([`LoadOptions::max_bytes`]).
+pub fn probe_aml_within(
+    tables: &[([u8; 4], &[u8])],
+    overrides: &[IsaOverride],
+    max_bytes: u64,
+) -> AmlReport {
     let machine: &'static SimMachine = Box::leak(Box::new(SimMachine::new()));
     let Some(rsdp) = machine.install_tables(tables) else {
         return AmlReport {
@@ -264,6 +273,7 @@ pub fn probe_aml(tables: &[([u8; 4], &[u8])], overrides: &[IsaOverride]) -> AmlR
     };
     let options = LoadOptions {
         overrides: overrides.to_vec(),
+        max_bytes,
         ..LoadOptions::default()
     };
     aml::load(machine, rsdp, &options)

@@ -171,3 +171,162 @@ fn aml_layer_on_a_written_firmware() {
     expect(3, "B", 20, "active-high", "link-set");
     expect(4, "C", 23, "active-low", "link");
 }
+
+/// A definition block the parser itself looped on (`While (One) {}` then a stray `Break` at
+/// table level: ACPICA 20250404's parser, and `acpiexec`, never finished it, and made no OS
+/// call the deadline could act on while they tried). `build.rs` stops the search for the
+/// `While` at the empty scope stack: the table fails with `AE_AML_NO_WHILE`, and the run goes
+/// on.
+#[test]
+fn a_break_outside_any_while_fails_its_table_instead_of_looping() {
+    let dsdt = table(b"DSDT", 2, &[0xA2, 0x02, 0x01, 0xA5]);
+    let text = dump_text(&[("FACP", &fadt()), ("APIC", &madt()), ("DSDT", &dsdt)]);
+    let dir = std::env::temp_dir().join(format!("firmware-aml-loop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("machine.acpidump");
+    std::fs::write(&file, text).expect("write dump");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_acpi-probe"))
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("acpi-probe runs");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("acpi-probe still parsing after 30 s: the loop was not cut");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("read stdout");
+    assert!(status.success(), "acpi-probe failed: {stdout}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let aml = &v["aml"];
+    println!("aml: {aml}");
+    let errors: Vec<&str> = aml["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("AE_AML_NO_WHILE")),
+        "the stray Break was not refused: {errors:#?}"
+    );
+    assert_eq!(aml["tables_failed"], 1, "{aml}");
+}
+
+/// Runs `acpi-probe` on FACP, APIC and `dsdt`, with `args` before the file; its JSON.
+fn probe_dsdt(dsdt: &[u8], args: &[&str]) -> Value {
+    let text = dump_text(&[("FACP", &fadt()), ("APIC", &madt()), ("DSDT", dsdt)]);
+    let dir = std::env::temp_dir().join(format!(
+        "firmware-aml-{}-{}",
+        std::process::id(),
+        args.len()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("machine.acpidump");
+    std::fs::write(&file, text).expect("write dump");
+    let out = Command::new(env!("CARGO_BIN_EXE_acpi-probe"))
+        .args(args)
+        .arg(&file)
+        .output()
+        .expect("acpi-probe runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "acpi-probe failed: {stdout}");
+    serde_json::from_str(&stdout).expect("one JSON object")
+}
+
+/// Fifteen `Name (Bnnn, Buffer (0xFFFF00) {})`: 240 MiB of buffers in 180 bytes of AML. With
+/// the kernel's share of its heap as the limit, the buffers past it fail instead of taking
+/// the heap.
+#[test]
+fn a_table_declaring_more_buffers_than_the_limit_stays_within_it() {
+    let mut body = Vec::new();
+    for i in 0..15u8 {
+        body.extend_from_slice(&[0x08, b'B', b'0', b'0' + i / 10, b'0' + i % 10]);
+        body.extend_from_slice(&[0x11, 0x06, 0x0C, 0x00, 0xFF, 0xFF, 0x00]);
+    }
+    let dsdt = table(b"DSDT", 2, &body);
+    let limit: u64 = 32 << 20;
+    let v = probe_dsdt(&dsdt, &["--acpica-memory", &limit.to_string()]);
+    let aml = &v["aml"];
+    println!("aml: {aml}");
+    let held = aml["acpica_bytes"].as_u64().expect("acpica_bytes");
+    assert!(held <= limit, "ACPICA holds {held} bytes, limit {limit}");
+    // ACPICA goes on after a module-level failure: the namespace is there, without the
+    // buffers that did not fit.
+    assert_eq!(aml["namespace_initialised"], true, "{aml}");
+    // Without the limit the same table takes over 200 MiB: the limit is what stopped it.
+    let v = probe_dsdt(&dsdt, &[]);
+    let unlimited = v["aml"]["acpica_bytes"].as_u64().expect("acpica_bytes");
+    assert!(unlimited > 200 << 20, "{}", v["aml"]);
+}
+
+/// `tests/aml/malformed.asl`: `_PRT` entries with a pin above INTD#, a device above 31 or a
+/// function field other than 0xFFFF are dropped (before, pin 5 was routed as INTB# and
+/// device 0x1230 as device 0x30); `_SEG` and `_BBN` wider than their fields keep their low
+/// bits (before, they became segment 0, bus 0: a second `PCI0`); a `\_S5` SLP_TYP wider than
+/// 3 bits gives no S5 value (before, 0x105 became 5).
+#[test]
+fn malformed_routing_and_sleep_values_are_refused_not_folded() {
+    if !iasl_available() {
+        println!("aml: iasl (acpica-tools) not installed: SKIPPED (run ./run.sh test)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("firmware-aml-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aml/malformed.asl");
+    let prefix = dir.join("malformed");
+    let out = Command::new("iasl")
+        .arg("-p")
+        .arg(&prefix)
+        .arg(&source)
+        .output()
+        .expect("iasl runs");
+    assert!(
+        out.status.success(),
+        "iasl failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dsdt = std::fs::read(prefix.with_extension("aml")).expect("iasl wrote the AML");
+    let _ = std::fs::remove_dir_all(&dir);
+    let v = probe_dsdt(&dsdt, &[]);
+    println!("{v}");
+    assert_eq!(v["aml"]["s5"], Value::Null, "{}", v["aml"]);
+    let bridges = v["host_bridges"].as_array().expect("host bridges");
+    let bridge = |path: &str| {
+        bridges
+            .iter()
+            .find(|b| b["path"] == path)
+            .unwrap_or_else(|| panic!("no {path}: {bridges:#?}"))
+    };
+    let pci1 = bridge("\\_SB_.PCI1");
+    assert_eq!(pci1["segment"], 1, "{pci1}");
+    assert_eq!(pci1["bus"], 0x80, "{pci1}");
+    let routes = bridge("\\_SB_.PCI0")["prt"]
+        .as_array()
+        .expect("routes")
+        .clone();
+    let found: Vec<(u64, &str, u64)> = routes
+        .iter()
+        .map(|r| {
+            (
+                r["device"].as_u64().expect("device"),
+                r["pin"].as_str().expect("pin"),
+                r["gsi"].as_u64().expect("gsi"),
+            )
+        })
+        .collect();
+    assert_eq!(found, [(1, "A", 16), (3, "B", 10)], "{routes:#?}");
+}

@@ -63,6 +63,9 @@ pub struct LoadOptions {
     pub overrides: Vec<IsaOverride>,
     /// Seconds one AML `While` loop may run (ACPICA's default is 30).
     pub loop_seconds: u32,
+    /// Most memory ACPICA may hold at once, bytes (at most [`os::MAX_LIVE`], 256 MiB): the
+    /// kernel gives it a share of its heap.
+    pub max_bytes: u64,
 }
 
 impl Default for LoadOptions {
@@ -72,6 +75,7 @@ impl Default for LoadOptions {
             total: Budget { ms: 8000 },
             overrides: Vec::new(),
             loop_seconds: 1,
+            max_bytes: os::MAX_LIVE,
         }
     }
 }
@@ -115,6 +119,7 @@ pub fn load(hw: &'static dyn Hardware, rsdp_phys: u64, options: &LoadOptions) ->
     }
     let budget = options.budget;
     os::set_overall(options.total);
+    os::set_max_live(options.max_bytes);
     // SAFETY: ACPICA's first call, made once (`install` refuses a second start).
     let status = timed("subsystem", budget, &mut report, || unsafe {
         ffi::AcpiInitializeSubsystem()
@@ -434,8 +439,14 @@ fn devices_of(hids: &[&CStr]) -> Vec<(Handle, String)> {
 fn sleep_type_s5() -> Option<(u8, u8)> {
     match evaluate(None, "\\_S5", &[]) {
         Ok(Some(Value::Package(items))) => {
+            // SLP_TYP is a 3-bit field (PM1 control bits 12:10): a larger value is not one
+            // to write, so there is no S5 value rather than a truncated one.
             let int = |i: usize| match items.get(i) {
-                Some(Value::Integer(v)) => Some(*v as u8),
+                Some(Value::Integer(v)) if *v <= 7 => Some(*v as u8),
+                Some(Value::Integer(v)) => {
+                    log::warn!("acpi: \\_S5 element {i} is {v:#x}, not a 3-bit SLP_TYP: ignored");
+                    None
+                }
                 _ => None,
             };
             let a = int(0)?;

@@ -258,8 +258,17 @@ fn class_of(total: usize) -> Option<usize> {
 /// Largest single allocation granted. No well-formed firmware needs more (tables are mapped,
 /// not copied); a malformed `Buffer (0xFFFF0004)` must fail, not zero 4 GiB byte by byte.
 const MAX_ALLOCATION: usize = 16 << 20;
-/// Most memory ACPICA may hold at once.
-const MAX_LIVE: u64 = 256 << 20;
+/// Most memory ACPICA may hold at once, unless [`set_max_live`] says less.
+pub const MAX_LIVE: u64 = 256 << 20;
+/// The limit in force (the caller's heap may be smaller than [`MAX_LIVE`]).
+static MAX_LIVE_NOW: AtomicU64 = AtomicU64::new(MAX_LIVE);
+
+/// Sets the most memory ACPICA may hold at once (at most [`MAX_LIVE`]): a kernel with a
+/// small heap gives ACPICA a share of it, so that a table that declares huge buffers fails
+/// its load instead of leaving the heap exhausted for everything after.
+pub fn set_max_live(bytes: u64) {
+    MAX_LIVE_NOW.store(bytes.min(MAX_LIVE), Ordering::Relaxed);
+}
 
 fn allocate(size: usize) -> Option<NonNull<u8>> {
     if past_deadline() {
@@ -269,7 +278,7 @@ fn allocate(size: usize) -> Option<NonNull<u8>> {
         || LIVE_BYTES
             .load(Ordering::Relaxed)
             .saturating_add(size as u64)
-            > MAX_LIVE
+            > MAX_LIVE_NOW.load(Ordering::Relaxed)
     {
         return None;
     }

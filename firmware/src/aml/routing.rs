@@ -159,12 +159,26 @@ pub unsafe fn describe(
             None
         })
         .and_then(|crs| resources::bus_range(&crs));
+    // `_SEG` is 16 bits and `_BBN` 8 (ACPI 6.5 §6.5.6, §6.5.5): a wider value keeps its low
+    // bits, as the field it stands for would, and says so (0 would alias another bridge).
+    if let Some(s) = segment.filter(|s| *s > u64::from(u16::MAX)) {
+        errors.push(alloc::format!(
+            "_SEG {s:#x} is wider than 16 bits: {:#x} used",
+            s & 0xffff
+        ));
+    }
+    if let Some(b) = bbn.filter(|b| *b > u64::from(u8::MAX)) {
+        errors.push(alloc::format!(
+            "_BBN {b:#x} is wider than 8 bits: {:#x} used",
+            b & 0xff
+        ));
+    }
     for e in &errors {
         log::warn!("acpi: host bridge {path}: {e}");
     }
-    let segment = segment.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+    let segment = segment.map_or(0, |s| (s & 0xffff) as u16);
     let bus = bbn
-        .and_then(|b| u8::try_from(b).ok())
+        .map(|b| (b & 0xff) as u8)
         .or(range.map(|r| r.0))
         .unwrap_or(0);
     let mut bridge = engine::bridge(path, segment, bus, range.map(|r| r.1));
@@ -185,8 +199,24 @@ pub unsafe fn describe(
         engine::free_buffer(&table);
         return bridge;
     }
-    let entries = prt_entries(&table);
+    let mut entries = prt_entries(&table);
     engine::free_buffer(&table);
+    // PCI Firmware 3.3 §4.5.1 / ACPI 6.5 §6.2.13: Address is (device << 16) | 0xFFFF, the
+    // device 0-31, the pin 0-3 (INTA#-INTD#). An entry outside that routes nothing: it is
+    // dropped with a warning, never folded onto another device's or pin's line.
+    let name = &bridge.path;
+    entries.retain(|e| {
+        let device = e.address >> 16;
+        let ok = device <= 31 && e.address & 0xffff == 0xffff && e.pin <= 3;
+        if !ok {
+            log::warn!(
+                "acpi: host bridge {name}: _PRT entry with address {:#x}, pin {} is not a device 0-31 and pin INTA#-INTD#: ignored",
+                e.address,
+                e.pin
+            );
+        }
+        ok
+    });
     // What firmware told the devices present behind each link.
     let mut hints: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for e in entries.iter().filter(|e| !e.source.is_empty()) {

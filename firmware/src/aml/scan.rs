@@ -29,6 +29,11 @@ use alloc::vec::Vec;
 /// Bytes of a definition block's header (ACPI 6.5 §5.2.6).
 const HEADER: usize = 36;
 
+/// Most (ID, package) pairs [`scan_block`] compares before it counts every ID on its own
+/// (what bounds its time and memory: a quarter of a million pairs, 2 MiB at most). The
+/// largest block of the 162 machines in the corpus has 7332 (12 IDs, 611 packages).
+const MAX_PAIRS: usize = 1 << 18;
+
 /// The IDs a host bridge carries, as AML encodes them.
 const IDS: [&[u8]; 5] = [
     // EISAID ("PNP0A03") and EISAID ("PNP0A08"): DWordConst 0x030AD041, 0x080AD041.
@@ -91,6 +96,15 @@ fn scan_block(aml: &[u8]) -> Scan {
             _ => {}
         }
     }
+    // Grouping IDs by the packages that hold them costs IDs x packages (and as much memory
+    // for a block built to nest every package around every ID). Real tables are far below
+    // this; past it, every ID counts on its own: still an upper bound, found in one step.
+    if ids.len().saturating_mul(devices.len()) > MAX_PAIRS {
+        return Scan {
+            host_bridges: ids.len(),
+            loads_tables,
+        };
+    }
     // IDs held by exactly the same packages count once: they are in the same real device
     // (every real device's package is among `devices`, so two IDs of different real devices
     // differ at least there). An ID no package holds counts on its own.
@@ -105,10 +119,13 @@ fn scan_block(aml: &[u8]) -> Scan {
             .collect();
         if holders.is_empty() {
             stray += 1;
-        } else if !sets.contains(&holders) {
+        } else {
             sets.push(holders);
         }
     }
+    // Equal sets side by side, then one of each: n log n comparisons, not n squared.
+    sets.sort_unstable();
+    sets.dedup();
     Scan {
         host_bridges: sets.len() + stray,
         loads_tables,
@@ -157,6 +174,33 @@ mod tests {
         b.extend_from_slice(b"_CID");
         b.extend_from_slice(&[0x0C, 0x41, 0xD0, 0x0A, 0x03]);
         b
+    }
+
+    #[test]
+    fn a_block_built_to_nest_every_package_around_every_id_is_bounded_quickly() {
+        // N packages, each reaching to the end of the block, each followed by an ID: every
+        // ID is held by a different set (N x N pairs, N x N / 2 holders kept before the
+        // limit). Counted one per ID, at once.
+        const N: usize = 3000;
+        let mut aml = Vec::new();
+        for _ in 0..N {
+            aml.extend_from_slice(&[0x5B, 0x82, 0, 0, 0, 0]);
+            aml.extend_from_slice(&[0x0C, 0x41, 0xD0, 0x0A, 0x08]);
+        }
+        let total = aml.len();
+        for k in 0..N {
+            // A 4-byte PkgLength (lead 0xC0 | low nibble) from after the opcode to the end.
+            let start = k * 11 + 2;
+            let len = total - start;
+            aml[start] = 0xC0 | (len & 0x0F) as u8;
+            aml[start + 1] = (len >> 4) as u8;
+            aml[start + 2] = (len >> 12) as u8;
+            aml[start + 3] = (len >> 20) as u8;
+        }
+        let t = block(&aml);
+        let started = std::time::Instant::now();
+        assert_eq!(scan([t.as_slice()]).host_bridges, N);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

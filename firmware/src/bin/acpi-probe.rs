@@ -1,4 +1,6 @@
-//! `acpi-probe FILE`: what the kernel would learn from a real machine's firmware.
+//! `acpi-probe [--acpica-memory BYTES] FILE`: what the kernel would learn from a real
+//! machine's firmware (ACPICA allowed at most BYTES at once, 256 MiB by default, as the
+//! kernel gives it a share of its heap).
 //!
 //! Design: FILE is `acpidump` text, plain or gzipped (recognised by the gzip magic bytes
 //! 1f 8b, not by the name). The MADT, MCFG, FADT and HPET are decoded from the dump's bytes
@@ -23,9 +25,21 @@ const MAX_TEXT: u64 = 256 << 20;
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let [path] = args.as_slice() else {
-        eprintln!("usage: acpi-probe FILE   (acpidump text, plain or gzipped)");
-        return ExitCode::from(2);
+    let usage = || {
+        eprintln!(
+            "usage: acpi-probe [--acpica-memory BYTES] FILE   (acpidump text, plain or gzipped)"
+        );
+        ExitCode::from(2)
+    };
+    let (max_bytes, path) = match args.as_slice() {
+        [path] => (firmware::aml::os::MAX_LIVE, path),
+        [flag, bytes, path] if flag == "--acpica-memory" => {
+            match bytes.to_str().and_then(|b| b.parse().ok()) {
+                Some(b) => (b, path),
+                None => return usage(),
+            }
+        }
+        _ => return usage(),
     };
     let path = Path::new(path);
     let text = match read_text(path) {
@@ -42,7 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("{}", probe(&dump));
+    println!("{}", probe(&dump, max_bytes));
     ExitCode::SUCCESS
 }
 
@@ -63,7 +77,7 @@ fn read_text(path: &Path) -> Result<String, String> {
 }
 
 /// The whole report.
-fn probe(dump: &Dump) -> Value {
+fn probe(dump: &Dump, max_bytes: u64) -> Value {
     let table = |sig: &[u8; 4]| dump.find(sig).map(|t| t.bytes.as_slice());
     let madt = table(b"APIC").map(Madt::parse);
     let mcfg = table(b"MCFG").map(Mcfg::parse);
@@ -71,7 +85,7 @@ fn probe(dump: &Dump) -> Value {
         Some(Ok(m)) => m.isa_overrides(),
         _ => Vec::new(),
     };
-    let report = aml_report(&dump.tables, &overrides);
+    let report = aml_report(&dump.tables, &overrides, max_bytes);
     let scan = firmware::aml::scan::scan(
         dump.tables
             .iter()
@@ -124,6 +138,7 @@ fn probe(dump: &Dump) -> Value {
             "apic_mode": report.apic_mode,
             "s5": report.s5.map(|(a, b)| json!([a, b])),
             "errors": report.errors,
+            "acpica_bytes": firmware::aml::os::live_bytes(),
         },
         "host_bridges": report.host_bridges.iter().map(bridge_json).collect::<Vec<_>>(),
         "host_bridge_scan": {
@@ -134,12 +149,12 @@ fn probe(dump: &Dump) -> Value {
 }
 
 /// ACPICA's report on the dump's definition blocks, run on a simulated machine.
-fn aml_report(tables: &[DumpedTable], overrides: &[IsaOverride]) -> AmlReport {
+fn aml_report(tables: &[DumpedTable], overrides: &[IsaOverride], max_bytes: u64) -> AmlReport {
     let tables: Vec<([u8; 4], &[u8])> = tables
         .iter()
         .map(|t| (t.signature, t.bytes.as_slice()))
         .collect();
-    firmware::sim::probe_aml(&tables, overrides)
+    firmware::sim::probe_aml_within(&tables, overrides, max_bytes)
 }
 
 fn madt_json(m: &Madt) -> Value {

@@ -26,7 +26,6 @@ pub use mcfg::{Mcfg, McfgEntry};
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -85,6 +84,11 @@ pub enum TableError {
         /// The length field.
         length: u32,
     },
+    /// No memory for a copy of the table.
+    NoMemory {
+        /// Bytes asked for.
+        len: usize,
+    },
     /// Neither the XSDT nor the RSDT can be used.
     NoRootTable {
         /// Why, in words.
@@ -112,6 +116,7 @@ impl fmt::Display for TableError {
             Self::TooLarge { length } => {
                 write!(f, "table of {length} bytes is larger than {MAX_TABLE_LEN}")
             }
+            Self::NoMemory { len } => write!(f, "no memory for a {len}-byte copy"),
             Self::NoRootTable { reason } => write!(f, "no usable RSDT/XSDT: {reason}"),
         }
     }
@@ -360,7 +365,11 @@ fn read_bytes(mem: &dyn PhysRead, phys: u64, length: u32) -> Result<Vec<u8>, Tab
         return Err(TableError::TooLarge { length });
     }
     let len = usize::try_from(length).map_err(|_| TableError::TooLarge { length })?;
-    let mut buf = vec![0u8; len];
+    // The length is the table's own word: a failed allocation is an error, not an abort.
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len)
+        .map_err(|_| TableError::NoMemory { len })?;
+    buf.resize(len, 0);
     if mem.read_phys(phys, &mut buf) {
         Ok(buf)
     } else {
@@ -489,6 +498,12 @@ pub fn discover(mem: &dyn PhysRead, rsdp: &[u8]) -> Result<TableSet, TableError>
             errors.push(format!("root table entry {i} is zero: skipped"));
             continue;
         }
+        if set.tables.iter().any(|t| t.phys == phys) {
+            errors.push(format!(
+                "root table entry {i} at {phys:#x}: listed before: skipped"
+            ));
+            continue;
+        }
         match add_table(mem, phys, &mut set.tables) {
             Ok(()) => {}
             Err(e) => errors.push(format!("root table entry {i} at {phys:#x}: {e}: skipped")),
@@ -508,19 +523,44 @@ pub fn discover(mem: &dyn PhysRead, rsdp: &[u8]) -> Result<TableSet, TableError>
     Ok(set)
 }
 
-/// Reads the table at `phys` and lists it.
+/// Reads the header at `phys`, checks the whole table's checksum, and lists it. The bytes
+/// are summed through a small buffer, never copied whole: listing costs no memory, however
+/// long a table says it is.
 fn add_table(mem: &dyn PhysRead, phys: u64, out: &mut Vec<TableRef>) -> Result<(), TableError> {
-    let (header, bytes) = read_whole(mem, phys, MAX_TABLE_LEN)?;
+    let header = read_header(mem, phys)?;
+    if usize::try_from(header.length).map_or(true, |l| l < HEADER_LEN) {
+        return Err(TableError::BadLength {
+            length: header.length,
+        });
+    }
     if header.length > MAX_TABLE_LEN {
         return Err(TableError::TooLarge {
             length: header.length,
         });
     }
+    let mut chunk = [0u8; 512];
+    let mut total = 0u8;
+    let mut at = 0u64;
+    let length = u64::from(header.length);
+    while at < length {
+        let n = (length - at).min(chunk.len() as u64) as usize;
+        let start = phys
+            .checked_add(at)
+            .ok_or(TableError::Unreadable { phys, len: n })?;
+        if !mem.read_phys(start, &mut chunk[..n]) {
+            return Err(TableError::Unreadable {
+                phys: start,
+                len: n,
+            });
+        }
+        total = total.wrapping_add(sum(&chunk[..n]));
+        at += n as u64;
+    }
     out.push(TableRef {
         signature: header.signature,
         phys,
         length: header.length,
-        checksum_ok: checksum_ok(&bytes),
+        checksum_ok: total == 0,
     });
     Ok(())
 }

@@ -213,11 +213,56 @@ fn rsdp_and_root_failures() {
 #[test]
 fn too_many_entries_are_capped() {
     let mut m = machine();
-    let entries: Vec<u64> = (0..2000).map(|_| MADT_AT).collect();
+    // 2000 SSDTs at 2000 addresses (above the other tables).
+    let ssdt = table(b"SSDT", 2, &[0xA3; 8]);
+    let at = |i: u64| 0x800_0000 + i * 0x40;
+    for i in 0..2000 {
+        m.put(at(i), ssdt.clone());
+    }
+    let entries: Vec<u64> = (0..2000).map(at).collect();
     m.put(XSDT_AT, xsdt(&entries));
     let set = discover(&m, &rsdp(2, RSDT_AT as u32, XSDT_AT)).expect("discovers");
-    assert_eq!(set.find_all(b"APIC").count(), MAX_ENTRIES);
+    assert_eq!(set.find_all(b"SSDT").count(), MAX_ENTRIES);
     assert!(set.errors.iter().any(|e| e.contains("more than 1024")));
+}
+
+#[test]
+fn a_table_listed_many_times_is_listed_once() {
+    let mut m = machine();
+    let entries: Vec<u64> = (0..1000).map(|_| MADT_AT).collect();
+    m.put(XSDT_AT, xsdt(&entries));
+    let set = discover(&m, &rsdp(2, RSDT_AT as u32, XSDT_AT)).expect("discovers");
+    assert_eq!(set.find_all(b"APIC").count(), 1);
+    assert_eq!(
+        set.errors
+            .iter()
+            .filter(|e| e.contains("listed before"))
+            .count(),
+        999
+    );
+}
+
+#[test]
+fn a_header_claiming_the_largest_length_costs_no_copy() {
+    // A 36-byte header saying 16 MiB, listed 1000 times at different addresses: discovery
+    // sums what is there (unreadable past the end here) and never copies a table whole.
+    let mut m = machine();
+    let mut big = table(b"SSDT", 2, &[]);
+    big[4..8].copy_from_slice(&MAX_TABLE_LEN.to_le_bytes());
+    let at = |i: u64| 0x800_0000 + i * 0x40;
+    for i in 0..1000 {
+        m.put(at(i), big.clone());
+    }
+    let mut entries = vec![FADT_AT, MADT_AT];
+    entries.extend((0..1000).map(at));
+    m.put(XSDT_AT, xsdt(&entries));
+    let started = std::time::Instant::now();
+    let set = discover(&m, &rsdp(2, RSDT_AT as u32, XSDT_AT)).expect("discovers");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        set.find_all(b"APIC").count() == 1,
+        "the real tables are still there"
+    );
 }
 
 #[test]

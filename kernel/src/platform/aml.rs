@@ -136,6 +136,9 @@ fn load_contained(platform: &Platform) -> AmlReport {
             })
             .collect(),
         loop_seconds: 1,
+        // A quarter of what the heap has free: a table declaring huge buffers fails its
+        // load, and the kernel keeps the rest (ACPICA's namespace stays allocated).
+        max_bytes: crate::memory::heap::usage().1 as u64 / 4,
     };
     let started = crate::time::micros_since_boot();
     let report = aml::load(&super::hw::HARDWARE, platform.rsdp_phys, &options);

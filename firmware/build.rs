@@ -66,7 +66,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// tables. A fix that no longer applies stops the build, so a newer ACPICA is looked at rather
 /// than silently unpatched.
 fn fix_known_faults(tree: &Path) {
-    let fixes: [(&str, &str, &str); 2] = [
+    let fixes: [(&str, &str, &str); 4] = [
         (
             // An expression as a package element: `Results` may be NULL here (a NULL check;
             // upstream has since fixed the same place).
@@ -83,6 +83,20 @@ fn fix_known_faults(tree: &Path) {
             "components/parser/psobject.c",
             "        while (!(*Op) || ((*Op)->Common.AmlOpcode != AML_WHILE_OP))\n        {\n",
             "        while (!(*Op) || ((*Op)->Common.AmlOpcode != AML_WHILE_OP))\n        {\n            if (!WalkState->ParserState.Scope->Common.Next)\n            {\n                return_ACPI_STATUS (AE_AML_NO_WHILE);\n            }\n",
+        ),
+        (
+            // A PkgLength reaching past the end of the block (an `If` on an undefined name
+            // with a 256 MiB length: the error path skips the body by its length) sent the
+            // parser reading past the table. A package ends at the block's end at the latest.
+            "components/parser/psargs.c",
+            "    return_PTR (Start + PackageLength); /* end of package */",
+            "    if (Start >= ParserState->AmlEnd ||\n        PackageLength > (UINT32) (ParserState->AmlEnd - Start))\n    {\n        return_PTR (ParserState->AmlEnd);\n    }\n    return_PTR (Start + PackageLength); /* end of package */",
+        ),
+        (
+            // ... and a skipped `If` body that ends at the block's end has no `Else` to look at.
+            "components/parser/psloop.c",
+            "                    if (*WalkState->Aml == AML_ELSE_OP)",
+            "                    if (WalkState->Aml < ParserState->AmlEnd &&\n                        *WalkState->Aml == AML_ELSE_OP)",
         ),
     ];
     for (file, from, to) in fixes {

@@ -330,3 +330,21 @@ fn malformed_routing_and_sleep_values_are_refused_not_folded() {
         .collect();
     assert_eq!(found, [(1, "A", 16), (3, "B", 10)], "{routes:#?}");
 }
+
+/// `If (\ABCD) {...}` on an undefined name, with a PkgLength of 256 MiB: ACPICA's error path
+/// skips the body by its length and read 256 MiB past the table (in `acpi-probe`, a segfault;
+/// in the kernel, reads of whatever lies beyond). `build.rs` ends a package at its block's
+/// end at the latest: the body is skipped to the end, and the probe finishes.
+#[test]
+fn a_package_length_past_the_table_is_not_followed() {
+    let dsdt = table(
+        b"DSDT",
+        2,
+        &[0xA0, 0xCF, 0xFF, 0xFF, 0xFF, 0x5C, 0x41, 0x42, 0x43, 0x44],
+    );
+    let v = probe_dsdt(&dsdt, &[]);
+    let aml = &v["aml"];
+    println!("aml: {aml}");
+    let errors = aml["errors"].to_string();
+    assert!(errors.contains("Skipping While/If block"), "{aml}");
+}

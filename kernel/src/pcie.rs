@@ -171,7 +171,10 @@ pub fn init(ecam: &[EcamRegion]) -> &'static KernelConfig {
                 continue;
             }
             match map_window(region) {
-                Ok(w) => windows.push(w),
+                Ok(w) => {
+                    reserve(region);
+                    windows.push(w);
+                }
                 Err(e) => log::error!("pci: {e}"),
             }
         }
@@ -192,12 +195,17 @@ pub fn init(ecam: &[EcamRegion]) -> &'static KernelConfig {
     })
 }
 
+/// Marks a window in use as the kernel's: configuration space is the PCI layer's, and a
+/// device window over it would be a raw configuration write path around its checks. (A
+/// candidate that turned out not to be ECAM is not marked: it may hold a device's BAR.)
+fn reserve(region: &EcamRegion) {
+    let buses = u64::from(region.end_bus - region.start_bus) + 1;
+    crate::memory::mmio::reserve_for_kernel(region.base, buses << 20);
+}
+
 /// Maps `region` (its base is that of bus `start_bus`).
 fn map_window(region: &EcamRegion) -> Result<EcamWindow, alloc::string::String> {
     let buses = u64::from(region.end_bus - region.start_bus) + 1;
-    // Configuration space is the PCI layer's: a device window over it would be a raw
-    // configuration write path around the checks.
-    crate::memory::mmio::reserve_for_kernel(region.base, buses << 20);
     Mmio::map(region.base, buses << 20)
         .map(|mmio| EcamWindow {
             region: *region,
@@ -270,6 +278,7 @@ pub fn discover(bridges: &[::firmware::aml::HostBridge]) {
                 id >> 16,
                 bridge.bus
             );
+            reserve(&region);
             x86_64::instructions::interrupts::without_interrupts(|| {
                 config.windows.write().push(window);
             });

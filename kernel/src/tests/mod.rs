@@ -73,6 +73,8 @@ pub mod baseline {
         pub vectors: pci::vectors::Snapshot,
         /// Free frames, bytes.
         pub frames_free: u64,
+        /// DMA memory parked for released functions' next claims (`pci::parking`), bytes.
+        pub dma_parked: u64,
         /// Free virtual space in the MMIO window, bytes.
         pub mmio_free: u64,
         /// Installed handlers: vector and owner.
@@ -86,6 +88,7 @@ pub mod baseline {
         Baseline {
             vectors: crate::interrupts::vectors::snapshot(),
             frames_free: crate::memory::frames::with(|f| f.free_bytes()),
+            dma_parked: crate::pciirq::parked_dma().1,
             mmio_free: crate::memory::mmio::window_free_bytes(),
             handlers: crate::interrupts::dispatch::installed()
                 .into_iter()

@@ -281,7 +281,7 @@ fn dma_memory_is_not_reused_while_the_device_can_master_the_bus() {
 
 #[test]
 fn a_new_claim_reuses_its_functions_parked_memory_zeroed() {
-    // Under Miri: three cycles and a 64 KiB staging buffer (every byte is interpreted).
+    // Under Miri: two cycles and a 16 KiB staging buffer (every byte is interpreted).
     let (cycles, big) = if cfg!(miri) {
         (3, 64 << 10)
     } else {

@@ -72,6 +72,10 @@ pub mod ext_id {
     pub const SECONDARY_PCIE: u16 = 0x0019;
     /// VF Resizable BAR (PCIe Base 6.0 §7.8.7).
     pub const VF_RESIZABLE_BAR: u16 = 0x0024;
+    /// Vendor-Specific Extended Capability (PCIe Base 6.0 §7.9.5).
+    pub const VSEC: u16 = 0x000b;
+    /// Designated Vendor-Specific Extended Capability (PCIe Base 6.0 §7.9.6).
+    pub const DVSEC: u16 = 0x0023;
 }
 
 /// A legacy capability: ID and offset of its header.

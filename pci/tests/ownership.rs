@@ -479,3 +479,35 @@ fn buffers_made_and_dropped_over_and_over_reuse_the_same_memory() {
     drop(function);
     assert_eq!(platform.parked(ADDRESS), (1, 4096));
 }
+
+#[test]
+fn vendor_specific_extended_capabilities_are_refused_whole() {
+    // A VSEC at 0x100 of 0x20 bytes, then AER at 0x120 (a driver may clear its status), then
+    // a DVSEC at 0x160 whose length field says 0x10.
+    let mut f = with_vendor()
+        .with_pcie(0xa0)
+        .with_extended_capability(0x100, 0x000b, 1)
+        .with_extended_capability(0x120, 0x0001, 2)
+        .with_extended_capability(0x160, 0x0023, 1)
+        .with_writable(0x104, 0xffff_ffff)
+        .with_writable(0x11c, 0xffff_ffff)
+        .with_writable(0x124, 0xffff_ffff)
+        .with_writable(0x16c, 0xffff_ffff);
+    f.set32(0x104, 0x020 << 20 | 0x1234); // VSEC ID 0x1234, length 0x20
+    f.set32(0x164, 0x010 << 20 | 0x1af4); // DVSEC vendor 0x1af4, length 0x10
+    let (function, space) = handle(f, FakePlatform::leaked(1));
+    for (offset, register) in [
+        (0x100, Register::ExtendedVendor(0x100)),
+        (0x108, Register::ExtendedVendor(0x100)),
+        (0x11c, Register::ExtendedVendor(0x100)),
+        (0x16c, Register::ExtendedVendor(0x160)),
+    ] {
+        let e = function.config_write32(offset, 0).unwrap_err();
+        assert_eq!(e, ConfigWriteError::Protected { offset, register });
+        assert!(e.to_string().contains("VSEC/DVSEC"), "{e}");
+    }
+    let before = space.lock().writes().len();
+    // Past the VSEC's length, AER's status is the driver's to clear.
+    function.config_write32(0x124, 0xffff_ffff).unwrap();
+    assert_eq!(space.lock().writes().len(), before + 1);
+}

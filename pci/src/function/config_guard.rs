@@ -26,6 +26,7 @@
 //! | MSI-X capability (PCI 3.0 §6.8.2) | Message Control | `IrqVectors` |
 //! | vendor-specific capabilities (§6.7, ID 09h) | device-defined | [`VendorWindow`](super::VendorWindow) |
 //! | SR-IOV (PCIe Base 6.0 §9.3.3), Resizable BAR and VF Resizable BAR (§7.8.6) | new functions and BAR sizes | not supported |
+//! | VSEC and DVSEC (PCIe Base 6.0 §7.9.5, §7.9.6), their whole length | device-defined (a second path into BARs, as virtio's `PCI_CFG` is) | not writable by drivers |
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -70,6 +71,8 @@ pub enum Register {
     CapabilityHeader(u16),
     /// SR-IOV, Resizable BAR or VF Resizable BAR at this offset.
     Extended(u16),
+    /// A vendor-specific extended capability (VSEC or DVSEC) at this offset.
+    ExtendedVendor(u16),
 }
 
 /// Why a configuration write was refused.
@@ -154,6 +157,10 @@ impl fmt::Display for ConfigWriteError {
                         f,
                         "the extended capability at {at:#x} (SR-IOV or Resizable BAR) would change BARs or functions"
                     ),
+                    Register::ExtendedVendor(at) => write!(
+                        f,
+                        "the vendor-specific extended capability at {at:#x} (VSEC/DVSEC) means what its vendor says, which this stack cannot check"
+                    ),
                 }
             }
         }
@@ -168,9 +175,11 @@ pub struct Protected {
 }
 
 impl Protected {
-    /// The protected registers of `info`; `vendor_len(offset)` reads the length byte of the
-    /// vendor-specific capability at `offset` (PCI 3.0 §6.7: byte 2).
-    pub fn of(info: &Function, mut vendor_len: impl FnMut(u16) -> u8) -> Protected {
+    /// The protected registers of `info`; `read32(offset)` reads the configuration dword at
+    /// `offset` (dword-aligned), for the lengths of vendor-specific capabilities (PCI 3.0 §6.7:
+    /// byte 2; VSEC/DVSEC: bits 31:20 of their second dword).
+    pub fn of(info: &Function, mut read32: impl FnMut(u16) -> u32) -> Protected {
+        let mut vendor_len = |at: u16| (read32(at & !3) >> (8 * ((at + 2) & 3))) as u8;
         let mut regions = Vec::new();
         let bars = |regions: &mut Vec<_>, count: u16| {
             for n in 0..count {
@@ -215,6 +224,11 @@ impl Protected {
             if let Some(len) = extended_len(cap) {
                 let end = (cap.offset + len).min(0x1000);
                 regions.push((cap.offset..end, Register::Extended(cap.offset)));
+            } else if matches!(cap.id, ext_id::VSEC | ext_id::DVSEC) {
+                // Header, then the length in bits 31:20 of the next dword (at least both).
+                let len = ((read32((cap.offset + 4) & !3) >> 20) as u16).max(8);
+                let end = cap.offset.saturating_add(len).min(0x1000);
+                regions.push((cap.offset..end, Register::ExtendedVendor(cap.offset)));
             }
         }
         Protected { regions }

@@ -343,9 +343,7 @@ impl PciFunction {
         config: &'static dyn ConfigPort,
         platform: &'static dyn Platform,
     ) -> PciFunction {
-        let protected = Protected::of(&info, |at| {
-            (config.read32(info.address, at & !3) >> (8 * ((at + 2) & 3))) as u8
-        });
+        let protected = Protected::of(&info, |at| config.read32(info.address, at));
         let parking = platform.parking();
         let mut pool = Vec::new();
         let ids = device_ids(&info);

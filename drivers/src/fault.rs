@@ -1,6 +1,9 @@
 //! Fault injection: a one-shot panic armed at a named point of the driver bound (or next
 //! bound) to a function, so that the kernel's containment of driver panics can be exercised
-//! on every driver (the console's `inject panic <address> <point>`, docs/faults.md).
+//! on every driver (the console's `inject panic <address> <point>`, docs/faults.md); and a
+//! one-shot leak ([`arm_leak`], `inject leak <address>`): the next unbinding of the
+//! function's driver forgets its state instead of dropping it, as a driver that kept its
+//! handles in a `static` would, so that what a leak costs can be seen and tested.
 //!
 //! Each driver calls [`point`] at its injection points: late in `probe` (when it holds its
 //! windows, DMA memory and vectors, so the unwind has to release them), at the top of each
@@ -74,9 +77,12 @@ static ARMED: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 /// How many slots are in use (a fast path for the unarmed case).
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
-/// The slot value for (`address`, `point`): never 0.
-fn key(address: Address, point: Point) -> u64 {
-    point.code() << 40
+/// The code of the leak fault in [`key`] (the panic points use 1 to 4).
+const LEAK: u64 = 5;
+
+/// The slot value for (`address`, fault `code`): never 0.
+fn key(address: Address, code: u64) -> u64 {
+    code << 40
         | u64::from(address.segment()) << 16
         | u64::from(address.bus()) << 8
         | u64::from(address.device()) << 3
@@ -103,7 +109,22 @@ impl fmt::Display for ArmError {
 
 /// Arms a one-shot panic at `point` of the driver of `address`.
 pub fn arm(address: Address, point: Point) -> Result<(), ArmError> {
-    let k = key(address, point);
+    arm_key(key(address, point.code()))
+}
+
+/// Arms a one-shot leak: the next unbinding of the driver of `address` forgets the driver's
+/// state (its function handle, windows, DMA memory, vectors and handlers) instead of
+/// dropping it. The bus calls [`take_leak`] when it unbinds.
+pub fn arm_leak(address: Address) -> Result<(), ArmError> {
+    arm_key(key(address, LEAK))
+}
+
+/// Whether a leak was armed for `address`; disarms it.
+pub fn take_leak(address: Address) -> bool {
+    IN_USE.load(Ordering::Relaxed) != 0 && take(key(address, LEAK))
+}
+
+fn arm_key(k: u64) -> Result<(), ArmError> {
     if ARMED.iter().any(|s| s.load(Ordering::SeqCst) == k) {
         return Err(ArmError::AlreadyArmed);
     }
@@ -121,12 +142,12 @@ pub fn arm(address: Address, point: Point) -> Result<(), ArmError> {
 
 /// Disarms the fault at `point` of `address`; whether it was armed.
 pub fn disarm(address: Address, point: Point) -> bool {
-    take(key(address, point))
+    take(key(address, point.code()))
 }
 
 /// Whether the fault at `point` of `address` is armed.
 pub fn is_armed(address: Address, point: Point) -> bool {
-    let k = key(address, point);
+    let k = key(address, point.code());
     ARMED.iter().any(|s| s.load(Ordering::SeqCst) == k)
 }
 
@@ -150,7 +171,7 @@ pub fn point(address: Address, point: Point) {
     if IN_USE.load(Ordering::Relaxed) == 0 {
         return;
     }
-    if take(key(address, point)) {
+    if take(key(address, point.code())) {
         panic!("injected fault: {point} of the driver of {address}");
     }
 }
@@ -191,5 +212,19 @@ mod tests {
             assert_eq!(Point::parse(p.name()), Some(p));
         }
         assert_eq!(Point::parse("irq"), None);
+    }
+
+    #[test]
+    fn a_leak_is_taken_once_and_is_no_panic_point() {
+        let a = at(4);
+        arm_leak(a).unwrap();
+        assert_eq!(arm_leak(a), Err(ArmError::AlreadyArmed));
+        for p in Point::ALL {
+            assert!(!is_armed(a, p));
+            point(a, p); // a leak armed makes no point panic
+        }
+        assert!(!take_leak(at(5)));
+        assert!(take_leak(a));
+        assert!(!take_leak(a));
     }
 }

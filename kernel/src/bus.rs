@@ -224,7 +224,16 @@ pub fn unbind(address: Address) -> Result<(), String> {
             .ok_or_else(|| format!("{address} is not bound"))?;
         list.remove(at)
     };
-    drop(bound);
+    if drivers::fault::take_leak(address) {
+        // What a driver that kept its handles in a `static` would do: nothing is released,
+        // and the function stays claimed for as long as the kernel runs.
+        log::warn!(
+            "{address}: injected leak: the driver's state is forgotten, not dropped; its claim, vectors, windows and DMA memory stay taken"
+        );
+        core::mem::forget(bound);
+    } else {
+        drop(bound);
+    }
     Ok(())
 }
 

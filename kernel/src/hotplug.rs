@@ -194,6 +194,24 @@ fn below(scan: &crate::pcibus::Scan, port: Address) -> Option<impl Fn(Address) -
     })
 }
 
+/// Claimed functions on the buses below `port` that the topology no longer lists: functions
+/// of a removed card whose claim outlived their unbinding.
+fn stale_claims(scan: &crate::pcibus::Scan, port: Address) -> Vec<Address> {
+    let Some(inside) = below(scan, port) else {
+        return Vec::new();
+    };
+    crate::pciirq::claimed_addresses()
+        .into_iter()
+        .filter(|a| inside(*a) && scan.topology.function(*a).is_none())
+        .collect()
+}
+
+/// Addresses, comma-separated.
+fn list(addresses: &[Address]) -> String {
+    let names: Vec<String> = addresses.iter().map(|a| format!("{a}")).collect();
+    names.join(", ")
+}
+
 impl Host for KernelHost {
     fn attach(&self, port: Address) -> Result<String, String> {
         let scan = crate::pcibus::scan().ok_or("PCI not enumerated")?;
@@ -202,6 +220,17 @@ impl Host for KernelHost {
             .function(port)
             .and_then(|f| f.bridge)
             .ok_or_else(|| format!("{port} is not a bridge"))?;
+        // A function of a card removed from this slot that is still claimed kept its handle
+        // past its unbinding (a leak): its windows still map the old card's BARs, and the
+        // new card's BARs may be placed at the same addresses. The slot takes no new card
+        // until that claim ends.
+        let stale = stale_claims(&scan, port);
+        if !stale.is_empty() {
+            return Err(format!(
+                "{} of the card removed from this slot still claimed (a handle kept past its unbinding, whose windows may reach the new card's registers): the new card is not set up",
+                list(&stale)
+            ));
+        }
         let space = config_space(&scan);
         let mut functions = probe_slot(&space, port.segment(), bridge.secondary);
         if functions.is_empty() {
@@ -269,6 +298,14 @@ impl Host for KernelHost {
             }
         }
         crate::pcibus::remove_functions(inside);
+        let scan = crate::pcibus::scan();
+        let stale = scan.map(|s| stale_claims(&s, port)).unwrap_or_default();
+        if !stale.is_empty() {
+            log::warn!(
+                "hotplug: {port}: {} still claimed after its driver was unbound (a leaked handle): this slot takes no new card until the claim ends",
+                list(&stale)
+            );
+        }
         if gone {
             log::warn!("hotplug: {port}: card gone; its drivers were dropped");
         }

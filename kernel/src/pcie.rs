@@ -109,8 +109,10 @@ impl KernelConfig {
                 let Some(a) = Self::port_address(address, offset) else {
                     return u32::MAX;
                 };
-                let _guard = self.port.lock();
+                // Interrupts go off before the lock is taken: a handler that reads
+                // configuration space on this CPU must not find it held.
                 x86_64::instructions::interrupts::without_interrupts(|| {
+                    let _guard = self.port.lock();
                     // SAFETY: configuration mechanism #1 ports, used only under `lock`.
                     unsafe { Port::<u32>::new(CONFIG_ADDRESS).write(a) };
                     // SAFETY: as above; the address was just selected.
@@ -134,8 +136,9 @@ impl KernelConfig {
                 let Some(a) = Self::port_address(address, offset) else {
                     return;
                 };
-                let _guard = self.port.lock();
+                // As in `read`: interrupts off, then the lock.
                 x86_64::instructions::interrupts::without_interrupts(|| {
+                    let _guard = self.port.lock();
                     // SAFETY: configuration mechanism #1 ports, used only under `lock`.
                     unsafe { Port::<u32>::new(CONFIG_ADDRESS).write(a) };
                     // SAFETY: as above; the address was just selected.

@@ -447,6 +447,11 @@ pub fn parked_dma() -> (usize, u64) {
     x86_64::instructions::interrupts::without_interrupts(|| PARKING.total())
 }
 
+/// The claimed functions' addresses.
+pub fn claimed_addresses() -> Vec<Address> {
+    CLAIMED.lock().iter().copied().collect()
+}
+
 /// A short description of the claimed functions (for the console and tests).
 pub fn claimed() -> Vec<String> {
     CLAIMED

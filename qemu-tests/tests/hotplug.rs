@@ -27,7 +27,10 @@
 //!   shutdown timeout, powers the slot off (QEMU deletes the device), every counter is at
 //!   baseline, and a new NVMe binds; that one dies without an event (`pciehp cut 1 quiet`),
 //!   the next `nvme read` fails within a second saying the controller stopped answering,
-//!   and `device_del` removes it with every counter at baseline. Prints cycles per second.
+//!   and `device_del` removes it with every counter at baseline; last, an edu whose driver
+//!   leaks its state at unbinding (`inject leak`) stays claimed after its removal, and its
+//!   slot refuses the next card (no BAR placed, slot powered off) while the other slot still
+//!   binds one. Prints cycles per second.
 //! - `hotplug_x2apic`: `-cpu max` (x2APIC mode), one cycle of each device type.
 //!
 //! A surprise removal proper (a card pulled without a button press, Presence Detect
@@ -534,6 +537,54 @@ fn hotplug_cycles() {
             );
             let now = resources(s)?;
             ensure!(now == baseline, "not at baseline at the end:\n  baseline {baseline}\n  now      {now}");
+            // 6. A handle leaked past its unbinding (fault injection: the bus forgets the
+            //    driver's state instead of dropping it). The function stays claimed after the
+            //    card is gone, and its window still maps the old BAR: the slot refuses the
+            //    next card rather than place that card's BARs where the leaked window reaches.
+            let (leaky, _) = add(s, &mut qmp, &DEVICES[0], ROOT_PORT, "eduleak")?;
+            let out = command(s, &format!("inject leak {leaky}"))?;
+            ensure!(out.contains("leaks its state"), "`inject leak`:\n{out}");
+            remove(s, &mut qmp, ROOT_PORT, "eduleak", Duration::from_secs(1))?;
+            let log = s.received();
+            ensure!(
+                log.contains(&format!("{leaky}: injected leak"))
+                    && log.contains(&format!("{leaky} still claimed after its driver was unbound")),
+                "the kernel did not say the removed edu's claim outlived its unbinding"
+            );
+            let claimed = |line: &str| -> Option<u64> {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix("claimed="))
+                    .and_then(|n| n.parse().ok())
+            };
+            let now = resources(s)?;
+            ensure!(
+                claimed(&now) == claimed(&baseline).map(|n| n + 1),
+                "the leaked claim is not counted:\n  baseline {baseline}\n  now      {now}"
+            );
+            let mut args = (DEVICES[0].args)();
+            args["id"] = json!("eduafter");
+            args["bus"] = json!(ROOT_PORT.id);
+            qmp.execute("device_add", Some(args))?;
+            let line = s.expect("powering off", ANSWER)?;
+            ensure!(
+                line.contains(&format!("{leaky} of the card removed from this slot still claimed"))
+                    && line.contains("the new card is not set up"),
+                "a card added below a slot with a leaked claim was not refused:\n{line}"
+            );
+            // The refused card's slot goes off; QEMU then hides the card.
+            s.expect("slot 1: presence lost (slot off, power off)", ANSWER)?;
+            ensure!(
+                !line.contains(" BAR0 ("),
+                "BARs were placed for the refused card:\n{line}"
+            );
+            ensure!(
+                below(&mut qmp, ROOT_PORT.id)?.is_empty(),
+                "QEMU shows the refused card below rp1 (its slot should be off)"
+            );
+            // The other slot is not affected.
+            let (other, _) = add(s, &mut qmp, &DEVICES[0], DOWNSTREAM_PORT, "eduother")?;
+            self_test(s, &other, "edu")?;
+            println!("hotplug: a leaked handle kept {leaky} claimed after removal; slot 1 refused the next card, slot 3 still works");
             command(s, "help")?;
             s.send_line("poweroff")?;
             s.wait_exit(Duration::from_secs(15))?;

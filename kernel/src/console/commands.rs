@@ -103,8 +103,8 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "inject",
-        args: "panic <address> <probe|handler|selftest|command>",
-        what: "a one-shot panic in that driver",
+        args: "panic <address> <probe|handler|selftest|command> | leak <address>",
+        what: "a one-shot panic in that driver, or a leak of its state at its next unbinding",
         run: Run::Local(inject),
     },
     Command {
@@ -346,19 +346,36 @@ fn selftest(args: &[&str]) -> Result<(), Usage> {
 }
 
 /// `inject panic <address> <point>`: arms a one-shot panic at that point of the driver
-/// bound (or next bound) to `address` (docs/faults.md).
+/// bound (or next bound) to `address`; `inject leak <address>`: its next unbinding forgets
+/// the driver's state instead of dropping it (docs/faults.md).
 fn inject(args: &[&str]) -> Result<(), Usage> {
     use drivers::fault::{self, Point};
-    let ["panic", address, point] = args else {
-        return Err(Usage);
-    };
-    let (Some(address), Some(point)) = (crate::bus::parse_address(address), Point::parse(point))
-    else {
-        return Err(Usage);
-    };
-    match fault::arm(address, point) {
-        Ok(()) => serial_println!("armed: a panic at the next {point} of the driver of {address}"),
-        Err(e) => serial_println!("inject: {e}"),
+    match args {
+        ["panic", address, point] => {
+            let (Some(address), Some(point)) =
+                (crate::bus::parse_address(address), Point::parse(point))
+            else {
+                return Err(Usage);
+            };
+            match fault::arm(address, point) {
+                Ok(()) => {
+                    serial_println!("armed: a panic at the next {point} of the driver of {address}")
+                }
+                Err(e) => serial_println!("inject: {e}"),
+            }
+        }
+        ["leak", address] => {
+            let Some(address) = crate::bus::parse_address(address) else {
+                return Err(Usage);
+            };
+            match fault::arm_leak(address) {
+                Ok(()) => serial_println!(
+                    "armed: the next unbinding of the driver of {address} leaks its state"
+                ),
+                Err(e) => serial_println!("inject: {e}"),
+            }
+        }
+        _ => return Err(Usage),
     }
     Ok(())
 }

@@ -426,11 +426,14 @@ impl Nvme {
                 Err(e) => return Err(e),
             };
             let list = parse_namespace_list(&data, after)?;
+            if let Some(bad) = list.iter().find(|&&n| n > nn) {
+                return Err(format!("active namespace list: NSID {bad} above NN {nn}"));
+            }
             let full = list.len() == 1024;
             let last = list.last().copied();
             out.extend(list);
             match last {
-                Some(l) if full && l < u32::MAX - 1 => after = l,
+                Some(l) if full && l < nn => after = l,
                 _ => return Ok(out),
             }
         }

@@ -84,6 +84,12 @@ pub(super) fn parse_namespace(data: &[u8]) -> Result<(u64, u32), String> {
     if !(9..=16).contains(&lbads) {
         return Err(format!("LBA format {index}: LBADS {lbads}"));
     }
+    if nsze.checked_mul(1 << lbads).is_none() {
+        return Err(format!(
+            "NSZE {nsze:#x} blocks of {} bytes overflow 64 bits",
+            1u64 << lbads
+        ));
+    }
     Ok((nsze, 1 << lbads))
 }
 

@@ -476,10 +476,14 @@ fn pump(
         // interrupt that moves the counter past this value.
         seen = q.interrupts.load(Ordering::Acquire);
         let mut consumed = false;
+        let mut progressed = false;
         while let Some(entry) = q.pop() {
             consumed = true;
             let index = match q.tracker.finish(entry.cid) {
-                Ok(i) => i,
+                Ok(i) => {
+                    progressed = true;
+                    i
+                }
                 Err(e) => {
                     failure.get_or_insert(NvmeError::Protocol(format!("queue {}: {e}", q.id)));
                     continue;
@@ -499,6 +503,10 @@ fn pump(
         }
         if consumed {
             c.regs.write32(c.cq_doorbell(q.id), u32::from(q.cq_head));
+        }
+        // Only a command that really completed restarts the timeout: bogus completions
+        // (unknown identifiers) must not keep the wait alive.
+        if progressed {
             start = c.function().now_us();
         }
         c.unmask();

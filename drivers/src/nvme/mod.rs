@@ -81,6 +81,8 @@
 
 mod commands;
 mod controller;
+#[cfg(test)]
+mod fake_tests;
 mod identify;
 mod io;
 mod queues;
@@ -440,7 +442,7 @@ impl Bound for Nvme {
                 n.nsid,
                 n.lbas,
                 n.lba_size,
-                (n.lbas * u64::from(n.lba_size)) >> 20
+                n.lbas.saturating_mul(u64::from(n.lba_size)) >> 20
             ));
         }
         format!(

@@ -144,12 +144,14 @@ impl Driver for VirtioBlkDriver {
 
 fn read_capacity(dev: &VirtioPci) -> Option<u64> {
     let t = dev.transport();
-    let (low, high) = t.read_config(dev.function(), |t| (t.device_read32(0), t.device_read32(4)));
+    let (low, high) = t
+        .read_config(dev.function(), |t| (t.device_read32(0), t.device_read32(4)))
+        .ok()?;
     Some(u64::from(low?) | u64::from(high?) << 32)
 }
 
 /// `size_max`, `seg_max`, `blk_size` (§5.2.4), zero where the structure is too short.
-fn read_shape(dev: &VirtioPci) -> (u32, u32, u32) {
+fn read_shape(dev: &VirtioPci) -> Result<(u32, u32, u32), String> {
     let t = dev.transport();
     t.read_config(dev.function(), |t| {
         (
@@ -176,7 +178,10 @@ impl VirtioBlk {
         let Some(capacity) = read_capacity(&dev) else {
             return fail(dev, "no device configuration (capacity)".into());
         };
-        let (size_max, seg_max, blk_size) = read_shape(&dev);
+        let (size_max, seg_max, blk_size) = match read_shape(&dev) {
+            Ok(s) => s,
+            Err(why) => return fail(dev, why),
+        };
         let limits = match Limits::new(
             dev.features(),
             size_max,

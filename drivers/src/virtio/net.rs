@@ -146,6 +146,10 @@ impl VirtioNet {
                 let f = dev.function();
                 core::array::from_fn::<_, 6, _>(|i| t.device_read8(f, i as u32))
             });
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(why) => return Err((dev.into_function(), ProbeError(why))),
+            };
             match bytes.iter().copied().collect::<Option<Vec<u8>>>() {
                 Some(b) => Mac([b[0], b[1], b[2], b[3], b[4], b[5]]),
                 None => {
@@ -269,8 +273,12 @@ impl VirtioNet {
             self.send(&request)?;
             let deadline = self.dev.function().now_us() + timeout_us;
             loop {
-                let left = deadline.saturating_sub(self.dev.function().now_us());
-                match self.receive(left.max(1)) {
+                // A stream of other frames must not keep the wait going past its deadline.
+                let now = self.dev.function().now_us();
+                if now >= deadline {
+                    break;
+                }
+                match self.receive(deadline - now) {
                     Ok(frame) => match arp_reply_from(&frame, target, self.mac) {
                         Some(mac) => return Ok(mac),
                         None => other += 1,

@@ -16,6 +16,9 @@ use super::capabilities::{Caps, Structure};
 use super::virtqueue::Virtqueue;
 use super::{F_VERSION_1, RESET_TIMEOUT_US, Spec};
 
+/// Reads of the device configuration tried before its generation is declared unstable.
+const CONFIG_READ_TRIES: u32 = 64;
+
 // Device status bits (§2.1).
 const ACKNOWLEDGE: u8 = 1;
 const DRIVER: u8 = 2;
@@ -231,14 +234,21 @@ impl Transport {
 
     /// Reads device configuration consistently: retries `read` until `config_generation` is
     /// the same before and after it (§2.4.1).
-    pub fn read_config<T>(&self, f: &PciFunction, mut read: impl FnMut(&Self) -> T) -> T {
-        loop {
+    pub fn read_config<T>(
+        &self,
+        f: &PciFunction,
+        mut read: impl FnMut(&Self) -> T,
+    ) -> Result<T, String> {
+        for _ in 0..CONFIG_READ_TRIES {
             let before = self.generation(f);
             let value = read(self);
             if self.generation(f) == before {
-                return value;
+                return Ok(value);
             }
         }
+        Err(format!(
+            "config_generation changed during each of {CONFIG_READ_TRIES} reads of the device configuration"
+        ))
     }
 
     /// Notifies the device that queue `queue` has new buffers (§4.1.4.4: the queue index,
@@ -276,4 +286,69 @@ pub(super) fn negotiate(t: &Transport, f: &PciFunction, spec: &Spec) -> Result<u
         return Err(format!("device refused features {accepted:#x}"));
     }
     Ok(accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pci::fake::irq::{ADDRESS, FakePlatform, handle};
+    use pci::fake::{FakeBar, FakeFunction};
+    use pci::irq::ConfigPort;
+
+    /// A virtio-blk function: common configuration at BAR0+0, notifications at +0x1000, ISR at
+    /// +0x1800, device configuration at +0x1900, the PCI configuration access capability at
+    /// 0x98 (its `pci_cfg_data` at 0xA8).
+    fn virtio_blk() -> FakeFunction {
+        let cap = |cap_len: u8, cfg_type: u8, offset: u32, length: u32, extra: &[u8]| {
+            let mut b = alloc::vec![cap_len, cfg_type, 0, 0, 0, 0];
+            b.extend_from_slice(&offset.to_le_bytes());
+            b.extend_from_slice(&length.to_le_bytes());
+            b.extend_from_slice(extra);
+            b
+        };
+        FakeFunction::endpoint(0x1af4, 0x1042, 0x01, 0x00, 0, 1)
+            .with_bar(
+                0,
+                FakeBar::Mem32 {
+                    address: pci::fake::irq::BAR0 as u32,
+                    size: 0x4000,
+                    prefetchable: false,
+                },
+            )
+            .with_msix(0x40, 4, (0, 0x2000), (0, 0x3000))
+            .with_writable(0x40, 0xc000_0000)
+            .with_capability(0x50, 0x09, &cap(16, 1, 0, 0x38, &[]))
+            .with_capability(0x60, 0x09, &cap(20, 2, 0x1000, 0x1000, &4u32.to_le_bytes()))
+            .with_capability(0x78, 0x09, &cap(16, 3, 0x1800, 4, &[]))
+            .with_capability(0x88, 0x09, &cap(16, 4, 0x1900, 0x100, &[]))
+            .with_capability(0x98, 0x09, &cap(20, 5, 0, 0, &[0; 4]))
+            .with_writable(0x9c, 0xff)
+            .with_writable(0xa0, 0xffff_ffff)
+            .with_writable(0xa4, 0xffff_ffff)
+            .with_writable(0xa8, 0xffff_ffff)
+    }
+
+    /// A device whose `config_generation` differs every time it is read (here: it moves
+    /// while the configuration is being read, every time) keeps `read_config` retrying with
+    /// no bound: `VirtioBlk::probe` (capacity, shape), `usable()` after a config interrupt,
+    /// and `VirtioNet::probe` (MAC) hang.
+    #[test]
+    fn read_config_gives_up_on_a_generation_that_never_settles() {
+        let (function, space) = handle(virtio_blk(), FakePlatform::leaked(1));
+        let caps = Caps::find(&function).expect("caps");
+        let t = Transport::map(&function, caps).expect("transport");
+        let mut calls = 0u32;
+        let _ = t.read_config(&function, |_| {
+            calls += 1;
+            // The device moves its generation during the read, for the first 10 000 reads
+            // (so that this test ends); a hostile device never stops.
+            if calls <= 10_000 {
+                space.write32(ADDRESS, 0xa8, calls);
+            }
+        });
+        assert!(
+            calls <= 100,
+            "read_config retried {calls} times: it has no bound"
+        );
+    }
 }

@@ -123,7 +123,8 @@ pub struct Used {
 /// successor (in a chain in flight, or in the free list starting at `free_head`), and
 /// `chain[h]` is the length of the chain headed by `h` while the device holds it (0
 /// otherwise), so descriptors return to the free list exactly once and a used element naming
-/// anything else is caught as a device error.
+/// anything else is caught as a device error. `writable[h]` is how many bytes that chain lets
+/// the device write: a used element saying it wrote more is a device error too.
 #[derive(Debug)]
 pub struct Virtqueue {
     pub(super) index: u16,
@@ -136,6 +137,7 @@ pub struct Virtqueue {
     free: u16,
     next: Vec<u16>,
     chain: Vec<u16>,
+    writable: Vec<u32>,
     first_offset: Vec<u64>,
     avail_idx: u16,
     pub(super) last_used: u16,
@@ -189,6 +191,7 @@ impl Virtqueue {
             free: size,
             next: (1..=size).map(|i| i % size).collect(),
             chain: alloc::vec![0; usize::from(size)],
+            writable: alloc::vec![0; usize::from(size)],
             first_offset: alloc::vec![0; usize::from(size)],
             avail_idx: 0,
             last_used: 0,
@@ -277,6 +280,11 @@ impl Virtqueue {
         self.free_head = self.next[usize::from(d)];
         self.free -= n as u16;
         self.chain[usize::from(head)] = n as u16;
+        // At most 2^16 segments of at most 2^32 - 1 bytes: saturated, it still bounds `len`.
+        self.writable[usize::from(head)] = chain
+            .iter()
+            .filter(|s| s.device_writes)
+            .fold(0u32, |sum, s| sum.saturating_add(s.len));
         self.first_offset[usize::from(head)] = chain[0].offset;
         // The ring entry (only the device's past reads could see this slot: bytes are fine),
         // then, once it is visible, the index that publishes it (one dword with the flags,
@@ -297,8 +305,9 @@ impl Virtqueue {
     }
 
     /// Takes the next used element, if any (§2.6.8), and returns its descriptors to the free
-    /// list. An element naming a descriptor that is not the head of a chain in flight is a
-    /// device error.
+    /// list. An element naming a descriptor that is not the head of a chain in flight, or
+    /// saying the device wrote more bytes than the chain let it (§2.7.8.2: `len` is what the
+    /// device wrote), is a device error.
     pub fn pop_used(&mut self) -> Result<Option<Used>, String> {
         let idx = self.used_idx();
         if idx == self.last_used {
@@ -326,6 +335,13 @@ impl Virtqueue {
                 )
             })?;
         let head = id as u16;
+        let writable = self.writable[usize::from(head)];
+        if len > writable {
+            return Err(format!(
+                "queue {}: device says it wrote {len} bytes into chain {head}, which has {writable} writable",
+                self.index
+            ));
+        }
         let mut tail = head;
         for _ in 1..count {
             tail = self.next[usize::from(tail)];
@@ -524,11 +540,36 @@ mod tests {
             let n = 1 + (i % 3) as usize;
             let chain: Vec<Segment> = (0..n).map(|k| Segment::writes(64 * k as u64, 8)).collect();
             let head = q.add(&chain).unwrap();
-            device_completes(&q, &mut da, &mut du, i);
+            let len = i % (8 * n as u32 + 1);
+            device_completes(&q, &mut da, &mut du, len);
             let used = q.pop_used().unwrap().unwrap();
-            assert_eq!((used.head, used.len), (head, i));
+            assert_eq!((used.head, used.len), (head, len));
             assert_eq!(q.free_descriptors(), 4);
         }
+    }
+
+    #[test]
+    fn a_used_length_beyond_the_chain_is_a_device_error() {
+        // Chains refused as used stay the device's (the queue is no longer trusted): 8
+        // descriptors for the four chains below.
+        let (_f, mut q) = queue(8);
+        let (mut da, mut du) = (0, 0);
+        // 8 writable bytes: 8 is fine, 9 and 0xffff_ffff are not.
+        q.add(&[Segment::reads(0, 16), Segment::writes(16, 8)])
+            .unwrap();
+        device_completes(&q, &mut da, &mut du, 8);
+        assert_eq!(q.pop_used().unwrap().unwrap().len, 8);
+        for len in [9, u32::MAX] {
+            q.add(&[Segment::reads(0, 16), Segment::writes(16, 8)])
+                .unwrap();
+            device_completes(&q, &mut da, &mut du, len);
+            let e = q.pop_used().unwrap_err();
+            assert!(e.contains(&format!("wrote {len} bytes")), "{e}");
+        }
+        // A chain the device only reads: any length but 0 is an error.
+        q.add(&[Segment::reads(0, 16)]).unwrap();
+        device_completes(&q, &mut da, &mut du, 1);
+        assert!(q.pop_used().is_err());
     }
 
     #[test]

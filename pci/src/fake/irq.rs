@@ -96,6 +96,9 @@ pub struct FakePlatform {
     handlers: DispatchTable<FAKE_CPUS>,
     memory: Mutex<BTreeMap<u64, u32>>,
     dma: Mutex<Vec<DmaMemory>>,
+    /// (bus address, length, memory) of every DMA buffer given out: what a device model
+    /// reads and writes through [`FakePlatform::dma_read`] and [`FakePlatform::dma_write`].
+    dma_by_bus: Mutex<Vec<(u64, u64, DmaMemory)>>,
     parking: Parking,
     released: Mutex<Vec<Address>>,
     pending: Mutex<Vec<(Address, u8)>>,
@@ -133,6 +136,7 @@ impl FakePlatform {
             handlers: DispatchTable::new(),
             memory: Mutex::new(BTreeMap::new()),
             dma: Mutex::new(Vec::new()),
+            dma_by_bus: Mutex::new(Vec::new()),
             parking: Parking::new(),
             released: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
@@ -242,8 +246,38 @@ impl FakePlatform {
         self.dma
             .lock()
             .iter()
-            .filter(|m| Arc::strong_count(m) > 1)
+            // One reference here, one in `dma_by_bus`: a third is the buffer's own.
+            .filter(|m| Arc::strong_count(m) > 2)
             .count()
+    }
+
+    /// A device's DMA read: `out.len()` bytes at bus address `bus`, which must lie inside one
+    /// buffer this platform gave out; whether it did (as an IOMMU fault would say).
+    pub fn dma_read(&self, bus: u64, out: &mut [u8]) -> bool {
+        let list = self.dma_by_bus.lock();
+        let Some((base, _, m)) = list
+            .iter()
+            .find(|(b, l, _)| bus >= *b && bus + out.len() as u64 <= b + l)
+        else {
+            return false;
+        };
+        let start = RED_ZONE + (bus - base) as usize;
+        out.copy_from_slice(&m.lock()[start..start + out.len()]);
+        true
+    }
+
+    /// A device's DMA write of `data` at bus address `bus` (see [`FakePlatform::dma_read`]).
+    pub fn dma_write(&self, bus: u64, data: &[u8]) -> bool {
+        let list = self.dma_by_bus.lock();
+        let Some((base, _, m)) = list
+            .iter()
+            .find(|(b, l, _)| bus >= *b && bus + data.len() as u64 <= b + l)
+        else {
+            return false;
+        };
+        let start = RED_ZONE + (bus - base) as usize;
+        m.lock()[start..start + data.len()].copy_from_slice(data);
+        true
     }
 
     /// Whether the red zones around every DMA buffer this platform gave out (live or freed)
@@ -477,6 +511,7 @@ impl DeviceMemory for &'static FakePlatform {
         let pages = bytes.div_ceil(4096).max(1);
         let first = NEXT_BUS.fetch_add(pages, core::sync::atomic::Ordering::Relaxed);
         let bus = 0x1000_0000 + first * 4096;
+        self.dma_by_bus.lock().push((bus, bytes, memory.clone()));
         Ok(Box::new(FakeDma {
             memory,
             len: bytes,

@@ -66,7 +66,6 @@ impl VirtioBlk {
     }
 
     fn pump(&mut self, kind: u32, jobs: &mut [Job<'_>], depth: usize) -> Result<(), String> {
-        let what = if kind == T_IN { "read" } else { "write" };
         let spb = self.limits.sectors_per_block();
         let mut next = 0;
         let mut failure: Option<String> = None;
@@ -128,9 +127,9 @@ impl VirtioBlk {
                 break;
             }
             let used = self.dev.next_used(0, TIMEOUT_US)?;
-            self.complete(used, jobs, what, &mut failure)?;
+            self.complete(used, jobs, kind, &mut failure)?;
             while let Some(used) = self.dev.poll_used(0)? {
-                self.complete(used, jobs, what, &mut failure)?;
+                self.complete(used, jobs, kind, &mut failure)?;
             }
         }
         failure.map_or(Ok(()), Err)
@@ -143,9 +142,10 @@ impl VirtioBlk {
         &mut self,
         used: Used,
         jobs: &mut [Job<'_>],
-        what: &str,
+        kind: u32,
         failure: &mut Option<String>,
     ) -> Result<(), String> {
+        let what = if kind == T_IN { "read" } else { "write" };
         let Some(at) = self.heads.iter().position(|(h, _)| *h == used.head) else {
             return Err(format!(
                 "completion of chain {} which is not in flight",
@@ -160,7 +160,16 @@ impl VirtioBlk {
             .buffers()
             .read8(u64::from(id) * PER_REQUEST + 16);
         let lba = jobs[index].lba;
+        // A read's chain is its data and the status byte, all device-writable: a device that
+        // says it wrote less did not deliver the data (§2.7.8.2), whatever the status says.
+        let wanted = jobs[index].buffer.len() as u64 + 1;
         match status {
+            0 if kind == T_IN && u64::from(used.len) < wanted => {
+                failure.get_or_insert(format!(
+                    "{what} of block {lba}: the device wrote {} of {wanted} bytes (data and status)",
+                    used.len
+                ));
+            }
             0 => {
                 self.requests += 1;
                 if let Buffer::Read(out) = &mut jobs[index].buffer {

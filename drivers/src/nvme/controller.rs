@@ -91,6 +91,17 @@ impl Controller {
         function.wait_until(self.timeout_us, || self.regs.read32(CSTS) & CSTS_RDY == 0)
     }
 
+    /// Stops the controller for good, for queues that broke with commands still naming
+    /// memory that is the caller's again once the failed call returns (a read into the
+    /// caller's DMA memory): CC.EN = 0 aborts every outstanding command (NVMe Base 2.0
+    /// §3.5.2, Controller Reset). Returns whether the controller reported CSTS.RDY = 0 within
+    /// CAP.TO. Bus mastering stays on (the vectors' MSI writes need it); a controller that
+    /// ignores its reset is beyond what software can stop without an IOMMU
+    /// (docs/irq-ownership.md section 4.7).
+    pub(super) fn stop(&self) -> bool {
+        self.disable()
+    }
+
     /// Stops the controller, releases the vectors exactly as dropping does, and gives the
     /// function back (for a probe that fails).
     fn into_function(mut self) -> PciFunction {

@@ -348,3 +348,41 @@ fn garbage_completions_do_not_extend_the_timeout() {
         100 - model.lock().faults.garbage_left
     );
 }
+
+/// A read straight into the caller's DMA memory that times out with its command still in
+/// flight: before the error returns, the controller is reset (CC.EN = 0, CSTS.RDY = 0), so
+/// the command cannot complete later into memory the caller has its hands on again.
+#[test]
+fn a_timed_out_read_into_the_callers_memory_resets_the_controller() {
+    let (function, model, platform) = controller(healthy());
+    let mut nvme = Nvme::new(function).map_err(|(_, e)| e).expect("probe");
+    // From now on the model takes I/O commands and never completes them.
+    model.lock().faults.garbage_every = u64::MAX;
+    let mut memory = BlockDevices::dma_buffer(&nvme, 0, 4096).expect("DMA memory");
+    let mut requests = [crate::block::DmaRequest {
+        lba: 0,
+        data: memory.slice(),
+    }];
+    let e = nvme.read_ns_dma(0, 0, &mut requests, 1).unwrap_err();
+    assert!(matches!(e, NvmeError::Timeout { .. }), "{e}");
+    assert_eq!(platform.peek(BAR0 + 0x14) & 1, 0, "CC.EN still set");
+    assert!(!model.lock().enabled, "the model did not see the reset");
+    let again = nvme.read_ns_dma(0, 0, &mut requests, 1).unwrap_err();
+    assert!(
+        format!("{again}").contains("the controller was reset"),
+        "{again}"
+    );
+}
+
+/// The same timeout on a read through the driver's own staging memory leaves the
+/// controller as it is (its memory is the driver's until unbind).
+#[test]
+fn a_timed_out_staged_read_keeps_the_controller_for_unbind() {
+    let (function, model, platform) = controller(healthy());
+    let mut nvme = Nvme::new(function).map_err(|(_, e)| e).expect("probe");
+    model.lock().faults.garbage_every = u64::MAX;
+    let mut block = vec![0u8; 512];
+    let e = nvme.read(0, &mut block).unwrap_err();
+    assert!(matches!(e, NvmeError::Timeout { .. }), "{e}");
+    assert_eq!(platform.peek(BAR0 + 0x14) & 1, 1);
+}

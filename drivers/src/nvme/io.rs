@@ -206,6 +206,7 @@ impl Nvme {
         if jobs.iter().any(|j| !matches!(j.buffer, Buffer::Dma(_))) {
             self.grow_staging(depth)?;
         }
+        let into_callers_memory = jobs.iter().any(|j| matches!(j.buffer, Buffer::Dma(_)));
         let namespace = self.namespaces[ns];
         let chunk = self.chunk;
         let Nvme {
@@ -230,6 +231,17 @@ impl Nvme {
             && breaks(e)
         {
             *broken = Some(format!("{e}"));
+            // Commands still in flight may name the caller's DMA memory, which is the
+            // caller's again when this returns: the controller stops before it does, so no
+            // late completion writes into memory the caller has reused.
+            if into_callers_memory && io[queue].tracker.in_flight() > 0 {
+                let how = if controller.stop() {
+                    "the controller was reset, so nothing more lands in the caller's memory"
+                } else {
+                    "the controller did not confirm its reset: it may still write the caller's memory"
+                };
+                *broken = Some(format!("{e}; {how}"));
+            }
         }
         result
     }

@@ -54,6 +54,7 @@ impl VirtioBlk {
             let slot = self.dev.dma_buffer(self.limits.request)?;
             self.staging.push(slot);
         }
+        let into_callers_memory = jobs.iter().any(|j| matches!(j.buffer, Buffer::Dma(_)));
         let result = self.pump(kind, jobs, depth);
         if let Err(why) = &result
             && self.tracker.in_flight() > 0
@@ -61,6 +62,16 @@ impl VirtioBlk {
             // Requests the device still holds: their slots and descriptors stay its own
             // until the reset at unbind.
             self.broken = Some(why.clone());
+            // Unless some name the caller's DMA memory, which is the caller's again when this
+            // returns: the device is reset first (§2.1.2: after a reset it uses no queue).
+            if into_callers_memory {
+                let how = if self.dev.stop() {
+                    "the device was reset, so nothing more lands in the caller's memory"
+                } else {
+                    "the device did not confirm its reset: it may still write the caller's memory"
+                };
+                self.broken = Some(format!("{why}; {how}"));
+            }
         }
         result
     }

@@ -144,9 +144,12 @@ pub trait BlockDevices {
     fn dma_buffer(&self, disk: usize, bytes: u64) -> Result<DmaBuffer, String>;
 
     /// Reads every request straight into the caller's DMA memory, with up to `depth`
-    /// requests in flight (a request's pieces together). Requests are checked before anything is submitted (whole blocks,
-    /// inside the disk, a buffer made for this disk's function); on an error, the data of
-    /// requests that failed or were not reached is unspecified.
+    /// requests in flight (a request's pieces together). Requests are checked before
+    /// anything is submitted (whole blocks, inside the disk, a buffer made for this disk's
+    /// function); on an error, the data of requests that failed or were not reached is
+    /// unspecified. When the call returns the device no longer writes the memory: an error
+    /// with requests still in flight resets the device first (a device that ignores its
+    /// reset is named in the error).
     fn read_dma(
         &mut self,
         disk: usize,

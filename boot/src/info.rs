@@ -16,6 +16,9 @@
 #![forbid(unsafe_code)]
 use core::fmt;
 
+mod carve;
+pub use carve::{FIXED_DEVICE_SPACE, whole_pages};
+
 /// Most memory-map entries kept. Real firmware reports tens; QEMU reports fewer than ten.
 pub const MAX_MEMORY_REGIONS: usize = 128;
 /// Longest kernel command line kept, in bytes.

@@ -35,13 +35,24 @@ impl core::fmt::Display for Error {
 /// Parses the loader's information and keeps the result for the kernel's life.
 pub fn init(loader: u32, address: u32) -> Result<&'static BootInfo, Error> {
     let address = u64::from(address);
-    let info = match loader {
+    let mut info = match loader {
         boot::entry::LOADER_PVH => boot::pvh::parse(&EarlyPhys, address).map_err(Error::Pvh)?,
         boot::entry::LOADER_MULTIBOOT2 => {
             boot::multiboot2::parse(&EarlyPhys, address).map_err(Error::Multiboot2)?
         }
         other => return Err(Error::UnknownLoader(other)),
     };
+    // RAM the CPU cannot address, or that the map places over the PC's fixed device space,
+    // is not RAM to the kernel: it would be identity-mapped and handed out.
+    let limit = crate::memory::ram_limit();
+    let removed = info.keep_addressable_ram(limit);
+    if removed > 0 {
+        log::warn!(
+            "memory map: {removed:#x} bytes of RAM at or above {limit:#x} (what this CPU addresses) or in {:#x}-{:#x} (the fixed device space) are not used",
+            boot::info::FIXED_DEVICE_SPACE.0,
+            boot::info::FIXED_DEVICE_SPACE.1
+        );
+    }
     Ok(BOOT_INFO.call_once(|| info))
 }
 

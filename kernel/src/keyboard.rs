@@ -274,14 +274,21 @@ pub fn enable_interrupt() -> Result<u8, String> {
     let vector = block.first();
     let dest = lapic::get().map_or(0, |l| l.id());
     let (gsi, trigger) = ioapic::isa_route(1);
-    dispatch::install(
+    // On a failure the vector goes back to the reservation (the next try uses it again).
+    if let Err(e) = dispatch::install(
         vector,
         "PS/2 keyboard",
         "IOAPIC",
         alloc::boxed::Box::new(on_interrupt),
-    )
-    .map_err(|e| alloc::format!("{e:?}"))?;
-    ioapic::route(gsi, vector, dest, trigger).map_err(|e| alloc::format!("{e}"))?;
+    ) {
+        *RESERVED.lock() = Some(block);
+        return Err(alloc::format!("{e:?}"));
+    }
+    if let Err(e) = ioapic::route(gsi, vector, dest, trigger) {
+        dispatch::uninstall(vector);
+        *RESERVED.lock() = Some(block);
+        return Err(alloc::format!("{e}"));
+    }
     VECTOR.call_once(|| block);
     ioapic::set_masked(gsi, false).map_err(|e| alloc::format!("{e}"))?;
     // A key pressed before the unmask left its byte waiting with the edge already gone.

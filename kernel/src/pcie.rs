@@ -206,10 +206,19 @@ fn reserve(region: &EcamRegion) {
     crate::memory::mmio::reserve_for_kernel(region.base, buses << 20);
 }
 
-/// Maps `region` (its base is that of bus `start_bus`).
+/// Maps `region` (its base is that of bus `start_bus`). A window at 0, not on a 1 MiB
+/// boundary (each bus takes 1 MiB, PCIe Base 6.0 §7.2.2), or over registers the kernel owns
+/// (the local APIC, an IOAPIC, the HPET, another ECAM window: an MCFG whose bus range is
+/// too large reaches them) is refused: configuration writes through it would land there.
 fn map_window(region: &EcamRegion) -> Result<EcamWindow, alloc::string::String> {
     let buses = u64::from(region.end_bus - region.start_bus) + 1;
-    Mmio::map(region.base, buses << 20)
+    if region.base == 0 || region.base & 0xf_ffff != 0 {
+        return Err(alloc::format!(
+            "ECAM at {:#x} is not on a 1 MiB boundary above 0",
+            region.base
+        ));
+    }
+    Mmio::map_device(region.base, buses << 20)
         .map(|mmio| EcamWindow {
             region: *region,
             mmio,

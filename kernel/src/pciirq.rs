@@ -260,7 +260,20 @@ fn route_pin(function: &Function) -> Result<(u32, ioapic::Trigger), PlatformErro
 
 impl Interrupts for KernelIrq {
     fn allocate(&self, count: u8) -> Result<Block, AllocError> {
-        let block = vectors::allocate(count);
+        let block = vectors::allocate(count).and_then(|b| {
+            // MSI destinations are 8 bits (x2APIC IDs above 255 need interrupt remapping):
+            // a vector on a CPU a message cannot name is no vector.
+            match lapic::apic_id(b.cpu()) {
+                Some(apic_id) if apic_id > 0xff => {
+                    let cpu = b.cpu();
+                    if let Err(e) = vectors::free(b) {
+                        log::error!("irq: vectors could not be returned: {e:?}");
+                    }
+                    Err(AllocError::Unreachable { cpu, apic_id })
+                }
+                _ => Ok(b),
+            }
+        });
         match &block {
             Ok(b) => log::debug!(
                 "irq: {count} vector(s) allocated: {:#04x}..={:#04x} on CPU {}",
@@ -287,12 +300,13 @@ impl Interrupts for KernelIrq {
 
     fn message(&self, cpu: u32, vector: u8) -> MsiMessage {
         // Fixed delivery, edge, physical destination mode. The destination field is 8 bits:
-        // APIC IDs above 255 would need interrupt remapping.
+        // APIC IDs above 255 would need interrupt remapping, so `allocate` gives no vector
+        // on such a CPU and the conversion below cannot fail.
         let dest = lapic::apic_id(cpu).unwrap_or_else(|| {
             log::error!("irq: no APIC ID for CPU {cpu}; the message goes to APIC 0");
             0
         });
-        let message = pci::x86_msi::x86_message((dest & 0xff) as u8, vector);
+        let message = pci::x86_msi::x86_message(u8::try_from(dest).unwrap_or(0), vector);
         log::debug!(
             "irq: MSI/MSI-X message for CPU {cpu} (APIC {dest}) vector {vector:#04x}: address {:#x}, data {:#x}",
             message.address,

@@ -197,14 +197,21 @@ pub fn enable_receive_interrupt() -> Result<u8, alloc::string::String> {
     let vector = block.first();
     let dest = lapic::get().map_or(0, |l| l.id());
     let (gsi, trigger) = ioapic::isa_route(4);
-    dispatch::install(
+    // On a failure the handler and the vector are given back.
+    if let Err(e) = dispatch::install(
         vector,
         "COM1 receive",
         "IOAPIC",
         alloc::boxed::Box::new(drain),
-    )
-    .map_err(|e| alloc::format!("{e:?}"))?;
-    ioapic::route(gsi, vector, dest, trigger).map_err(|e| alloc::format!("{e}"))?;
+    ) {
+        let _ = vectors::free(block);
+        return Err(alloc::format!("{e:?}"));
+    }
+    if let Err(e) = ioapic::route(gsi, vector, dest, trigger) {
+        dispatch::uninstall(vector);
+        let _ = vectors::free(block);
+        return Err(alloc::format!("{e}"));
+    }
     RX_VECTOR.call_once(|| block);
     x86_64::instructions::interrupts::without_interrupts(|| {
         if let Some(uart) = CONSOLE.lock().as_mut() {

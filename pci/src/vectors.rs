@@ -243,6 +243,15 @@ pub enum AllocError {
     InvalidCount(u8),
     /// A CPU index at or past the allocator's number of CPUs.
     NoSuchCpu(u32),
+    /// The CPU's APIC ID does not fit the 8-bit destination of an MSI message or an IOAPIC
+    /// entry (Intel SDM vol. 3A §11.11.1); reaching it needs interrupt remapping, which this
+    /// kernel does not program.
+    Unreachable {
+        /// The CPU index.
+        cpu: u32,
+        /// Its (x2APIC) ID.
+        apic_id: u32,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -271,6 +280,11 @@ impl fmt::Display for AllocError {
                  to {MAX_BLOCK} (multi-message MSI)"
             ),
             AllocError::NoSuchCpu(cpu) => write!(f, "no CPU with index {cpu} in this allocator"),
+            AllocError::Unreachable { cpu, apic_id } => write!(
+                f,
+                "CPU {cpu} has APIC ID {apic_id}, above 255: device interrupts cannot name it \
+                 without interrupt remapping"
+            ),
         }
     }
 }

@@ -86,7 +86,8 @@ pub fn judge(window: &Window, reference: &Counter) -> Result<u64, Rejection> {
     if ticks == 0 {
         return Err(Rejection::ReferenceStill);
     }
-    if u128::from(w0 + w1) * 1_000_000 > u128::from(tsc) * u128::from(MAX_BRACKET_PPM) {
+    if (u128::from(w0) + u128::from(w1)) * 1_000_000 > u128::from(tsc) * u128::from(MAX_BRACKET_PPM)
+    {
         return Err(Rejection::SlowRead);
     }
     let hz = u128::from(tsc) * u128::from(reference.hz) / u128::from(ticks);
@@ -194,7 +195,7 @@ pub fn estimate(windows: &[Window], reference: &Counter) -> Result<Estimate, Fai
         total,
         slow_reads: slow,
         outliers: n - kept.len(),
-        spread_ppm: crate::disagreement_ppm(hz + spread, hz),
+        spread_ppm: crate::disagreement_ppm(hz.saturating_add(spread), hz),
     })
 }
 
@@ -248,8 +249,9 @@ pub fn span(
     if lasted_us > u128::from(reference.wrap_us() / 2) {
         return Err(SpanRefusal::MayHaveWrapped);
     }
-    let brackets = window.start.width().unwrap_or(0) + window.end.width().unwrap_or(0);
-    let spread_ppm = u128::from(brackets) * 1_000_000 / u128::from(tsc.max(1));
+    let brackets =
+        u128::from(window.start.width().unwrap_or(0)) + u128::from(window.end.width().unwrap_or(0));
+    let spread_ppm = brackets * 1_000_000 / u128::from(tsc.max(1));
     Ok(Estimate {
         hz,
         used: 1,

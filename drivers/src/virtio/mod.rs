@@ -70,6 +70,8 @@ pub mod blk;
 pub mod net;
 
 mod capabilities;
+#[cfg(test)]
+mod fake_tests;
 mod transport;
 mod virtqueue;
 

@@ -93,17 +93,30 @@ static IOAPICS: Mutex<Option<IoApics>> = Mutex::new(None);
 pub enum Error {
     /// No IOAPIC serves this GSI.
     NoSuchGsi(u32),
+    /// The destination APIC ID does not fit the entry's 8-bit destination field (82093AA
+    /// §3.2.4; x2APIC IDs above 255 need interrupt remapping).
+    Unreachable(u32),
 }
 
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Error::NoSuchGsi(gsi) => write!(f, "no IOAPIC serves GSI {gsi}"),
+            Error::Unreachable(id) => write!(
+                f,
+                "APIC ID {id} is above 255: an IOAPIC entry cannot name it without interrupt remapping"
+            ),
         }
     }
 }
 
-/// Maps every IOAPIC and masks all of their inputs.
+/// The highest Maximum Redirection Entry an IOAPIC can have: entries 0 to 77h fill the
+/// register indices 10h to FFh.
+const MAX_REDIRECTION_ENTRY: u32 = 0x77;
+
+/// Maps every IOAPIC and masks all of their inputs. A chip that does not answer (version
+/// reads all ones), claims more inputs than the index register reaches, or whose GSIs
+/// overflow or overlap an earlier chip's is logged and left out.
 pub fn init(infos: &[IoApicInfo], overrides: &[SourceOverride]) {
     let mut chips = Vec::new();
     for info in infos {
@@ -126,7 +139,44 @@ pub fn init(infos: &[IoApicInfo], overrides: &[SourceOverride]) {
             inputs: 0,
         };
         let version = chip.read(REG_VERSION);
-        chip.inputs = ((version >> 16) & 0xff) + 1;
+        // Maximum Redirection Entry (bits 23:16): the index register is 8 bits and the
+        // table starts at 10h, two registers per input, so at most 78h entries exist
+        // (82093AA datasheet §3.2.2). All ones means nothing answered at the address.
+        let max_entry = (version >> 16) & 0xff;
+        if version == u32::MAX || max_entry > MAX_REDIRECTION_ENTRY {
+            log::error!(
+                "ioapic: IOAPIC {} at {:#x} reads version {version:#x}: no IOAPIC there (MADT wrong?); its GSIs from {} are not used",
+                info.id,
+                info.address,
+                info.gsi_base
+            );
+            continue;
+        }
+        chip.inputs = max_entry + 1;
+        let Some(end) = info.gsi_base.checked_add(chip.inputs) else {
+            log::error!(
+                "ioapic: IOAPIC {} at {:#x}: GSI base {:#x} plus {} inputs overflows; not used",
+                info.id,
+                info.address,
+                info.gsi_base,
+                chip.inputs
+            );
+            continue;
+        };
+        if let Some(other) = chips
+            .iter()
+            .find(|c: &&IoApic| c.info.gsi_base < end && info.gsi_base < c.info.gsi_base + c.inputs)
+        {
+            log::error!(
+                "ioapic: IOAPIC {} (GSIs {}-{}) overlaps IOAPIC {} (GSIs from {}); not used",
+                info.id,
+                info.gsi_base,
+                end - 1,
+                other.info.id,
+                other.info.gsi_base
+            );
+            continue;
+        }
         for input in 0..chip.inputs {
             chip.set_entry(input, MASKED);
         }
@@ -135,7 +185,7 @@ pub fn init(infos: &[IoApicInfo], overrides: &[SourceOverride]) {
             info.id,
             version & 0xff,
             info.gsi_base,
-            info.gsi_base + chip.inputs - 1
+            end - 1
         );
         chips.push(chip);
     }
@@ -169,9 +219,10 @@ fn with_gsi<R>(gsi: u32, f: impl FnOnce(&IoApic, u32) -> R) -> Result<R, Error> 
         let chip = guard
             .as_ref()
             .and_then(|a| {
-                a.chips
-                    .iter()
-                    .find(|c| (c.info.gsi_base..c.info.gsi_base + c.inputs).contains(&gsi))
+                a.chips.iter().find(|c| {
+                    gsi.checked_sub(c.info.gsi_base)
+                        .is_some_and(|i| i < c.inputs)
+                })
             })
             .ok_or(Error::NoSuchGsi(gsi))?;
         Ok(f(chip, gsi - chip.info.gsi_base))
@@ -180,7 +231,8 @@ fn with_gsi<R>(gsi: u32, f: impl FnOnce(&IoApic, u32) -> R) -> Result<R, Error> 
 
 /// Points `gsi` at `vector` on the CPU with APIC ID `dest`, left masked.
 pub fn route(gsi: u32, vector: u8, dest: u32, trigger: Trigger) -> Result<(), Error> {
-    let mut entry = u64::from(vector) | MASKED | u64::from(dest & 0xff) << 56;
+    let dest = u8::try_from(dest).map_err(|_| Error::Unreachable(dest))?;
+    let mut entry = u64::from(vector) | MASKED | u64::from(dest) << 56;
     if trigger.level {
         entry |= LEVEL;
     }

@@ -157,7 +157,7 @@ pub fn init(prefer_xapic: bool) -> &'static LocalApic {
     LAPIC.call_once(|| {
         let base = apic_base();
         let firmware_x2 = base & APIC_BASE_X2APIC != 0 && base & APIC_BASE_ENABLE != 0;
-        let mode = if firmware_x2 || (cpu_has_x2apic() && !prefer_xapic) {
+        let to_x2apic = || {
             if !firmware_x2 {
                 // Enable first, then x2APIC (the xAPIC -> x2APIC transition, SDM §11.12.5).
                 let mut msr = Msr::new(IA32_APIC_BASE);
@@ -167,6 +167,9 @@ pub fn init(prefer_xapic: bool) -> &'static LocalApic {
                 unsafe { msr.write(base | APIC_BASE_ENABLE | APIC_BASE_X2APIC) };
             }
             Mode::X2Apic
+        };
+        let mode = if firmware_x2 || (cpu_has_x2apic() && !prefer_xapic) {
+            to_x2apic()
         } else {
             if base & APIC_BASE_ENABLE == 0 {
                 // SAFETY: enabling the APIC at its current base.
@@ -174,7 +177,18 @@ pub fn init(prefer_xapic: bool) -> &'static LocalApic {
             }
             let phys = base & 0x000f_ffff_ffff_f000;
             crate::memory::mmio::reserve_for_kernel(phys, 0x1000);
-            Mode::XApic(Mmio::map(phys, 0x1000).expect("cannot map the local APIC"))
+            match Mmio::map(phys, 0x1000) {
+                Ok(mmio) => Mode::XApic(mmio),
+                // A base the memory map calls RAM, or past the CPU's address width: x2APIC
+                // reaches the same registers through MSRs.
+                Err(e) if cpu_has_x2apic() => {
+                    log::warn!("lapic: cannot map the xAPIC page at {phys:#x} ({e}); using x2APIC mode");
+                    to_x2apic()
+                }
+                Err(e) => panic!(
+                    "cannot map the local APIC at {phys:#x} ({e}) and the CPU has no x2APIC: no interrupts"
+                ),
+            }
         };
         let lapic = LocalApic { mode };
         lapic.write(reg::TPR, 0);

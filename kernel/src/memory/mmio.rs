@@ -30,7 +30,8 @@ use super::paging::{self, MMIO_BASE, MMIO_SIZE};
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
-    /// Zero length, or the range wraps around the address space.
+    /// Zero length, the range wraps around the address space, or it lies past what the
+    /// CPU can address.
     BadRange {
         /// Requested physical start.
         phys: u64,
@@ -78,6 +79,8 @@ impl core::fmt::Display for MapError {
 struct Window {
     space: MmioSpace<256>,
     ram: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
+    /// The whole pages of `ram` that paging identity-maps (`boot::info::whole_pages`).
+    mapped: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
     kernel: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
 }
 
@@ -91,12 +94,21 @@ static WINDOW: Mutex<Option<Window>> = Mutex::new(None);
 pub fn init(boot: &BootInfo) {
     let space = MmioSpace::window(MMIO_BASE, MMIO_SIZE).expect("MMIO window 2 MiB-aligned");
     let mut ram = RangeSet::new();
+    let mut mapped = RangeSet::new();
     for r in boot.memory_map().iter().filter(|r| paging::is_ram(r.kind)) {
         let _ = ram.insert(r.start, r.end());
+        if let Some((start, end)) = boot::info::whole_pages(r.start, r.end()) {
+            let _ = mapped.insert(start, end);
+        }
     }
     let mut kernel = RangeSet::new();
     let _ = kernel.insert(INTERRUPT_RANGE.0, INTERRUPT_RANGE.1);
-    *WINDOW.lock() = Some(Window { space, ram, kernel });
+    *WINDOW.lock() = Some(Window {
+        space,
+        ram,
+        mapped,
+        kernel,
+    });
 }
 
 /// Marks `[phys, phys + len)` as registers the kernel owns (an IOAPIC, the HPET, an ECAM
@@ -166,6 +178,11 @@ impl Mmio {
             .checked_add(PAGE_SIZE - 1)
             .ok_or(MapError::BadRange { phys, len })?
             & !(PAGE_SIZE - 1);
+        if last > super::phys_limit() {
+            // Past the CPU's physical address width: the page-table entry would have
+            // reserved bits set (SDM vol. 3A §4.5), or not be an address at all.
+            return Err(MapError::BadRange { phys, len });
+        }
         let pages = (last - first) / PAGE_SIZE;
         let size = pages * PAGE_SIZE;
         let huge = first.is_multiple_of(HUGE) && size.is_multiple_of(HUGE);
@@ -352,15 +369,16 @@ impl Mmio {
     }
 }
 
-/// Whether `[phys, phys + len)` lies inside RAM that the kernel identity-maps.
+/// Whether `[phys, phys + len)` lies inside RAM that the kernel identity-maps: the whole
+/// pages of the RAM regions, not a region's partial first or last page.
 pub fn is_identity_mapped_ram(phys: u64, len: u64) -> bool {
     let end = phys.saturating_add(len);
     x86_64::instructions::interrupts::without_interrupts(|| {
         WINDOW
             .lock()
             .as_ref()
-            .is_some_and(|w| w.ram.iter().any(|(s, e)| s <= phys && end <= e))
-    }) && phys >= PAGE_SIZE
+            .is_some_and(|w| w.mapped.iter().any(|(s, e)| s <= phys && end <= e))
+    })
 }
 
 fn release_virtual(virt: u64, size: u64, huge: bool) {

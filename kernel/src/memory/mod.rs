@@ -59,6 +59,32 @@ pub fn kernel_image() -> KernelImage {
     }
 }
 
+/// The CPU's physical address width in bits: CPUID 8000_0008h EAX[7:0] (Intel SDM vol. 2A,
+/// CPUID), or 36 on a processor without that leaf (SDM vol. 3A §4.1.4), kept within 32 to 52
+/// (the architectural maximum, §4.5).
+pub fn phys_bits() -> u32 {
+    let max_extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    let bits = if max_extended >= 0x8000_0008 {
+        core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff
+    } else {
+        36
+    };
+    bits.clamp(32, 52)
+}
+
+/// One past the highest physical address the CPU can reach: no device or RAM mapping goes
+/// at or above it (a page-table entry naming a frame there has reserved bits set).
+pub fn phys_limit() -> u64 {
+    1 << phys_bits()
+}
+
+/// One past the highest address RAM may have here: what the CPU reaches, and below the
+/// canonical limit 2^47, because RAM is identity-mapped in the lower half (SDM vol. 3A
+/// §4.5). The memory map loses what lies above ([`boot::BootInfo::keep_addressable_ram`]).
+pub fn ram_limit() -> u64 {
+    phys_limit().min(1 << 47)
+}
+
 /// Memory below 1 MiB: real-mode IVT, BIOS data, EBDA, option ROMs and the loaders' own
 /// structures. Never handed out.
 pub const LOW_MEMORY_END: u64 = 0x10_0000;

@@ -52,10 +52,7 @@ pub fn with<R>(f: impl FnOnce(&mut AddressSpace) -> R) -> R {
 
 /// The memory-map kinds the kernel identity-maps as RAM.
 pub fn is_ram(kind: MemoryKind) -> bool {
-    matches!(
-        kind,
-        MemoryKind::Usable | MemoryKind::AcpiReclaimable | MemoryKind::AcpiNvs
-    )
+    kind.is_ram()
 }
 
 impl AddressSpace {
@@ -143,9 +140,11 @@ impl AddressSpace {
         if self.nx {
             flags |= Flags::NO_EXECUTE;
         }
-        let page = Page::<S>::from_start_address(VirtAddr::new(virt))
-            .map_err(|_| MapToError::FrameAllocationFailed)?;
-        let frame = PhysFrame::<S>::from_start_address(PhysAddr::new(phys))
+        let virt = VirtAddr::try_new(virt).map_err(|_| MapToError::FrameAllocationFailed)?;
+        let phys = PhysAddr::try_new(phys).map_err(|_| MapToError::FrameAllocationFailed)?;
+        let page =
+            Page::<S>::from_start_address(virt).map_err(|_| MapToError::FrameAllocationFailed)?;
+        let frame = PhysFrame::<S>::from_start_address(phys)
             .map_err(|_| MapToError::FrameAllocationFailed)?;
         // SAFETY: `virt` lies in the MMIO window, which only `mmio` uses and which hands each
         // page out once; device memory is not RAM, so no Rust object aliases it.
@@ -205,9 +204,7 @@ pub fn init(boot: &BootInfo, image: KernelImage) {
     let mut space = AddressSpace { mapper, nx };
 
     for region in boot.memory_map().iter().filter(|r| is_ram(r.kind)) {
-        let start = (region.start.max(PAGE_SIZE) + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-        let end = region.end() & !(PAGE_SIZE - 1);
-        if start < end {
+        if let Some((start, end)) = boot::info::whole_pages(region.start, region.end()) {
             space.map_ram(start, end, &image);
         }
     }

@@ -5,8 +5,10 @@
 //! bracketed by ordered TSC reads, until [`WINDOWS`] windows pass `timekeeping`'s judgement
 //! or [`MAX_ATTEMPTS`] were tried; the statistics (median, outliers, spread) are
 //! `timekeeping::calibration`'s. Every loop is bounded: a reference that never reaches the
-//! end of a window stops after [`MAX_POLLS`] reads, and a reference or TSC that does not
-//! move in the first window ends the measurement at once.
+//! end of a window stops after [`MAX_POLLS`] reads or [`WINDOW_TSC_SLACK`] times the window
+//! by the TSC, whichever comes first; a reference or TSC that does not move in the first
+//! window ends the measurement at once, and a reference that stops later ends it after
+//! [`MAX_STILL_IN_A_ROW`] still windows.
 
 use timekeeping::calibration::{self, Estimate, Failure, Reading, Rejection, Window};
 use timekeeping::counter::Counter;
@@ -20,6 +22,12 @@ const MAX_ATTEMPTS: usize = 3 * WINDOWS;
 /// Reference reads per window at most (a read takes at least ~100 ns on real hardware, so a
 /// 2 ms window needs well under this).
 const MAX_POLLS: u64 = 2_000_000;
+/// A window also ends after this many times its length by the TSC at the highest plausible
+/// rate (`timekeeping::cpuid::MAX_PLAUSIBLE_HZ`): a read of a legacy port takes microseconds
+/// on real chipsets, where [`MAX_POLLS`] alone would be seconds.
+const WINDOW_TSC_SLACK: u64 = 20;
+/// Windows in a row in which the reference did not move before the measurement gives up.
+const MAX_STILL_IN_A_ROW: usize = 2;
 
 /// A reference counter.
 pub trait Reference {
@@ -78,22 +86,42 @@ pub fn measure_with(
         start: empty,
         end: empty,
     }; MAX_ATTEMPTS];
+    // TSC ticks after which a window ends whatever the reference says (saturating: a
+    // window of hours is still bounded).
+    let tsc_limit = window_us
+        .saturating_mul(WINDOW_TSC_SLACK)
+        .saturating_mul(timekeeping::cpuid::MAX_PLAUSIBLE_HZ / 1_000_000);
     let mut good = 0;
+    let mut still = 0;
     for attempt in 0..MAX_ATTEMPTS {
         let start = bracketed(r);
         let mut end = bracketed(r);
         let mut polls = 1;
-        while counter.delta(start.value, end.value) < target && polls < MAX_POLLS {
+        while counter.delta(start.value, end.value) < target
+            && polls < MAX_POLLS
+            && end.tsc_after.wrapping_sub(start.tsc_before) < tsc_limit
+        {
             end = bracketed(r);
             polls += 1;
         }
         let window = Window { start, end };
         windows[attempt] = window;
         match calibration::judge(&window, &counter) {
-            Ok(_) => good += 1,
+            Ok(_) => {
+                good += 1;
+                still = 0;
+            }
             Err(Rejection::ReferenceStill) if attempt == 0 => return Err(Failure::ReferenceStill),
             Err(Rejection::TscStill) if attempt == 0 => return Err(Failure::TscStill),
-            Err(_) => {}
+            Err(Rejection::ReferenceStill) => {
+                // A reference that moved and then stopped: more windows would each wait
+                // for the limit above.
+                still += 1;
+                if still == MAX_STILL_IN_A_ROW {
+                    return calibration::estimate(&windows[..=attempt], &counter);
+                }
+            }
+            Err(_) => still = 0,
         }
         if good == wanted {
             return calibration::estimate(&windows[..=attempt], &counter);

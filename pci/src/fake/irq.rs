@@ -593,6 +593,36 @@ pub fn handle(
     (unsafe { claim_again(space, platform) }, space)
 }
 
+/// [`handle`], with every configuration access of the handle going through the port `wrap`
+/// makes of the space: a device model that answers some registers itself (such as virtio's
+/// PCI configuration access window, which forwards to a BAR).
+pub fn handle_with(
+    function: FakeFunction,
+    platform: &'static FakePlatform,
+    wrap: impl FnOnce(&'static Mutex<FakeConfigSpace>) -> Box<dyn ConfigPort>,
+) -> (PciFunction, &'static Mutex<FakeConfigSpace>) {
+    let space = FakeConfigSpace::new();
+    space.add(ADDRESS, function);
+    let space: &'static Mutex<FakeConfigSpace> = keep(Mutex::new(space));
+    let port: &'static dyn ConfigPort = &**keep(wrap(space));
+    let info = {
+        let guard = space.lock();
+        let roots = [Root {
+            segment: 0,
+            bus: 0,
+            extended: true,
+        }];
+        // SAFETY: the fake has no side effects outside its own state.
+        let config = unsafe { ConfigSpace::new(&*guard, &roots) };
+        crate::probe(&config, ADDRESS)
+            .0
+            .expect("fake function present")
+    };
+    let platform: &'static &'static FakePlatform = keep(platform);
+    // SAFETY: the config space is new, so this is the only handle of its one function.
+    (unsafe { PciFunction::new(info, port, platform) }, space)
+}
+
 /// A new handle for the function of `space` (made by [`handle`]): what the kernel's claim
 /// does after an unbind.
 ///

@@ -18,7 +18,6 @@
 //!
 //! Nothing here can panic on any input: positions are clamped, parameters saturate.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 /// Palette index of the default foreground (light grey).
@@ -89,11 +88,15 @@ impl Grid {
             return None;
         }
         let len = cols.checked_mul(rows)?;
+        // Fallible: a size the heap cannot hold is refused, not a panic or an abort.
+        let mut cells = Vec::new();
+        cells.try_reserve_exact(len).ok()?;
+        cells.resize(len, Cell::BLANK);
         // INVARIANT: the cell vector matches the dimensions; the cursor is at the origin.
         Some(Grid {
             cols,
             rows,
-            cells: vec![Cell::BLANK; len],
+            cells,
             col: 0,
             row: 0,
             fg: DEFAULT_FG,
@@ -503,5 +506,22 @@ mod tests {
                 assert!(c < cols && r < rows);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// A size whose cells fit `usize` but not memory (or not `isize`, where `vec!` panics
+    /// with "capacity overflow") is refused with `None`, not a panic or an abort.
+    #[test]
+    fn a_huge_grid_is_refused_not_a_panic() {
+        let r = std::panic::catch_unwind(|| Grid::new(usize::MAX / 4, 1).is_none());
+        assert_eq!(
+            r.ok(),
+            Some(true),
+            "Grid::new panicked instead of returning None"
+        );
     }
 }

@@ -23,6 +23,9 @@ pub const PALETTE: [u32; 16] = [
     0xff5555, 0x55ff55, 0xffff55, 0x5555ff, 0xff55ff, 0x55ffff, 0xffffff,
 ];
 
+/// The largest width or height in pixels [`Layout::new`] accepts.
+pub const MAX_SIDE: u32 = 16384;
+
 /// How a pixel is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PixelFormat {
@@ -144,6 +147,11 @@ impl Layout {
         if u64::from(pitch) < needed {
             return Err(LayoutError::PitchTooSmall { pitch, needed });
         }
+        // No screen is larger (8K is 7680x4320): bigger figures are a broken tag, and the
+        // grid and the screen's record of it would not fit in the heap.
+        if width > MAX_SIDE || height > MAX_SIDE {
+            return Err(LayoutError::TooLarge);
+        }
         let layout = Layout {
             width,
             height,
@@ -256,6 +264,20 @@ impl Screen {
             layout,
             font,
         }
+    }
+
+    /// [`Screen::new`], or `None` when the record of the cells does not fit in memory.
+    pub fn try_new(layout: Layout, font: Font) -> Option<Screen> {
+        let len = layout.cols.checked_mul(layout.rows)?;
+        let mut drawn = Vec::new();
+        drawn.try_reserve_exact(len).ok()?;
+        drawn.resize(len, None);
+        // INVARIANT: one entry per cell, all unknown.
+        Some(Screen {
+            drawn,
+            layout,
+            font,
+        })
     }
 
     /// The layout.
@@ -498,5 +520,96 @@ mod tests {
         grid.write(b"abcdefgh\nijklmnop\nqrstuvwx");
         screen.flush(&grid, &mut fb);
         screen.clear(&mut fb);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// A framebuffer tag with sizes no screen has: every field fits its `u32`, and
+    /// `pitch * height` (16 EiB) still fits a 64-bit `usize`. `Layout::new` refuses it, so
+    /// the kernel never sizes a text grid or a screen record (3.6e16 cells) from it.
+    #[test]
+    fn an_absurd_framebuffer_is_refused_by_layout() {
+        let l = Layout::new(u32::MAX / 4, u32::MAX, u32::MAX, 32, [16, 8, 0]);
+        assert!(l.is_err(), "{l:?}");
+        let l = Layout::new(MAX_SIDE + 1, 768, (MAX_SIDE + 1) * 4, 32, [16, 8, 0]);
+        assert!(l.is_err(), "{l:?}");
+    }
+}
+
+#[cfg(test)]
+mod geometry_fuzz {
+    use super::*;
+
+    /// 20 000 random geometries (sizes 0 to 90 and `u32::MAX`, odd depths, pitches and
+    /// channel positions, framebuffers shorter than the layout): nothing panics, nothing is
+    /// written past the buffer or into the pitch padding.
+    #[test]
+    fn odd_geometries_never_panic_or_write_outside() {
+        let font = Font::spleen().unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut accepted = 0;
+        for _ in 0..20000 {
+            let width = next(90) as u32;
+            let height = next(70) as u32;
+            let bpp = [0u8, 1, 8, 15, 16, 24, 32, 33, 255][next(9) as usize];
+            let pitch = next(400) as u32;
+            let ch = if next(2) == 0 {
+                [16, 8, 0]
+            } else {
+                [next(40) as u8, next(40) as u8, next(40) as u8]
+            };
+            for &(w, h, p) in &[
+                (width, height, pitch),
+                (u32::MAX, height, pitch),
+                (width, u32::MAX, pitch),
+                (width, height, u32::MAX),
+            ] {
+                let Ok(layout) = Layout::new(w, h, p, bpp, ch) else {
+                    continue;
+                };
+                if layout.len() > 1 << 22 {
+                    continue;
+                }
+                accepted += 1;
+                let len = layout.len();
+                let short = next(len as u64 + 1) as usize;
+                for fb_len in [len, short] {
+                    let mut fb = vec![0u8; fb_len + 64];
+                    for b in &mut fb[fb_len..] {
+                        *b = 0xa5;
+                    }
+                    let (fb_main, _) = fb.split_at_mut(fb_len);
+                    let mut screen = Screen::new(layout, font);
+                    let mut grid = Grid::new(
+                        layout.cols() + next(3) as usize,
+                        layout.rows() + next(3) as usize,
+                    )
+                    .unwrap();
+                    screen.clear(fb_main);
+                    grid.write(b"hello\x1b[31mworld\n\t\x08\x1b[99;99Hz");
+                    screen.flush(&grid, fb_main);
+                    assert!(fb[fb_len..].iter().all(|&b| b == 0xa5));
+                    // Nothing beyond the pixels of each line (the pitch padding) is written.
+                    let row_bytes = layout.width() as usize * layout.format().bytes_per_pixel();
+                    for line in 0..layout.height() as usize {
+                        let s = line * layout.pitch() + row_bytes;
+                        let e = ((line + 1) * layout.pitch()).min(fb_len);
+                        if s < e {
+                            assert!(fb[s..e].iter().all(|&b| b == 0), "padding written");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(accepted > 100, "{accepted}");
     }
 }

@@ -84,7 +84,21 @@ pub fn read_disk(name: &str, lba: u64, count: u64, out: &mut Vec<u8>) -> Result<
         .checked_mul(u64::from(disk.info.block_size))
         .filter(|b| *b > 0 && *b <= READ_LIMIT)
         .ok_or_else(|| format!("{count} blocks: from 1 to {} bytes", READ_LIMIT))?;
+    // Checked before the buffer is made: a block range outside the disk needs no memory.
+    if lba
+        .checked_add(count)
+        .is_none_or(|end| end > disk.info.blocks)
+    {
+        return Err(format!(
+            "{name}: blocks {lba}..{} outside the disk ({} blocks)",
+            lba.saturating_add(count),
+            disk.info.blocks
+        ));
+    }
     out.clear();
+    // Fallible: the heap may be smaller than READ_LIMIT (an eighth of memory).
+    out.try_reserve_exact(bytes as usize)
+        .map_err(|_| format!("{name}: no memory for {bytes} bytes; read fewer blocks"))?;
     out.resize(bytes as usize, 0);
     let index = disk.index;
     crate::bus::on_driver(disk.address, |bound| {

@@ -195,15 +195,13 @@ fn open(fb: &boot::Framebuffer) -> Result<Console, Refusal> {
         return Err(Refusal::NullAddress);
     }
     let font = Font::spleen().ok_or(Refusal::Font)?;
+    // Mapped first: the mapper refuses a range no framebuffer has before any memory is taken.
+    let mmio = Mmio::map(fb.address, layout.len() as u64).map_err(Refusal::Map)?;
     let mut grid = Grid::new(layout.cols(), layout.rows()).ok_or(Refusal::Grid)?;
     grid.set_scroll_step(layout.rows() / 4);
-    let mmio = Mmio::map(fb.address, layout.len() as u64).map_err(Refusal::Map)?;
+    let screen = Screen::try_new(layout, font).ok_or(Refusal::Grid)?;
     // INVARIANT: the mapping covers `layout.len()` bytes and moves into the console.
-    Ok(Console {
-        mmio,
-        grid,
-        screen: Screen::new(layout, font),
-    })
+    Ok(Console { mmio, grid, screen })
 }
 
 /// No screen: drop the early buffer and all later output.

@@ -29,7 +29,7 @@
 
 use alloc::string::String;
 
-use pc_keyboard::{DecodedKey, HandleControl, PS2Keyboard, ScancodeSet1, layouts::Us104Key};
+use pc_keyboard::{PS2Keyboard, ScancodeSet1, layouts::Us104Key};
 use spin::Mutex;
 use x86_64::instructions::port::Port;
 
@@ -187,12 +187,8 @@ pub fn init() -> Result<String, Error> {
     })
 }
 
-/// The decoder: scancode set 1 (translation is on), US layout.
-static DECODER: Mutex<PS2Keyboard<Us104Key, ScancodeSet1>> = Mutex::new(PS2Keyboard::new(
-    ScancodeSet1::new(),
-    Us104Key,
-    HandleControl::MapLettersToUnicode,
-));
+/// The decoder: scancode set 1 (translation is on), US layout (`shell::keys::decoder`).
+static DECODER: Mutex<PS2Keyboard<Us104Key, ScancodeSet1>> = Mutex::new(shell::keys::decoder());
 
 /// The vector block of IRQ 1 (owned by the keyboard for the kernel's life).
 static VECTOR: spin::Once<pci::vectors::Block> = spin::Once::new();
@@ -225,38 +221,14 @@ fn on_interrupt() {
         let Ok(Some(event)) = decoder.add_byte(byte) else {
             continue;
         };
-        match decoder.process_keyevent(event) {
-            // Esc would start an escape sequence in the line editor, swallowing the next key.
-            Some(DecodedKey::Unicode(c)) if c != '\u{1b}' => {
-                let mut utf8 = [0u8; 4];
-                crate::input::push(c.encode_utf8(&mut utf8).as_bytes());
+        // What a terminal would send for the key (`shell::keys`, host-tested).
+        if let Some(key) = decoder.process_keyevent(event) {
+            let mut buf = [0u8; 4];
+            if let Some(bytes) = shell::keys::bytes(key, &mut buf) {
+                crate::input::push(bytes);
             }
-            // Keys without a character arrive as the sequences a VT100 terminal sends, so
-            // the line editor reads one stream whatever the input device.
-            Some(DecodedKey::RawKey(key)) => {
-                if let Some(bytes) = vt_sequence(key) {
-                    crate::input::push(bytes);
-                }
-            }
-            _ => {}
         }
     }
-}
-
-/// The VT100/xterm sequence for a key that produces no character (arrows, Home, End,
-/// Delete), as a serial terminal would send it.
-fn vt_sequence(key: pc_keyboard::KeyCode) -> Option<&'static [u8]> {
-    use pc_keyboard::KeyCode;
-    Some(match key {
-        KeyCode::ArrowUp => b"\x1b[A",
-        KeyCode::ArrowDown => b"\x1b[B",
-        KeyCode::ArrowRight => b"\x1b[C",
-        KeyCode::ArrowLeft => b"\x1b[D",
-        KeyCode::Home => b"\x1b[H",
-        KeyCode::End => b"\x1b[F",
-        KeyCode::Delete => b"\x1b[3~",
-        _ => return None,
-    })
 }
 
 /// Routes ISA IRQ 1 (through the MADT's overrides) to the reserved vector (or one allocated

@@ -295,7 +295,7 @@ fn pci_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(), String> {
         ("help me", "usage: help"),
         (
             "inject",
-            "usage: inject panic <address> <probe|handler|selftest|command>",
+            "usage: inject panic <address> <probe|handler|selftest|command> | leak <address>",
         ),
         ("nvme", "usage: nvme read <lba> [nsid]"),
         ("reboot now", "usage: reboot"),

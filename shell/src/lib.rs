@@ -16,7 +16,8 @@
 //!   arrows, Home and End); `ESC` followed by anything else is a lone ESC, ignored, and the
 //!   byte after it is handled as if no ESC had come. A control byte inside a sequence is
 //!   acted on (as a VT100 does) without ending the sequence, except CAN and SUB, which cancel
-//!   it. A lone ESC and a sequence cut short cannot be told apart from a sequence still
+//!   it, and Enter and Ctrl-C, whose line ends it too (so a pasted next line keeps its
+//!   first letter). A lone ESC and a sequence cut short cannot be told apart from a sequence still
 //!   arriving; the caller ends one that stays incomplete for a while with
 //!   [`Editor::abandon_escape`] (the kernel does after 250 ms without input).
 //! - Keys: printable ASCII is inserted at the cursor; Left/Right (also Ctrl-B/Ctrl-F),
@@ -35,6 +36,7 @@
 
 extern crate alloc;
 
+pub mod keys;
 pub mod queue;
 
 pub use queue::{Dropped, InputQueue};
@@ -288,6 +290,9 @@ impl Editor {
                 }
             }
             Key::Enter => {
+                // A sequence Enter cut short ends with the line (else the next line's first
+                // letter would be taken as its final byte).
+                self.escape = Escape::Ground;
                 out.push(b'\n');
                 // The line's buffer stays (with its room); the caller gets a copy.
                 let line: String = self.line.iter().copied().map(char::from).collect();
@@ -297,6 +302,7 @@ impl Editor {
                 return Feed::Line(line);
             }
             Key::Cancel => {
+                self.escape = Escape::Ground;
                 out.extend_from_slice(b"^C\n");
                 self.line.clear();
                 self.cursor = 0;

@@ -300,3 +300,115 @@ fn buffers_keep_their_room() {
     assert_eq!(before, after);
     assert_eq!(e.history().count(), 3);
 }
+
+/// The kernel's PS/2 path (`kernel/src/keyboard.rs`, `on_interrupt`): its decoder and its
+/// key-to-bytes mapping, both from [`crate::keys`].
+fn ps2_bytes(scancodes: &[u8]) -> Vec<u8> {
+    let mut kb = crate::keys::decoder();
+    let mut out = Vec::new();
+    for &b in scancodes {
+        let Ok(Some(ev)) = kb.add_byte(b) else {
+            continue;
+        };
+        if let Some(key) = kb.process_keyevent(ev) {
+            let mut buf = [0u8; 4];
+            if let Some(bytes) = crate::keys::bytes(key, &mut buf) {
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    out
+}
+
+/// The Delete key on a PS/2 keyboard (E0 53) deletes the character under the cursor:
+/// pc-keyboard 0.9's `Us104Key` decodes it to `Unicode('\u{7f}')`, not `RawKey(Delete)`,
+/// and the editor takes a DEL byte as Backspace, so the mapping sends `ESC [ 3 ~` for it.
+#[test]
+fn the_ps2_delete_key_deletes_under_the_cursor() {
+    // "abc", Left (E0 4B / E0 CB), Delete (E0 53 / E0 D3).
+    let keys = [
+        0x1e, 0x9e, 0x30, 0xb0, 0x2e, 0xae, // a b c
+        0xe0, 0x4b, 0xe0, 0xcb, // Left
+        0xe0, 0x53, 0xe0, 0xd3, // Delete
+    ];
+    let bytes = ps2_bytes(&keys);
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    type_in(&mut e, &mut s, &bytes);
+    assert_eq!(
+        (e.line(), e.cursor()),
+        ("ab", 2),
+        "Delete removed the character left of the cursor (bytes {bytes:02x?})"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    /// PS/2 garbage (cut-short E0/E1 prefixes, releases without presses, controller replies)
+    /// through the kernel's decoding into the editor: no panic, bounds kept.
+    #[test]
+    fn scancode_garbage_keeps_the_editor_in_bounds(codes in proptest::collection::vec(
+        prop_oneof![any::<u8>(), Just(0xe0u8), Just(0xe1), Just(0x1d), Just(0x9d), Just(0x45),
+                    Just(0xc5), Just(0x53), Just(0xd3), Just(0xfa), Just(0xaa), Just(0x00)],
+        0..400))
+    {
+        let bytes = ps2_bytes(&codes);
+        let mut e = Editor::new(16, 4);
+        let mut s = Screen::default();
+        for b in bytes {
+            let mut out = Vec::new();
+            let r = e.feed(b, &mut out);
+            s.apply(&out);
+            prop_assert!(e.line().len() <= 16);
+            if r == Feed::Pending {
+                prop_assert_eq!(s.col, e.cursor());
+            }
+        }
+    }
+}
+
+/// Enter (or Ctrl-C) ends a sequence cut short: otherwise the first byte of the next line
+/// in 0x40..=0x7e would be taken as its final byte, and in a paste (no 250 ms pause for the
+/// kernel's `abandon_escape`) the next command would lose its first letter (`help` run as
+/// `elp`) or that letter would become a key (after `mem`, the line `Ax` run as `memx`: `A`
+/// is Up, which recalls the history).
+#[test]
+fn enter_ends_an_unfinished_sequence() {
+    assert_eq!(lines(b"\x1b[\rhelp\r"), ["", "help"]);
+    assert_eq!(lines(b"mem\r\x1b[1\rAx\r"), ["mem", "", "Ax"]);
+    let mut e = Editor::new(256, 32);
+    let mut s = Screen::default();
+    let r = type_in(&mut e, &mut s, b"\x1b[\x03help\r");
+    assert_eq!(r, [Feed::Cancelled, Feed::Line("help".into())]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Long escape-heavy garbage: output, line and history stay bounded, and the screen
+    /// shows the line.
+    #[test]
+    fn long_garbage_keeps_every_bound(
+        input in proptest::collection::vec(
+            prop_oneof![any::<u8>(), Just(ESC), Just(b'['), Just(b'O'), Just(b'A'), Just(b'B'),
+                        Just(b'\r'), Just(b'\n'), Just(0x10), Just(0x0e), Just(0x03), Just(0x15),
+                        Just(b'3'), Just(b'~'), Just(b';'), Just(0x18)],
+            0..3000),
+        max_line in 0usize..300,
+        hist in 0usize..4,
+    ) {
+        let mut e = Editor::new(max_line, hist);
+        let mut s = Screen::default();
+        for b in input {
+            let mut out = Vec::new();
+            let r = e.feed(b, &mut out);
+            prop_assert!(out.len() <= 3 * max_line + 4);
+            s.apply(&out);
+            prop_assert!(e.line().len() <= max_line);
+            prop_assert!(e.history().count() <= hist);
+            if r == Feed::Pending {
+                prop_assert_eq!(s.text(), e.line().trim_end());
+                prop_assert_eq!(s.col, e.cursor());
+            }
+        }
+    }
+}

@@ -117,16 +117,16 @@ fn next_byte() -> u8 {
 /// The next received byte if one comes within `us` microseconds (polling: used only for the
 /// short wait inside an escape sequence).
 fn next_byte_within(us: u64) -> Option<u8> {
-    let deadline = crate::time::micros_since_boot().saturating_add(us);
-    loop {
+    // Counted steps of `busy_wait_us`, which falls back to the PIT where the TSC stands
+    // still: there `micros_since_boot` never moves and a deadline on it is never reached.
+    const STEP_US: u64 = 100;
+    for _ in 0..us.div_ceil(STEP_US) {
         if let Some(b) = crate::input::read_byte() {
             return Some(b);
         }
-        if crate::time::micros_since_boot() >= deadline {
-            return None;
-        }
-        core::hint::spin_loop();
+        crate::time::busy_wait_us(STEP_US);
     }
+    crate::input::read_byte()
 }
 
 /// Reads one line through `editor`; `None` when it was cancelled (Ctrl-C).

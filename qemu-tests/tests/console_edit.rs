@@ -8,7 +8,8 @@
 //!   `mm`, Left as SS3 (`ESC O D`), `e` makes `mem`; `em`, Home (`ESC [ H`), `m`, End
 //!   (`ESC [ F`) makes `mem`; `memx`, Left, Delete (`ESC [ 3 ~`) makes `mem`; a CSI with
 //!   parameters (`ESC [ 1 ; 5 C`) swallows nothing after it.
-//! - Ctrl-C drops a line (`^C`, a new prompt, nothing run).
+//! - Ctrl-C drops a line (`^C`, a new prompt, nothing run); so does Enter on a pasted line
+//!   longer than the editor's 256 bytes, with a message saying so.
 //! - History: Up (`ESC [ A`) recalls the last line, Up again the one before, Down comes back;
 //!   a line repeating the one before is stored once.
 //! - A paste: 100 commands written at once (no delay between bytes), half ending in CR, half
@@ -80,6 +81,15 @@ fn script(s: &mut Session<'_>) -> Result<(), String> {
     ensure!(
         cancelled.contains("^C") && !cancelled.contains("unknown command"),
         "Ctrl-C did not drop the line:\n{cancelled}"
+    );
+
+    // A pasted line longer than the editor's room: not run (what is left is not what was
+    // sent), and the next line is whole.
+    let long = format!("mem {}\r", "x".repeat(300));
+    let out = typed(s, &long)?;
+    ensure!(
+        out.contains("line longer than 256 bytes: not run") && !is_mem(&out),
+        "a 304-byte line was not refused:\n{out}"
     );
 
     // History: the last lines entered were `mem` (five times, stored once) and, before them,

@@ -28,7 +28,8 @@
 //! - The output uses only what every terminal (and the kernel's framebuffer console) knows:
 //!   printable ASCII, BS (`0x08`) to move left, reprinting a character to move right, spaces
 //!   to erase, and `\n` for a new line (the kernel's serial writer sends it as CR LF).
-//! - Bounds: a line holds at most [`Editor::max_line`] bytes (more typing is ignored), the
+//! - Bounds: a line holds at most [`Editor::max_line`] bytes (more typing is ignored, and
+//!   Enter on a line that lost bytes gives [`Feed::Overlong`] instead of the line), the
 //!   history at most [`Editor::history_limit`] lines, and a sequence's parameter bytes are
 //!   not stored, so no input can grow the editor without bound.
 
@@ -66,6 +67,10 @@ pub enum Feed {
     Line(String),
     /// Ctrl-C: the line was dropped.
     Cancelled,
+    /// Enter on a line that lost bytes because it was full (a paste longer than
+    /// [`Editor::max_line`]): what is left is not the command that was sent, so it is
+    /// dropped, not run, and not remembered.
+    Overlong,
 }
 
 /// A key the editor acts on, decoded from one byte or one escape sequence.
@@ -119,6 +124,8 @@ pub struct Editor {
     draft: Vec<u8>,
     escape: Escape,
     after_cr: bool,
+    /// Bytes were dropped because the line was full, and the line has not been edited since.
+    overflowed: bool,
 }
 
 impl Editor {
@@ -138,6 +145,7 @@ impl Editor {
             draft: Vec::with_capacity(max_line),
             escape: Escape::Ground,
             after_cr: false,
+            overflowed: false,
         }
     }
 
@@ -277,9 +285,19 @@ impl Editor {
         if !matches!(key, Key::Up | Key::Down) {
             self.browsing = None;
         }
+        // An edit that removes bytes, or a line replaced, shows the user the line that will
+        // run: what was dropped no longer matters.
+        if matches!(
+            key,
+            Key::Backspace | Key::Delete | Key::EraseLine | Key::Up | Key::Down
+        ) {
+            self.overflowed = false;
+        }
         match key {
             Key::Insert(byte) => {
-                if self.line.len() < self.max_line {
+                if self.line.len() >= self.max_line {
+                    self.overflowed = true;
+                } else {
                     self.line.insert(self.cursor, byte);
                     self.cursor += 1;
                     if self.cursor == self.line.len() {
@@ -294,6 +312,11 @@ impl Editor {
                 // letter would be taken as its final byte).
                 self.escape = Escape::Ground;
                 out.push(b'\n');
+                if core::mem::take(&mut self.overflowed) {
+                    self.line.clear();
+                    self.cursor = 0;
+                    return Feed::Overlong;
+                }
                 // The line's buffer stays (with its room); the caller gets a copy.
                 let line: String = self.line.iter().copied().map(char::from).collect();
                 self.remember_current();
@@ -303,6 +326,7 @@ impl Editor {
             }
             Key::Cancel => {
                 self.escape = Escape::Ground;
+                self.overflowed = false;
                 out.extend_from_slice(b"^C\n");
                 self.line.clear();
                 self.cursor = 0;

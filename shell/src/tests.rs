@@ -182,8 +182,23 @@ fn the_line_is_bounded() {
     let mut e = Editor::new(8, 4);
     let mut s = Screen::default();
     let r = type_in(&mut e, &mut s, b"0123456789abc\r");
-    assert_eq!(r, [Feed::Line("01234567".into())]);
+    // What is left of a line that lost bytes is not the command that was sent: not run.
+    assert_eq!(r, [Feed::Overlong]);
     assert_eq!(s.done, ["01234567"]);
+    assert_eq!(e.history().count(), 0);
+    // `pciehp cut 12` cut to `pciehp cut 1` would name another slot.
+    let mut e = Editor::new(12, 4);
+    let r = type_in(&mut e, &mut Screen::default(), b"pciehp cut 12\r");
+    assert_eq!(r, [Feed::Overlong]);
+    // The next line is whole again.
+    let r = type_in(&mut e, &mut Screen::default(), b"help\r");
+    assert_eq!(r, [Feed::Line("help".into())]);
+    // Bytes dropped, then an edit: the user sees the line that runs.
+    let r = type_in(&mut e, &mut Screen::default(), b"0123456789abcd\x7f\r");
+    assert_eq!(r, [Feed::Line("0123456789a".into())]);
+    // A line that exactly fills the room is whole.
+    let r = type_in(&mut e, &mut Screen::default(), b"0123456789ab\r");
+    assert_eq!(r, [Feed::Line("0123456789ab".into())]);
 }
 
 #[test]

@@ -16,11 +16,24 @@ pub(super) struct ControllerData {
     pub(super) namespaces: u32,
 }
 
-/// An ASCII field, trailing spaces (and NULs) removed.
+/// An ASCII field (NVMe Base 2.0 §1.5: ASCII, space padded), trailing spaces and NULs
+/// removed. What is not printable ASCII becomes `?`: the text goes to the console, where a
+/// device's control bytes or escape sequences would act on the terminal.
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .trim_end_matches([' ', '\0'])
-        .into()
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != 0)
+        .map_or(0, |i| i + 1);
+    bytes[..end]
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 fn le32(bytes: &[u8], at: usize) -> u32 {
@@ -120,6 +133,15 @@ pub(super) fn parse_namespace_list(data: &[u8], after: u32) -> Result<Vec<u32>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_text_reaches_the_console_printable() {
+        assert_eq!(text(b"QEMU NVMe Ctrl    \0\0"), "QEMU NVMe Ctrl");
+        // An escape sequence that would clear the screen, a newline, a byte above ASCII.
+        assert_eq!(text(b"\x1b[2Jevil\nname\xff  "), "?[2Jevil?name?");
+        assert_eq!(text(b"    "), "");
+        assert_eq!(text(b""), "");
+    }
 
     fn controller_page() -> Vec<u8> {
         let mut d = vec![0u8; 4096];

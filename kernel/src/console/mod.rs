@@ -154,6 +154,13 @@ fn read_line(editor: &mut shell::Editor) -> Option<String> {
             shell::Feed::Pending => {}
             shell::Feed::Line(line) => return Some(line),
             shell::Feed::Cancelled => return None,
+            shell::Feed::Overlong => {
+                serial_println!(
+                    "line longer than {} bytes: not run (what is left of it is not what was sent)",
+                    editor.max_line()
+                );
+                return None;
+            }
         }
     }
 }

@@ -151,6 +151,14 @@ impl Driver for PciehpDriver {
         else {
             return Err((function, ProbeError("not PCI Express".into())));
         };
+        if cap + offset::SLOT_STATUS + 2 > 0x100 {
+            return Err((
+                function,
+                ProbeError(format!(
+                    "PCI Express capability at {cap:#x}: its slot registers would lie past 0xff"
+                )),
+            ));
+        }
         let flags = function.config_read16(cap + offset::CAPABILITIES);
         let port_type = ((flags >> 4) & 0xf) as u8;
         if !matches!(

@@ -54,14 +54,15 @@ static LABELS: Once<()> = Once::new();
 
 /// Runs hot-plug work that is due; called by the console's idle loop before it sleeps.
 ///
-/// Returns with interrupts **disabled** after a last check that nothing is pending: the
+/// Returns with interrupts **disabled** after a last check that nothing is pending (or,
+/// after [`MAX_PASSES`] rounds that kept finding work, with the timer armed 1 ms ahead): the
 /// console then sleeps with `sti; hlt`, which takes any interrupt that arrived after the
 /// check (a port's event, the abort-window timer) as its wake-up. Returning with interrupts
 /// enabled would leave a window in which an event is handled by its interrupt handler (which
 /// only notes it) and the console then sleeps on it until the next keystroke.
 pub fn idle() {
     LABELS.call_once(|| pci::lspci::set_slot_labels(slot_label));
-    loop {
+    for _ in 0..MAX_PASSES {
         x86_64::instructions::interrupts::enable();
         // Its waits may arm the timer for themselves (`interrupts::idle`); the arming for
         // the window's end comes after them.
@@ -82,7 +83,14 @@ pub fn idle() {
             return;
         }
     }
+    // A port that signals faster than its events are handled (a storm, or a broken port)
+    // must not keep the console from its input: back to the console, which wakes again in
+    // a millisecond (the timer, armed here) to carry on.
+    idle::wake_in(1000);
 }
+
+/// Rounds of hot-plug work one idle call does at most before the console reads its input.
+const MAX_PASSES: usize = 32;
 
 /// The hot-plug slot below `port`, for `lspci -t`.
 fn slot_label(port: Address) -> Option<pci::lspci::SlotLabel> {
@@ -141,10 +149,28 @@ fn assign_bars(
     windows: &Windows,
     functions: &[Function],
 ) -> Result<usize, String> {
+    // A card added after boot has its BARs at zero. One that came up with a BAR the port
+    // does not forward (left over from another machine, or made up) would have its driver
+    // reach whatever sits at that address: then every BAR of the card is placed anew, so
+    // none lands on one that stays.
+    let outside: Vec<String> = functions
+        .iter()
+        .flat_map(|f| f.bars().map(move |(slot, bar)| (f.address, slot, bar)))
+        .filter(|(_, _, bar)| {
+            bar.address != 0 && !windows.forwards(bar.kind, bar.address, bar.size)
+        })
+        .map(|(address, slot, bar)| format!("{address} BAR{slot} at {:#x}", bar.address))
+        .collect();
+    if !outside.is_empty() {
+        log::warn!(
+            "hotplug: {} outside the port's windows: the card's BARs are placed anew",
+            outside.join(", ")
+        );
+    }
     let mut requests = Vec::new();
     for (i, f) in functions.iter().enumerate() {
         for (slot, bar) in f.bars() {
-            if bar.address == 0 {
+            if bar.address == 0 || !outside.is_empty() {
                 requests.push(Request {
                     function: i,
                     slot,
@@ -185,13 +211,19 @@ fn assign_bars(
     Ok(placed.len())
 }
 
-/// The functions on the buses below `port` (its secondary through subordinate bus).
+/// The functions on the buses below `port`: those the walk reached through it (not merely
+/// inside its secondary-to-subordinate range, which a sibling bridge may claim too).
 fn below(scan: &crate::pcibus::Scan, port: Address) -> Option<impl Fn(Address) -> bool + use<>> {
-    let bridge = scan.topology.function(port)?.bridge?;
+    scan.topology.function(port)?.bridge?;
     let segment = port.segment();
-    Some(move |a: Address| {
-        a.segment() == segment && (bridge.secondary..=bridge.subordinate).contains(&a.bus())
-    })
+    let buses: Vec<u8> = scan
+        .topology
+        .buses
+        .iter()
+        .filter(|b| scan.topology.reached_through(b.segment, b.number, port))
+        .map(|b| b.number)
+        .collect();
+    Some(move |a: Address| a.segment() == segment && buses.contains(&a.bus()))
 }
 
 /// Claimed functions on the buses below `port` that the topology no longer lists: functions
@@ -224,6 +256,15 @@ impl Host for KernelHost {
         // past its unbinding (a leak): its windows still map the old card's BARs, and the
         // new card's BARs may be placed at the same addresses. The slot takes no new card
         // until that claim ends.
+        // The bus the walk reached through this port is the slot's. A port whose secondary
+        // bus was reached another way (a sibling bridge claiming the same numbers) or not
+        // followed at all would have the card probed on a bus another bridge owns.
+        if scan.topology.bus_behind(port).map(|b| b.number) != Some(bridge.secondary) {
+            return Err(format!(
+                "bus {:02x} below {port} was not reached through it at boot (another bridge claims it): the card is not set up",
+                bridge.secondary
+            ));
+        }
         let stale = stale_claims(&scan, port);
         if !stale.is_empty() {
             return Err(format!(
@@ -320,14 +361,10 @@ impl Host for KernelHost {
         let Some(scan) = crate::pcibus::scan() else {
             return;
         };
-        let Some(bridge) = scan.topology.function(port).and_then(|f| f.bridge) else {
+        let Some(below) = below(&scan, port) else {
             return;
         };
         let space = config_space(&scan);
-        let below = |a: Address| {
-            a.segment() == port.segment()
-                && (bridge.secondary..=bridge.subordinate).contains(&a.bus())
-        };
         for address in crate::pciirq::parked_addresses()
             .into_iter()
             .filter(|a| below(*a))

@@ -224,9 +224,12 @@ pub fn add_roots(roots: &[RootBus]) -> Vec<Address> {
     if new.is_empty() {
         return Vec::new();
     }
-    let space = config_space(config, &new);
+    // Every root in the space (a late root's walk knows where the others' buses start),
+    // and no bus the first walk scanned is entered again (`pci::enumerate_more`).
+    let all: Vec<Root> = old.roots.iter().chain(new.iter()).copied().collect();
+    let space = config_space(config, &all);
     let (reads0, writes0) = config.counts();
-    let found = pci::enumerate(&space);
+    let found = pci::enumerate_more(&space, &new, &old.topology);
     let (reads1, writes1) = config.counts();
     log::info!(
         "pci: {} functions on {} buses from {} more root(s) AML named, {} config reads and {} writes ({} errors)",

@@ -147,6 +147,31 @@ impl fmt::Display for AssignError {
     }
 }
 
+impl Windows {
+    /// Whether the port forwards all of `[address, address + size)` for a BAR of `kind`: I/O
+    /// inside the I/O window, memory inside the memory or the prefetchable window. A BAR a
+    /// card brought up somewhere else is not reached through this port, and its driver's
+    /// window would reach whatever is there instead.
+    pub fn forwards(&self, kind: BarKind, address: u64, size: u64) -> bool {
+        let Some(last) = size
+            .checked_sub(1)
+            .and_then(|extra| address.checked_add(extra))
+        else {
+            return false;
+        };
+        let inside = |w: &Option<RangeInclusive<u64>>| {
+            w.as_ref()
+                .is_some_and(|w| w.contains(&address) && w.contains(&last))
+        };
+        match kind {
+            BarKind::Io => inside(&self.io),
+            BarKind::Memory32 | BarKind::Memory64 => {
+                inside(&self.memory) || inside(&self.prefetchable)
+            }
+        }
+    }
+}
+
 /// A window being filled from the bottom.
 struct Cursor {
     /// The first free address; `None` once the window is used up to its last byte.
@@ -224,6 +249,31 @@ pub fn assign(windows: &Windows, requests: &[Request]) -> Result<Vec<Placement>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bar_is_forwarded_only_inside_its_window() {
+        let w = Windows {
+            io: Some(0x1000..=0x1fff),
+            memory: Some(0xfe80_0000..=0xfe9f_ffff),
+            prefetchable: Some(0x8_0000_0000..=0x8_001f_ffff),
+        };
+        assert!(w.forwards(BarKind::Memory32, 0xfe80_0000, 0x10_0000));
+        assert!(w.forwards(BarKind::Memory64, 0x8_0000_0000, 0x4000));
+        assert!(w.forwards(BarKind::Io, 0x1000, 0x100));
+        // Past the window's end, below it, in the wrong window, empty, wrapping.
+        assert!(!w.forwards(BarKind::Memory32, 0xfe90_0000, 0x20_0000));
+        assert!(!w.forwards(BarKind::Memory32, 0xfe00_0000, 0x1000));
+        assert!(!w.forwards(BarKind::Io, 0xfe80_0000, 0x100));
+        assert!(!w.forwards(BarKind::Memory32, 0x1000, 0x100));
+        assert!(!w.forwards(BarKind::Memory32, 0xfe80_0000, 0));
+        assert!(!w.forwards(BarKind::Memory64, u64::MAX, 2));
+        let closed = Windows {
+            io: None,
+            memory: None,
+            prefetchable: None,
+        };
+        assert!(!closed.forwards(BarKind::Memory32, 0xfe80_0000, 0x1000));
+    }
 
     fn req(function: usize, slot: usize, kind: BarKind, prefetchable: bool, size: u64) -> Request {
         Request {

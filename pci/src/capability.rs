@@ -253,9 +253,26 @@ pub(crate) struct Legacy {
     pub(crate) capabilities: Vec<Capability>,
     pub(crate) msi: Option<Msi>,
     pub(crate) msix: Option<Msix>,
+    pub(crate) pcie_flags: Option<u16>,
 }
 
 const LEGACY_LIMIT: u16 = 48;
+
+/// The bytes a PCI Express capability with this PCI Express Capabilities register holds
+/// (PCIe Base 6.0 §7.5.3): from version 2 the whole 3Ch-byte structure; in version 1 only
+/// the registers the function has: through Link Status (14h), through Slot Status (1Ch)
+/// with Slot Implemented (bit 8), through Root Status (24h) for a Root Port or a Root
+/// Complex Event Collector (port types 4 and Ah).
+pub(crate) fn pcie_capability_length(flags: u16) -> u8 {
+    if flags & 0xf >= 2 {
+        return 0x3c;
+    }
+    match (flags >> 4) & 0xf {
+        0x4 | 0xa => 0x24,
+        _ if flags & (1 << 8) != 0 => 0x1c,
+        _ => 0x14,
+    }
+}
 const EXTENDED_LIMIT: u16 = (4096 - 256) / 4;
 
 /// Walks the legacy list starting from `pointer` (the byte at 0x34).
@@ -317,6 +334,18 @@ pub(crate) fn walk_legacy<A: ConfigRegionAccess>(
             id::MSI if found.msi.is_none() => found.msi = msi(cap.offset, control, errors),
             id::MSIX if found.msix.is_none() => {
                 found.msix = msix(r, cap.offset, control, bars, errors)?;
+            }
+            id::PCI_EXPRESS if found.pcie_flags.is_none() => {
+                let length = pcie_capability_length(control);
+                if usize::from(cap.offset) + usize::from(length) > 256 {
+                    errors.push(ScanErrorKind::Capability(CapabilityError::Truncated {
+                        id: id::PCI_EXPRESS,
+                        offset: cap.offset,
+                        length,
+                    }));
+                } else {
+                    found.pcie_flags = Some(control);
+                }
             }
             _ => {}
         }

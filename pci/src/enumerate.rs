@@ -98,6 +98,9 @@ pub struct Function {
     pub msix: Option<Msix>,
     /// Bus numbers, for PCI-to-PCI bridges.
     pub bridge: Option<BridgeBuses>,
+    /// PCI Express Capabilities register (capability + 2) of the first PCI Express
+    /// capability, if it fits in the 256-byte space.
+    pub pcie_flags: Option<u16>,
 }
 
 impl Function {
@@ -124,6 +127,7 @@ impl Function {
             msi: None,
             msix: None,
             bridge: None,
+            pcie_flags: None,
         }
     }
 
@@ -380,6 +384,25 @@ impl Topology {
         self.buses.iter().find(|b| b.bridge == Some(bridge))
     }
 
+    /// Whether bus `bus` of `segment` was reached through `bridge`, directly or through
+    /// bridges below it. A bridge's bus-number registers are not enough to say what lies
+    /// below it: sibling bridges may claim overlapping ranges, and the walk follows only one.
+    pub fn reached_through(&self, segment: u16, bus: u8, bridge: Address) -> bool {
+        let mut at = (segment, bus);
+        // Each step goes one bridge up; a bus is scanned once, so 257 steps reach a root.
+        for _ in 0..=256 {
+            let Some(b) = self.buses.iter().find(|b| (b.segment, b.number) == at) else {
+                return false;
+            };
+            match b.bridge {
+                Some(via) if via == bridge => return true,
+                Some(via) => at = (via.segment(), via.bus()),
+                None => return false,
+            }
+        }
+        false
+    }
+
     /// Errors recorded for one address.
     pub fn errors_at(&self, address: Address) -> impl Iterator<Item = &ScanError> {
         self.errors.iter().filter(move |e| e.address == address)
@@ -500,6 +523,7 @@ fn scan_function<A: ConfigRegionAccess>(
         f.capabilities = legacy.capabilities;
         f.msi = legacy.msi;
         f.msix = legacy.msix;
+        f.pcie_flags = legacy.pcie_flags;
         if f.is_pcie() && r.cs.limit(r.address) == Ok(EXTENDED_SIZE) {
             f.extended_capabilities = capability::walk_extended(r, errors)?;
         }
@@ -601,10 +625,11 @@ fn scan_bus<A: ConfigRegionAccess>(
     cs: &ConfigSpace<'_, A>,
     segment: u16,
     bus: u8,
+    one_device: bool,
     topology: &mut Topology,
 ) -> Vec<(Address, BridgeBuses)> {
     let mut bridges = Vec::new();
-    for device in 0..32 {
+    for device in 0..if one_device { 1 } else { 32 } {
         let Some(f0) = probe_into(
             cs,
             Address::new_masked(segment, bus, device, 0),
@@ -637,11 +662,63 @@ fn scan_bus<A: ConfigRegionAccess>(
 /// Safe: the soundness promise was made in [`ConfigSpace::new`]. Call it before drivers
 /// use the devices (BAR sizing briefly switches decode off).
 pub fn enumerate<A: ConfigRegionAccess>(config: &ConfigSpace<'_, A>) -> Topology {
+    walk(config, config.roots(), BTreeSet::new())
+}
+
+/// Enumerates below `new` roots only (which `config` must cover too, with every root walked
+/// before), never entering a bus that `walked` lists: for host bridges learned after a first
+/// walk, whose bridges may claim buses that walk scanned (devices there may have drivers by
+/// now, and sizing their BARs would switch their decode off).
+pub fn enumerate_more<A: ConfigRegionAccess>(
+    config: &ConfigSpace<'_, A>,
+    new: &[Root],
+    walked: &Topology,
+) -> Topology {
+    let visited = walked.buses.iter().map(|b| (b.segment, b.number)).collect();
+    walk(config, new, visited)
+}
+
+/// Whether `port` is a Root Port or a Downstream Port (PCI Express Capabilities bits 7:4,
+/// PCIe Base 6.0 §7.5.3.2) that does not forward ARI: below it, only device 0 exists.
+fn below_a_link_without_ari<A: ConfigRegionAccess>(
+    config: &ConfigSpace<'_, A>,
+    port: &Function,
+) -> bool {
+    let Some(flags) = port.pcie_flags else {
+        return false;
+    };
+    if !matches!((flags >> 4) & 0xf, 4 | 6) {
+        return false;
+    }
+    // Device Control 2 exists from capability version 2 (bits 3:0).
+    let ari = flags & 0xf >= 2
+        && port
+            .capabilities
+            .iter()
+            .find(|c| c.id == capability::id::PCI_EXPRESS)
+            .and_then(|c| {
+                config
+                    .read16(port.address, u16::from(c.offset) + DEVICE_CONTROL_2)
+                    .ok()
+            })
+            .is_some_and(|control| control & ARI_FORWARDING != 0);
+    !ari
+}
+
+/// Device Control 2 in the PCI Express capability (PCIe Base 6.0 §7.5.3.16).
+const DEVICE_CONTROL_2: u16 = 0x28;
+/// Device Control 2 bit 5: ARI Forwarding Enable.
+const ARI_FORWARDING: u16 = 1 << 5;
+
+fn walk<A: ConfigRegionAccess>(
+    config: &ConfigSpace<'_, A>,
+    start: &[Root],
+    mut visited: BTreeSet<(u16, u8)>,
+) -> Topology {
     let mut topology = Topology::default();
-    let mut visited: BTreeSet<(u16, u8)> = BTreeSet::new();
     let roots = config.roots();
     let mut stack: Vec<Pending> = Vec::new();
-    for root in roots {
+    for root in start {
         if !visited.insert((root.segment, root.bus)) {
             topology.errors.push(ScanError {
                 address: Address::new_masked(root.segment, root.bus, 0, 0),
@@ -668,7 +745,20 @@ pub fn enumerate<A: ConfigRegionAccess>(config: &ConfigSpace<'_, A>) -> Topology
                 number: p.bus,
                 bridge: p.via,
             });
-            let bridges = scan_bus(config, p.segment, p.bus, &mut topology);
+            // Below a Root Port or Downstream Port a link leads to device 0 only (PCIe Base
+            // 6.0 §7.3.1; Linux's `only_one_child`): a device that does not decode the
+            // device number would otherwise answer at all 32. Unless the port forwards ARI
+            // (Device Control 2 bit 5, §7.5.3.16), where functions above 7 of device 0
+            // appear at the other device numbers.
+            let one_device = p.via.is_some_and(|via| {
+                topology
+                    .functions
+                    .iter()
+                    .rev()
+                    .find(|f| f.address == via)
+                    .is_some_and(|port| below_a_link_without_ari(config, port))
+            });
+            let bridges = scan_bus(config, p.segment, p.bus, one_device, &mut topology);
             let mut children = Vec::new();
             for (address, b) in bridges {
                 match follow(&p, b, &mut visited) {

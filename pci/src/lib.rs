@@ -85,5 +85,5 @@ pub use config::{ConfigError, ConfigSpace};
 pub use counting::Counting;
 pub use enumerate::{
     BridgeBuses, BridgeError, Bus, Function, Root, ScanError, ScanErrorKind, Topology, enumerate,
-    probe,
+    enumerate_more, probe,
 };

@@ -4,7 +4,7 @@
 //! The kernel identity-maps RAM (virtual address = physical address), so RAM must lie below
 //! the canonical limit 2^47 (Intel SDM vol. 3A §4.5: 4-level paging translates 48-bit
 //! linear addresses, and the kernel uses the lower half), and below what the CPU's physical
-//! address width reaches (CPUID 8000_0008h EAX[7:0], SDM vol. 3A §4.1.4): a page-table
+//! address width reaches (CPUID 8000_0008h EAX bits 7:0, SDM vol. 3A §4.1.4): a page-table
 //! entry naming a frame above it has reserved bits set and faults on first use. A map that
 //! calls the interrupt and chipset registers below 4 GiB usable (the IOAPIC at FEC0_0000h,
 //! the HPET at FED0_0000h, the local APIC and the MSI range at FEE0_0000h) would have them

@@ -59,7 +59,7 @@ pub fn kernel_image() -> KernelImage {
     }
 }
 
-/// The CPU's physical address width in bits: CPUID 8000_0008h EAX[7:0] (Intel SDM vol. 2A,
+/// The CPU's physical address width in bits: CPUID 8000_0008h EAX bits 7:0 (Intel SDM vol. 2A,
 /// CPUID), or 36 on a processor without that leaf (SDM vol. 3A §4.1.4), kept within 32 to 52
 /// (the architectural maximum, §4.5).
 pub fn phys_bits() -> u32 {

@@ -358,7 +358,7 @@ fn the_ps2_delete_key_deletes_under_the_cursor() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
     /// PS/2 garbage (cut-short E0/E1 prefixes, releases without presses, controller replies)
     /// through the kernel's decoding into the editor: no panic, bounds kept.
     #[test]
@@ -398,7 +398,7 @@ fn enter_ends_an_unfinished_sequence() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(24))]
     /// Long escape-heavy garbage: output, line and history stay bounded, and the screen
     /// shows the line.
     #[test]

@@ -151,8 +151,9 @@ fn assign_bars(
 ) -> Result<usize, String> {
     // A card added after boot has its BARs at zero. One that came up with a BAR the port
     // does not forward (left over from another machine, or made up) would have its driver
-    // reach whatever sits at that address: then every BAR of the card is placed anew, so
-    // none lands on one that stays.
+    // reach whatever sits at that address. When any BAR needs a place, every BAR of the
+    // card is placed anew: `assign` fills the windows from the bottom and knows nothing of
+    // BARs that would stay, so none may stay.
     let outside: Vec<String> = functions
         .iter()
         .flat_map(|f| f.bars().map(move |(slot, bar)| (f.address, slot, bar)))
@@ -167,10 +168,14 @@ fn assign_bars(
             outside.join(", ")
         );
     }
+    let all = !outside.is_empty()
+        || functions
+            .iter()
+            .any(|f| f.bars().any(|(_, bar)| bar.address == 0));
     let mut requests = Vec::new();
     for (i, f) in functions.iter().enumerate() {
         for (slot, bar) in f.bars() {
-            if bar.address == 0 || !outside.is_empty() {
+            if all {
                 requests.push(Request {
                     function: i,
                     slot,

@@ -285,14 +285,6 @@ impl Editor {
         if !matches!(key, Key::Up | Key::Down) {
             self.browsing = None;
         }
-        // An edit that removes bytes, or a line replaced, shows the user the line that will
-        // run: what was dropped no longer matters.
-        if matches!(
-            key,
-            Key::Backspace | Key::Delete | Key::EraseLine | Key::Up | Key::Down
-        ) {
-            self.overflowed = false;
-        }
         match key {
             Key::Insert(byte) => {
                 if self.line.len() >= self.max_line {
@@ -332,8 +324,12 @@ impl Editor {
                 self.cursor = 0;
                 return Feed::Cancelled;
             }
+            // An edit that removes bytes, or a line replaced, shows the user the line that
+            // will run: what was dropped no longer matters. A key that changes nothing
+            // leaves an overlong line refused.
             Key::Backspace => {
                 if self.cursor > 0 {
+                    self.overflowed = false;
                     let old_len = self.line.len();
                     self.line.remove(self.cursor - 1);
                     self.cursor -= 1;
@@ -343,6 +339,7 @@ impl Editor {
             }
             Key::Delete => {
                 if self.cursor < self.line.len() {
+                    self.overflowed = false;
                     let old_len = self.line.len();
                     self.line.remove(self.cursor);
                     self.redraw_from(self.cursor, old_len, out);
@@ -368,7 +365,10 @@ impl Editor {
                 out.extend_from_slice(&self.line[self.cursor..]);
                 self.cursor = self.line.len();
             }
-            Key::EraseLine => self.replace(Vec::new(), out),
+            Key::EraseLine => {
+                self.overflowed = false;
+                self.replace(Vec::new(), out);
+            }
             Key::Up => {
                 let next = self.browsing.map_or(0, |i| i + 1);
                 if let Some(entry) = self.history.get(next) {
@@ -378,6 +378,7 @@ impl Editor {
                         self.draft.extend_from_slice(&self.line);
                     }
                     self.browsing = Some(next);
+                    self.overflowed = false;
                     self.replace(entry, out);
                 }
             }
@@ -385,11 +386,13 @@ impl Editor {
                 None => {}
                 Some(0) => {
                     self.browsing = None;
+                    self.overflowed = false;
                     let draft = self.draft.clone();
                     self.draft.clear();
                     self.replace(draft, out);
                 }
                 Some(i) => {
+                    self.overflowed = false;
                     let entry = self.history[i - 1].clone();
                     self.browsing = Some(i - 1);
                     self.replace(entry, out);

@@ -201,6 +201,20 @@ fn the_line_is_bounded() {
     assert_eq!(r, [Feed::Line("0123456789ab".into())]);
 }
 
+/// A key that changes nothing (Down while not browsing, Up with no history, Delete at the
+/// end, Backspace at column 0) leaves an overlong line refused.
+#[test]
+fn a_key_that_changes_nothing_keeps_an_overlong_line_refused() {
+    for key in [&b"\x1b[B"[..], b"\x1b[A", b"\x1b[3~", b"\x1b[H\x7f"] {
+        let mut e = Editor::new(8, 4);
+        let mut input = b"0123456789".to_vec();
+        input.extend_from_slice(key);
+        input.push(b'\r');
+        let r = type_in(&mut e, &mut Screen::default(), &input);
+        assert_eq!(r, [Feed::Overlong], "after the no-op key {key:02x?}");
+    }
+}
+
 #[test]
 fn history_up_down_restores_the_draft() {
     let mut e = Editor::new(256, 32);

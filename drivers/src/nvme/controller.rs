@@ -27,6 +27,9 @@ use super::{
 use crate::ProbeError;
 use crate::fault::{self, Point};
 
+/// Namespaces a controller is asked about at most: one active-namespace list page.
+const MAX_NAMESPACES: usize = 1024;
+
 /// The inner guard: the controller's registers and interrupt vectors. While it lives the
 /// controller may be enabled; its `Drop` stops the controller (shutdown notification, then
 /// CC.EN = 0 and CSTS.RDY = 0) before its vectors are released and before the queues that
@@ -423,7 +426,8 @@ impl Nvme {
     /// The active NSIDs (Identify CNS 02h, §5.15.4: a list of up to 1024, ascending, ended by
     /// 0; asked again from the last one while the page is full). A controller older than 1.1
     /// that refuses CNS 02h gets every NSID from 1 to NN tried, and inactive ones (NSZE 0)
-    /// skipped.
+    /// skipped. At most [`MAX_NAMESPACES`] are taken (one list page), whatever NN says: a
+    /// device answering full pages forever would otherwise cost millions of commands.
     fn active_namespaces(&mut self, nn: u32) -> Result<Vec<u32>, String> {
         let mut out = Vec::new();
         let mut after = 0;
@@ -432,7 +436,7 @@ impl Nvme {
                 Ok(d) => d,
                 // A status answer (not a timeout, which breaks the queue): CNS 02h unknown.
                 Err(_) if after == 0 && self.broken.is_none() => {
-                    return Ok((1..=nn.min(1024)).collect());
+                    return Ok((1..=nn.min(MAX_NAMESPACES as u32)).collect());
                 }
                 Err(e) => return Err(e),
             };
@@ -443,6 +447,10 @@ impl Nvme {
             let full = list.len() == 1024;
             let last = list.last().copied();
             out.extend(list);
+            if out.len() >= MAX_NAMESPACES {
+                out.truncate(MAX_NAMESPACES);
+                return Ok(out);
+            }
             match last {
                 Some(l) if full && l < nn => after = l,
                 _ => return Ok(out),

@@ -386,3 +386,47 @@ fn a_timed_out_staged_read_keeps_the_controller_for_unbind() {
     assert!(matches!(e, NvmeError::Timeout { .. }), "{e}");
     assert_eq!(platform.peek(BAR0 + 0x14) & 1, 1);
 }
+
+/// Past its deadline a wait is a timeout even if an interrupt came: a device interrupting
+/// without completing anything (a storm, bogus completions faster than one per pass) must
+/// not keep a read waiting forever.
+#[test]
+fn a_wait_past_its_deadline_is_a_timeout_even_if_an_interrupt_came() {
+    use core::sync::atomic::Ordering;
+    let (function, _model, platform) = controller(healthy());
+    let nvme = Nvme::new(function).map_err(|(_, e)| e).expect("probe");
+    let q = &nvme.io[0];
+    let now = Platform::now_us(&platform);
+    assert!(now > 2_000, "{now}");
+    let seen = q.interrupts.load(Ordering::Acquire);
+    q.interrupts.fetch_add(1, Ordering::AcqRel); // one interrupt since the snapshot
+    let r = super::queues::wait(
+        &nvme.controller,
+        q,
+        seen,
+        0,
+        1_000,
+        super::commands::NVM_READ,
+    );
+    assert!(
+        matches!(r, Err(NvmeError::Timeout { .. })),
+        "wait gave {r:?} {now} us into a 1000 us timeout because the counter moved"
+    );
+}
+
+/// NN at its largest and active-namespace list pages that are always full: one page is
+/// taken (1024 namespaces), not the four million NN would allow.
+#[test]
+fn the_namespaces_asked_about_are_one_list_page_at_most() {
+    let (function, model, _p) = controller(Faults {
+        nn: u32::MAX,
+        full_lists: 100,
+        ..healthy()
+    });
+    let nvme = Nvme::new(function).map_err(|(_, e)| e).expect("probe");
+    let m = model.lock();
+    assert_eq!(m.list_requests, 1);
+    assert!(m.identify_ns <= 1024, "{}", m.identify_ns);
+    drop(m);
+    assert_eq!(nvme.namespaces().len(), 1024);
+}

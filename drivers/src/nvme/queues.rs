@@ -119,8 +119,9 @@ impl Queue {
 }
 
 /// Waits until `q`'s interrupt counter moves past `seen` (the snapshot taken before the
-/// doorbell or the last pass over the ring), at most `timeout_us` from `start`. The error
-/// says whether the controller vanished or simply did not answer.
+/// doorbell or the last pass over the ring), at most `timeout_us` from `start`: once that
+/// has passed it is an error even if the counter moved. The error says whether the
+/// controller vanished or simply did not answer.
 pub(super) fn wait(
     c: &Controller,
     q: &Queue,
@@ -132,9 +133,14 @@ pub(super) fn wait(
     let function = c.function();
     let waited = function.now_us().saturating_sub(start);
     let counter = &q.interrupts;
-    if function.wait_until(timeout_us.saturating_sub(waited), || {
-        counter.load(Ordering::Acquire) != seen
-    }) {
+    // Past the deadline the wait ends whatever the counter says: a device interrupting
+    // without completing anything (a storm, completions for identifiers not in flight)
+    // would otherwise keep its caller waiting forever.
+    if waited < timeout_us
+        && function.wait_until(timeout_us - waited, || {
+            counter.load(Ordering::Acquire) != seen
+        })
+    {
         return Ok(());
     }
     if function.vanished() {

@@ -303,10 +303,13 @@ impl VirtioBlk {
         if let Some(why) = &self.broken {
             return Err(format!("device unusable until rebound: {why}"));
         }
-        if self.dev.config_changes() != self.config_seen {
-            self.config_seen = self.dev.config_changes();
+        let changes = self.dev.config_changes();
+        if changes != self.config_seen {
+            // Seen only once read: a capacity whose generation did not settle is read again
+            // at the next request rather than missed.
             if let Some(c) = read_capacity(&self.dev) {
                 self.capacity = c;
+                self.config_seen = changes;
             }
         }
         Ok(())

@@ -239,7 +239,21 @@ impl VirtioNet {
     /// Waits up to `timeout_us` for a frame, announced by the receive queue's interrupt;
     /// returns it (without the virtio header) and posts its buffer again.
     pub fn receive(&mut self, timeout_us: u64) -> Result<Vec<u8>, WaitError> {
-        let used = self.dev.next_used(RX, timeout_us)?;
+        if let Some(why) = &self.broken {
+            return Err(WaitError::Device(format!(
+                "device unusable until rebound: {why}"
+            )));
+        }
+        let used = match self.dev.next_used(RX, timeout_us) {
+            Ok(used) => used,
+            // The queue broke its rules (a used element the queue refused keeps its buffer
+            // the device's): nothing more is trusted, as for a send.
+            Err(WaitError::Device(why)) => {
+                self.broken = Some(why.clone());
+                return Err(WaitError::Device(why));
+            }
+            Err(timeout) => return Err(timeout),
+        };
         let len = used.len as usize;
         let result = if (HEADER_BYTES..=RX_BUFFER_BYTES as usize).contains(&len) {
             let mut frame = vec![0; len - HEADER_BYTES];
@@ -253,9 +267,13 @@ impl VirtioNet {
         } else {
             Err(WaitError::Device(format!("received a {len}-byte buffer")))
         };
-        self.dev
+        if let Err(why) = self
+            .dev
             .submit(RX, &[Segment::writes(used.offset, RX_BUFFER_BYTES)])
-            .map_err(WaitError::Device)?;
+        {
+            self.broken = Some(why.clone());
+            return Err(WaitError::Device(why));
+        }
         result
     }
 

@@ -153,6 +153,11 @@ pub fn init(infos: &[IoApicInfo], overrides: &[SourceOverride]) {
             continue;
         }
         chip.inputs = max_entry + 1;
+        // A chip that answers is masked whole, used or not: firmware may have left inputs
+        // unmasked.
+        for input in 0..chip.inputs {
+            chip.set_entry(input, MASKED);
+        }
         let Some(end) = info.gsi_base.checked_add(chip.inputs) else {
             log::error!(
                 "ioapic: IOAPIC {} at {:#x}: GSI base {:#x} plus {} inputs overflows; not used",
@@ -176,9 +181,6 @@ pub fn init(infos: &[IoApicInfo], overrides: &[SourceOverride]) {
                 other.info.gsi_base
             );
             continue;
-        }
-        for input in 0..chip.inputs {
-            chip.set_entry(input, MASKED);
         }
         log::info!(
             "ioapic: id {} version {:#x}, GSIs {}-{}, all masked",

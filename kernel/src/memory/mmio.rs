@@ -15,8 +15,9 @@
 //! page tables.
 //!
 //! Accesses are volatile and bounds-checked against the mapped length (`pci::range`, which
-//! cannot wrap). RAM is refused: mapping it uncached beside its cached identity mapping would
-//! create conflicting memory types (SDM vol. 3A §11.12.4).
+//! cannot wrap). RAM the kernel identity-maps is refused: mapping it uncached beside its
+//! cached identity mapping would create conflicting memory types (SDM vol. 3A §11.12.4).
+//! The partial first or last page of a RAM region is not identity-mapped, so it can be.
 
 use boot::BootInfo;
 use boot::ranges::RangeSet;
@@ -78,8 +79,9 @@ impl core::fmt::Display for MapError {
 /// device registers only the kernel may map.
 struct Window {
     space: MmioSpace<256>,
-    ram: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
-    /// The whole pages of `ram` that paging identity-maps (`boot::info::whole_pages`).
+    /// The whole pages of the RAM regions, which paging identity-maps with caching on
+    /// (`boot::info::whole_pages`): never mapped again uncached. A region's partial first or
+    /// last page is not among them, so it can be mapped here (an ACPI table there, say).
     mapped: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
     kernel: RangeSet<{ boot::info::MAX_MEMORY_REGIONS }>,
 }
@@ -93,10 +95,14 @@ static WINDOW: Mutex<Option<Window>> = Mutex::new(None);
 /// Sets up the window. Called by `memory::init` after paging.
 pub fn init(boot: &BootInfo) {
     let space = MmioSpace::window(MMIO_BASE, MMIO_SIZE).expect("MMIO window 2 MiB-aligned");
-    let mut ram = RangeSet::new();
     let mut mapped = RangeSet::new();
+    // The image is identity-mapped even where a loader's map described it oddly.
+    let image = super::kernel_image().all;
+    let _ = mapped.insert(
+        image.0 & !(PAGE_SIZE - 1),
+        image.1.next_multiple_of(PAGE_SIZE),
+    );
     for r in boot.memory_map().iter().filter(|r| paging::is_ram(r.kind)) {
-        let _ = ram.insert(r.start, r.end());
         if let Some((start, end)) = boot::info::whole_pages(r.start, r.end()) {
             let _ = mapped.insert(start, end);
         }
@@ -105,7 +111,6 @@ pub fn init(boot: &BootInfo) {
     let _ = kernel.insert(INTERRUPT_RANGE.0, INTERRUPT_RANGE.1);
     *WINDOW.lock() = Some(Window {
         space,
-        ram,
         mapped,
         kernel,
     });
@@ -190,7 +195,7 @@ impl Mmio {
         let virt = x86_64::instructions::interrupts::without_interrupts(|| {
             let mut guard = WINDOW.lock();
             let window = guard.as_mut().expect("mmio used before memory::init");
-            if super::frames::overlaps(&window.ram, first, last) {
+            if super::frames::overlaps(&window.mapped, first, last) {
                 return Err(MapError::OverlapsRam { phys });
             }
             window

@@ -242,6 +242,9 @@ impl Driver for PciehpDriver {
                 checked: false,
                 probe_card: false,
                 inert: false,
+                interrupts_seen: 0,
+                quiet: (0, 0),
+                storm: false,
             }),
         };
         let enabled = {
@@ -292,6 +295,10 @@ const EVENT_BITS: u16 = status::BUTTON_PRESSED
 
 /// How often a slot without a message interrupt is looked at, µs.
 const POLL_INTERVAL_US: u64 = 100_000;
+/// Interrupts without an event, within [`STORM_WINDOW_US`], that make a storm.
+const STORM_INTERRUPTS: u64 = 1000;
+/// The window [`STORM_INTERRUPTS`] are counted in: one second.
+const STORM_WINDOW_US: u64 = 1_000_000;
 
 /// How the port's function is held: by its vectors, or (polled) by itself with a bus-master
 /// guard (a bridge forwards its secondary side's memory requests, DMA and MSI, upstream only
@@ -355,6 +362,13 @@ struct Inner {
     /// Presence detect disagrees with enumeration (functions below an "empty" slot): hot-plug
     /// is handled elsewhere (ACPI hot-plug firmware kept), so this slot is left alone.
     inert: bool,
+    /// The interrupt counter at the last service.
+    interrupts_seen: u64,
+    /// (start, count) of the current window of interrupts that brought no event.
+    quiet: (u64, u64),
+    /// The port interrupted in a storm: its Hot-Plug Interrupt Enable is off and the slot
+    /// is polled, as one without a message interrupt is.
+    storm: bool,
 }
 
 impl Port {
@@ -484,6 +498,7 @@ impl Port {
         if events_bits != 0 {
             self.acknowledge(&mut inner, events_bits);
         }
+        self.watch_for_storm(&mut inner, events_bits != 0, host.now_us());
         let link = self.link_reporting.then(|| {
             inner
                 .owner
@@ -556,12 +571,48 @@ impl Port {
         }
         self.carry_out(&mut inner, action, host);
         let deadline = inner.slot.deadline();
-        if matches!(inner.owner, Owner::Polled(..)) {
+        if matches!(inner.owner, Owner::Polled(..)) || inner.storm {
             // No interrupt wakes the kernel for this slot: ask to be called again soon.
             let poll = host.now_us().saturating_add(POLL_INTERVAL_US);
             return Some(deadline.map_or(poll, |d| d.min(poll)));
         }
         deadline
+    }
+
+    /// Counts the port's interrupts that brought no event; [`STORM_INTERRUPTS`] of them
+    /// within [`STORM_WINDOW_US`] (a broken port, or one interrupting for a reason no
+    /// register shows) turn the slot's interrupt off: the slot is polled from then on, and
+    /// the CPU is not spent answering it.
+    fn watch_for_storm(&self, inner: &mut Inner, event: bool, now: u64) {
+        let total = self.interrupts.load(Ordering::Relaxed);
+        let new = total.wrapping_sub(core::mem::replace(&mut inner.interrupts_seen, total));
+        if event || new == 0 || inner.storm {
+            if event {
+                inner.quiet = (now, 0);
+            }
+            return;
+        }
+        if now.saturating_sub(inner.quiet.0) > STORM_WINDOW_US {
+            inner.quiet = (now, 0);
+        }
+        inner.quiet.1 = inner.quiet.1.saturating_add(new);
+        if inner.quiet.1 < STORM_INTERRUPTS {
+            return;
+        }
+        inner.storm = true;
+        let quiet = inner.control & !control::HOT_PLUG_INTERRUPT_ENABLE;
+        let done = self.command(inner, quiet);
+        self.log(&format!(
+            "{} interrupts without an event within {} ms: the slot's interrupt is off{}, and the slot is polled every {} ms",
+            inner.quiet.1,
+            STORM_WINDOW_US / 1000,
+            match done {
+                Ok(()) => String::new(),
+                Err(e) => format!(" ({e})"),
+            },
+            POLL_INTERVAL_US / 1000
+        ));
+        inner.last = String::from("interrupt storm: polled");
     }
 
     fn carry_out(&self, inner: &mut Inner, action: Action, host: &'static dyn Host) {

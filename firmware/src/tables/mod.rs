@@ -628,6 +628,10 @@ fn read_facs(mem: &dyn PhysRead, phys: u64) -> Result<TableRef, TableError> {
     if length < FACS_MIN_LEN {
         return Err(TableError::BadLength { length });
     }
+    // As every other table listed: one claiming more than any table has is not listed.
+    if length > MAX_TABLE_LEN {
+        return Err(TableError::TooLarge { length });
+    }
     Ok(TableRef {
         signature,
         phys,

@@ -172,6 +172,21 @@ fn missing_dsdt_and_facs_are_recorded() {
 }
 
 #[test]
+fn a_facs_claiming_more_than_any_table_is_not_listed() {
+    let mut m = machine();
+    let mut f = facs();
+    f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    m.put(FACS_AT, f);
+    let set = discover(&m, &rsdp(0, RSDT_AT as u32, 0)).expect("discovers");
+    assert!(!sigs(&set).contains(&&b"FACS"[..]), "{:?}", sigs(&set));
+    assert!(
+        set.errors.iter().any(|e| e.contains("larger than")),
+        "{:?}",
+        set.errors
+    );
+}
+
+#[test]
 fn rsdp_and_root_failures() {
     let m = machine();
     let good = rsdp(0, RSDT_AT as u32, 0);

@@ -7,6 +7,11 @@
 //! - LF moves to the start of the next line (the serial side sends CR LF for it), CR to the
 //!   start of this line, BS one cell left (the line editor erases with BS, space, BS), TAB to
 //!   the next multiple of 8; other control bytes are ignored;
+//! - BS follows the cursor's place in the text rather than VT100's quirks, so that a line
+//!   editor which moves left with BS and right by reprinting works on lines longer than the
+//!   screen: BS while a wrap is pending goes to the last column (the cell just written), and
+//!   BS at the start of a row that the text wrapped into goes to the end of the row above
+//!   (what xterm calls reverse wraparound, there an option);
 //! - bytes >= 0x80 (UTF-8) show as one `?` per character;
 //! - `ESC [ params final` (CSI): `m` colours (0, 1, 22, 30-37, 39, 40-47, 49, 90-97, 100-107),
 //!   `K` erase in line, `J` erase in display (`2J` clears), `H`/`f` cursor position,
@@ -62,13 +67,15 @@ const MAX_PARAMS: usize = 8;
 /// A grid of `cols` x `rows` cells with a cursor.
 ///
 /// # Invariants
-/// `cells.len() == cols * rows`, `cols >= 1`, `rows >= 1`, `row < rows`, `col <= cols`
-/// (`col == cols` means a wrap is pending).
+/// `cells.len() == cols * rows`, `wrapped.len() == rows`, `cols >= 1`, `rows >= 1`,
+/// `row < rows`, `col <= cols` (`col == cols` means a wrap is pending).
 #[derive(Clone, Debug)]
 pub struct Grid {
     cols: usize,
     rows: usize,
     cells: Vec<Cell>,
+    /// Per row: whether the text wrapped into it from the row above (BS may go back up).
+    wrapped: Vec<bool>,
     col: usize,
     row: usize,
     fg: u8,
@@ -92,11 +99,15 @@ impl Grid {
         let mut cells = Vec::new();
         cells.try_reserve_exact(len).ok()?;
         cells.resize(len, Cell::BLANK);
+        let mut wrapped = Vec::new();
+        wrapped.try_reserve_exact(rows).ok()?;
+        wrapped.resize(rows, false);
         // INVARIANT: the cell vector matches the dimensions; the cursor is at the origin.
         Some(Grid {
             cols,
             rows,
             cells,
+            wrapped,
             col: 0,
             row: 0,
             fg: DEFAULT_FG,
@@ -180,7 +191,7 @@ impl Grid {
         match b {
             b'\n' => self.newline(),
             b'\r' => self.col = 0,
-            0x08 => self.col = self.col.min(self.cols - 1).saturating_sub(1),
+            0x08 => self.back(),
             b'\t' => {
                 let next = (self.col / 8 + 1) * 8;
                 self.col = next.min(self.cols - 1).max(self.col.min(self.cols - 1));
@@ -244,6 +255,7 @@ impl Grid {
                 2 | 3 => {
                     let blank = self.blank();
                     self.cells.fill(blank);
+                    self.wrapped.fill(false);
                     self.col = 0;
                     self.row = 0;
                 }
@@ -317,9 +329,23 @@ impl Grid {
         }
     }
 
+    /// BS: one cell back in the text (see the module's notes).
+    fn back(&mut self) {
+        if self.col >= self.cols {
+            // A wrap is pending: the cursor is just past the last column.
+            self.col = self.cols - 1;
+        } else if self.col > 0 {
+            self.col -= 1;
+        } else if self.row > 0 && self.wrapped[self.row] {
+            self.row -= 1;
+            self.col = self.cols - 1;
+        }
+    }
+
     fn put(&mut self, ch: u8) {
         if self.col >= self.cols {
             self.newline();
+            self.wrapped[self.row] = true;
         }
         let fg = if self.bold && self.fg < 8 {
             self.fg + 8
@@ -337,10 +363,13 @@ impl Grid {
         self.col += 1;
     }
 
+    /// To the start of the next row (scrolling below the last), which the text did not wrap
+    /// into (the caller marks a wrap).
     fn newline(&mut self) {
         self.col = 0;
         if self.row + 1 < self.rows {
             self.row += 1;
+            self.wrapped[self.row] = false;
             return;
         }
         // Scroll: rows `step..` move up `step` rows, the rows they leave become blank, and the
@@ -350,6 +379,8 @@ impl Grid {
         let first_blank = (self.rows - step) * self.cols;
         let blank = self.blank();
         self.cells[first_blank..].fill(blank);
+        self.wrapped.copy_within(step.., 0);
+        self.wrapped[self.rows - step..].fill(false);
         self.row = self.rows - step;
         self.scrolled += step as u64;
     }
@@ -431,9 +462,22 @@ mod tests {
         // BS at the start of a line stays there.
         let g = grid(5, 2, "\x08\x08a");
         assert_eq!(g.row_text(0), "a");
-        // BS while a wrap is pending goes back from the last column.
+        // BS while a wrap is pending goes back to the last column, the cell just written.
         let g = grid(3, 2, "abc\x08X");
-        assert_eq!(g.row_text(0), "aXc");
+        assert_eq!(g.row_text(0), "abX");
+        assert_eq!(g.cursor(), (2, 0));
+        // BS at the start of a row the text wrapped into goes to the end of the row above.
+        let g = grid(3, 2, "abcd\x08\x08X");
+        assert_eq!(
+            (g.row_text(0).as_str(), g.row_text(1).as_str()),
+            ("abX", "d")
+        );
+        // ... but not across a real line break.
+        let g = grid(3, 2, "abc\r\nd\x08\x08X");
+        assert_eq!(
+            (g.row_text(0).as_str(), g.row_text(1).as_str()),
+            ("abc", "X")
+        );
     }
 
     #[test]

@@ -28,6 +28,11 @@
 //! - The output uses only what every terminal (and the kernel's framebuffer console) knows:
 //!   printable ASCII, BS (`0x08`) to move left, reprinting a character to move right, spaces
 //!   to erase, and `\n` for a new line (the kernel's serial writer sends it as CR LF).
+//!   The editor does not know the terminal's width. On the framebuffer console a line longer
+//!   than a row edits correctly, because its BS goes back up into the row the text wrapped
+//!   from (`fbcon::grid`, tested with this editor in `fbcon/tests/line_editor.rs`); a serial
+//!   terminal's BS stops at the left margin, so there such a line is edited correctly only in
+//!   its last row.
 //! - Bounds: a line holds at most [`Editor::max_line`] bytes (more typing is ignored, and
 //!   Enter on a line that lost bytes gives [`Feed::Overlong`] instead of the line), the
 //!   history at most [`Editor::history_limit`] lines, and a sequence's parameter bytes are

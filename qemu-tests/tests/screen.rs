@@ -10,7 +10,8 @@
 //!
 //! - `screen_keyboard_seabios`, `screen_keyboard_ovmf`: no COM1. The prompt `kernel>` appears
 //!   on the screen below `kernel ready`; typing `help` and Enter shows the typed line and the
-//!   command list, and the prompt again.
+//!   command list, and the prompt again. Home and Up edit lines; on SeaBIOS a line longer
+//!   than a row is typed past the right margin and erased with Backspace.
 //! - `screen_shows_panic`, `screen_shows_page_fault` (SeaBIOS, no COM1): `test=panic` and
 //!   `test=pagefault` end in the kernel's panic and exception reports, which must be drawn
 //!   too (they are written on the emergency path, which takes no lock).
@@ -127,7 +128,9 @@ fn at_prompt(rows: &[String]) -> bool {
 }
 
 /// Boots the ISO without COM1, waits for the prompt, types `help`, checks the answer.
-fn keyboard_on_screen(name: &str, firmware: Firmware) {
+///
+/// With `long_line`, also edits a line longer than a row of the screen.
+fn keyboard_on_screen(name: &str, firmware: Firmware, long_line: bool) {
     if !qemu_or_skip(name) {
         return;
     }
@@ -201,6 +204,29 @@ fn keyboard_on_screen(name: &str, firmware: Firmware) {
     wait_for(&mut vm, &glyphs, ANSWER, "mem recalled with Up", |rows| {
         at_prompt(rows) && mem_rows(rows) == 2
     });
+    if long_line {
+        // A line longer than a row, typed two cells past the right margin and erased with
+        // Backspace, then `mem`: the line editor moves left with BS only, so every `x` must
+        // go, across the row boundary, and `mem` must be drawn right after the prompt.
+        let cols = vm
+            .screendump()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .width
+            / CELL.0;
+        let long = "x".repeat((cols + 2).saturating_sub(PROMPT.len() + 1));
+        vm.type_text(&long)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for _ in 0..long.len() {
+            vm.send_key(&["backspace"])
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        vm.type_text("mem\n")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        wait_for(&mut vm, &glyphs, ANSWER, "a wrapped line erased", |rows| {
+            at_prompt(rows) && mem_rows(rows) == 3 && !rows.iter().any(|r| r.contains("xx"))
+        });
+    }
     println!(
         "{name}: prompt on the screen {:.1} s after start, help answered at {:.1} s",
         booted.as_secs_f64(),
@@ -210,12 +236,12 @@ fn keyboard_on_screen(name: &str, firmware: Firmware) {
 
 #[test]
 fn screen_keyboard_seabios() {
-    keyboard_on_screen("screen_keyboard_seabios", Firmware::Bios);
+    keyboard_on_screen("screen_keyboard_seabios", Firmware::Bios, true);
 }
 
 #[test]
 fn screen_keyboard_ovmf() {
-    keyboard_on_screen("screen_keyboard_ovmf", Firmware::Ovmf);
+    keyboard_on_screen("screen_keyboard_ovmf", Firmware::Ovmf, false);
 }
 
 /// The serial log as screen rows: each line (CR removed) cut into pieces of `cols`.

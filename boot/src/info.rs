@@ -299,6 +299,44 @@ pub struct Framebuffer {
     /// Bit position of the red, green and blue channels in a pixel (multiboot2 colour info;
     /// 16, 8, 0 when the loader gave none).
     pub channels: [u8; 3],
+    /// Width in bits of the red, green and blue channels (multiboot2 colour info; 8 each
+    /// when the loader gave none). A deep-colour mode has 10.
+    pub channel_sizes: [u8; 3],
+}
+
+impl Framebuffer {
+    /// The physical range `[address, address + pitch * height)` the framebuffer spans, or
+    /// `None` when its end would pass 2^64.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        let len = u64::from(self.pitch).checked_mul(u64::from(self.height))?;
+        Some((self.address, self.address.checked_add(len)?))
+    }
+
+    /// Where an 8-bit colour value of red, green and blue goes in a pixel: the bit position
+    /// of each channel's top 8 bits (`position + size - 8`), so that a channel wider than 8
+    /// bits (10 in a deep-colour mode) is written at full brightness rather than into its
+    /// low bits at a quarter of it. `None` when a channel is narrower than 8 bits (8-bit
+    /// values would spill into the next channel) or its top bit is past bit 255.
+    pub fn shifts(&self) -> Option<[u8; 3]> {
+        let mut shifts = [0u8; 3];
+        for ((shift, &position), &size) in shifts
+            .iter_mut()
+            .zip(&self.channels)
+            .zip(&self.channel_sizes)
+        {
+            *shift = position.checked_add(size.checked_sub(8)?)?;
+        }
+        Some(shifts)
+    }
+
+    /// Whether the framebuffer's span reaches into [`FIXED_DEVICE_SPACE`] (the IOAPICs, the
+    /// HPET, the local APIC and the MSI range, the firmware flash) or cannot be computed. No
+    /// screen lives there: a tag that says so is broken, and drawing on it would write the
+    /// interrupt controllers' registers.
+    pub fn reaches_device_space(&self) -> bool {
+        let (start, end) = FIXED_DEVICE_SPACE;
+        self.span().is_none_or(|(s, e)| s < end && start < e)
+    }
 }
 
 /// Everything the kernel needs from its loader, in kernel-owned memory.
@@ -324,6 +362,9 @@ pub struct BootInfo {
     pub(crate) cmdline_len: usize,
     /// The RSDP, if the loader gave one.
     pub rsdp: Option<Rsdp>,
+    /// Why a copy of the RSDP the loader gave was not used (multiboot2: the first invalid
+    /// copy, tag 15 before tag 14), for the log. `rsdp` may still hold the other copy.
+    pub rsdp_error: Option<RsdpError>,
     /// The framebuffer, if the loader set one up.
     pub framebuffer: Option<Framebuffer>,
     /// Entries the parser dropped (zero-sized, or over [`MAX_MEMORY_REGIONS`]), for the log.
@@ -367,6 +408,7 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
             rsdp: None,
+            rsdp_error: None,
             framebuffer: None,
             dropped_regions: 0,
             sources: [(0, 0); MAX_SOURCES],

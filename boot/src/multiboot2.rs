@@ -13,13 +13,15 @@
 //! | 2 | boot loader name | [`BootInfo::loader_name`] |
 //! | 6 | memory map: `u32 entry_size, u32 entry_version`, entries `{u64 base, u64 len, u32 type, u32 reserved}` with E820 types | [`BootInfo::memory_map`] |
 //! | 8 | framebuffer: `u64 addr, u32 pitch, u32 width, u32 height, u8 bpp, u8 type, u16 reserved`, then for type 1 `u8` position and size of red, green, blue | [`BootInfo::framebuffer`] (direct RGB, type 1, only) |
-//! | 14 | ACPI old RSDP (copy of the first 20 bytes) | [`BootInfo::rsdp`] unless tag 15 exists |
+//! | 14 | ACPI old RSDP (copy of the first 20 bytes) | [`BootInfo::rsdp`] unless tag 15 exists and is valid |
 //! | 15 | ACPI new RSDP (copy of the whole structure) | [`BootInfo::rsdp`] |
 //! | 17 | EFI memory map: `u32 descriptor_size, u32 descriptor_version`, then `EFI_MEMORY_DESCRIPTOR`s `{u32 type, u32 pad, u64 phys_start, u64 virt_start, u64 num_pages, u64 attribute}` | [`BootInfo::memory_map`] when there is no tag 6 |
 //!
 //! Other tags are skipped. The EFI memory types are mapped per UEFI 2.10 section 7.2
 //! ([`MemoryKind::from_uefi`]); GRUB has exited boot services before it jumps to the kernel,
-//! so boot-services memory is free. RSDP copies are checked per ACPI 6.5 section 5.2.5.3.
+//! so boot-services memory is free. RSDP copies are checked per ACPI 6.5 section 5.2.5.3; an
+//! invalid one is not a reason to refuse the whole structure (the kernel runs without ACPI):
+//! it is reported in [`BootInfo::rsdp_error`] and the other copy, if any, is used.
 //! Every offset is computed with checked arithmetic against `total_size`, and `total_size`
 //! against what [`PhysMemory::read`] will give, so malformed input ends in a
 //! [`Multiboot2Error`], never in a panic or an out-of-bounds read.
@@ -28,8 +30,8 @@
 use core::fmt;
 
 use crate::info::{
-    BootInfo, Framebuffer, Loader, MemoryKind, MemoryMapTooLarge, MemoryRegion, Rsdp, RsdpError,
-    read_u32, read_u64,
+    BootInfo, Framebuffer, Loader, MemoryKind, MemoryMapTooLarge, MemoryRegion, Rsdp, read_u32,
+    read_u64,
 };
 use crate::phys::PhysMemory;
 
@@ -141,8 +143,6 @@ pub enum Multiboot2Error {
         /// Entries in the tag.
         entries: usize,
     },
-    /// The RSDP copy (tag 15, else 14) is invalid.
-    Rsdp(RsdpError),
 }
 
 impl fmt::Display for Multiboot2Error {
@@ -205,14 +205,7 @@ impl fmt::Display for Multiboot2Error {
                 "multiboot2 memory map has {entries} entries, more than the {} supported",
                 crate::MAX_RAW_MEMORY_ENTRIES
             ),
-            E::Rsdp(e) => write!(f, "multiboot2 {e}"),
         }
-    }
-}
-
-impl From<RsdpError> for Multiboot2Error {
-    fn from(e: RsdpError) -> Multiboot2Error {
-        Multiboot2Error::Rsdp(e)
     }
 }
 
@@ -227,7 +220,8 @@ impl From<MemoryMapTooLarge> for Multiboot2Error {
 ///
 /// The whole structure is validated (every tag inside `total_size`, an end tag) before
 /// anything is taken from it. Where a tag appears twice the last one wins. The memory map
-/// comes from tag 6, else tag 17; the RSDP from tag 15, else tag 14.
+/// comes from tag 6, else tag 17; the RSDP from tag 15, else tag 14, else there is none (an
+/// invalid copy is skipped and reported in [`BootInfo::rsdp_error`]).
 pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Error> {
     if !mbi.is_multiple_of(8) {
         return Err(Multiboot2Error::Misaligned { address: mbi });
@@ -302,8 +296,9 @@ pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Erro
                 let fb_type = body.get(21).copied().ok_or(short)?;
                 // Direct RGB colour info follows a 16-bit reserved field (GRUB's
                 // `multiboot_tag_framebuffer_common`): red, green, blue as (position, size).
-                let position = |at: usize, default: u8| body.get(at).copied().unwrap_or(default);
-                let channels = [position(24, 16), position(26, 8), position(28, 0)];
+                let field = |at: usize, default: u8| body.get(at).copied().unwrap_or(default);
+                let channels = [field(24, 16), field(26, 8), field(28, 0)];
+                let channel_sizes = [field(25, 8), field(27, 8), field(29, 8)];
                 // 0 = indexed colour, 2 = EGA text: not a linear RGB framebuffer.
                 info.framebuffer = (fb_type == 1).then_some(Framebuffer {
                     address,
@@ -312,6 +307,7 @@ pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Erro
                     height,
                     bpp,
                     channels,
+                    channel_sizes,
                 });
             }
             tag::ACPI_OLD => rsdp_old = Some((body_offset, body)),
@@ -354,12 +350,23 @@ pub fn parse(mem: &impl PhysMemory, mbi: u64) -> Result<BootInfo, Multiboot2Erro
         return Err(Multiboot2Error::NoMemoryMap);
     }
 
-    // RSDP: tag 15 (whole structure), else tag 14 (first 20 bytes only).
+    // RSDP: tag 15 (whole structure), else tag 14 (first 20 bytes only). The kernel runs
+    // without ACPI, and GRUB on UEFI copies the firmware's structure without checking it: an
+    // invalid copy is kept in `rsdp_error` (the first one found) and the next is tried, so a
+    // firmware's bad checksum costs ACPI 2.0 or ACPI, never the boot.
     let body_address = |body_offset: usize| mbi.saturating_add(body_offset as u64);
-    if let Some((at, body)) = rsdp_new {
-        info.rsdp = Some(Rsdp::from_bytes(body_address(at), body)?);
-    } else if let Some((at, body)) = rsdp_old {
-        info.rsdp = Some(Rsdp::from_v1_bytes(body_address(at), body)?);
+    let new = rsdp_new.map(|(at, body)| Rsdp::from_bytes(body_address(at), body));
+    let old = rsdp_old.map(|(at, body)| Rsdp::from_v1_bytes(body_address(at), body));
+    for copy in [new, old].into_iter().flatten() {
+        match copy {
+            Ok(rsdp) => {
+                info.rsdp = Some(rsdp);
+                break;
+            }
+            Err(e) => {
+                info.rsdp_error.get_or_insert(e);
+            }
+        }
     }
     Ok(info)
 }
@@ -384,6 +391,7 @@ fn table(body: &[u8], tag_type: u32, min_entry: u32) -> Result<(usize, &[u8]), M
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::info::RsdpError;
     use crate::phys::Snapshot;
     use crate::testutil::{Mbi, put32, rsdp, set32};
     use MemoryKind::*;
@@ -538,6 +546,7 @@ mod tests {
                 height: 600,
                 bpp: 32,
                 channels: [16, 8, 0],
+                channel_sizes: [8, 8, 8],
             })
         );
         let p = info.rsdp.unwrap();
@@ -891,22 +900,24 @@ mod tests {
                 size: 12
             }
         );
-        // RSDP copies that are too short.
+        // RSDP copies that are too short: no RSDP, and the reason.
         let blob = Mbi::new()
             .mmap(&BIOS_E820, 24)
             .tag(14, &rsdp(0, 1, 0)[..19])
             .finish();
+        let info = parse_blob(&blob).unwrap();
         assert_eq!(
-            parse_blob(&blob).unwrap_err(),
-            Multiboot2Error::Rsdp(RsdpError::TooShort { len: 19 })
+            (info.rsdp, info.rsdp_error),
+            (None, Some(RsdpError::TooShort { len: 19 }))
         );
         let blob = Mbi::new()
             .mmap(&BIOS_E820, 24)
             .tag(15, &rsdp(2, 1, 2)[..20])
             .finish();
+        let info = parse_blob(&blob).unwrap();
         assert_eq!(
-            parse_blob(&blob).unwrap_err(),
-            Multiboot2Error::Rsdp(RsdpError::TooShort { len: 20 })
+            (info.rsdp, info.rsdp_error),
+            (None, Some(RsdpError::TooShort { len: 20 }))
         );
         // Empty string tags are fine.
         let info = parse_blob(
@@ -924,18 +935,23 @@ mod tests {
         let mut bad = rsdp(0, 0x7fe_2345, 0);
         bad[16] ^= 0x10;
         let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(14, &bad).finish();
+        let info = parse_blob(&blob).unwrap();
         assert_eq!(
-            parse_blob(&blob).unwrap_err(),
-            Multiboot2Error::Rsdp(RsdpError::BadChecksum)
+            (info.rsdp, info.rsdp_error),
+            (None, Some(RsdpError::BadChecksum))
         );
-        // A bad tag 15 is an error even when tag 14 is fine.
+        // A bad tag 15 is reported, and tag 14 is used instead.
         let mut bad = rsdp(2, 1, 2);
         bad[30] ^= 1;
-        let blob = uefi_mbi().tag(15, &bad).finish();
-        assert_eq!(
-            parse_blob(&blob).unwrap_err(),
-            Multiboot2Error::Rsdp(RsdpError::BadExtendedChecksum)
-        );
+        let blob = Mbi::new()
+            .mmap(&BIOS_E820, 24)
+            .tag(14, &rsdp(2, 1, 2)[..20])
+            .tag(15, &bad)
+            .finish();
+        let info = parse_blob(&blob).unwrap();
+        assert_eq!(info.rsdp_error, Some(RsdpError::BadExtendedChecksum));
+        let p = info.rsdp.unwrap();
+        assert_eq!((p.len, p.rsdt_address(), p.xsdt_address()), (20, 1, None));
         // Tag 14 alone on UEFI: revision 2 but no XSDT in the copy.
         let v2 = rsdp(2, 0x1234, 0x5678);
         let blob = Mbi::new().mmap(&BIOS_E820, 24).tag(14, &v2[..20]).finish();
@@ -1045,7 +1061,6 @@ mod tests {
             E::NoMemoryMap,
             E::EmptyMemoryMap { tag_type: 6 },
             E::MemoryMapTooLarge { entries: 9999 },
-            E::Rsdp(RsdpError::BadChecksum),
         ];
         for e in all {
             let s = e.to_string();

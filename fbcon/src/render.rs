@@ -26,6 +26,12 @@ pub const PALETTE: [u32; 16] = [
 /// The largest width or height in pixels [`Layout::new`] accepts.
 pub const MAX_SIDE: u32 = 16384;
 
+/// The largest pitch in bytes [`Layout::new`] accepts: a line of [`MAX_SIDE`] pixels of 4
+/// bytes. Real pitches exceed the line's bytes only by alignment padding; a larger one is a
+/// broken tag, and `pitch * height` bytes of address space from the framebuffer's start
+/// would be mapped and written, reaching whatever devices lie beyond the screen's memory.
+pub const MAX_PITCH: u32 = MAX_SIDE * 4;
+
 /// How a pixel is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PixelFormat {
@@ -97,6 +103,11 @@ pub enum LayoutError {
     },
     /// The buffer's size does not fit in the address space.
     TooLarge,
+    /// The pitch is above [`MAX_PITCH`].
+    PitchTooLarge {
+        /// Bytes per line given.
+        pitch: u32,
+    },
 }
 
 impl core::fmt::Display for LayoutError {
@@ -112,6 +123,12 @@ impl core::fmt::Display for LayoutError {
                 write!(f, "pitch {pitch} is less than a line's {needed} bytes")
             }
             LayoutError::TooLarge => write!(f, "the framebuffer's size overflows"),
+            LayoutError::PitchTooLarge { pitch } => {
+                write!(
+                    f,
+                    "pitch {pitch} is above the largest real one ({MAX_PITCH})"
+                )
+            }
         }
     }
 }
@@ -151,6 +168,9 @@ impl Layout {
         // grid and the screen's record of it would not fit in the heap.
         if width > MAX_SIDE || height > MAX_SIDE {
             return Err(LayoutError::TooLarge);
+        }
+        if pitch > MAX_PITCH {
+            return Err(LayoutError::PitchTooLarge { pitch });
         }
         let layout = Layout {
             width,

@@ -42,6 +42,15 @@ pub fn init(loader: u32, address: u32) -> Result<&'static BootInfo, Error> {
         }
         other => return Err(Error::UnknownLoader(other)),
     };
+    // An invalid RSDP copy costs ACPI (or its 2.0 part), not the boot.
+    if let Some(e) = info.rsdp_error {
+        match info.rsdp {
+            Some(_) => log::warn!(
+                "acpi: the loader's ACPI 2.0 RSDP copy is invalid ({e}); using its ACPI 1.0 copy (RSDT only)"
+            ),
+            None => log::warn!("acpi: the loader's RSDP copy is invalid ({e}); no ACPI"),
+        }
+    }
     // RAM the CPU cannot address, or that the map places over the PC's fixed device space,
     // is not RAM to the kernel: it would be identity-mapped and handed out.
     let limit = crate::memory::ram_limit();

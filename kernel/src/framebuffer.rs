@@ -13,8 +13,9 @@
 //!   the kernel's page tables) output is kept in a 16 KiB buffer and replayed onto the screen
 //!   when it comes up; without a usable framebuffer the buffer is dropped.
 //! - The framebuffer tag is a claim: a missing tag, an unsupported depth, a pitch too small
-//!   for the width or a range the MMIO mapper refuses (RAM, overflow) each give one log line
-//!   and a serial-only console, never a fault.
+//!   for the width (or larger than any screen's), a range reaching into the fixed device
+//!   space (IOAPIC, HPET, local APIC) or one the MMIO mapper refuses (RAM, overflow) each
+//!   give one log line and a serial-only console, never a fault.
 //! - Ownership: the [`Console`] owns the `Mmio` mapping of the framebuffer for the kernel's
 //!   life, behind one spin lock taken with interrupts off.
 //! - Cost: the mapping is uncached, and without hardware panning a scroll is a redraw of every
@@ -119,6 +120,8 @@ enum Refusal {
     Layout(fbcon::LayoutError),
     Map(crate::memory::mmio::MapError),
     NullAddress,
+    DeviceSpace,
+    Channels([u8; 3]),
     Font,
     Grid,
 }
@@ -129,6 +132,16 @@ impl fmt::Display for Refusal {
             Refusal::Layout(e) => write!(f, "{e}"),
             Refusal::Map(e) => write!(f, "cannot map it: {e}"),
             Refusal::NullAddress => write!(f, "its address is 0"),
+            Refusal::Channels([r, g, b]) => write!(
+                f,
+                "its colour channels are {r}, {g} and {b} bits wide (8 or more are drawn)"
+            ),
+            Refusal::DeviceSpace => write!(
+                f,
+                "it reaches into {:#x}-{:#x} (IOAPIC, HPET, local APIC, firmware)",
+                boot::info::FIXED_DEVICE_SPACE.0,
+                boot::info::FIXED_DEVICE_SPACE.1
+            ),
             Refusal::Font => write!(f, "the built-in font did not load"),
             Refusal::Grid => write!(f, "no memory for the text grid"),
         }
@@ -189,10 +202,16 @@ pub fn init(boot: &BootInfo) {
 
 /// Validates and maps the framebuffer.
 fn open(fb: &boot::Framebuffer) -> Result<Console, Refusal> {
+    let shifts = fb.shifts().ok_or(Refusal::Channels(fb.channel_sizes))?;
     let layout =
-        Layout::new(fb.width, fb.height, fb.pitch, fb.bpp, fb.channels).map_err(Refusal::Layout)?;
+        Layout::new(fb.width, fb.height, fb.pitch, fb.bpp, shifts).map_err(Refusal::Layout)?;
     if fb.address == 0 {
         return Err(Refusal::NullAddress);
+    }
+    // The MMIO mapper refuses RAM, not the interrupt controllers' registers (their
+    // reservations come with the ACPI tables, after the screen).
+    if fb.reaches_device_space() {
+        return Err(Refusal::DeviceSpace);
     }
     let font = Font::spleen().ok_or(Refusal::Font)?;
     // Mapped first: the mapper refuses a range no framebuffer has before any memory is taken.

@@ -14,8 +14,16 @@
 //! whenever it waits for room in the transmit FIFO, so the 16-byte receive FIFO does not
 //! overflow during a long listing. An overrun the UART reports anyway (Line Status bit 1:
 //! a byte arrived with the receive FIFO full) is counted with the queue's dropped bytes.
+//!
+//! Sending never waits without a bound. A UART that answers but does not send (its
+//! transmitter never empties: no baud clock, or a board controller's virtual UART that
+//! nobody reads) is found before it is used ([`init`]), and one that stops later costs a
+//! write at most [`STALL_ROUNDS`] rounds of polling: the rest of that write is dropped,
+//! later writes wait only [`STALLED_ROUNDS`] rounds until the UART takes a byte again, and
+//! the screen says so once.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
@@ -27,8 +35,52 @@ pub const COM1: u16 = 0x3F8;
 /// The console UART, or `None` before [`init`] or when no UART answers.
 static CONSOLE: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
 
-/// Programs COM1 for 115200 baud. Returns whether a UART answered.
+/// Line status register offset and its "transmitter empty" bit (TEMT: the FIFO and the
+/// shift register are empty), 16550 data sheet.
+const LSR_OFFSET: u16 = 5;
+const LSR_TEMT: u8 = 1 << 6;
+
+/// Line status reads [`transmitter_drains`] waits for TEMT: at least 100 ms at a
+/// microsecond or more per read on a real board, while one character at 115200 baud takes
+/// 87 µs.
+const DRAIN_POLLS: u32 = 100_000;
+
+/// Programs COM1 for 115200 baud 8-N-1 by hand with its interrupts off, resets its FIFOs,
+/// and waits a bounded time for the transmitter to be empty. `uart_16550`'s `init` ends
+/// with the same wait, without a bound: a UART that answers but never sends would hang the
+/// kernel before its first line. Without a UART the status reads 0xFF, which has TEMT set.
+fn transmitter_drains() -> bool {
+    fn out(offset: u16, value: u8) {
+        // SAFETY: COM1's registers (see `init`), written before anything else uses them.
+        unsafe { x86_64::instructions::port::Port::<u8>::new(COM1 + offset).write(value) };
+    }
+    out(3, 0x00); // LCR: divisor latch off, so that offset 1 is IER
+    out(1, 0x00); // IER: no interrupts
+    out(3, 0x80); // LCR: divisor latch on
+    out(0, 0x01); // DLL: 115200 baud (115200 / 1)
+    out(1, 0x00); // DLM
+    out(3, 0x03); // LCR: 8 data bits, no parity, 1 stop bit, divisor latch off
+    out(2, 0x07); // FCR: FIFOs on, both reset
+    let mut lsr = x86_64::instructions::port::Port::<u8>::new(COM1 + LSR_OFFSET);
+    for _ in 0..DRAIN_POLLS {
+        // SAFETY: reading the line status register has no side effect on the data path.
+        if unsafe { lsr.read() } & LSR_TEMT != 0 {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
+/// Programs COM1 for 115200 baud. Returns whether a usable UART answered.
 pub fn init() -> bool {
+    if !transmitter_drains() {
+        // Only the screen can say it (its early buffer keeps the line until it is up).
+        crate::framebuffer::write_fmt(format_args!(
+            "serial: COM1 answers but its transmitter never empties; not used\n"
+        ));
+        return false;
+    }
     // SAFETY: 0x3F8..0x3FF are COM1's registers on every PC-compatible machine; the kernel
     // touches them only through this one instance, kept in `CONSOLE` for the kernel's life.
     let Ok(mut uart) = (unsafe { Uart16550::new_port(COM1) }) else {
@@ -49,28 +101,61 @@ pub fn init() -> bool {
 
 struct Writer<'a>(&'a mut Uart16550<PioBackend>);
 
+/// Rounds of [`send`]'s loop (each reads the line status two or three times, a microsecond
+/// or more per read on a real board) a write waits for the UART to take a byte before the
+/// rest of it is dropped: seconds, a thousand times the 1.4 ms in which a 16550 sends its
+/// 16-byte FIFO at 115200 baud, so a host that is slow to read an emulated UART loses
+/// nothing.
+const STALL_ROUNDS: u32 = 1_000_000;
+/// The same once the UART has stalled, until it takes a byte again: a few FIFO times, so a
+/// UART that never recovers costs each later write milliseconds.
+const STALLED_ROUNDS: u32 = 4_000;
+
+/// Set when a write gave up on the UART; cleared when it takes a byte again.
+static STALLED: AtomicBool = AtomicBool::new(false);
+
+/// The UART took no byte for the whole wait; the rest of the write is dropped.
+struct Stalled;
+
 /// Sends `bytes`, moving received bytes to the input queue whenever the transmit FIFO is full
-/// (see the module documentation).
-fn send(uart: &mut Uart16550<PioBackend>, mut bytes: &[u8]) {
+/// (see the module documentation), and gives up after [`STALL_ROUNDS`] rounds without
+/// progress ([`STALLED_ROUNDS`] while [`STALLED`]).
+fn send(uart: &mut Uart16550<PioBackend>, mut bytes: &[u8]) -> Result<(), Stalled> {
+    let mut idle = 0;
     while !bytes.is_empty() {
         let sent = uart.send_bytes(bytes);
         if sent == 0 {
+            let limit = if STALLED.load(Ordering::Relaxed) {
+                STALLED_ROUNDS
+            } else {
+                STALL_ROUNDS
+            };
+            idle += 1;
+            if idle >= limit {
+                STALLED.store(true, Ordering::Relaxed);
+                return Err(Stalled);
+            }
             receive(uart);
             core::hint::spin_loop();
+        } else {
+            idle = 0;
+            STALLED.store(false, Ordering::Relaxed);
         }
         bytes = &bytes[sent..];
     }
+    Ok(())
 }
 
 impl Write for Writer<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        let stalled = |_: Stalled| fmt::Error;
         for chunk in s.split_inclusive('\n') {
             match chunk.strip_suffix('\n') {
                 Some(line) => {
-                    send(self.0, line.as_bytes());
-                    send(self.0, b"\r\n");
+                    send(self.0, line.as_bytes()).map_err(stalled)?;
+                    send(self.0, b"\r\n").map_err(stalled)?;
                 }
-                None => send(self.0, chunk.as_bytes()),
+                None => send(self.0, chunk.as_bytes()).map_err(stalled)?,
             }
         }
         receive(self.0);
@@ -78,13 +163,20 @@ impl Write for Writer<'_> {
     }
 }
 
-/// Writes formatted text to COM1 only.
+/// Writes formatted text to COM1 only. When the UART stops taking bytes during this write,
+/// the screen says so (once per stall: later writes find [`STALLED`] already set).
 fn write_uart(args: fmt::Arguments<'_>) {
+    let was_stalled = STALLED.load(Ordering::Relaxed);
     x86_64::instructions::interrupts::without_interrupts(|| {
         if let Some(uart) = CONSOLE.lock().as_mut() {
             let _ = Writer(uart).write_fmt(args);
         }
     });
+    if !was_stalled && STALLED.load(Ordering::Relaxed) {
+        crate::framebuffer::write_fmt(format_args!(
+            "serial: COM1 stopped sending; output to it is dropped until it sends again\n"
+        ));
+    }
 }
 
 /// Writes formatted text to COM1 (dropped when there is no UART) and to the screen.
@@ -239,11 +331,15 @@ pub fn loopback(bytes: &[u8]) {
         let old = unsafe { port.read() };
         // SAFETY: as above.
         unsafe { port.write(old | MCR_LOOP) };
-        uart.send_bytes_exact(bytes);
-        // Wait until the transmitter is empty (LSR bit 6) so every byte looped back.
-        let mut lsr = x86_64::instructions::port::Port::<u8>::new(COM1 + 5);
-        // SAFETY: reading the line status register has no side effects on the data path.
-        while unsafe { lsr.read() } & 0x40 == 0 {
+        let _ = send(uart, bytes);
+        // Wait until the transmitter is empty so every byte looped back (bounded: a UART
+        // that stops sending must not hang the test that called this).
+        let mut lsr = x86_64::instructions::port::Port::<u8>::new(COM1 + LSR_OFFSET);
+        for _ in 0..DRAIN_POLLS {
+            // SAFETY: reading the line status register has no side effects on the data path.
+            if unsafe { lsr.read() } & LSR_TEMT != 0 {
+                break;
+            }
             core::hint::spin_loop();
         }
         // SAFETY: restores the modem control register as it was.

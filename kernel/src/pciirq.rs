@@ -53,12 +53,19 @@ pub fn claim(address: Address) -> Option<PciFunction> {
     let info = scan.topology.function(address)?.clone();
     let space =
         SPACE.call_once(|| crate::pcibus::config_space(crate::pcibus::config(), &scan.roots));
-    {
+    // With interrupts off, as every use of `CLAIMED`: `release_function` may run in an
+    // interrupt handler (a handler holding a function's last handle, uninstalled while it
+    // ran, is dropped there), which must not spin on a lock the code it interrupted holds.
+    let taken = x86_64::instructions::interrupts::without_interrupts(|| {
         let mut claimed = CLAIMED.lock();
-        if claimed.contains(&address) {
-            return None;
+        let taken = claimed.contains(&address);
+        if !taken {
+            claimed.push(address);
         }
-        claimed.push(address);
+        taken
+    });
+    if taken {
+        return None;
     }
     log::debug!("pci: {address} claimed");
     // SAFETY: `CLAIMED` now records `address`, and only `release_function` (called when this
@@ -424,7 +431,9 @@ impl Platform for KernelIrq {
 
     fn release_function(&self, address: Address) {
         log::debug!("pci: {address} released");
-        CLAIMED.lock().retain(|a| *a != address);
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            CLAIMED.lock().retain(|a| *a != address);
+        });
     }
 
     fn without_interrupts(&self, f: &mut dyn FnMut()) {
@@ -463,13 +472,14 @@ pub fn parked_dma() -> (usize, u64) {
 
 /// The claimed functions' addresses.
 pub fn claimed_addresses() -> Vec<Address> {
-    CLAIMED.lock().iter().copied().collect()
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        CLAIMED.lock().iter().copied().collect()
+    })
 }
 
 /// A short description of the claimed functions (for the console and tests).
 pub fn claimed() -> Vec<String> {
-    CLAIMED
-        .lock()
+    claimed_addresses()
         .iter()
         .map(|a| alloc::format!("{a}"))
         .collect()

@@ -68,6 +68,10 @@ pub mod ext_id {
     pub const SRIOV: u16 = 0x0010;
     /// Resizable BAR.
     pub const RESIZABLE_BAR: u16 = 0x0015;
+    /// Downstream Port Containment (PCIe Base 6.0 §7.9.14).
+    pub const DPC: u16 = 0x001d;
+    /// Multicast (PCIe Base 6.0 §7.9.11).
+    pub const MULTICAST: u16 = 0x0012;
     /// Secondary PCI Express.
     pub const SECONDARY_PCIE: u16 = 0x0019;
     /// VF Resizable BAR (PCIe Base 6.0 §7.8.7).

@@ -54,6 +54,16 @@ pub enum WindowError {
         /// BAR index.
         bar: usize,
     },
+    /// Another memory BAR of the function is unassigned (address 0). Memory decode is one bit
+    /// for all of a function's BARs, so turning it on for this window would make the device
+    /// claim the addresses from 0 up to that BAR's size too: RAM, and for a large BAR the
+    /// interrupt message range at `0xFEE0_0000`.
+    SiblingUnassigned {
+        /// The BAR asked for.
+        bar: usize,
+        /// The unassigned one.
+        unassigned: usize,
+    },
     /// The BAR no longer holds the address enumeration found (the function was reset).
     BarMoved {
         /// BAR index.
@@ -88,6 +98,10 @@ impl fmt::Display for WindowError {
             WindowError::Unassigned { bar } => {
                 write!(f, "BAR{bar} is unassigned (address 0): nothing to map")
             }
+            WindowError::SiblingUnassigned { bar, unassigned } => write!(
+                f,
+                "BAR{unassigned} is unassigned (address 0): memory decode for BAR{bar} would make it claim addresses from 0"
+            ),
             WindowError::BarMoved {
                 bar,
                 enumerated,
@@ -192,6 +206,15 @@ impl PciFunction {
             .ok_or(WindowError::NoMemoryBar(bar))?;
         if b.address == 0 {
             return Err(WindowError::Unassigned { bar });
+        }
+        // Memory decode covers every memory BAR at once (as Linux's `pci_enable_resources`
+        // refuses, so does this): none may be left at 0.
+        let unassigned = info
+            .bars
+            .iter()
+            .position(|b| b.is_some_and(|b| b.kind != BarKind::Io && b.address == 0));
+        if let Some(unassigned) = unassigned {
+            return Err(WindowError::SiblingUnassigned { bar, unassigned });
         }
         let outside = WindowError::OutsideBar {
             bar,

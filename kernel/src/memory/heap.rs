@@ -3,14 +3,45 @@
 //! Size: an eighth of usable memory, at least 2 MiB and at most 128 MiB. The frames are
 //! taken from the frame allocator once and never given back; the heap lives as long as the
 //! kernel. Every `Box`, `Vec` and `String` in the kernel comes from here.
+//!
+//! Interrupt handlers allocate and free too: a driver's handler may (it is safe code), a
+//! handler that panics allocates its payload, the dispatch queues a fault, and a handler
+//! uninstalled while it runs is dropped when it returns. The heap's lock is a plain spin
+//! lock, so a handler that took it while the code it interrupted on the same CPU held it
+//! would spin forever with interrupts off. Every allocation therefore holds the lock with
+//! interrupts off ([`IrqSafeHeap`]), as `usage`, `try_allocate` and `deallocate` already did.
+
+use core::alloc::{GlobalAlloc, Layout};
 
 use boot::BootInfo;
 use linked_list_allocator::LockedHeap;
+use x86_64::instructions::interrupts::without_interrupts;
 
 use super::{PAGE_SIZE, frames};
 
-#[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
+
+/// The global allocator: [`HEAP`], with interrupts off while its lock is held (see the module
+/// documentation).
+struct IrqSafeHeap;
+
+// SAFETY: every call is forwarded unchanged to `LockedHeap`, a correct `GlobalAlloc`; turning
+// interrupts off around it changes nothing the allocator promises.
+unsafe impl GlobalAlloc for IrqSafeHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
+        without_interrupts(|| unsafe { HEAP.alloc(layout) })
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract (`ptr` came from this
+        // allocator, which is `HEAP`, with `layout`), passed on as is.
+        without_interrupts(|| unsafe { HEAP.dealloc(ptr, layout) })
+    }
+}
+
+#[global_allocator]
+static GLOBAL: IrqSafeHeap = IrqSafeHeap;
 
 const MIN_HEAP: u64 = 2 << 20;
 const MAX_HEAP: u64 = 128 << 20;

@@ -26,6 +26,20 @@
 //! | MSI-X capability (PCI 3.0 §6.8.2) | Message Control | `IrqVectors` |
 //! | vendor-specific capabilities (§6.7, ID 09h) | device-defined | [`VendorWindow`](super::VendorWindow) |
 //! | SR-IOV (PCIe Base 6.0 §9.3.3), Resizable BAR and VF Resizable BAR (§7.8.6) | new functions and BAR sizes | not supported |
+//! | Enhanced Allocation (PCI EA ECN, ID 14h), Multicast (PCIe Base 6.0 §7.9.11) | ranges the function decodes, as BARs are | enumeration |
+//! | HyperTransport MSI mapping (ID 08h, type 10101b) | where MSI messages are recognised | not supported |
+//! | Device Control bit 15, Initiate FLR (PCIe Base 6.0 §7.5.3.4), of endpoints | resets the function | not supported |
+//! | AF Control bit 0, Initiate FLR (Advanced Features, ID 13h) | resets the function | not supported |
+//! | PMCSR PowerState (PCI PM 1.2 §7.1.2), set to anything but D0 | D3hot and back to D0 resets the function | not supported |
+//! | Link Control bit 4, Link Disable (PCIe Base 6.0 §7.5.3.7), of downstream ports | resets everything below the port | not supported |
+//! | DPC Control bit 6, DPC Software Trigger (PCIe Base 6.0 §7.9.14.3) | takes the link down: resets everything below | not supported |
+//!
+//! A reset is refused because it undoes every owner at once: it clears the BARs, the Command
+//! register (Interrupt Disable too, so a function whose vectors are MSI-X starts asserting a
+//! shared INTx line nobody handles for it) and the MSI and MSI-X enables under live vectors.
+//! A link taken down does the same to every function below the port, whoever owns them.
+//! Those bits are refused one by one, like the Command bits: the rest of their registers
+//! (Device Control's other fields, PME_Status) stays writable.
 //! | VSEC and DVSEC (PCIe Base 6.0 §7.9.5, §7.9.6), their whole length | device-defined (a second path into BARs, as virtio's `PCI_CFG` is) | not writable by drivers |
 
 use alloc::vec::Vec;
@@ -73,6 +87,16 @@ pub enum Register {
     Extended(u16),
     /// A vendor-specific extended capability (VSEC or DVSEC) at this offset.
     ExtendedVendor(u16),
+    /// A capability at this offset whose registers say where the function decodes, as BARs
+    /// do (Enhanced Allocation entries, Multicast's base address).
+    AddressDecoder(u16),
+    /// A HyperTransport MSI mapping capability at this offset (where MSI writes are turned
+    /// into interrupts).
+    MsiMapping(u16),
+    /// A bit of the capability at this offset that resets the function (Initiate FLR, or a
+    /// power state other than D0), or, on a port, everything below it (Link Disable, DPC
+    /// Software Trigger).
+    Reset(u16),
 }
 
 /// Why a configuration write was refused.
@@ -161,6 +185,18 @@ impl fmt::Display for ConfigWriteError {
                         f,
                         "the vendor-specific extended capability at {at:#x} (VSEC/DVSEC) means what its vendor says, which this stack cannot check"
                     ),
+                    Register::AddressDecoder(at) => write!(
+                        f,
+                        "the capability at {at:#x} says where the device decodes, as a BAR does; that is enumeration's"
+                    ),
+                    Register::MsiMapping(at) => write!(
+                        f,
+                        "the MSI mapping capability at {at:#x} decides where interrupt messages go"
+                    ),
+                    Register::Reset(at) => write!(
+                        f,
+                        "the capability at {at:#x} would reset the function (FLR or a power state change) or the functions below it (link disable), behind the back of their BARs', vectors' and bus master's owners"
+                    ),
                 }
             }
         }
@@ -172,6 +208,9 @@ impl fmt::Display for ConfigWriteError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Protected {
     regions: Vec<(Range<u16>, Register)>,
+    /// Bits that may only be written as zero: (offset of their 16-bit register, the bits,
+    /// the capability they belong to).
+    zero_only: Vec<(u16, u16, Register)>,
 }
 
 impl Protected {
@@ -179,8 +218,8 @@ impl Protected {
     /// `offset` (dword-aligned), for the lengths of vendor-specific capabilities (PCI 3.0 §6.7:
     /// byte 2; VSEC/DVSEC: bits 31:20 of their second dword).
     pub fn of(info: &Function, mut read32: impl FnMut(u16) -> u32) -> Protected {
-        let mut vendor_len = |at: u16| (read32(at & !3) >> (8 * ((at + 2) & 3))) as u8;
         let mut regions = Vec::new();
+        let mut zero_only = Vec::new();
         let bars = |regions: &mut Vec<_>, count: u16| {
             for n in 0..count {
                 let at = 0x10 + 4 * n;
@@ -212,8 +251,36 @@ impl Protected {
                     regions.push((at..at + 24, Register::Msi(at)));
                 }
                 id::MSIX => regions.push((at..at + 12, Register::Msix(at))),
+                id::POWER_MANAGEMENT => {
+                    // PMCSR at +4, PowerState in bits 1:0.
+                    zero_only.push((at + 4, 0b11, Register::Reset(at)));
+                }
+                id::PCI_EXPRESS => {
+                    // Device Control at +8; bit 15 is Initiate FLR for endpoints (PCIe, legacy
+                    // and root-complex integrated: types 0, 1 and 9), something else or
+                    // reserved for ports and bridges.
+                    let kind = (read32(at) >> 20) & 0xf;
+                    if matches!(kind, 0 | 1 | 9) {
+                        zero_only.push((at + 8, 1 << 15, Register::Reset(at)));
+                    }
+                    // Link Control at +0x10; bit 4 is Link Disable for the ports whose link
+                    // leads down (root, switch downstream, PCI-to-PCIe bridge: types 4, 6
+                    // and 8). A link that goes down resets everything below it, as Secondary
+                    // Bus Reset does.
+                    if matches!(kind, 4 | 6 | 8) {
+                        zero_only.push((at + 0x10, 1 << 4, Register::Reset(at)));
+                    }
+                }
+                id::AF => zero_only.push((at + 4, 1, Register::Reset(at))),
+                id::EA => {
+                    let end = ea_end(at, info.header_type == 1, &mut read32);
+                    regions.push((at..end, Register::AddressDecoder(at)));
+                }
+                id::HYPERTRANSPORT if (read32(at) >> 27) == 0b10101 => {
+                    regions.push((at..(at + 12).min(0x100), Register::MsiMapping(at)));
+                }
                 id::VENDOR => {
-                    let len = u16::from(vendor_len(at)).max(3);
+                    let len = u16::from((read32(at & !3) >> (8 * ((at + 2) & 3))) as u8).max(3);
                     regions.push((at..at + 3, Register::CapabilityHeader(at)));
                     regions.push((at + 3..(at + len).min(0x100), Register::Vendor(at)));
                 }
@@ -224,6 +291,14 @@ impl Protected {
             if let Some(len) = extended_len(cap) {
                 let end = (cap.offset + len).min(0x1000);
                 regions.push((cap.offset..end, Register::Extended(cap.offset)));
+            } else if cap.id == ext_id::DPC {
+                // DPC Control at +6; bit 6 is DPC Software Trigger, which takes the link down.
+                zero_only.push((cap.offset + 6, 1 << 6, Register::Reset(cap.offset)));
+            } else if cap.id == ext_id::MULTICAST {
+                // Header, capability and control, then four 64-bit registers (base address,
+                // receive, block all, block untranslated) and the overlay BAR of ports.
+                let end = (cap.offset + 0x30).min(0x1000);
+                regions.push((cap.offset..end, Register::AddressDecoder(cap.offset)));
             } else if matches!(cap.id, ext_id::VSEC | ext_id::DVSEC) {
                 // Header, then the length in bits 31:20 of the next dword (at least both).
                 let len = ((read32((cap.offset + 4) & !3) >> 20) as u16).max(8);
@@ -231,7 +306,7 @@ impl Protected {
                 regions.push((cap.offset..end, Register::ExtendedVendor(cap.offset)));
             }
         }
-        Protected { regions }
+        Protected { regions, zero_only }
     }
 
     /// The vendor-specific capability at `offset`: its length in bytes, if there is one.
@@ -275,6 +350,17 @@ impl Protected {
                 return Err(ConfigWriteError::Command { bits: changed });
             }
         }
+        for &(at, bits, register) in &self.zero_only {
+            for byte in bytes.clone() {
+                if (at..at + 2).contains(&byte) {
+                    let b = (value >> (8 * (byte - offset))) as u8;
+                    let mask = (bits >> (8 * (byte - at))) as u8;
+                    if b & mask != 0 {
+                        return Err(ConfigWriteError::Protected { offset, register });
+                    }
+                }
+            }
+        }
         for (range, register) in &self.regions {
             if *register == Register::Vendor(vendor.unwrap_or(u16::MAX)) {
                 continue;
@@ -292,6 +378,23 @@ impl Protected {
 
 fn overlaps(a: &Range<u16>, b: &Range<u16>) -> bool {
     a.start < b.end && b.start < a.end
+}
+
+/// Where the Enhanced Allocation capability at `at` ends (PCI EA ECN §6.9): a header dword
+/// (with the number of entries in bits 21:16), one more for bridges (their fixed bus
+/// numbers), then entries whose first dword gives the number of dwords after it (bits 2:0).
+/// Never past the 256-byte header.
+fn ea_end(at: u16, bridge: bool, read32: &mut impl FnMut(u16) -> u32) -> u16 {
+    let entries = (read32(at) >> 16) & 0x3f;
+    let mut end = at + if bridge { 8 } else { 4 };
+    for _ in 0..entries {
+        if end >= 0x100 {
+            break;
+        }
+        let words = 1 + (read32(end) & 0b111) as u16;
+        end += 4 * words;
+    }
+    end.min(0x100)
 }
 
 /// How many bytes of an extended capability are protected, if any.

@@ -33,6 +33,7 @@
 //! | PMCSR PowerState (PCI PM 1.2 §7.1.2), set to anything but D0 | D3hot and back to D0 resets the function | not supported |
 //! | Link Control bit 4, Link Disable (PCIe Base 6.0 §7.5.3.7), of downstream ports | resets everything below the port | not supported |
 //! | DPC Control bit 6, DPC Software Trigger (PCIe Base 6.0 §7.9.14.3) | takes the link down: resets everything below | not supported |
+//! | VSEC and DVSEC (PCIe Base 6.0 §7.9.5, §7.9.6), their whole length | device-defined (a second path into BARs, as virtio's `PCI_CFG` is) | not writable by drivers |
 //!
 //! A reset is refused because it undoes every owner at once: it clears the BARs, the Command
 //! register (Interrupt Disable too, so a function whose vectors are MSI-X starts asserting a
@@ -40,7 +41,6 @@
 //! A link taken down does the same to every function below the port, whoever owns them.
 //! Those bits are refused one by one, like the Command bits: the rest of their registers
 //! (Device Control's other fields, PME_Status) stays writable.
-//! | VSEC and DVSEC (PCIe Base 6.0 §7.9.5, §7.9.6), their whole length | device-defined (a second path into BARs, as virtio's `PCI_CFG` is) | not writable by drivers |
 
 use alloc::vec::Vec;
 use core::fmt;

@@ -20,10 +20,12 @@ extern crate alloc;
 pub mod block;
 pub mod edu;
 pub mod fault;
+pub mod input;
 pub mod nvme;
 pub mod pciehp;
 pub mod storage;
 pub mod virtio;
+pub mod xhci;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -90,6 +92,7 @@ pub const ALL: &[&dyn Driver] = &[
     &virtio::blk::VirtioBlkDriver,
     &virtio::net::VirtioNetDriver,
     &pciehp::PciehpDriver,
+    &xhci::XhciDriver,
 ];
 
 /// The first driver matching these identity fields.

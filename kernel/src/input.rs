@@ -2,8 +2,10 @@
 //!
 //! Producers are interrupt handlers: COM1's receive interrupt (`serial`) pushes the bytes the
 //! UART received, the PS/2 keyboard's (`keyboard`) the characters its keys decode to (Enter
-//! as LF, Backspace as BS, Ctrl-letter as the control character). Both are active at once;
-//! the line editor in `console` reads one stream and does not know where a byte came from.
+//! as LF, Backspace as BS, Ctrl-letter as the control character), and the xHCI driver's the
+//! same for a USB keyboard (through `drivers::input`, whose sink is [`push`]). All are active
+//! at once; the line editor in `console` reads one stream and does not know where a byte
+//! came from.
 //!
 //! The queue is the `shell` crate's [`shell::InputQueue`] (host-tested) of 8 KiB behind a
 //! spin lock, taken with interrupts off: a pasted screenful (80 × 50 characters, or a hundred

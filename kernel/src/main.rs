@@ -133,6 +133,8 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         console::reserve_input();
     }
     phases.mark("console input");
+    // Input drivers (the xHCI keyboard) deliver to the console's queue.
+    drivers::input::set_sink(input::push);
     // Test suites that drive devices themselves (and claim them) run without drivers.
     let drivers = options.test.is_none_or(|suite| suite == "drivers");
     if drivers {

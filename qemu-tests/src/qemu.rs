@@ -76,6 +76,8 @@ pub enum Machine {
     Pc,
     /// `q35,acpi=off`: SeaBIOS's own ACPI 1.0 tables instead of QEMU's (a 116-byte FADT).
     Q35AcpiOff,
+    /// `q35,i8042=off`: no PS/2 controller, as on boards without legacy emulation.
+    Q35NoI8042,
     /// `microvm`: no PCI, no HPET, hardware-reduced ACPI (no PM timer), a PIT without the
     /// port 0x61 gate; boots only with `-kernel` (PVH).
     Microvm,
@@ -90,6 +92,7 @@ impl Machine {
             Self::Q35 => "q35",
             Self::Pc => "pc",
             Self::Q35AcpiOff => "q35,acpi=off",
+            Self::Q35NoI8042 => "q35,i8042=off",
             Self::Microvm => "microvm",
             Self::MicrovmPcie => "microvm,pcie=on",
         }

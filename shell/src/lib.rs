@@ -42,6 +42,7 @@
 
 extern crate alloc;
 
+pub mod hid;
 pub mod keys;
 pub mod queue;
 

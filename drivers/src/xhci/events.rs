@@ -1,0 +1,167 @@
+//! The interrupt handler's side: interrupter 0's event ring, and the keyboard whose reports
+//! it turns into console input.
+//!
+//! The handler owns the [`EventRing`] (moved into it at bind) and, once the keyboard is
+//! configured, its [`KeyboardPipe`] (handed over through a lock the handler only tries, so
+//! it never waits on code it interrupted). On each interrupt it acknowledges (USBSTS.EINT,
+//! then IMAN.IP, §4.17.5), takes at most one ring's worth of events (a flood cannot keep
+//! it), and writes ERDP with EHB cleared (§4.17.2): if events remain the controller
+//! interrupts again, after the moderation interval (IMOD, 1 ms), so a controller that
+//! floods the ring costs at most a thousand short handler runs a second.
+//!
+//! - A transfer event for the keyboard's endpoint carries a report: it is decoded
+//!   (`shell::hid`), the bytes go to [`crate::input`], and the next report is queued and
+//!   the endpoint's doorbell rung. An error completion (stall, transaction error) stops the
+//!   keyboard, and `drivers` says why; rebinding starts it again.
+//! - Command completions and other transfer events go to the [`Mailbox`] for the code that
+//!   waits for them (bring-up, enumeration, the self test).
+//! - Port status changes and host controller events (event ring full) are counted.
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use pci::window::DmaBuffer;
+
+use super::controller::Registers;
+use super::registers::{ERDP, ERDP_EHB, IMAN, IMAN_IE, IMAN_IP, STS_EINT, USBSTS};
+use super::rings::{EventRing, Mailbox, RING_TRBS, Ring, low};
+use super::trb::{self, Event, Trb, kind};
+
+/// Counters and the mailbox, shared by the handler and the driver state.
+pub(super) struct Shared {
+    pub mailbox: Mailbox,
+    pub interrupts: AtomicU64,
+    pub events: AtomicU64,
+    pub port_changes: AtomicU64,
+    /// Host Controller events (§6.4.2.6), such as Event Ring Full.
+    pub host_events: AtomicU64,
+    pub reports: AtomicU64,
+    /// Reports refused: short, or an error code such as ErrorRollOver.
+    pub refused: AtomicU64,
+    /// Bytes delivered to the console.
+    pub bytes: AtomicU64,
+    /// The completion code that stopped the keyboard (0: running).
+    pub stopped: AtomicU8,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            mailbox: Mailbox::new(),
+            interrupts: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            port_changes: AtomicU64::new(0),
+            host_events: AtomicU64::new(0),
+            reports: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            stopped: AtomicU8::new(0),
+        }
+    }
+}
+
+/// The keyboard's interrupt IN endpoint: its transfer ring, the buffer a report lands in,
+/// and the decoder. Owned by the handler once configured; dropped with it (after the
+/// controller halted, see `controller`), which frees the ring and the buffer.
+pub(super) struct KeyboardPipe {
+    pub slot: u8,
+    pub dci: u8,
+    pub ring: Ring,
+    pub report: DmaBuffer,
+    /// Bytes asked for per transfer (the endpoint's max packet size, at most 64).
+    pub length: u16,
+    pub decoder: shell::hid::Keyboard,
+}
+
+impl KeyboardPipe {
+    /// Queues one report transfer (the doorbell is rung by the caller).
+    pub fn queue(&mut self) {
+        self.ring.push(
+            trb::normal(u32::from(self.length)),
+            Some(self.report.bus_address()),
+        );
+    }
+
+    fn complete(&mut self, e: &Event, regs: &Registers, shared: &Shared) {
+        if !e.ok() {
+            // The endpoint halted (§4.10.2): nothing is queued again until a rebind.
+            shared.stopped.store(e.code.max(1), Ordering::Relaxed);
+            return;
+        }
+        let got = u32::from(self.length).saturating_sub(e.residual).min(64) as usize;
+        let mut bytes = [0u8; 64];
+        self.report.read_bytes(0, &mut bytes[..got]);
+        shared.reports.fetch_add(1, Ordering::Relaxed);
+        let result = self.decoder.report(&bytes[..got], |b| {
+            shared.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            crate::input::push(b);
+        });
+        if result.is_err() {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        self.queue();
+        regs.ring(self.slot, self.dci);
+    }
+}
+
+/// What the interrupt handler owns (moved into its closure).
+pub(super) struct Interrupter {
+    pub regs: Arc<Registers>,
+    pub ring: EventRing,
+    pub shared: Arc<Shared>,
+    pub handoff: Arc<spin::Mutex<Option<KeyboardPipe>>>,
+    pub keyboard: Option<KeyboardPipe>,
+    /// INTx: the line may be shared, so an interrupt without IMAN.IP is someone else's.
+    pub intx: bool,
+}
+
+impl Interrupter {
+    pub fn on_interrupt(&mut self) {
+        let iman = self.regs.runtime.read32(IMAN);
+        if self.intx && iman & IMAN_IP == 0 {
+            return;
+        }
+        self.shared.interrupts.fetch_add(1, Ordering::Relaxed);
+        self.regs.write_op(USBSTS, STS_EINT);
+        self.regs.runtime.write32(IMAN, IMAN_IE | IMAN_IP);
+        let mut taken = 0;
+        while taken < RING_TRBS {
+            let Some(t) = self.ring.pop() else { break };
+            taken += 1;
+            self.dispatch(t);
+        }
+        self.shared
+            .events
+            .fetch_add(u64::from(taken), Ordering::Relaxed);
+        let dequeue = self.ring.dequeue();
+        self.regs.runtime.write_bus_address(ERDP, dequeue);
+        self.regs.runtime.write32(ERDP, low(dequeue) | ERDP_EHB);
+    }
+
+    fn dispatch(&mut self, t: Trb) {
+        let e = Event::decode(t);
+        match e.kind {
+            kind::TRANSFER_EVENT => {
+                if self.keyboard.is_none()
+                    && let Some(mut handed) = self.handoff.try_lock()
+                {
+                    self.keyboard = handed.take();
+                }
+                match &mut self.keyboard {
+                    Some(k) if k.slot == e.slot && k.dci == e.endpoint => {
+                        k.complete(&e, &self.regs, &self.shared)
+                    }
+                    _ => self.shared.mailbox.put(t),
+                }
+            }
+            kind::COMMAND_COMPLETION => self.shared.mailbox.put(t),
+            kind::PORT_STATUS_CHANGE => {
+                self.shared.port_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            kind::HOST_CONTROLLER => {
+                self.shared.host_events.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}

@@ -151,11 +151,25 @@ impl ScreenVm {
         serial: bool,
         timeout: Duration,
     ) -> Result<ScreenVm, String> {
+        ScreenVm::boot_with(iso, firmware, serial, timeout, "q35", &[])
+    }
+
+    /// [`ScreenVm::boot`] on `-machine <machine>` (options included, e.g. `q35,i8042=off`)
+    /// with `extra` arguments for QEMU (more devices).
+    pub fn boot_with(
+        iso: &Path,
+        firmware: &Firmware,
+        serial: bool,
+        timeout: Duration,
+        machine: &str,
+        extra: &[&str],
+    ) -> Result<ScreenVm, String> {
         let dir = unique_temp_dir("screen");
         fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let socket = dir.join("qmp.sock");
         let mut cmd = Command::new(qemu_program());
-        cmd.args(["-machine", "q35", "-m", "512M", "-vga", "std"]);
+        cmd.args(["-machine", machine, "-m", "512M", "-vga", "std"]);
+        cmd.args(extra);
         cmd.args(["-display", "none", "-monitor", "none"]);
         match firmware {
             Firmware::Bios => {}

@@ -12,6 +12,8 @@
 //!   on the screen below `kernel ready`; typing `help` and Enter shows the typed line and the
 //!   command list, and the prompt again. Home and Up edit lines; on SeaBIOS a line longer
 //!   than a row is typed past the right margin and erased with Backspace.
+//! - `screen_usb_keyboard_only` (SeaBIOS, no COM1, no i8042, a USB keyboard on xHCI): the
+//!   console comes up and `help` typed on the USB keyboard is answered on the screen.
 //! - `screen_shows_panic`, `screen_shows_page_fault` (SeaBIOS, no COM1): `test=panic` and
 //!   `test=pagefault` end in the kernel's panic and exception reports, which must be drawn
 //!   too (they are written on the emergency path, which takes no lock).
@@ -242,6 +244,52 @@ fn screen_keyboard_seabios() {
 #[test]
 fn screen_keyboard_ovmf() {
     keyboard_on_screen("screen_keyboard_ovmf", Firmware::Ovmf, false);
+}
+
+/// A board as many modern ones are: no COM1, no PS/2 controller (`q35,i8042=off`), a USB
+/// keyboard on an xHCI controller. The console must not give up for want of input: the
+/// prompt appears, and `help` typed on the USB keyboard (QMP `send-key`, which goes to the
+/// only keyboard there is) is answered on the screen.
+#[test]
+fn screen_usb_keyboard_only() {
+    let name = "screen_usb_keyboard_only";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let glyphs = glyph_table();
+    let iso = build_iso(kernel_elf(), "").unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut vm = ScreenVm::boot_with(
+        &iso.path,
+        &Firmware::Bios,
+        false,
+        BOOT + ANSWER * 2,
+        "q35,i8042=off",
+        &[
+            "-device",
+            "qemu-xhci,id=xhci",
+            "-device",
+            "usb-kbd,bus=xhci.0",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let before = wait_for(&mut vm, &glyphs, BOOT, "prompt", at_prompt);
+    for wanted in ["kernel ready", "Type `help` for commands on the keyboard."] {
+        assert!(
+            before.iter().any(|r| r.starts_with(wanted)),
+            "{name}: no row starting with {wanted:?}:\n{}",
+            show(&before)
+        );
+    }
+    vm.type_text("help\n")
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let after = wait_for(&mut vm, &glyphs, ANSWER, "help output", |rows| {
+        at_prompt(rows) && rows.iter().any(|r| r.starts_with("poweroff   "))
+    });
+    assert!(
+        after.iter().any(|r| r == "kernel> help"),
+        "{name}: the typed line is not shown:\n{}",
+        show(&after)
+    );
 }
 
 /// The serial log as screen rows: each line (CR removed) cut into pieces of `cols`.

@@ -147,6 +147,8 @@ pub struct Xhci {
     port_counts: (u8, u8),
     handoff_note: Option<String>,
     keyboard: Option<KeyboardInfo>,
+    /// Held while the keyboard is configured: the console counts it as a way to type.
+    _typing: Option<crate::input::Presence>,
     keyboard_notes: Option<String>,
     /// What the other ports hold, or why they were not used.
     ports: Vec<String>,
@@ -309,6 +311,7 @@ impl Xhci {
             port_counts: (count(2), count(3)),
             handoff_note: ext.handoff,
             keyboard: None,
+            _typing: None,
             keyboard_notes: None,
             ports: Vec::new(),
             commands_broken: None,
@@ -355,7 +358,10 @@ impl Xhci {
                 }
             };
             match self.attach(p, speed) {
-                Ok(Attached::Keyboard(k)) => self.keyboard = Some(k),
+                Ok(Attached::Keyboard(k)) => {
+                    self.keyboard = Some(k);
+                    self._typing = Some(crate::input::Presence::new());
+                }
                 Ok(Attached::Other(what)) => self.ports.push(format!("port {p}: {what}")),
                 Err(e) => self.ports.push(format!("port {p} ({}): {e}", speed.name())),
             }

@@ -214,13 +214,16 @@ fn banner() {
 /// Runs the console forever.
 pub fn run() -> ! {
     start_input();
-    let inputs = INPUTS.get().copied().unwrap_or(Inputs {
+    let mut inputs = INPUTS.get().copied().unwrap_or(Inputs {
         serial: false,
         keyboard: false,
     });
+    // A USB keyboard (the xHCI driver's) types into the same queue: on a board without COM1
+    // and without a PS/2 controller it is the only way in.
+    inputs.keyboard |= drivers::input::keyboards() > 0;
     if !inputs.serial && !inputs.keyboard {
         serial_println!(
-            "console: no input (no COM1, no keyboard); halting. (In QEMU: Ctrl-A then X quits.)"
+            "console: no input (no COM1, no PS/2 or USB keyboard); halting. (In QEMU: Ctrl-A then X quits.)"
         );
         crate::qemu::halt_forever();
     }

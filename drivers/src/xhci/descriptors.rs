@@ -115,7 +115,10 @@ pub(super) fn boot_keyboard(config: &[u8]) -> Result<Option<BootKeyboard>, Strin
                     let address = d[2];
                     let interrupt = d[3] & 3 == 3;
                     let packet = u16::from_le_bytes([d[4], d[5]]);
-                    if interrupt && address & 0x80 != 0 && packet & 0x7ff != 0 {
+                    // Endpoint 0 is the control endpoint (its DCI is the default control
+                    // endpoint's): an interrupt endpoint has a number from 1 to 15.
+                    let number = address & 0x0f;
+                    if interrupt && address & 0x80 != 0 && number != 0 && packet & 0x7ff != 0 {
                         return Ok(Some(BootKeyboard {
                             configuration,
                             interface,
@@ -179,6 +182,10 @@ mod tests {
         let mut out = KEYBOARD;
         out[29] = 0x01; // an OUT endpoint
         assert_eq!(boot_keyboard(&out), Ok(None));
+        // Endpoint 0 IN is the control endpoint's DCI 1, not an interrupt endpoint.
+        let mut zero = KEYBOARD;
+        zero[29] = 0x80;
+        assert_eq!(boot_keyboard(&zero), Ok(None));
     }
 
     #[test]

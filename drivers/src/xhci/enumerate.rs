@@ -27,7 +27,7 @@ use super::contexts::{self, EP_INTERRUPT_IN, Endpoint, Layout};
 use super::descriptors::{self, BootKeyboard, CONFIGURATION, DEVICE};
 use super::events::KeyboardPipe;
 use super::registers::Speed;
-use super::rings::{Ring, low};
+use super::rings::{self, Ring, low};
 use super::trb::{self, Event, Setup, Trb, code, code_name, kind};
 use super::{KeyboardInfo, Xhci};
 
@@ -148,9 +148,17 @@ impl Xhci {
             .ep0
             .push(trb::status_stage((length > 0).then(|| setup.is_in())), None);
         self.controller.regs.ring(slot, 1);
+        // One deadline for the whole transfer: events of this endpoint that name none of its
+        // TRBs (a stale or bogus event) are skipped, and must not restart the wait.
+        let deadline = self
+            .controller
+            .function()
+            .now_us()
+            .saturating_add(CONTROL_US);
         let mut residual = 0;
         loop {
-            let e = self.wait_event(CONTROL_US, &what, |e| {
+            let left = deadline.saturating_sub(self.controller.function().now_us());
+            let e = self.wait_event(left, &what, |e| {
                 e.kind == kind::TRANSFER_EVENT && e.slot == slot && e.endpoint == 1
             });
             let e = match e {
@@ -272,15 +280,12 @@ impl Xhci {
             return Err(format!("Enable Slot returned slot {slot}"));
         }
         let master = self.controller.master();
-        let page = |what: &str| {
-            master
-                .dma_buffer(4096)
-                .map_err(|e| format!("slot {slot} {what}: {e}"))
-        };
+        let ac64 = self.controller.regs.caps.ac64;
+        let page = |what: &str| rings::dma(master, ac64, 4096, &format!("slot {slot} {what}"));
         let output = page("device context")?;
         let input = page("input context")?;
         let data = page("control data")?;
-        let ep0 = Ring::new(master, "control endpoint")?;
+        let ep0 = Ring::new(master, ac64, "control endpoint")?;
         if !output.bus_address().is_aligned(64) || !input.bus_address().is_aligned(64) {
             return Err("contexts: DMA memory not 64-byte aligned".into());
         }
@@ -421,10 +426,9 @@ impl Xhci {
         let dci = contexts::dci(k.endpoint);
         let speed = self.devices[d].speed;
         let master = self.controller.master();
-        let ring = Ring::new(master, "keyboard endpoint")?;
-        let report = master
-            .dma_buffer(64)
-            .map_err(|e| format!("keyboard report buffer: {e}"))?;
+        let ac64 = self.controller.regs.caps.ac64;
+        let ring = Ring::new(master, ac64, "keyboard endpoint")?;
+        let report = rings::dma(master, ac64, 64, "keyboard report buffer")?;
         let burst = if speed == Speed::High { k.extra } else { 0 };
         let endpoint = Endpoint {
             kind: EP_INTERRUPT_IN,
@@ -452,6 +456,7 @@ impl Xhci {
             report,
             length: k.max_packet.clamp(8, 64),
             decoder: shell::hid::Keyboard::new(),
+            pending: None,
         };
         pipe.queue();
         // Handed over before the doorbell: the first report's event finds it there.

@@ -71,18 +71,30 @@ pub(super) struct KeyboardPipe {
     /// Bytes asked for per transfer (the endpoint's max packet size, at most 64).
     pub length: u16,
     pub decoder: shell::hid::Keyboard,
+    /// The low dword of the queued report transfer's TRB address, which its event names.
+    pub pending: Option<u32>,
 }
 
 impl KeyboardPipe {
     /// Queues one report transfer (the doorbell is rung by the caller).
     pub fn queue(&mut self) {
-        self.ring.push(
+        let at = self.ring.push(
             trb::normal(u32::from(self.length)),
             Some(self.report.bus_address()),
         );
+        self.pending = Some(at);
+    }
+
+    /// Whether `e` completes the report transfer queued. Only that event queues the next
+    /// one: an event for this endpoint naming another TRB (stale, or made up by a controller
+    /// that misbehaves) would otherwise queue a transfer each time, until the producer laps
+    /// TRBs the controller still owns.
+    pub fn takes(&self, e: &Event) -> bool {
+        e.slot == self.slot && e.endpoint == self.dci && self.pending == Some(e.pointer_low())
     }
 
     fn complete(&mut self, e: &Event, regs: &Registers, shared: &Shared) {
+        self.pending = None;
         if !e.ok() {
             // The endpoint halted (§4.10.2): nothing is queued again until a rebind.
             shared.stopped.store(e.code.max(1), Ordering::Relaxed);
@@ -148,9 +160,7 @@ impl Interrupter {
                     self.keyboard = handed.take();
                 }
                 match &mut self.keyboard {
-                    Some(k) if k.slot == e.slot && k.dci == e.endpoint => {
-                        k.complete(&e, &self.regs, &self.shared)
-                    }
+                    Some(k) if k.takes(&e) => k.complete(&e, &self.regs, &self.shared),
                     _ => self.shared.mailbox.put(t),
                 }
             }
@@ -163,5 +173,45 @@ impl Interrupter {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(slot: u8, dci: u8, pointer: u32) -> Event {
+        Event::decode([
+            pointer,
+            0,
+            u32::from(trb::code::SUCCESS) << 24,
+            u32::from(slot) << 24 | u32::from(dci) << 16 | kind::TRANSFER_EVENT << 10 | 1,
+        ])
+    }
+
+    #[test]
+    fn only_the_queued_report_transfer_completes_the_keyboard_pipe() {
+        let function = pci::fake::irq::function_with_msix(1);
+        let master = function.bus_master();
+        let mut pipe = KeyboardPipe {
+            slot: 2,
+            dci: 3,
+            ring: Ring::new(&master, true, "keyboard").unwrap(),
+            report: master.dma_buffer(64).unwrap(),
+            length: 8,
+            decoder: shell::hid::Keyboard::new(),
+            pending: None,
+        };
+        // Nothing queued: no event is the keyboard's.
+        assert!(!pipe.takes(&transfer(2, 3, 0)));
+        pipe.queue();
+        let at = pipe.pending.unwrap();
+        assert!(pipe.takes(&transfer(2, 3, at)));
+        // Another TRB of the ring (the previous report's, or one never queued), another
+        // endpoint or slot: not the report, so no transfer is queued for it.
+        assert!(!pipe.takes(&transfer(2, 3, at.wrapping_add(16))));
+        assert!(!pipe.takes(&transfer(2, 3, at.wrapping_sub(16))));
+        assert!(!pipe.takes(&transfer(2, 5, at)));
+        assert!(!pipe.takes(&transfer(1, 3, at)));
     }
 }

@@ -384,7 +384,8 @@ struct Memory {
 
 impl Memory {
     fn new(master: &pci::function::BusMaster, caps: &Capabilities) -> Result<Memory, String> {
-        let dcbaa = master.dma_buffer(4096).map_err(|e| format!("DCBAA: {e}"))?;
+        let ac64 = caps.ac64;
+        let dcbaa = rings::dma(master, ac64, 4096, "DCBAA")?;
         if !dcbaa.bus_address().is_aligned(64) {
             return Err("DCBAA: DMA memory not 64-byte aligned".into());
         }
@@ -396,14 +397,10 @@ impl Memory {
                 ));
             }
             n => {
-                let array = master
-                    .dma_buffer(u64::from(n) * 8)
-                    .map_err(|e| format!("scratchpad array: {e}"))?;
+                let array = rings::dma(master, ac64, u64::from(n) * 8, "scratchpad array")?;
                 let mut pages = Vec::new();
                 for i in 0..u64::from(n) {
-                    let page = master
-                        .dma_buffer(4096)
-                        .map_err(|e| format!("scratchpad page {i}: {e}"))?;
+                    let page = rings::dma(master, ac64, 4096, &format!("scratchpad page {i}"))?;
                     if !page.bus_address().is_aligned(4096) {
                         return Err("scratchpad page not page-aligned".into());
                     }
@@ -420,8 +417,8 @@ impl Memory {
         Ok(Memory {
             dcbaa,
             scratchpads,
-            commands: Ring::new(master, "command")?,
-            events: EventRing::new(master)?,
+            commands: Ring::new(master, ac64, "command")?,
+            events: EventRing::new(master, ac64)?,
         })
     }
 }

@@ -39,6 +39,40 @@ pub(super) const RING_TRBS: u16 = 256;
 /// Bytes of a ring.
 const RING_BYTES: u64 = RING_TRBS as u64 * 16;
 
+/// The first bus address a controller without 64-bit addressing cannot reach.
+const LIMIT_32: u64 = 1 << 32;
+
+/// A zeroed DMA buffer of `bytes` bytes for the controller (`what` names it in errors). A
+/// controller without 64-bit addressing (HCCPARAMS1.AC64 = 0, §5.3.6) ignores the upper dword
+/// of every pointer it is given, so it would read and write a buffer above 4 GiB at its
+/// address modulo 4 GiB, memory that is not its own: such a buffer is refused.
+pub(super) fn dma(
+    master: &BusMaster,
+    ac64: bool,
+    bytes: u64,
+    what: &str,
+) -> Result<DmaBuffer, String> {
+    let buf = master
+        .dma_buffer(bytes)
+        .map_err(|e| format!("{what}: {e}"))?;
+    reachable(&buf, ac64, LIMIT_32).map_err(|e| format!("{what}: {e}"))?;
+    Ok(buf)
+}
+
+/// Whether the controller reaches every byte of `buf`: with AC64 it does, without it the
+/// buffer must end below `limit`.
+fn reachable(buf: &DmaBuffer, ac64: bool, limit: u64) -> Result<(), String> {
+    let last = buf.bus_address_at(buf.len().saturating_sub(1));
+    if ac64 || last.is_below(limit) {
+        Ok(())
+    } else {
+        Err(format!(
+            "DMA memory at {:#x} lies above {limit:#x}, which a controller without 64-bit addressing (AC64) cannot reach",
+            buf.bus_address()
+        ))
+    }
+}
+
 /// A producer's place in a ring whose last entry is a Link TRB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Producer {
@@ -135,10 +169,8 @@ pub(super) struct Ring {
 }
 
 impl Ring {
-    pub fn new(master: &BusMaster, what: &str) -> Result<Ring, String> {
-        let buf = master
-            .dma_buffer(RING_BYTES)
-            .map_err(|e| format!("{what} ring: {e}"))?;
+    pub fn new(master: &BusMaster, ac64: bool, what: &str) -> Result<Ring, String> {
+        let buf = dma(master, ac64, RING_BYTES, &format!("{what} ring"))?;
         // §6.5: ring segments are 64-byte aligned (and must not cross 64 KiB; a page does not).
         if !buf.bus_address().is_aligned(64) {
             return Err(format!("{what} ring: DMA memory not 64-byte aligned"));
@@ -211,13 +243,9 @@ pub(super) struct EventRing {
 }
 
 impl EventRing {
-    pub fn new(master: &BusMaster) -> Result<EventRing, String> {
-        let segment = master
-            .dma_buffer(RING_BYTES)
-            .map_err(|e| format!("event ring: {e}"))?;
-        let table = master
-            .dma_buffer(64)
-            .map_err(|e| format!("event ring segment table: {e}"))?;
+    pub fn new(master: &BusMaster, ac64: bool) -> Result<EventRing, String> {
+        let segment = dma(master, ac64, RING_BYTES, "event ring")?;
+        let table = dma(master, ac64, 64, "event ring segment table")?;
         if !segment.bus_address().is_aligned(64) || !table.bus_address().is_aligned(64) {
             return Err("event ring: DMA memory not 64-byte aligned".into());
         }
@@ -361,6 +389,23 @@ mod tests {
         assert_eq!(c.index(), 0);
         // Second lap: entries with cycle 0 are new, the stale ones with cycle 1 are not.
         assert!(c.owns(0x8000) && !c.owns(0x8001));
+    }
+
+    #[test]
+    fn buffers_a_32_bit_controller_cannot_reach_are_refused() {
+        let function = pci::fake::irq::function_with_msix(1);
+        let master = function.bus_master();
+        let buf = master.dma_buffer(4096).unwrap();
+        // The fake's bus addresses start at 256 MiB, below 4 GiB: a limit at 256 MiB plays
+        // the part of 4 GiB for a buffer above it.
+        assert!(reachable(&buf, false, LIMIT_32).is_ok());
+        assert!(reachable(&buf, true, 0x1000_0000).is_ok());
+        assert!(
+            reachable(&buf, false, 0x1000_0000)
+                .unwrap_err()
+                .contains("AC64")
+        );
+        assert!(dma(&master, false, 64, "report").is_ok());
     }
 
     #[test]

@@ -83,6 +83,13 @@ impl BusAddr<'_> {
         align.is_power_of_two() && self.address & (align - 1) == 0
     }
 
+    /// Whether the address is below `limit`: a device that takes only 32-bit addresses (an
+    /// xHCI controller without HCCPARAMS1.AC64, say) drops the upper dword of what it is
+    /// given, and would reach the memory at the address modulo 4 GiB instead.
+    pub fn is_below(self, limit: u64) -> bool {
+        self.address < limit
+    }
+
     /// How far the address is past a multiple of `align` (a power of two): where it falls in
     /// a page, for descriptors whose first entry may start inside one (NVMe PRP Entry 1).
     pub fn offset_in(self, align: u64) -> u64 {

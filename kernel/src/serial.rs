@@ -18,9 +18,11 @@
 //! Sending never waits without a bound. A UART that answers but does not send (its
 //! transmitter never empties: no baud clock, or a board controller's virtual UART that
 //! nobody reads) is found before it is used ([`init`]), and one that stops later costs a
-//! write at most [`STALL_ROUNDS`] rounds of polling: the rest of that write is dropped,
-//! later writes wait only [`STALLED_ROUNDS`] rounds until the UART takes a byte again, and
-//! the screen says so once.
+//! write at most [`STALL_US`] (and at least [`STALL_ROUNDS`] rounds of polling, the bound
+//! while the TSC cannot tell time): the rest of that write is dropped, later writes wait only
+//! [`STALLED_US`] and [`STALLED_ROUNDS`] until the UART takes a byte again, and the screen
+//! says so once. The time matters under emulation: a host that is slow to read an emulated
+//! UART (a loaded machine running QEMU) must not lose output, however fast the guest polls.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -107,6 +109,12 @@ struct Writer<'a>(&'a mut Uart16550<PioBackend>);
 /// 16-byte FIFO at 115200 baud, so a host that is slow to read an emulated UART loses
 /// nothing.
 const STALL_ROUNDS: u32 = 1_000_000;
+/// How long a write waits for the UART to take a byte, when the TSC can tell: longer than
+/// any pause a loaded host takes in reading an emulated UART, short enough that a board
+/// whose UART stops loses seconds once.
+const STALL_US: u64 = 3_000_000;
+/// The same once the UART has stalled.
+const STALLED_US: u64 = 5_000;
 /// The same once the UART has stalled, until it takes a byte again: a few FIFO times, so a
 /// UART that never recovers costs each later write milliseconds.
 const STALLED_ROUNDS: u32 = 4_000;
@@ -118,20 +126,27 @@ static STALLED: AtomicBool = AtomicBool::new(false);
 struct Stalled;
 
 /// Sends `bytes`, moving received bytes to the input queue whenever the transmit FIFO is full
-/// (see the module documentation), and gives up after [`STALL_ROUNDS`] rounds without
-/// progress ([`STALLED_ROUNDS`] while [`STALLED`]).
+/// (see the module documentation), and gives up after [`STALL_ROUNDS`] rounds and
+/// [`STALL_US`] without progress ([`STALLED_ROUNDS`] and [`STALLED_US`] while [`STALLED`]).
 fn send(uart: &mut Uart16550<PioBackend>, mut bytes: &[u8]) -> Result<(), Stalled> {
-    let mut idle = 0;
+    let mut idle: u32 = 0;
+    let mut idle_since = 0;
     while !bytes.is_empty() {
         let sent = uart.send_bytes(bytes);
         if sent == 0 {
-            let limit = if STALLED.load(Ordering::Relaxed) {
-                STALLED_ROUNDS
+            let (rounds, us) = if STALLED.load(Ordering::Relaxed) {
+                (STALLED_ROUNDS, STALLED_US)
             } else {
-                STALL_ROUNDS
+                (STALL_ROUNDS, STALL_US)
             };
-            idle += 1;
-            if idle >= limit {
+            if idle == 0 {
+                idle_since = crate::time::rdtsc();
+            }
+            idle = idle.saturating_add(1);
+            // Both bounds must pass; without a usable TSC, the rounds alone.
+            let waited_long_enough = crate::time::tsc_ticks_in_us(us)
+                .is_none_or(|ticks| crate::time::rdtsc().wrapping_sub(idle_since) >= ticks);
+            if idle >= rounds && waited_long_enough {
                 STALLED.store(true, Ordering::Relaxed);
                 return Err(Stalled);
             }

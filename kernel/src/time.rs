@@ -487,6 +487,16 @@ pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }
 
+/// TSC ticks in `us` microseconds, or `None` while the TSC cannot measure time (before
+/// [`calibrate_early`], or when it was found standing still).
+pub fn tsc_ticks_in_us(us: u64) -> Option<u64> {
+    let hz = tsc_hz();
+    if hz == 0 || TSC_STILL.load(Ordering::Relaxed) {
+        return None;
+    }
+    Some(((u128::from(us) * u128::from(hz)) / 1_000_000).min(u128::from(u64::MAX)) as u64)
+}
+
 /// Microseconds since [`mark_boot`] (0 before calibration).
 pub fn micros_since_boot() -> u64 {
     let hz = TSC_HZ.load(Ordering::Relaxed);

@@ -8,6 +8,12 @@
 //!   each `:` runs the driver's self test (a No Op command completed by interrupt); then, on
 //!   the serial console, `drivers` shows reports and typed bytes counted and `irqs` a count
 //!   above zero for the `xhci` handler.
+//! - `usb_keyboard_behind_a_hub` (`qemu-xhci`, a `usb-hub` on root port 1, a `usb-tablet`
+//!   on its port 1 and the `usb-kbd` on its port 2): the driver configures the hub, resets
+//!   its connected ports and enumerates them with a route string; `mex`, Backspace, `m`,
+//!   Enter typed on the keyboard runs `mem`, and `drivers` names the hub on its root port
+//!   (QEMU's bus port 1 is the controller's port 5: its USB 3 ports come first), the tablet
+//!   on port 5.1 and the keyboard on port 5.2.
 //! - `xhci_without_devices` (`qemu-xhci` alone): the driver binds, reports no keyboard, and
 //!   the console answers.
 //!
@@ -80,7 +86,14 @@ fn type_text(qmp: &mut Qmp, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn keyboard_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(String, String), String> {
+/// Boots, checks the keyboard was found, types `mem` (with a Backspace) on it, and, when
+/// `selftest` is set, `selftest <controller>`; then `drivers` and `irqs` from the serial
+/// console.
+fn keyboard_script(
+    s: &mut Session<'_>,
+    qmp_path: &Path,
+    selftest: bool,
+) -> Result<(String, String), String> {
     let boot = s.expect(PROMPT, BOOT)?;
     let bound = boot
         .lines()
@@ -116,16 +129,18 @@ fn keyboard_script(s: &mut Session<'_>, qmp_path: &Path) -> Result<(String, Stri
         "`mem` typed on the USB keyboard did not run:\n{mem}"
     );
 
-    // Shift: `selftest 0000:00:03.0`.
-    type_text(&mut qmp, &format!("selftest {address}"))?;
-    key(&mut qmp, "ret", false)?;
-    let selftest = s
-        .expect(PROMPT, ANSWER)
-        .map_err(|e| format!("`selftest` typed on the USB keyboard: {e}"))?;
-    ensure!(
-        selftest.contains("No Op command completed by interrupt"),
-        "`selftest {address}` typed with Shift for `:` did not run the xHCI self test:\n{selftest}"
-    );
+    if selftest {
+        // Shift: `selftest 0000:00:03.0`.
+        type_text(&mut qmp, &format!("selftest {address}"))?;
+        key(&mut qmp, "ret", false)?;
+        let selftest = s
+            .expect(PROMPT, ANSWER)
+            .map_err(|e| format!("`selftest` typed on the USB keyboard: {e}"))?;
+        ensure!(
+            selftest.contains("No Op command completed by interrupt"),
+            "`selftest {address}` typed with Shift for `:` did not run the xHCI self test:\n{selftest}"
+        );
+    }
 
     let drivers = command(s, "drivers")?;
     let irqs = command(s, "irqs")?;
@@ -142,34 +157,43 @@ fn irq_count(irqs: &str, owner: &str) -> Option<u64> {
     })
 }
 
-#[test]
-fn usb_keyboard_types_commands() {
-    let name = "usb_keyboard_types_commands";
+/// Boots with the VGA display, `qemu-xhci` and `usb` devices on it (the keyboard bound to
+/// the display), runs [`keyboard_script`], and checks the `drivers` line of the controller
+/// (counts moved, the keyboard running, then `more`) and the handler's interrupts.
+fn boot_and_type(
+    name: &str,
+    usb: &[&str],
+    selftest: bool,
+    more: impl Fn(&str) -> Result<(), String>,
+) {
     if !qemu_or_skip(name) {
         return;
     }
     let scratch = qemu_tests::unique_temp_dir("usb-keyboard");
     std::fs::create_dir_all(&scratch).expect("scratch directory");
     let qmp = scratch.join("qmp.sock");
+    let mut args = vec![
+        String::from("-parallel"),
+        "none".into(),
+        "-vga".into(),
+        "none".into(),
+        "-device".into(),
+        format!("VGA,id={DISPLAY}"),
+        "-device".into(),
+        "qemu-xhci,id=xhci".into(),
+    ];
+    for device in usb {
+        args.push("-device".into());
+        args.push((*device).into());
+    }
+    args.push("-qmp".into());
+    args.push(format!("unix:{},server=on,wait=off", qmp.display()));
     let InteractRun { outcome, result } = Qemu::kernel(kernel_elf(), "")
         .machine(Machine::Q35NoI8042)
         .memory_mib(256)
-        .args([
-            "-parallel",
-            "none",
-            "-vga",
-            "none",
-            "-device",
-            &format!("VGA,id={DISPLAY}"),
-            "-device",
-            "qemu-xhci,id=xhci",
-            "-device",
-            &format!("usb-kbd,id=kbd,bus=xhci.0,display={DISPLAY}"),
-            "-qmp",
-            &format!("unix:{},server=on,wait=off", qmp.display()),
-        ])
+        .args(args)
         .timeout(Duration::from_secs(120))
-        .interact(|s| keyboard_script(s, &qmp))
+        .interact(|s| keyboard_script(s, &qmp, selftest))
         .unwrap_or_else(|e| panic!("{name}: cannot run QEMU: {e}"));
     let _ = std::fs::remove_dir_all(&scratch);
     println!(
@@ -190,11 +214,52 @@ fn usb_keyboard_types_commands() {
             "`drivers` counts no reports or no bytes typed: {line}"
         );
         ensure!(!line.contains("stopped"), "the keyboard stopped: {line}");
+        more(line)?;
         let count =
             irq_count(&irqs, "xhci").ok_or_else(|| format!("`irqs` has no xhci row:\n{irqs}"))?;
         ensure!(count > 0, "the xhci handler counted no interrupt:\n{irqs}");
         Ok(())
     });
+}
+
+#[test]
+fn usb_keyboard_types_commands() {
+    boot_and_type(
+        "usb_keyboard_types_commands",
+        &[&format!("usb-kbd,id=kbd,bus=xhci.0,display={DISPLAY}")],
+        true,
+        |_| Ok(()),
+    );
+}
+
+#[test]
+fn usb_keyboard_behind_a_hub() {
+    boot_and_type(
+        "usb_keyboard_behind_a_hub",
+        &[
+            "usb-hub,id=hub,bus=xhci.0,port=1",
+            "usb-tablet,id=tablet,bus=xhci.0,port=1.1",
+            &format!("usb-kbd,id=kbd,bus=xhci.0,port=1.2,display={DISPLAY}"),
+        ],
+        false,
+        |line| {
+            // QEMU's bus port 1 is the controller's first USB 2 port, whose number depends
+            // on the order of the USB 2 and USB 3 ranges: taken from the hub's note.
+            let root = line
+                .split("; port ")
+                .find_map(|note| note.split_once(": hub ").map(|(port, _)| port))
+                .ok_or_else(|| format!("`drivers` names no hub: {line}"))?;
+            ensure!(
+                line.contains(&format!("keyboard 0627:0001 on port {root}.2 ")),
+                "`drivers` does not name the keyboard's place behind the hub ({root}.2): {line}"
+            );
+            ensure!(
+                line.contains(&format!("port {root}.1: device ")),
+                "`drivers` does not name the tablet on port {root}.1: {line}"
+            );
+            Ok(())
+        },
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! its keys, not key events: byte 0 holds the eight modifier keys as bits (Left Ctrl, Shift,
 //! Alt, GUI, then the right ones), byte 1 is reserved, bytes 2 to 7 name up to six keys held
 //! down by their usage ID on the Keyboard/Keypad page (HID Usage Tables 1.5, §10, page
-//! 0x07). A report comes when the state changes (after `SET_IDLE(0)`), so presses and
-//! releases are the difference between two consecutive reports ([`diff`]). Usage IDs 0x01 to
+//! 0x07). A report comes when the state changes (and, with an idle rate set, again every
+//! idle period), so presses and releases are the difference between two consecutive
+//! reports ([`diff`]). Usage IDs 0x01 to
 //! 0x03 are error codes, not keys: a keyboard that sees more keys than it can report
 //! (ErrorRollOver, 0x01 in every key slot) says so instead of naming keys, and such a report
 //! changes nothing.
@@ -15,8 +16,15 @@
 //! same mapping to bytes ([`crate::keys::bytes`]), so Enter, Backspace, the arrows,
 //! Home/End, Delete, Ctrl-C and Ctrl-U reach the line editor as they do from PS/2.
 //!
-//! USB keyboards do not repeat a held key by themselves (a PS/2 keyboard does), and this
-//! module does not either: a held key is typed once.
+//! USB keyboards do not repeat a held key by themselves (a PS/2 keyboard does); the host
+//! does. Without a timer of its own, [`Keyboard::with_repeat`] counts on the keyboard's
+//! idle rate (HID 1.11 §7.2.4): after `SET_IDLE` with a duration, the keyboard sends its
+//! report again every idle period while nothing changes, so a run of identical reports that
+//! holds a key measures how long it has been held. The last key pressed (not a modifier or
+//! a lock key) repeats once [`REPEAT_DELAY_MS`] has passed that way, then at about
+//! [`REPEAT_RATE_HZ`], as a PS/2 keyboard's default typematic rate does. [`Keyboard::new`]
+//! does not repeat (a keyboard that refused `SET_IDLE` sends a report only on a change, or
+//! at its own default rate, which would make repeats come at the wrong pace).
 
 use pc_keyboard::layouts::Us104Key;
 use pc_keyboard::{EventDecoder, HandleControl, KeyCode, KeyEvent, KeyState};
@@ -165,10 +173,72 @@ pub fn key_code(usage: u8) -> Option<KeyCode> {
     })
 }
 
-/// A boot keyboard's state: the last report taken and the decoder (modifiers, Num Lock).
+/// How long a key is held before it repeats.
+pub const REPEAT_DELAY_MS: u32 = 500;
+/// Repeats a second, about, once a key repeats.
+pub const REPEAT_RATE_HZ: u32 = 30;
+
+/// Usages that never repeat: Caps Lock, Scroll Lock, Num Lock (a repeat would toggle them),
+/// and the modifiers (0xE0 to 0xE7, which are not in the key slots anyway).
+const NO_REPEAT: [u8; 3] = [0x39, 0x47, 0x53];
+
+/// Typematic repeat counted in reports of a fixed period: after `delay` identical reports
+/// holding `key`, one repeat every `every` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Repeat {
+    delay: u32,
+    every: u32,
+    /// The key that would repeat (the last pressed, still held), and the identical reports
+    /// seen since the last change.
+    key: Option<u8>,
+    count: u32,
+}
+
+impl Repeat {
+    /// For reports every `period_ms` (the idle period): the delay and the rate in reports,
+    /// at least one each.
+    const fn new(period_ms: u32) -> Repeat {
+        let period = if period_ms == 0 { 1 } else { period_ms };
+        let delay = REPEAT_DELAY_MS.div_ceil(period);
+        // Rounded to the nearest count of periods.
+        let every = (1000 + period * REPEAT_RATE_HZ / 2) / (period * REPEAT_RATE_HZ);
+        Repeat {
+            delay: if delay == 0 { 1 } else { delay },
+            every: if every == 0 { 1 } else { every },
+            key: None,
+            count: 0,
+        }
+    }
+
+    /// Takes a report that changed something: the newest key pressed in it (the last new
+    /// usage in slot order) becomes the one to repeat, or, if none was pressed, the one
+    /// repeating so far if still held. The count starts again.
+    fn changed(&mut self, old: &BootReport, new: &BootReport) {
+        let pressed = new
+            .keys
+            .iter()
+            .rev()
+            .find(|&&k| k != 0 && !old.holds(k) && !NO_REPEAT.contains(&k))
+            .copied();
+        self.key = pressed.or(self.key.filter(|&k| new.holds(k)));
+        self.count = 0;
+    }
+
+    /// Takes a report identical to the last one: the key to type again, if one is due.
+    fn same(&mut self) -> Option<u8> {
+        let key = self.key?;
+        self.count = self.count.saturating_add(1);
+        (self.count >= self.delay && (self.count - self.delay).is_multiple_of(self.every))
+            .then_some(key)
+    }
+}
+
+/// A boot keyboard's state: the last report taken, the decoder (modifiers, Num Lock) and,
+/// if it repeats keys, the repeat's count.
 pub struct Keyboard {
     last: BootReport,
     decoder: EventDecoder<Us104Key>,
+    repeat: Option<Repeat>,
 }
 
 impl Default for Keyboard {
@@ -187,7 +257,16 @@ impl Keyboard {
                 keys: [0; 6],
             },
             decoder: EventDecoder::new(Us104Key, HandleControl::MapLettersToUnicode),
+            repeat: None,
         }
+    }
+
+    /// As [`Keyboard::new`], and a held key repeats, for a keyboard that sends its report
+    /// every `idle_ms` while nothing changes (`SET_IDLE` accepted with that period).
+    pub const fn with_repeat(idle_ms: u32) -> Keyboard {
+        let mut k = Keyboard::new();
+        k.repeat = Some(Repeat::new(idle_ms));
+        k
     }
 
     /// Takes one report and hands `out` the bytes of every key it presses
@@ -196,14 +275,32 @@ impl Keyboard {
     pub fn report(&mut self, bytes: &[u8], mut out: impl FnMut(&[u8])) -> Result<(), ReportError> {
         let new = BootReport::parse(bytes)?;
         let decoder = &mut self.decoder;
-        diff(&self.last, &new, |event| {
+        let mut type_key = |event: KeyEvent, out: &mut dyn FnMut(&[u8])| {
             if let Some(key) = decoder.process_keyevent(event) {
                 let mut buf = [0u8; 4];
                 if let Some(b) = crate::keys::bytes(key, &mut buf) {
                     out(b);
                 }
             }
-        });
+        };
+        if new == self.last {
+            // Resent at the idle rate: a repeat, when one is due.
+            let due = self.repeat.as_mut().and_then(Repeat::same);
+            if let Some(code) = due.and_then(key_code) {
+                type_key(
+                    KeyEvent {
+                        code,
+                        state: KeyState::Down,
+                    },
+                    &mut out,
+                );
+            }
+            return Ok(());
+        }
+        if let Some(r) = self.repeat.as_mut() {
+            r.changed(&self.last, &new);
+        }
+        diff(&self.last, &new, |event| type_key(event, &mut out));
         self.last = new;
         Ok(())
     }
@@ -283,6 +380,67 @@ mod tests {
             Err(ReportError::Error(1))
         );
         assert_eq!(kb.report(&[0; 5], |_| {}), Err(ReportError::Short(5)));
+    }
+
+    /// Feeds `report` `n` times to `kb`; the bytes typed.
+    fn feed(kb: &mut Keyboard, report: [u8; 8], n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            kb.report(&report, |b| out.extend_from_slice(b)).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_held_key_repeats_after_the_delay_at_the_idle_rate() {
+        // Reports every 32 ms while nothing changes: 16 of them (512 ms) before the first
+        // repeat, then one repeat a report (31 a second).
+        let mut kb = Keyboard::with_repeat(32);
+        assert_eq!(feed(&mut kb, report(0, &[0x04]), 1), b"a");
+        assert_eq!(feed(&mut kb, report(0, &[0x04]), 15), b"");
+        assert_eq!(feed(&mut kb, report(0, &[0x04]), 1), b"a");
+        assert_eq!(feed(&mut kb, report(0, &[0x04]), 3), b"aaa");
+        // Released: nothing repeats, however long the idle reports go on.
+        assert_eq!(feed(&mut kb, report(0, &[]), 40), b"");
+        // Shift held with the key: the repeats are shifted too.
+        assert_eq!(feed(&mut kb, report(SHIFT, &[0x04]), 18), b"AAA");
+        // A rollover report is refused and changes nothing, the count included.
+        let mut kb = Keyboard::with_repeat(32);
+        assert_eq!(feed(&mut kb, report(0, &[0x05]), 10), b"b");
+        assert!(kb.report(&report(0, &[1, 1, 1, 1, 1, 1]), |_| {}).is_err());
+        assert_eq!(feed(&mut kb, report(0, &[0x05]), 7), b"b");
+    }
+
+    #[test]
+    fn the_last_key_pressed_repeats_and_lock_keys_do_not() {
+        let mut kb = Keyboard::with_repeat(32);
+        // a held, then b pressed too: b repeats, a does not.
+        assert_eq!(feed(&mut kb, report(0, &[0x04]), 5), b"a");
+        assert_eq!(feed(&mut kb, report(0, &[0x04, 0x05]), 17), b"bb");
+        // b released with a still held: the repeat stops (as on a PC keyboard).
+        assert_eq!(feed(&mut kb, report(0, &[0x04]), 40), b"");
+        // Caps Lock held does not toggle over and over; a key pressed with it repeats.
+        let mut kb = Keyboard::with_repeat(32);
+        assert_eq!(feed(&mut kb, report(0, &[0x39]), 40), b"");
+        assert_eq!(feed(&mut kb, report(0, &[0x39, 0x04]), 17), b"AA");
+        // Without repeat (SET_IDLE refused), identical reports type nothing.
+        let mut kb = Keyboard::new();
+        assert_eq!(feed(&mut kb, report(0, &[0x04]), 100), b"a");
+    }
+
+    #[test]
+    fn repeat_counts_follow_the_idle_period() {
+        let r = Repeat::new(32);
+        assert_eq!((r.delay, r.every), (16, 1));
+        // 8 ms: 63 reports of delay, a repeat every 4 reports (31 a second).
+        let r = Repeat::new(8);
+        assert_eq!((r.delay, r.every), (63, 4));
+        // A period longer than the delay: the first identical report repeats.
+        let r = Repeat::new(1020);
+        assert_eq!((r.delay, r.every), (1, 1));
+        // 0 (no idle rate): no division by zero.
+        let r = Repeat::new(0);
+        assert_eq!((r.delay, r.every), (500, 33));
     }
 
     #[test]

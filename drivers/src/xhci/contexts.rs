@@ -6,6 +6,9 @@
 //! Context, whose Add flags say which contexts a command takes. Each context is 32 bytes, or
 //! 64 when HCCPARAMS1.CSZ is set (the upper half reserved); [`Layout`] does the offsets.
 //!
+//! The Slot Context's fields, which depend on where the device sits (route string, hubs,
+//! transaction translators), are `place`'s.
+//!
 //! The controller owns a device context once its address is in the DCBAA; the driver writes
 //! only input contexts. Both are [`DmaBuffer`](pci::window::DmaBuffer)s of the slot's
 //! `Device` (`enumerate`).
@@ -46,17 +49,6 @@ impl Layout {
 /// The DCI of an endpoint address (bit 7 IN, 3:0 number).
 pub(super) fn dci(endpoint_address: u8) -> u8 {
     (endpoint_address & 0x0f) * 2 + (endpoint_address >> 7)
-}
-
-/// Slot Context dwords 0-3 (§6.2.2): root hub port, speed, Context Entries (the highest DCI
-/// in use); route string 0 (the device is on a root port), interrupter 0.
-pub(super) fn slot(speed: Speed, port: u8, entries: u8) -> [u32; 4] {
-    [
-        speed.id() << 20 | u32::from(entries) << 27,
-        u32::from(port) << 16,
-        0,
-        0,
-    ]
 }
 
 /// What an Endpoint Context says about an endpoint (§6.2.3).
@@ -150,10 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn slot_and_endpoint_dwords() {
-        let s = slot(Speed::High, 5, 3);
-        assert_eq!(s[0], 3 << 20 | 3 << 27);
-        assert_eq!(s[1], 5 << 16);
+    fn endpoint_dwords() {
         let e = Endpoint {
             kind: EP_INTERRUPT_IN,
             max_packet: 8,

@@ -1,7 +1,7 @@
 //! USB descriptors (USB 2.0 §9.6) the driver reads: the device descriptor, and the
 //! configuration descriptor with its interfaces and endpoints, in which it looks for a boot
 //! keyboard (HID 1.11 §4.2: interface class 3, subclass 1 = boot, protocol 1 = keyboard)
-//! and its interrupt IN endpoint.
+//! and its interrupt IN endpoint, or a hub (class 9). The hub descriptor is `hub`'s.
 //!
 //! Every length is checked against the bytes actually received: a descriptor shorter than two
 //! bytes (which would loop), longer than what is left, or a configuration that claims fewer
@@ -84,15 +84,16 @@ pub(super) struct BootKeyboard {
     pub interval: u8,
 }
 
-/// Walks a whole configuration descriptor and returns its first boot keyboard interface with
-/// an interrupt IN endpoint; `Ok(None)` when it has none.
-pub(super) fn boot_keyboard(config: &[u8]) -> Result<Option<BootKeyboard>, String> {
+/// Walks a whole configuration descriptor, handing `f` each descriptor in it (its bytes,
+/// bLength of them) until `f` returns something; `Ok(None)` when it never does. A descriptor
+/// shorter than 2 bytes or running past the bytes received is an error naming its offset.
+fn walk<T>(
+    config: &[u8],
+    mut f: impl FnMut(&[u8]) -> Result<Option<T>, String>,
+) -> Result<Option<T>, String> {
     let total = usize::from(configuration_length(config)?);
     let bytes = &config[..total.min(config.len())];
-    let configuration = bytes[5];
     let mut at = 0;
-    // The interface being walked: (number, alternate, is a boot keyboard).
-    let mut current: Option<(u8, u8, bool)> = None;
     while at < bytes.len() {
         let len = usize::from(bytes[at]);
         if len < 2 {
@@ -105,12 +106,33 @@ pub(super) fn boot_keyboard(config: &[u8]) -> Result<Option<BootKeyboard>, Strin
             ));
         }
         let d = &bytes[at..at + len];
+        if matches!(d[1], INTERFACE if len < 9) || matches!(d[1], ENDPOINT if len < 7) {
+            return Err(format!(
+                "descriptor at offset {at}: type {} with bLength {len} is too short",
+                d[1]
+            ));
+        }
+        if let Some(found) = f(d)? {
+            return Ok(Some(found));
+        }
+        at += len;
+    }
+    Ok(None)
+}
+
+/// Walks a whole configuration descriptor and returns its first boot keyboard interface with
+/// an interrupt IN endpoint; `Ok(None)` when it has none.
+pub(super) fn boot_keyboard(config: &[u8]) -> Result<Option<BootKeyboard>, String> {
+    let configuration = configuration_value(config)?;
+    // The interface being walked: (number, alternate, is a boot keyboard).
+    let mut current: Option<(u8, u8, bool)> = None;
+    walk(config, |d| {
         match d[1] {
-            INTERFACE if len >= 9 => {
+            INTERFACE => {
                 let boot = d[5] == 3 && d[6] == 1 && d[7] == 1;
                 current = Some((d[2], d[3], boot));
             }
-            ENDPOINT if len >= 7 => {
+            ENDPOINT => {
                 if let Some((interface, alternate, true)) = current {
                     let address = d[2];
                     let interrupt = d[3] & 3 == 3;
@@ -131,17 +153,24 @@ pub(super) fn boot_keyboard(config: &[u8]) -> Result<Option<BootKeyboard>, Strin
                     }
                 }
             }
-            INTERFACE | ENDPOINT => {
-                return Err(format!(
-                    "descriptor at offset {at}: type {} with bLength {len} is too short",
-                    d[1]
-                ));
-            }
             _ => {}
         }
-        at += len;
-    }
-    Ok(None)
+        Ok(None)
+    })
+}
+
+/// bConfigurationValue of a configuration descriptor, for SET_CONFIGURATION.
+pub(super) fn configuration_value(config: &[u8]) -> Result<u8, String> {
+    configuration_length(config)?;
+    Ok(config[5])
+}
+
+/// Whether a configuration has an interface of `class` (USB 2.0 §9.6.5 bInterfaceClass).
+pub(super) fn has_interface_class(config: &[u8], class: u8) -> Result<bool, String> {
+    walk(config, |d| {
+        Ok((d[1] == INTERFACE && d[5] == class).then_some(()))
+    })
+    .map(|found| found.is_some())
 }
 
 #[cfg(test)]
@@ -207,6 +236,24 @@ mod tests {
         let mut short_interface = KEYBOARD;
         short_interface[9] = 5;
         assert!(boot_keyboard(&short_interface).is_err());
+    }
+
+    #[test]
+    fn interface_classes() {
+        assert_eq!(has_interface_class(&KEYBOARD, 3), Ok(true));
+        assert_eq!(has_interface_class(&KEYBOARD, 9), Ok(false));
+        // QEMU's usb-hub: device class 9, one interface class 9, one interrupt endpoint.
+        let hub = [
+            9, 2, 25, 0, 1, 1, 0, 0xe0, 0, // configuration
+            9, 4, 0, 0, 1, 9, 0, 0, 0, // interface
+            7, 5, 0x81, 3, 2, 0, 0xff, // endpoint
+        ];
+        assert_eq!(has_interface_class(&hub, 9), Ok(true));
+        assert_eq!(configuration_value(&hub), Ok(1));
+        let mut bogus = hub;
+        bogus[9] = 1;
+        assert!(has_interface_class(&bogus, 9).is_err());
+        assert!(configuration_value(&hub[..4]).is_err());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Commands, control transfers and device enumeration (xHCI 1.2 §4.3, §4.6; USB 2.0 §9.4;
 //! HID 1.11 §7.2).
 //!
-//! For a connected root port: Enable Slot (§4.6.3), Address Device with the Slot and
-//! default control endpoint contexts (§4.6.5), GET_DESCRIPTOR of the device (first its
-//! first 8 bytes: at full speed bMaxPacketSize0 may differ from the 8 assumed, and Evaluate
-//! Context, §4.6.7, tells the controller), then of the configuration. If it has a boot
-//! keyboard interface: SET_CONFIGURATION, SET_PROTOCOL(boot), SET_IDLE(0) (a report only
-//! when a key changes; a device that stalls it is still used), Configure Endpoint for the
-//! interrupt IN endpoint (§4.6.6), and one 8-byte report transfer queued; the handler keeps
-//! one queued from then on (`events`).
+//! For a connected port (a root port, or a hub's port: `tree`): Enable Slot (§4.6.3),
+//! Address Device with the Slot and default control endpoint contexts (§4.6.5),
+//! GET_DESCRIPTOR of the device (first its first 8 bytes: at full speed bMaxPacketSize0 may
+//! differ from the 8 assumed, and Evaluate Context, §4.6.7, tells the controller), then of
+//! the configuration. A hub (class 9) goes back to `tree` to be configured and have its
+//! ports looked at. If it has a boot keyboard interface: SET_CONFIGURATION,
+//! SET_PROTOCOL(boot), SET_IDLE(32 ms) (the report resent every 32 ms, which times key
+//! repeat; a device that stalls it is still used, without repeat), Configure Endpoint for
+//! the interrupt IN endpoint (§4.6.6), and one 8-byte report transfer queued; the handler
+//! keeps one queued from then on (`events`).
 //!
 //! One command and one control transfer are in flight at a time. A command or a transfer
 //! is waited for through the handler's mailbox with a deadline; a stall on the control
@@ -26,6 +28,8 @@ use pci::window::DmaBuffer;
 use super::contexts::{self, EP_INTERRUPT_IN, Endpoint, Layout};
 use super::descriptors::{self, BootKeyboard, CONFIGURATION, DEVICE};
 use super::events::KeyboardPipe;
+use super::hub::CLASS_HUB;
+use super::place::{self, Place};
 use super::registers::Speed;
 use super::rings::{self, Ring, low};
 use super::trb::{self, Event, Setup, Trb, code, code_name, kind};
@@ -38,6 +42,9 @@ const COMMAND_US: u64 = 1_000_000;
 const CONTROL_US: u64 = 1_000_000;
 /// Bytes of configuration descriptor read at most.
 const CONFIG_MAX: u16 = 1024;
+/// The keyboard's idle period: a report at least this often, changed or not, so that a held
+/// key repeats (a multiple of 4 ms; 32 ms gives repeats at 31 a second).
+const IDLE_MS: u16 = 32;
 
 /// One addressed device: its slot's contexts, its control endpoint's ring and a page for
 /// control data.
@@ -47,8 +54,8 @@ const CONFIG_MAX: u16 = 1024;
 /// controller halted. A leak costs three or four pages.
 pub(super) struct Device {
     pub slot: u8,
-    pub port: u8,
-    pub speed: Speed,
+    /// Where it sits: root port, route string, speed, transaction translator.
+    pub place: Place,
     /// The device context, the controller's from Address Device on (DCBAA entry `slot`).
     pub _output: DmaBuffer,
     pub input: DmaBuffer,
@@ -228,14 +235,27 @@ impl Xhci {
         kind: u8,
         length: u16,
     ) -> Result<alloc::vec::Vec<u8>, String> {
+        self.request_in(d, 0x80, 6, u16::from(kind) << 8, 0, length)
+    }
+
+    /// A request with an IN data stage of `length` bytes at most; the bytes received.
+    pub(super) fn request_in(
+        &mut self,
+        d: usize,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        length: u16,
+    ) -> Result<alloc::vec::Vec<u8>, String> {
         let mut buf = vec![0u8; usize::from(length)];
         let got = self.control(
             d,
             Setup {
-                request_type: 0x80,
-                request: 6,
-                value: u16::from(kind) << 8,
-                index: 0,
+                request_type,
+                request,
+                value,
+                index,
                 length,
             },
             &mut buf,
@@ -244,7 +264,7 @@ impl Xhci {
         Ok(buf)
     }
 
-    fn request_out(
+    pub(super) fn request_out(
         &mut self,
         d: usize,
         request_type: u8,
@@ -266,10 +286,11 @@ impl Xhci {
         .map(|_| ())
     }
 
-    /// Enumerates the device on `port` (enabled, at `speed`): a boot keyboard ends up
-    /// delivering reports, another device is left addressed and unconfigured; `Err` says what
-    /// failed.
-    pub(super) fn attach(&mut self, port: u8, speed: Speed) -> Result<Attached, String> {
+    /// Enumerates the device at `place` (its port enabled): a boot keyboard ends up
+    /// delivering reports, a hub comes back addressed for `tree` to configure, another
+    /// device is left addressed and unconfigured; `Err` says what failed.
+    pub(super) fn attach(&mut self, place: Place) -> Result<Attached, String> {
+        let speed = place.speed;
         let layout = Layout {
             size: self.controller.regs.caps.context_size(),
         };
@@ -294,8 +315,7 @@ impl Xhci {
         let max_packet0 = speed.default_max_packet();
         self.devices.push(Device {
             slot,
-            port,
-            speed,
+            place,
             _output: output,
             input,
             ep0,
@@ -311,7 +331,7 @@ impl Xhci {
             write_dwords(
                 &dev.input,
                 layout.input_slot(),
-                &contexts::slot(speed, port, 1),
+                &place::slot(&place, 1, None),
             );
             write_endpoint(
                 &dev.input,
@@ -350,6 +370,20 @@ impl Xhci {
         let header = self.get_descriptor(d, CONFIGURATION, 9)?;
         let total = descriptors::configuration_length(&header)?.min(CONFIG_MAX);
         let config = self.get_descriptor(d, CONFIGURATION, total)?;
+        if desc.class == CLASS_HUB || descriptors::has_interface_class(&config, CLASS_HUB)? {
+            if matches!(speed, Speed::Super | Speed::SuperPlus) {
+                return Ok(Attached::Other(format!(
+                    "USB 3 hub {:04x}:{:04x}: not supported (its USB 2 half, on a USB 2 port, is used)",
+                    desc.vendor, desc.product
+                )));
+            }
+            return Ok(Attached::Hub(HubFound {
+                d,
+                configuration: descriptors::configuration_value(&config)?,
+                vendor: desc.vendor,
+                product: desc.product,
+            }));
+        }
         let Some(k) = descriptors::boot_keyboard(&config)? else {
             return Ok(Attached::Other(format!(
                 "device {:04x}:{:04x} (class {:#04x}) has no boot keyboard interface",
@@ -358,7 +392,7 @@ impl Xhci {
         };
         self.configure_keyboard(d, &k, layout)?;
         Ok(Attached::Keyboard(KeyboardInfo {
-            port,
+            position: place.name(),
             slot,
             speed,
             vendor: desc.vendor,
@@ -371,7 +405,12 @@ impl Xhci {
 
     /// Runs `kind` (Address Device, Evaluate Context, Configure Endpoint) with device
     /// `d`'s input context.
-    fn command_with_input(&mut self, d: usize, name: &str, kind: u32) -> Result<(), String> {
+    pub(super) fn command_with_input(
+        &mut self,
+        d: usize,
+        name: &str,
+        kind: u32,
+    ) -> Result<(), String> {
         if let Some(broken) = &self.commands_broken {
             return Err(format!("{name}: command ring unusable ({broken})"));
         }
@@ -396,7 +435,7 @@ impl Xhci {
         Ok(())
     }
 
-    /// SET_CONFIGURATION, SET_PROTOCOL(boot), SET_IDLE(0), Configure Endpoint, the first
+    /// SET_CONFIGURATION, SET_PROTOCOL(boot), SET_IDLE(32 ms), Configure Endpoint, the first
     /// report queued and the pipe handed to the handler.
     fn configure_keyboard(
         &mut self,
@@ -418,13 +457,19 @@ impl Xhci {
         if let Err(e) = self.request_out(d, 0x21, 0x0B, 0, interface) {
             notes.push_str(&format!("SET_PROTOCOL failed ({e}); "));
         }
-        // Idle rate 0 (HID 1.11 §7.2.4): a report only when something changes. Optional:
-        // many keyboards stall it.
-        if let Err(e) = self.request_out(d, 0x21, 0x0A, 0, interface) {
-            notes.push_str(&format!("SET_IDLE refused ({e}); "));
-        }
+        // Idle rate (HID 1.11 §7.2.4; wValue: the duration in 4 ms units, then report ID
+        // 0): the report is sent again every IDLE_MS while nothing changes, which is what
+        // times key repeat (`shell::hid::Keyboard::with_repeat`). Optional: a keyboard that
+        // stalls it is used without key repeat.
+        let decoder = match self.request_out(d, 0x21, 0x0A, (IDLE_MS / 4) << 8, interface) {
+            Ok(()) => shell::hid::Keyboard::with_repeat(u32::from(IDLE_MS)),
+            Err(e) => {
+                notes.push_str(&format!("SET_IDLE refused ({e}): keys do not repeat; "));
+                shell::hid::Keyboard::new()
+            }
+        };
         let dci = contexts::dci(k.endpoint);
-        let speed = self.devices[d].speed;
+        let speed = self.devices[d].place.speed;
         let master = self.controller.master();
         let ac64 = self.controller.regs.caps.ac64;
         let ring = Ring::new(master, ac64, "keyboard endpoint")?;
@@ -444,7 +489,7 @@ impl Xhci {
             write_dwords(
                 &dev.input,
                 layout.input_slot(),
-                &contexts::slot(speed, dev.port, dci),
+                &place::slot(&dev.place, dci, None),
             );
             write_endpoint(&dev.input, layout.input_endpoint(dci), &endpoint, &ring);
         }
@@ -455,7 +500,7 @@ impl Xhci {
             ring,
             report,
             length: k.max_packet.clamp(8, 64),
-            decoder: shell::hid::Keyboard::new(),
+            decoder,
             pending: None,
         };
         pipe.queue();
@@ -475,9 +520,21 @@ pub(super) enum Attached {
     Keyboard(KeyboardInfo),
     /// Another device, and what it is.
     Other(String),
+    /// A hub, addressed, for `tree` to configure.
+    Hub(HubFound),
 }
 
-fn write_dwords(buf: &DmaBuffer, at: u64, dwords: &[u32]) {
+/// A hub found by [`Xhci::attach`].
+pub(super) struct HubFound {
+    /// Its index in `Xhci::devices`.
+    pub d: usize,
+    /// bConfigurationValue, for SET_CONFIGURATION.
+    pub configuration: u8,
+    pub vendor: u16,
+    pub product: u16,
+}
+
+pub(super) fn write_dwords(buf: &DmaBuffer, at: u64, dwords: &[u32]) {
     for (i, d) in dwords.iter().enumerate() {
         buf.write32(at + 4 * i as u64, *d);
     }

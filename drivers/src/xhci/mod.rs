@@ -1,7 +1,8 @@
 //! A driver for USB 3 host controllers (eXtensible Host Controller Interface 1.2, PCI class
-//! 0Ch/03h, programming interface 30h) that does one thing: it finds a USB keyboard on a
-//! root port and feeds its keys to the console, for boards whose firmware does not present
-//! USB keyboards as PS/2. Tested on QEMU's `qemu-xhci` with `usb-kbd`.
+//! 0Ch/03h, programming interface 30h) that does one thing: it finds a USB keyboard, on a
+//! root port or behind USB 2 hubs, and feeds its keys to the console, for boards whose
+//! firmware does not present USB keyboards as PS/2. Tested on QEMU's `qemu-xhci` with
+//! `usb-kbd`, on a root port and behind a `usb-hub`.
 //!
 //! # How the controller is driven
 //!
@@ -13,6 +14,11 @@
 //!   with Link TRBs, the event ring with its segment table, the cycle bits.
 //! - `contexts`: device and input contexts (§6.2), 32 or 64 bytes each (HCCPARAMS1.CSZ).
 //! - `enumerate`: commands, control transfers and the enumeration of a device (§4.3).
+//! - `place`: where a device sits (root port, route string, transaction translator) and
+//!   the Slot Context that says so (§6.2.2, §8.9).
+//! - `hub` and `tree`: USB 2.0 hubs (USB 2.0 chapter 11): their descriptor, requests and
+//!   port status; the walk that configures a hub, resets its connected ports and
+//!   enumerates what is behind them, five hubs deep at most.
 //! - `descriptors`: the USB descriptors, and finding a boot keyboard (HID 1.11).
 //! - `events`: the interrupt handler: the event ring, the keyboard's reports.
 //!
@@ -22,9 +28,11 @@
 //! Interrupts: one vector, MSI-X, else MSI, else the INTx pin (then the handler checks
 //! IMAN.IP, the line may be shared), for interrupter 0. What it does is `events`.
 //!
-//! Limits: only devices on root ports (no hubs), one keyboard (the first found), boot
-//! protocol only (no report descriptor parsing), no hot-plug (a keyboard plugged in after
-//! bind needs `unbind` and `bind`), no key repeat (a held key types once), no LEDs.
+//! Limits: USB 2 hubs only (a USB 3 hub's SuperSpeed half is not used; its USB 2 half is),
+//! one keyboard (the first found), boot protocol only (no report descriptor parsing), no
+//! hot-plug (a keyboard plugged in after bind, on a root port or a hub, needs `unbind` and
+//! `bind`; hubs' status-change endpoints are not polled), no LEDs. Key repeat is timed by
+//! the keyboard's idle rate (`SET_IDLE`, see `shell::hid`), not by a timer.
 //!
 //! # Ownership
 //!
@@ -49,9 +57,12 @@ mod controller;
 mod descriptors;
 mod enumerate;
 mod events;
+mod hub;
+mod place;
 mod registers;
 mod rings;
 mod trb;
+mod tree;
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -67,7 +78,7 @@ use crate::fault::{self, Point};
 use crate::{Bound, Driver, Match, ProbeError};
 
 use controller::{Controller, Registers};
-use enumerate::{Attached, Device};
+use enumerate::Device;
 use events::{Interrupter, KeyboardPipe, Shared};
 use registers::*;
 use rings::{EventRing, Ring, low};
@@ -108,7 +119,8 @@ impl Driver for XhciDriver {
 /// The keyboard found, for the status line.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyboardInfo {
-    port: u8,
+    /// The port path: "2", or "1.2" for port 2 of a hub on root port 1.
+    position: String,
     slot: u8,
     speed: Speed,
     vendor: u16,
@@ -322,7 +334,7 @@ impl Xhci {
     }
 
     /// Powers the ports if software must, waits a little for connections, and enumerates
-    /// each connected port until a keyboard is found.
+    /// each connected port (and what hubs on them hold, `tree`) until a keyboard is found.
     fn scan_ports(&mut self, protocols: &[controller::Protocol]) {
         let regs = self.controller.regs.clone();
         let ports = regs.caps.max_ports;
@@ -357,14 +369,7 @@ impl Xhci {
                     continue;
                 }
             };
-            match self.attach(p, speed) {
-                Ok(Attached::Keyboard(k)) => {
-                    self.keyboard = Some(k);
-                    self._typing = Some(crate::input::Presence::new());
-                }
-                Ok(Attached::Other(what)) => self.ports.push(format!("port {p}: {what}")),
-                Err(e) => self.ports.push(format!("port {p} ({}): {e}", speed.name())),
-            }
+            self.attach_at(place::Place::root(p, speed));
         }
     }
 
@@ -443,7 +448,7 @@ impl Bound for Xhci {
                     "keyboard {:04x}:{:04x} on port {} (slot {}, {}, endpoint {:#04x} every {} us), {} report(s), {} byte(s) typed{}{}",
                     k.vendor,
                     k.product,
-                    k.port,
+                    k.position,
                     k.slot,
                     k.speed.name(),
                     k.endpoint,
@@ -499,7 +504,7 @@ impl Bound for Xhci {
         Ok(format!(
             "No Op command completed by interrupt; {}",
             match &self.keyboard {
-                Some(k) => format!("keyboard on port {}", k.port),
+                Some(k) => format!("keyboard on port {}", k.position),
                 None => String::from("no keyboard"),
             }
         ))

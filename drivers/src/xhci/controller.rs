@@ -285,23 +285,24 @@ mod tests {
 
     #[test]
     fn port_majors() {
-        // QEMU's layout: USB 2 ports 1-4, USB 3 ports 5-8.
+        // QEMU's `qemu-xhci` layout: USB 3 ports 1-4, USB 2 ports 5-8 (its USB bus port 1 is
+        // the controller's port 5).
         let p = [
             Protocol {
-                major: 2,
+                major: 3,
                 first: 1,
                 count: 4,
             },
             Protocol {
-                major: 3,
+                major: 2,
                 first: 5,
                 count: 4,
             },
         ];
-        assert_eq!(major(&p, 1, 0), 2);
-        assert_eq!(major(&p, 4, PORT_PED), 2);
-        assert_eq!(major(&p, 5, 0), 3);
-        assert_eq!(major(&p, 8, 0), 3);
+        assert_eq!(major(&p, 1, 0), 3);
+        assert_eq!(major(&p, 4, PORT_PED), 3);
+        assert_eq!(major(&p, 5, 0), 2);
+        assert_eq!(major(&p, 8, 0), 2);
         // Outside every range, or no ranges: guessed from PED.
         assert_eq!(major(&p, 9, PORT_PED), 3);
         assert_eq!(major(&[], 1, 0), 2);

@@ -33,6 +33,7 @@ use super::place::{self, Place};
 use super::registers::Speed;
 use super::rings::{self, Ring, low};
 use super::trb::{self, Event, Setup, Trb, code, code_name, kind};
+use super::tree;
 use super::{KeyboardInfo, Xhci};
 
 /// How long a command may take.
@@ -136,6 +137,12 @@ impl Xhci {
             "request {:#04x}/{:#04x} value {:#06x}",
             setup.request_type, setup.request, setup.value
         );
+        // Behind a hub, or to one being walked: no later than the walk's deadline.
+        let now = self.controller.function().now_us();
+        let wait_us = self.hub_walk.clamp(now, CONTROL_US);
+        if wait_us == 0 {
+            return Err(format!("{what}: not sent, {}", tree::WALK_SPENT));
+        }
         let dev = &mut self.devices[d];
         if dev.broken {
             return Err(format!("{what}: control endpoint unusable after a timeout"));
@@ -157,11 +164,7 @@ impl Xhci {
         self.controller.regs.ring(slot, 1);
         // One deadline for the whole transfer: events of this endpoint that name none of its
         // TRBs (a stale or bogus event) are skipped, and must not restart the wait.
-        let deadline = self
-            .controller
-            .function()
-            .now_us()
-            .saturating_add(CONTROL_US);
+        let deadline = now.saturating_add(wait_us);
         let mut residual = 0;
         loop {
             let left = deadline.saturating_sub(self.controller.function().now_us());

@@ -25,6 +25,7 @@
 use alloc::format;
 use alloc::string::String;
 
+use super::place::MAX_ROUTE_PORT;
 use super::registers::Speed;
 
 /// The hub class code (USB 2.0 §11.23.1, bDeviceClass and bInterfaceClass).
@@ -87,6 +88,14 @@ impl HubDescriptor {
     /// Microseconds from power on to power good: bPwrOn2PwrGood × 2 ms (510 ms at most).
     pub fn power_good_us(&self) -> u64 {
         u64::from(self.power_on_2ms) * 2000
+    }
+
+    /// The ports the driver powers, reads and resets: 1 to this. A route string names hub
+    /// ports 1 to 15 only (xHCI 1.2 §8.9), so a hub claiming more (bNbrPorts goes to 255)
+    /// has the rest left alone: looking at them would cost a request each, several times
+    /// over, for ports nothing behind could be addressed on.
+    pub fn usable_ports(&self) -> u8 {
+        self.ports.min(MAX_ROUTE_PORT)
     }
 }
 
@@ -205,6 +214,18 @@ mod tests {
         assert_eq!(d.power_good_us(), 510_000);
         // Only the fixed part arrived: enough.
         assert!(hub_descriptor(&QEMU_HUB[..7]).is_ok());
+    }
+
+    #[test]
+    fn only_ports_a_route_string_can_name_are_used() {
+        assert_eq!(hub_descriptor(&QEMU_HUB).unwrap().usable_ports(), 8);
+        // A hub claiming 255 ports: 15 are looked at, not 255.
+        let mut many = QEMU_HUB;
+        many[2] = 255;
+        let d = hub_descriptor(&many).unwrap();
+        assert_eq!((d.ports, d.usable_ports()), (255, 15));
+        many[2] = 15;
+        assert_eq!(hub_descriptor(&many).unwrap().usable_ports(), 15);
     }
 
     #[test]

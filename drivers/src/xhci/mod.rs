@@ -166,6 +166,9 @@ pub struct Xhci {
     ports: Vec<String>,
     /// Set by a command that timed out: no more commands are sent.
     commands_broken: Option<String>,
+    /// The hubs' share of the bind (`tree`): when it ends, and whether a hub is being
+    /// walked now.
+    hub_walk: tree::Walk,
 }
 
 impl Xhci {
@@ -327,6 +330,7 @@ impl Xhci {
             keyboard_notes: None,
             ports: Vec::new(),
             commands_broken: None,
+            hub_walk: tree::Walk::default(),
         };
         xhci.scan_ports(&ext.protocols);
         fault::point(address, Point::Probe);

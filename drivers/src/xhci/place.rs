@@ -176,7 +176,8 @@ mod tests {
         for _ in 0..MAX_TIERS {
             p = p.child(2, 1, Speed::High).unwrap();
         }
-        // A sixth hub tier: a device behind the fifth hub cannot be named.
+        // `p` is a device behind five hubs: named. Were it a sixth hub, nothing behind it
+        // could be (no sixth nibble).
         assert!(p.child(2, 1, Speed::High).unwrap_err().contains("deep"));
         let root = Place::root(3, Speed::High);
         assert!(root.child(2, 0, Speed::Full).is_err());

@@ -21,6 +21,16 @@
 //! walk goes on with the next port. At most [`MAX_DEVICES`] devices are enumerated (each
 //! takes a slot and a few pages). The first keyboard found wins: ports looked at after it
 //! are noted and left alone.
+//!
+//! Bounded waits still add up: a hub's power-on time (up to 510 ms), the connection wait
+//! and the debounce, then up to half a second of reset per port, and every request may take
+//! [`CONTROL_US`](super::enumerate) to answer; with 15 ports a hub, and hubs behind hubs,
+//! that is minutes. So all the hub work of a bind shares one deadline, [`HUB_WALK_US`]
+//! after the first hub is found ([`Walk`]): the pauses, the polls and the control
+//! transfers of the hubs and of the devices behind them end at it, and the ports not yet
+//! looked at are noted. Commands are not cut short (one that times out stops all later
+//! ones at once), so the walk overruns its deadline by a command's second at most. A hub
+//! in the sixth tier, behind which nothing can be addressed, is not walked at all.
 
 use alloc::format;
 use alloc::string::String;
@@ -46,6 +56,48 @@ const PORT_RESET_US: u64 = 500_000;
 const POLL_US: u64 = 10_000;
 /// Reset recovery before the device is addressed (USB 2.0 §7.1.7.5, TRSTRCY: 10 ms).
 const RESET_RECOVERY_US: u64 = 10_000;
+/// The time all the hubs of a bind get together, from the first hub found: a tree of
+/// working hubs is walked in well under a second, one that misbehaves is cut short here.
+pub(super) const HUB_WALK_US: u64 = 4_000_000;
+/// Why a request or a port was left alone once [`HUB_WALK_US`] had passed.
+pub(super) const WALK_SPENT: &str = "the 4 s given to hubs are spent";
+
+/// The hubs' share of the bind: the deadline, set when the first hub is found, and whether
+/// a hub is being walked (from a hub on a root port being configured to the last port
+/// behind it). While one is, every pause and control transfer ends at the deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Walk {
+    until: Option<u64>,
+    active: bool,
+}
+
+impl Walk {
+    /// A hub on a root port is walked from `now`; the deadline is set by the first one.
+    pub fn start(&mut self, now: u64) {
+        self.until.get_or_insert(now.saturating_add(HUB_WALK_US));
+        self.active = true;
+    }
+
+    /// Its walk is over: later requests (a keyboard on another root port) are not held to
+    /// the deadline.
+    pub fn end(&mut self) {
+        self.active = false;
+    }
+
+    /// A wait of `wanted_us` from `now`, shortened to what is left of the walk while one is
+    /// active (0 when it is spent).
+    pub fn clamp(&self, now: u64, wanted_us: u64) -> u64 {
+        match (self.active, self.until) {
+            (true, Some(until)) => wanted_us.min(until.saturating_sub(now)),
+            _ => wanted_us,
+        }
+    }
+
+    /// A walk is active and its time is spent.
+    pub fn spent(&self, now: u64) -> bool {
+        self.clamp(now, 1) == 0
+    }
+}
 
 impl Xhci {
     /// Enumerates the device at `place`, whose port is enabled: a keyboard is kept, a hub
@@ -56,6 +108,11 @@ impl Xhci {
             self.ports.push(format!(
                 "port {name}: not enumerated (a keyboard was found first)"
             ));
+            return;
+        }
+        if self.hub_walk.spent(self.controller.function().now_us()) {
+            self.ports
+                .push(format!("port {name}: not enumerated ({WALK_SPENT})"));
             return;
         }
         if self.devices.len() >= MAX_DEVICES {
@@ -77,6 +134,17 @@ impl Xhci {
                     h.product,
                     place.speed.name()
                 );
+                if place.tier >= place::MAX_TIERS {
+                    self.ports.push(format!(
+                        "port {name}: {what}: not used (a hub behind {} hubs: nothing behind it can be addressed)",
+                        place.tier
+                    ));
+                    return;
+                }
+                let top = place.tier == 0;
+                if top {
+                    self.hub_walk.start(self.controller.function().now_us());
+                }
                 match self.configure_hub(&h, &place) {
                     Ok(desc) => {
                         self.ports
@@ -84,6 +152,9 @@ impl Xhci {
                         self.scan_hub(h.d, &place, &desc);
                     }
                     Err(e) => self.ports.push(format!("port {name}: {what}: {e}")),
+                }
+                if top {
+                    self.hub_walk.end();
                 }
             }
             Err(e) => self
@@ -131,8 +202,18 @@ impl Xhci {
     fn scan_hub(&mut self, d: usize, place: &Place, desc: &HubDescriptor) {
         let name = place.name();
         let hub_slot = self.devices[d].slot;
-        let ports = desc.ports;
+        let ports = desc.usable_ports();
+        if desc.ports > ports {
+            self.ports.push(format!(
+                "port {name}.{} to {name}.{}: not used (a route string names hub ports 1 to {ports} only)",
+                ports + 1,
+                desc.ports
+            ));
+        }
         for p in 1..=ports {
+            if self.walk_spent(&name, p, ports) {
+                return;
+            }
             if let Err(e) = self.port_feature(d, hub::SET_FEATURE, hub::PORT_POWER, p) {
                 self.ports
                     .push(format!("port {name}.{p}: SET_FEATURE(PORT_POWER): {e}"));
@@ -148,7 +229,11 @@ impl Xhci {
         for _ in 0..HUB_CONNECT_US / POLL_US {
             connected = (1..=ports).any(|p| self.port_status(d, p).is_ok_and(|s| s.connected()));
             let waited = self.controller.function().now_us().saturating_sub(start);
-            if connected || waited >= HUB_CONNECT_US || self.devices[d].broken {
+            if connected
+                || waited >= HUB_CONNECT_US
+                || self.devices[d].broken
+                || self.hub_walk.spent(self.controller.function().now_us())
+            {
                 break;
             }
             self.pause(POLL_US);
@@ -158,6 +243,9 @@ impl Xhci {
         }
         self.pause(DEBOUNCE_US);
         for p in 1..=ports {
+            if self.walk_spent(&name, p, ports) {
+                return;
+            }
             let child = format!("{name}.{p}");
             let status = match self.port_status(d, p) {
                 Ok(s) => s,
@@ -248,8 +336,49 @@ impl Xhci {
         self.request_out(d, hub::TO_PORT_OUT, request, feature, u16::from(p))
     }
 
-    /// Waits `us` microseconds (the CPU halted between interrupts).
+    /// Whether the walk's time is spent, before hub port `p` of `ports` at `name`; if so,
+    /// the ports left are noted.
+    fn walk_spent(&mut self, name: &str, p: u8, ports: u8) -> bool {
+        if !self.hub_walk.spent(self.controller.function().now_us()) {
+            return false;
+        }
+        self.ports.push(if p == ports {
+            format!("port {name}.{p}: not looked at ({WALK_SPENT})")
+        } else {
+            format!("port {name}.{p} to {name}.{ports}: not looked at ({WALK_SPENT})")
+        });
+        true
+    }
+
+    /// Waits `us` microseconds (the CPU halted between interrupts), or until the walk's
+    /// deadline.
     fn pause(&self, us: u64) {
-        self.controller.function().wait_until(us, || false);
+        let function = self.controller.function();
+        let us = self.hub_walk.clamp(function.now_us(), us);
+        function.wait_until(us, || false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hub_walk_has_one_deadline() {
+        let mut w = Walk::default();
+        // No hub yet: waits are as asked.
+        assert_eq!(w.clamp(0, 1_000_000), 1_000_000);
+        assert!(!w.spent(u64::MAX));
+        w.start(10);
+        assert_eq!(w.clamp(10, 1_000_000), 1_000_000);
+        // Near the end a control transfer gets what is left, then nothing.
+        assert_eq!(w.clamp(10 + HUB_WALK_US - 300, 1_000_000), 300);
+        assert_eq!(w.clamp(10 + HUB_WALK_US, 1_000_000), 0);
+        assert!(w.spent(10 + HUB_WALK_US));
+        // A second hub on another root port does not start the clock again.
+        w.end();
+        assert!(!w.spent(20 + HUB_WALK_US), "no walk active: not held");
+        w.start(20 + HUB_WALK_US);
+        assert!(w.spent(20 + HUB_WALK_US));
     }
 }

@@ -20,7 +20,9 @@
 //! does. Without a timer of its own, [`Keyboard::with_repeat`] counts on the keyboard's
 //! idle rate (HID 1.11 §7.2.4): after `SET_IDLE` with a duration, the keyboard sends its
 //! report again every idle period while nothing changes, so a run of identical reports that
-//! holds a key measures how long it has been held. The last key pressed (not a modifier or
+//! holds a key says it is still held, and the time between them (measured by the driver,
+//! [`Keyboard::report_after`], not assumed: a keyboard may resend far more often than it
+//! was asked) adds up how long. The last key pressed (not a modifier or
 //! a lock key) repeats once [`REPEAT_DELAY_MS`] has passed that way, then at about
 //! [`REPEAT_RATE_HZ`], as a PS/2 keyboard's default typematic rate does. [`Keyboard::new`]
 //! does not repeat (a keyboard that refused `SET_IDLE` sends a report only on a change, or
@@ -182,16 +184,26 @@ pub const REPEAT_RATE_HZ: u32 = 30;
 /// and the modifiers (0xE0 to 0xE7, which are not in the key slots anyway).
 const NO_REPEAT: [u8; 3] = [0x39, 0x47, 0x53];
 
-/// Typematic repeat counted in reports of a fixed period: after `delay` identical reports
-/// holding `key`, one repeat every `every` reports.
+/// Typematic repeat timed by the reports' arrival: the reports that hold `key` unchanged
+/// add up how long it has been held, and it repeats once that reaches `delay` periods, then
+/// every `every` periods more.
+///
+/// The time is what the driver measured between reports when it can
+/// ([`Keyboard::report_after`]), not a count of reports: a keyboard that accepts `SET_IDLE`
+/// and then resends its report far more often (at each poll of its endpoint, every
+/// millisecond) would otherwise repeat after 16 ms at a thousand a second, so that a short
+/// press typed a burst of letters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Repeat {
+    /// The idle period, in microseconds.
+    period_us: u64,
     delay: u32,
     every: u32,
-    /// The key that would repeat (the last pressed, still held), and the identical reports
-    /// seen since the last change.
+    /// The key that would repeat (the last pressed, still held), how long it has been held
+    /// since the last change, and the repeats typed since.
     key: Option<u8>,
-    count: u32,
+    held_us: u64,
+    repeats: u64,
 }
 
 impl Repeat {
@@ -203,16 +215,18 @@ impl Repeat {
         // Rounded to the nearest count of periods.
         let every = (1000 + period * REPEAT_RATE_HZ / 2) / (period * REPEAT_RATE_HZ);
         Repeat {
+            period_us: period as u64 * 1000,
             delay: if delay == 0 { 1 } else { delay },
             every: if every == 0 { 1 } else { every },
             key: None,
-            count: 0,
+            held_us: 0,
+            repeats: 0,
         }
     }
 
     /// Takes a report that changed something: the newest key pressed in it (the last new
     /// usage in slot order) becomes the one to repeat, or, if none was pressed, the one
-    /// repeating so far if still held. The count starts again.
+    /// repeating so far if still held. The time held starts again.
     fn changed(&mut self, old: &BootReport, new: &BootReport) {
         let pressed = new
             .keys
@@ -221,15 +235,30 @@ impl Repeat {
             .find(|&&k| k != 0 && !old.holds(k) && !NO_REPEAT.contains(&k))
             .copied();
         self.key = pressed.or(self.key.filter(|&k| new.holds(k)));
-        self.count = 0;
+        self.held_us = 0;
+        self.repeats = 0;
     }
 
-    /// Takes a report identical to the last one: the key to type again, if one is due.
-    fn same(&mut self) -> Option<u8> {
+    /// Takes a report identical to the last one, `elapsed_us` after it: the key to type
+    /// again, if a repeat is due. One repeat a report at most, and none owed: after a gap,
+    /// the repeats it would have held are skipped, not typed in a burst.
+    fn same(&mut self, elapsed_us: u64) -> Option<u8> {
         let key = self.key?;
-        self.count = self.count.saturating_add(1);
-        (self.count >= self.delay && (self.count - self.delay).is_multiple_of(self.every))
-            .then_some(key)
+        self.held_us = self.held_us.saturating_add(elapsed_us);
+        let at = |repeats: u64| {
+            let periods = u64::from(self.delay) + repeats * u64::from(self.every);
+            periods.saturating_mul(self.period_us)
+        };
+        // Half a period of slack: a report measured a little early is still on time.
+        let held = self.held_us.saturating_add(self.period_us / 2);
+        if held < at(self.repeats) {
+            return None;
+        }
+        self.repeats += 1;
+        while held >= at(self.repeats) && self.repeats < u64::from(u32::MAX) {
+            self.repeats += 1;
+        }
+        Some(key)
     }
 }
 
@@ -271,8 +300,21 @@ impl Keyboard {
 
     /// Takes one report and hands `out` the bytes of every key it presses
     /// ([`crate::keys::bytes`]). A report that is short or carries an error code changes
-    /// nothing and comes back as the error.
-    pub fn report(&mut self, bytes: &[u8], mut out: impl FnMut(&[u8])) -> Result<(), ReportError> {
+    /// nothing and comes back as the error. A report identical to the last is taken as
+    /// coming one idle period after it (see [`Keyboard::report_after`]).
+    pub fn report(&mut self, bytes: &[u8], out: impl FnMut(&[u8])) -> Result<(), ReportError> {
+        self.report_after(bytes, None, out)
+    }
+
+    /// As [`Keyboard::report`], for a report that came `elapsed_us` after the previous one
+    /// (`None`: one idle period, as the keyboard was asked): a held key repeats by the time
+    /// it has been held, however often the keyboard actually resends its report.
+    pub fn report_after(
+        &mut self,
+        bytes: &[u8],
+        elapsed_us: Option<u64>,
+        mut out: impl FnMut(&[u8]),
+    ) -> Result<(), ReportError> {
         let new = BootReport::parse(bytes)?;
         let decoder = &mut self.decoder;
         let mut type_key = |event: KeyEvent, out: &mut dyn FnMut(&[u8])| {
@@ -285,7 +327,10 @@ impl Keyboard {
         };
         if new == self.last {
             // Resent at the idle rate: a repeat, when one is due.
-            let due = self.repeat.as_mut().and_then(Repeat::same);
+            let due = self
+                .repeat
+                .as_mut()
+                .and_then(|r| r.same(elapsed_us.unwrap_or(r.period_us)));
             if let Some(code) = due.and_then(key_code) {
                 type_key(
                     KeyEvent {
@@ -426,6 +471,40 @@ mod tests {
         // Without repeat (SET_IDLE refused), identical reports type nothing.
         let mut kb = Keyboard::new();
         assert_eq!(feed(&mut kb, report(0, &[0x04]), 100), b"a");
+    }
+
+    /// Feeds `report` `n` times to `kb`, each `us` after the last; the bytes typed.
+    fn feed_every(kb: &mut Keyboard, report: [u8; 8], n: usize, us: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            kb.report_after(&report, Some(us), |b| out.extend_from_slice(b))
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_keyboard_resending_faster_than_its_idle_rate_repeats_by_time() {
+        // It accepted SET_IDLE(32 ms) but resends its report every millisecond: a key held
+        // for 100 ms is typed once, not 85 times.
+        let mut kb = Keyboard::with_repeat(32);
+        assert_eq!(feed_every(&mut kb, report(0, &[0x04]), 1, 1000), b"a");
+        assert_eq!(feed_every(&mut kb, report(0, &[0x04]), 100, 1000), b"");
+        // Held for a second in all: repeats from half a second on, at about 31 a second.
+        let typed = feed_every(&mut kb, report(0, &[0x04]), 900, 1000);
+        assert!((14..=17).contains(&typed.len()), "{} repeats", typed.len());
+        // Reports on time, measured with some jitter (MFINDEX, interrupt moderation): as
+        // with the nominal period.
+        let mut kb = Keyboard::with_repeat(32);
+        assert_eq!(feed_every(&mut kb, report(0, &[0x05]), 1, 31_500), b"b");
+        assert_eq!(feed_every(&mut kb, report(0, &[0x05]), 15, 31_500), b"");
+        assert_eq!(feed_every(&mut kb, report(0, &[0x05]), 3, 31_500), b"bbb");
+        // A report after a long gap types one repeat, not the gap's worth.
+        assert_eq!(feed_every(&mut kb, report(0, &[0x05]), 1, 2_000_000), b"b");
+        assert_eq!(feed_every(&mut kb, report(0, &[0x05]), 1, 1000), b"");
+        // Reports that measure no time (a clock standing still) never repeat.
+        let mut kb = Keyboard::with_repeat(32);
+        assert_eq!(feed_every(&mut kb, report(0, &[0x06]), 1000, 0), b"c");
     }
 
     #[test]

@@ -505,6 +505,7 @@ impl Xhci {
             length: k.max_packet.clamp(8, 64),
             decoder,
             pending: None,
+            last_mfindex: None,
         };
         pipe.queue();
         // Handed over before the doorbell: the first report's event finds it there.

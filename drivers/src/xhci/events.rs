@@ -23,7 +23,9 @@ use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use pci::window::DmaBuffer;
 
 use super::controller::Registers;
-use super::registers::{ERDP, ERDP_EHB, IMAN, IMAN_IE, IMAN_IP, STS_EINT, USBSTS};
+use super::registers::{
+    ERDP, ERDP_EHB, IMAN, IMAN_IE, IMAN_IP, MFINDEX, MFINDEX_MASK, STS_EINT, USBSTS,
+};
 use super::rings::{EventRing, Mailbox, RING_TRBS, Ring, low};
 use super::trb::{self, Event, Trb, kind};
 
@@ -73,6 +75,10 @@ pub(super) struct KeyboardPipe {
     pub decoder: shell::hid::Keyboard,
     /// The low dword of the queued report transfer's TRB address, which its event names.
     pub pending: Option<u32>,
+    /// MFINDEX when the last report was taken: the time between reports, by which a held
+    /// key repeats (`shell::hid::Keyboard::report_after`), whatever pace the keyboard
+    /// keeps.
+    pub last_mfindex: Option<u32>,
 }
 
 impl KeyboardPipe {
@@ -104,7 +110,10 @@ impl KeyboardPipe {
         let mut bytes = [0u8; 64];
         self.report.read_bytes(0, &mut bytes[..got]);
         shared.reports.fetch_add(1, Ordering::Relaxed);
-        let result = self.decoder.report(&bytes[..got], |b| {
+        let now = regs.runtime.read32(MFINDEX) & MFINDEX_MASK;
+        let elapsed = self.last_mfindex.map(|then| mfindex_us(then, now));
+        self.last_mfindex = Some(now);
+        let result = self.decoder.report_after(&bytes[..got], elapsed, |b| {
             shared.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
             crate::input::push(b);
         });
@@ -114,6 +123,12 @@ impl KeyboardPipe {
         self.queue();
         regs.ring(self.slot, self.dci);
     }
+}
+
+/// Microseconds from MFINDEX `then` to `now` (125 µs a count, modulo its 2.048 s wrap: a
+/// longer gap reads short, which only delays a repeat).
+fn mfindex_us(then: u32, now: u32) -> u64 {
+    u64::from(now.wrapping_sub(then) & MFINDEX_MASK) * 125
 }
 
 /// What the interrupt handler owns (moved into its closure).
@@ -180,6 +195,15 @@ impl Interrupter {
 mod tests {
     use super::*;
 
+    #[test]
+    fn time_between_reports_by_mfindex() {
+        assert_eq!(mfindex_us(100, 356), 256 * 125);
+        // Across the wrap at 0x3fff: 32 ms is 256 counts.
+        assert_eq!(mfindex_us(0x3f80, 0x80), 32_000);
+        // Bits above 13 (reserved) do not count.
+        assert_eq!(mfindex_us(0, 0x4000 | 8), 1000);
+    }
+
     fn transfer(slot: u8, dci: u8, pointer: u32) -> Event {
         Event::decode([
             pointer,
@@ -201,6 +225,7 @@ mod tests {
             length: 8,
             decoder: shell::hid::Keyboard::new(),
             pending: None,
+            last_mfindex: None,
         };
         // Nothing queued: no event is the keyboard's.
         assert!(!pipe.takes(&transfer(2, 3, 0)));

@@ -32,7 +32,8 @@
 //! one keyboard (the first found), boot protocol only (no report descriptor parsing), no
 //! hot-plug (a keyboard plugged in after bind, on a root port or a hub, needs `unbind` and
 //! `bind`; hubs' status-change endpoints are not polled), no LEDs. Key repeat is timed by
-//! the keyboard's idle rate (`SET_IDLE`, see `shell::hid`), not by a timer.
+//! the keyboard's idle rate (`SET_IDLE`, see `shell::hid`) and measured by MFINDEX between
+//! reports, not by a timer.
 //!
 //! # Ownership
 //!

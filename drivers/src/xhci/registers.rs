@@ -80,6 +80,11 @@ pub(super) const PORT_PRC: u32 = 1 << 21;
 pub(super) const PORT_PRESERVE: u32 = PORT_PP | 3 << 14 | 7 << 25;
 
 // Interrupter 0 (§5.5.2), offsets from RTSOFF.
+/// MFINDEX (§5.5.1): the microframe index, 125 µs a count, bits 13:0 (wraps every
+/// 2.048 s while the controller runs).
+pub(super) const MFINDEX: u64 = 0x00;
+/// MFINDEX's counting bits.
+pub(super) const MFINDEX_MASK: u32 = 0x3fff;
 /// IMAN (§5.5.2.1): IP bit 0 (RW1C), IE bit 1.
 pub(super) const IMAN: u64 = 0x20;
 /// IMAN.IP.

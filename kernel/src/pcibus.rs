@@ -11,11 +11,24 @@
 //! keeps a consistent view for as long as it holds it, and an old view is freed when its last
 //! reader lets go. The vectors of a replacement are allocated to their exact length, so a
 //! function added and removed again leaves the heap as it was.
+//!
+//! Memory BARs firmware left unassigned (address 0) are placed right after the boot walk,
+//! before any driver binds: `pci::assign::boot` picks gaps in the windows of the bridge above
+//! each one (never moving what firmware assigned, never changing a window), and
+//! [`place_unassigned`] writes them with decode off and records them in the topology, so
+//! `map_bar` sees them. Without an unassigned memory BAR nothing is read or written. BARs
+//! on a root bus stay unassigned: the host bridge's apertures are ACPI `_CRS` data the
+//! kernel does not have yet at that point.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::ops::RangeInclusive;
 
-use pci::{Address, ConfigSpace, Function, Root, Topology};
+use pci::assign::Windows;
+use pci::assign::boot::{self, Placed};
+use pci::{Address, BarKind, ConfigSpace, Function, Root, Topology};
 use spin::Mutex;
 
 use crate::pcie::{self, KernelConfig};
@@ -162,8 +175,9 @@ pub fn init(config: &'static KernelConfig, roots: &[RootBus]) -> Arc<Scan> {
             .collect();
         let space = config_space(config, &roots);
         let (reads0, writes0) = config.counts();
-        let topology = pci::enumerate(&space);
+        let mut topology = pci::enumerate(&space);
         let (reads1, writes1) = config.counts();
+        place_unassigned(&space, &mut topology, &reserved(&ecam));
         let scan = Scan {
             topology: exact(&topology),
             reads: reads1 - reads0,
@@ -186,6 +200,158 @@ pub fn init(config: &'static KernelConfig, roots: &[RootBus]) -> Arc<Scan> {
     };
     *current = Some(scan.clone());
     scan
+}
+
+/// Offset of the Command register (low half; Status, high half, has RW1C bits).
+const COMMAND: u16 = 0x04;
+/// Command bits 0 (I/O space) and 1 (memory space): decode, off while a BAR is written.
+const DECODE: u32 = 0b11;
+
+/// Physical ranges no BAR placed at boot may overlap: the ECAM windows (1 MiB per bus,
+/// PCIe Base 6.0 §7.2.2), the interrupt message range where the local APIC also sits
+/// (`0xFEE0_0000`-`0xFEEF_FFFF`, Intel SDM Vol. 3 §11.11.1), the local APIC as the MADT
+/// names it, the IOAPICs and the HPET (a page each).
+fn reserved(ecam: &[EcamRegion]) -> Vec<RangeInclusive<u64>> {
+    let page = |base: u64| base..=base.saturating_add(0xfff);
+    let mut reserved: Vec<RangeInclusive<u64>> = ecam
+        .iter()
+        .map(|e| {
+            let buses = u64::from(e.end_bus.saturating_sub(e.start_bus)) + 1;
+            e.base..=e.base.saturating_add((buses << 20) - 1)
+        })
+        .collect();
+    reserved.push(0xfee0_0000..=0xfeef_ffff);
+    if let Some(p) = crate::platform::get() {
+        reserved.extend(p.local_apic.map(page));
+        reserved.extend(p.io_apics.iter().map(|io| page(io.address)));
+        reserved.extend(p.hpet.map(page));
+    }
+    reserved
+}
+
+/// Places the memory BARs firmware left at 0 (`pci::assign::boot`), writes them and records
+/// their addresses in `topology`; logs each BAR placed and each one that could not be,
+/// with the reason. Reads and writes nothing when every memory BAR has an address.
+fn place_unassigned(
+    space: &ConfigSpace<'static, KernelConfig>,
+    topology: &mut Topology,
+    reserved: &[RangeInclusive<u64>],
+) {
+    if !boot::any_unassigned(topology) {
+        return;
+    }
+    let windows: Vec<(Address, Windows)> = topology
+        .functions
+        .iter()
+        .filter(|f| f.is_bridge())
+        .filter_map(|f| match Windows::read(space, f.address) {
+            Ok(w) => Some((f.address, w)),
+            Err(e) => {
+                log::warn!("pci: {} windows not read: {e}", f.address);
+                None
+            }
+        })
+        .collect();
+    let plan = boot::plan(topology, &windows, reserved);
+    for u in &plan.unplaced {
+        log::warn!(
+            "pci: {} BAR{} ({:#x} bytes) left unassigned by firmware and not placed: {}; the function's BARs cannot be mapped",
+            u.function,
+            u.slot,
+            u.bar.size,
+            u.reason
+        );
+    }
+    // One function at a time: all of its BARs are written, or none is.
+    for group in plan.placed.chunk_by(|x, y| x.function == y.function) {
+        let function = group[0].function;
+        if let Err(e) = write_bars(space, function, group) {
+            log::warn!("pci: {function}: BARs left unassigned: {e}");
+            continue;
+        }
+        let Ok(i) = topology
+            .functions
+            .binary_search_by_key(&function, |f| f.address)
+        else {
+            continue;
+        };
+        for p in group {
+            topology.functions[i].bars[p.slot] = Some(p.bar);
+            log::info!(
+                "pci: {function} BAR{} placed at {:#x} (firmware left it unassigned; {:#x} bytes{}{})",
+                p.slot,
+                p.bar.address,
+                p.bar.size,
+                if p.bar.kind == BarKind::Memory64 {
+                    ", 64-bit"
+                } else {
+                    ""
+                },
+                if p.bar.prefetchable {
+                    ", prefetchable"
+                } else {
+                    ""
+                },
+            );
+        }
+    }
+}
+
+/// Writes the BARs of one function with its decode off (PCI Local Bus 3.0 §6.2.5.1: a BAR
+/// being written would decode a half-written address), reads each back, and restores
+/// Command. A BAR that does not read back what was written puts every BAR of the group
+/// back to 0.
+fn write_bars(
+    space: &ConfigSpace<'static, KernelConfig>,
+    function: Address,
+    bars: &[Placed],
+) -> Result<(), String> {
+    let command = space
+        .read32(function, COMMAND)
+        .map_err(|e| format!("{e}"))?
+        & 0xffff;
+    // The high half (Status) is written as zero, so no RW1C bit is cleared.
+    if command & DECODE != 0 {
+        space
+            .write32(function, COMMAND, command & !DECODE)
+            .map_err(|e| format!("{e}"))?;
+    }
+    let write = |p: &Placed, address: u64| -> Result<u64, pci::ConfigError> {
+        let offset = pci::bar::bar_offset(p.slot);
+        space.write32(function, offset, address as u32)?;
+        let mut now = u64::from(space.read32(function, offset)? & !0xf);
+        if p.bar.kind == BarKind::Memory64 {
+            space.write32(function, offset + 4, (address >> 32) as u32)?;
+            now |= u64::from(space.read32(function, offset + 4)?) << 32;
+        }
+        Ok(now)
+    };
+    let mut result = Ok(());
+    for p in bars {
+        match write(p, p.bar.address) {
+            Ok(now) if now == p.bar.address => {}
+            Ok(now) => {
+                result = Err(format!(
+                    "BAR{} reads back {now:#x} after {:#x} was written",
+                    p.slot, p.bar.address
+                ));
+                break;
+            }
+            Err(e) => {
+                result = Err(format!("BAR{}: {e}", p.slot));
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        for p in bars {
+            let _ = write(p, 0);
+        }
+    }
+    if command & DECODE != 0 {
+        let _ = space.write32(function, COMMAND, command);
+    }
+    result
 }
 
 /// Enumerates root buses learned after [`init`] (host bridges only AML names, when AML is

@@ -9,12 +9,21 @@
 //! naturally aligned (a BAR of size 2^n decodes an address aligned to 2^n, PCI Local Bus 3.0
 //! §6.2.5.1). The windows come from the bridge's registers (PCI-to-PCI Bridge Architecture
 //! 1.2 §3.2.5.6–§3.2.5.9); nothing here touches hardware.
+//!
+//! [`boot`] places, at boot, the memory BARs firmware left unassigned: in the gaps that the
+//! BARs firmware did assign leave in the windows, which stay as they are.
 
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::RangeInclusive;
 
+use pci_types::ConfigRegionAccess;
+
 use crate::BarKind;
+use crate::address::Address;
+use crate::config::{ConfigError, ConfigSpace};
+
+pub mod boot;
 
 /// A bridge's forwarding windows (inclusive ranges), `None` where the window is disabled
 /// (base above limit).
@@ -93,6 +102,26 @@ impl Windows {
             memory,
             prefetchable,
         }
+    }
+}
+
+impl Windows {
+    /// Reads and decodes the windows of the bridge at `bridge` (six dword reads).
+    pub fn read<A: ConfigRegionAccess>(
+        space: &ConfigSpace<'_, A>,
+        bridge: Address,
+    ) -> Result<Windows, ConfigError> {
+        let read = |offset| space.read32(bridge, offset);
+        Ok(Windows::decode(
+            read(offset::IO)?,
+            read(offset::MEMORY)?,
+            read(offset::PREFETCHABLE)?,
+            (
+                read(offset::PREFETCHABLE_BASE_UPPER)?,
+                read(offset::PREFETCHABLE_LIMIT_UPPER)?,
+            ),
+            read(offset::IO_UPPER)?,
+        ))
     }
 }
 

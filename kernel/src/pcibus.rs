@@ -300,7 +300,8 @@ fn place_unassigned(
 /// Writes the BARs of one function with its decode off (PCI Local Bus 3.0 §6.2.5.1: a BAR
 /// being written would decode a half-written address), reads each back, and restores
 /// Command. A BAR that does not read back what was written puts every BAR of the group
-/// back to 0.
+/// back to 0; if one of them does not read back 0 either, decode stays off (the topology
+/// still says 0, so `map_bar` refuses the function and nothing turns decode back on).
 fn write_bars(
     space: &ConfigSpace<'static, KernelConfig>,
     function: Address,
@@ -343,15 +344,19 @@ fn write_bars(
             }
         }
     }
+    let mut restored = true;
     if result.is_err() {
         for p in bars {
-            let _ = write(p, 0);
+            restored &= matches!(write(p, 0), Ok(0));
         }
     }
-    if command & DECODE != 0 {
+    if command & DECODE != 0 && restored {
         let _ = space.write32(function, COMMAND, command);
     }
-    result
+    match result {
+        Err(e) if !restored => Err(format!("{e}; a BAR did not go back to 0, decode left off")),
+        result => result,
+    }
 }
 
 /// Enumerates root buses learned after [`init`] (host bridges only AML names, when AML is

@@ -7,7 +7,10 @@ use core::ops::RangeInclusive;
 
 use pci::assign::Windows;
 use pci::assign::boot::{Plan, Reason, plan};
-use pci::{Address, Bar, BarKind, BridgeBuses, Bus, Function, Topology};
+use pci::{
+    Address, Bar, BarError, BarKind, BridgeBuses, BridgeError, Bus, Function, ScanError,
+    ScanErrorKind, Topology,
+};
 use proptest::prelude::*;
 
 fn a(bus: u8, device: u8, function: u8) -> Address {
@@ -351,6 +354,59 @@ fn a_gap_the_bridge_further_up_does_not_forward_is_refused() {
 }
 
 #[test]
+fn a_non_prefetchable_bar_is_not_forwarded_through_a_prefetchable_window_further_up() {
+    // 00:02.0 -> bus 1: 01:00.0 -> bus 2. The lower bridge's memory window lies in the upper
+    // one's prefetchable window only: a bridge may read ahead there, so a register BAR is
+    // refused; a prefetchable one is placed.
+    let mut t = behind_port(vec![]);
+    t.functions.push(function(a(1, 0, 0), &[], Some((2, 2))));
+    t.functions.push(function(
+        a(2, 0, 0),
+        &[
+            (0, mem32(0, 0x1000)),
+            (
+                1,
+                Bar {
+                    prefetchable: true,
+                    ..mem32(0, 0x1000)
+                },
+            ),
+        ],
+        None,
+    ));
+    t.functions.push(function(
+        a(2, 1, 0),
+        &[(
+            0,
+            Bar {
+                prefetchable: true,
+                ..mem32(0, 0x1000)
+            },
+        )],
+        None,
+    ));
+    t.buses.push(Bus {
+        segment: 0,
+        number: 2,
+        bridge: Some(a(1, 0, 0)),
+    });
+    let upper = windows(
+        Some(0xfe80_0000..=0xfe8f_ffff),
+        Some(0xd000_0000..=0xd00f_ffff),
+    );
+    let lower = windows(Some(0xd000_0000..=0xd00f_ffff), None);
+    let p = plan(&t, &[(port(), upper), (a(1, 0, 0), lower)], &[]);
+    assert_eq!(
+        p.unplaced[0].reason,
+        Reason::NotForwardedAbove {
+            bridge: port(),
+            address: 0xd000_0000
+        }
+    );
+    assert_eq!(at(&p), [(2, 1, 0, 0xd000_0000)]);
+}
+
+#[test]
 fn a_below_1m_bar_is_not_placed() {
     let legacy = Bar {
         below_1m: true,
@@ -371,6 +427,98 @@ fn a_window_at_the_top_of_the_address_space_does_not_wrap() {
     let p = plan(&t, &[(port(), windows(None, Some(top)))], &[]);
     assert_eq!(p.placed, vec![]);
     assert_eq!(p.unplaced.len(), 2);
+}
+
+#[test]
+fn a_window_from_zero_is_not_an_aperture() {
+    // A bridge without a prefetchable window reads its registers as zero (PCI-to-PCI Bridge
+    // Architecture 1.2 §3.2.5.9), which decodes as 0..=0xfffff; firmware that assigned
+    // nothing behind a bridge leaves the memory window there too. The first MiB is RAM, the
+    // VGA range and the BIOS: prefetchable BARs go to the memory window, and behind a bridge
+    // whose memory window is also at 0 nothing is placed.
+    let unimplemented = Windows::decode(0, 0xfe90_fe80, 0, (0, 0), 0);
+    assert_eq!(unimplemented.prefetchable, Some(0..=0xf_ffff));
+    let t = behind_port(vec![vec![
+        (0, mem64(0, 0x1000, true)),
+        (2, mem64(0, 0x1000, true)),
+    ]]);
+    let p = plan(&t, &[(port(), unimplemented)], &[]);
+    assert_eq!(p.unplaced, vec![]);
+    assert_eq!(at(&p), [(1, 0, 0, 0xfe80_0000), (1, 0, 2, 0xfe80_1000)]);
+
+    let reset = Windows::decode(0, 0, 0, (0, 0), 0);
+    assert_eq!(reset.memory, Some(0..=0xf_ffff));
+    let t = behind_port(vec![vec![
+        (0, mem32(0, 0x1000)),
+        (1, mem64(0, 0x1000, true)),
+    ]]);
+    let p = plan(&t, &[(port(), reset)], &[]);
+    assert_eq!(p.placed, vec![]);
+    assert!(
+        p.unplaced
+            .iter()
+            .all(|u| u.reason == Reason::NoWindow { bridge: port() }
+                || u.reason == Reason::Sibling { slot: 0 }),
+        "{:?}",
+        p.unplaced
+    );
+}
+
+#[test]
+fn a_bus_with_decoders_not_read_places_nothing() {
+    // 01:01.0 is a CardBus bridge (its windows and BAR are not read) and 01:02.0 a BAR
+    // that did not decode: either could decode any gap of the port's window.
+    for kind in [
+        ScanErrorKind::UnsupportedHeaderType(2),
+        ScanErrorKind::Bar(BarError::AllOnes { slot: 1 }),
+        ScanErrorKind::Vanished,
+    ] {
+        let mut t = behind_port(vec![vec![(0, mem32(0, 0x1000))]]);
+        t.errors.push(ScanError {
+            address: a(1, 1, 0),
+            kind,
+        });
+        let p = plan(&t, &[(port(), windows(Some(MEM), None))], &[]);
+        assert_eq!(p.placed, vec![], "{kind:?}");
+        assert_eq!(
+            p.unplaced[0].reason,
+            Reason::DecodeUnknown {
+                function: a(1, 1, 0)
+            }
+        );
+    }
+    // The same error on another bus does not matter here.
+    let mut t = behind_port(vec![vec![(0, mem32(0, 0x1000))]]);
+    t.errors.push(ScanError {
+        address: a(0, 5, 0),
+        kind: ScanErrorKind::UnsupportedHeaderType(2),
+    });
+    let p = plan(&t, &[(port(), windows(Some(MEM), None))], &[]);
+    assert_eq!(at(&p), [(1, 0, 0, 0xfe80_0000)]);
+}
+
+#[test]
+fn a_bus_two_bridges_claim_places_nothing() {
+    // 00:02.0 and 00:03.0 both name bus 1 as their secondary; the walk followed 00:02.0.
+    // The endpoint may sit behind 00:03.0, whose window is elsewhere.
+    let mut t = behind_port(vec![vec![(0, mem32(0, 0x1000))]]);
+    t.functions.push(function(a(0, 3, 0), &[], Some((1, 1))));
+    t.functions.sort_by_key(|f| f.address);
+    t.errors.push(ScanError {
+        address: a(0, 3, 0),
+        kind: ScanErrorKind::Bridge(BridgeError::BusAlreadyScanned { bus: 1 }),
+    });
+    let given = [
+        (port(), windows(Some(MEM), None)),
+        (a(0, 3, 0), windows(Some(0xfd00_0000..=0xfd0f_ffff), None)),
+    ];
+    let p = plan(&t, &given, &[]);
+    assert_eq!(p.placed, vec![]);
+    assert_eq!(
+        p.unplaced[0].reason,
+        Reason::BusClaimedTwice { bridge: a(0, 3, 0) }
+    );
+    assert!(p.unplaced[0].reason.to_string().contains("00:03.0"));
 }
 
 fn span(address: u64, size: u64) -> RangeInclusive<u64> {

@@ -11,6 +11,16 @@
 //!   from its registers (PCI-to-PCI Bridge Architecture 1.2 §3.2.5.8, §3.2.5.9); a root
 //!   bus's apertures are the host bridge's ACPI `_CRS`, which the kernel does not have when
 //!   it enumerates, so a BAR on a root bus stays unassigned.
+//! - A window that starts at 0 is not used. The window registers have a granularity of
+//!   1 MiB, so such a window covers the first MiB, which is RAM, the VGA range and the BIOS:
+//!   it is what a bridge without a prefetchable window reads (its registers are read-only
+//!   zero, §3.2.5.9), or what firmware that assigned nothing behind a bridge leaves (the
+//!   registers' reset value), never an aperture a BAR may use.
+//! - Only on a bus whose every decoder is known: not where a function's BARs could not be
+//!   read (a BAR that did not decode, a header layout other than 0 and 1 such as CardBus,
+//!   a function that vanished or refused an access), and not on a bus another bridge also
+//!   claims (the walk reached it through one of them; which one the function sits behind,
+//!   and so which window forwards to it, is not known).
 //! - Nothing firmware assigned moves or changes size, and no bridge window changes: a BAR is
 //!   put in a gap, a naturally aligned one (a BAR of size 2^n decodes an address aligned to
 //!   2^n, PCI Local Bus 3.0 §6.2.5.1), clear of every assigned memory BAR of the topology,
@@ -21,7 +31,8 @@
 //!   memory BAR goes in the memory window, which is below 4 GiB by its register format. A
 //!   BAR of the legacy "below 1 MiB" type is not placed: no bridge window is down there.
 //! - The address must also be forwarded by every bridge further up (firmware nests the
-//!   windows; if it did not, the BAR is not placed).
+//!   windows; if it did not, the BAR is not placed), a non-prefetchable BAR's through
+//!   non-prefetchable windows only.
 //! - All or none per function: if one of its unassigned BARs finds no gap, none of them is
 //!   placed, and every one is reported with the reason.
 //! - Largest first (functions by their largest BAR, then each function's BARs by size), so
@@ -37,10 +48,14 @@ use core::ops::RangeInclusive;
 use super::Windows;
 use crate::address::Address;
 use crate::bar::{Bar, BarKind};
-use crate::enumerate::{Function, Topology};
+use crate::enumerate::{BridgeError, Function, ScanErrorKind, Topology};
 
 /// The last byte a 32-bit BAR register can address.
 const LAST_32BIT: u64 = u32::MAX as u64;
+
+/// The first address a window may be used from: the window registers count in MiB
+/// (PCI-to-PCI Bridge Architecture 1.2 §3.2.5.8), so a window below this starts at 0.
+const FIRST_USABLE: u64 = 1 << 20;
 
 /// A memory BAR that needs an address: firmware left it at 0.
 pub fn unassigned(bar: &Bar) -> bool {
@@ -75,6 +90,18 @@ pub enum Reason {
     /// The windows of this bridge (above the bus, on it, or further up) were not given.
     WindowsUnknown {
         /// The bridge.
+        bridge: Address,
+    },
+    /// A function on the bus decodes ranges that were not read (a BAR that did not decode,
+    /// an unsupported header layout, or a function left out of the topology).
+    DecodeUnknown {
+        /// The function.
+        function: Address,
+    },
+    /// Another bridge also claims the bus as its secondary: which one forwards to it is not
+    /// known.
+    BusClaimedTwice {
+        /// The bridge that was not followed.
         bridge: Address,
     },
     /// The legacy memory type 01b asks for an address below 1 MiB.
@@ -115,6 +142,14 @@ impl fmt::Display for Reason {
             Reason::WindowsUnknown { bridge } => {
                 write!(f, "the windows of bridge {bridge} could not be read")
             }
+            Reason::DecodeUnknown { function } => write!(
+                f,
+                "{function} on the same bus decodes ranges that could not be read"
+            ),
+            Reason::BusClaimedTwice { bridge } => write!(
+                f,
+                "bridge {bridge} also claims the bus, so the window that forwards to it is not known"
+            ),
             Reason::Below1M => write!(f, "the BAR asks for an address below 1 MiB"),
             Reason::BadSize => write!(f, "the size is not a power of two"),
             Reason::NoWindow { bridge } => {
@@ -239,14 +274,16 @@ fn place_one(
         BarKind::Memory64 => u64::MAX,
         _ => LAST_32BIT,
     };
+    // A window from 0 covers the first MiB: no aperture (see the module notes).
+    let usable = |w: &Option<RangeInclusive<u64>>| w.clone().filter(|w| *w.start() >= FIRST_USABLE);
     let mut tried = false;
-    if let (true, Some(pf)) = (bar.prefetchable, &w.prefetchable) {
+    if let (true, Some(pf)) = (bar.prefetchable, &usable(&w.prefetchable)) {
         tried |= *pf.start() <= pref_limit;
         if let Some(a) = first_fit(pf, bar.size, pref_limit, taken) {
             return Ok(a);
         }
     }
-    if let Some(mem) = &w.memory {
+    if let Some(mem) = &usable(&w.memory) {
         tried = true;
         if let Some(a) = first_fit(mem, bar.size, LAST_32BIT, taken) {
             return Ok(a);
@@ -273,10 +310,18 @@ fn place_function<'w>(
     let mut done = Vec::new();
     for &(slot, bar) in bars {
         let address = place_one(&bar, bridge, w, &all).map_err(|r| (slot, r))?;
-        if let Some((up, _)) = further_up
-            .clone()
-            .find(|(_, w)| !w.is_some_and(|w| w.forwards(bar.kind, address, bar.size)))
-        {
+        // A non-prefetchable BAR only through non-prefetchable windows: a bridge may read
+        // ahead in its prefetchable window (PCI-to-PCI Bridge Architecture 1.2 §3.2.5.9),
+        // and a read a register did not ask for can have side effects.
+        let forwarded = |w: &Windows| {
+            let prefetchable = w.prefetchable.clone().filter(|_| bar.prefetchable);
+            Windows {
+                prefetchable,
+                ..w.clone()
+            }
+            .forwards(bar.kind, address, bar.size)
+        };
+        if let Some((up, _)) = further_up.clone().find(|(_, w)| !w.is_some_and(forwarded)) {
             return Err((
                 slot,
                 Reason::NotForwardedAbove {
@@ -355,17 +400,39 @@ pub fn plan(
             }
         }
         let above = bridges_above(topology, bus.segment, bus.number);
+        // Decoders on the bus that were not read, and other bridges claiming the bus.
+        let on_bus = |a: Address| (a.segment(), a.bus()) == (bus.segment, bus.number);
+        let undecoded = topology.errors.iter().find(|e| {
+            on_bus(e.address)
+                && matches!(
+                    e.kind,
+                    ScanErrorKind::Vanished
+                        | ScanErrorKind::Config(_)
+                        | ScanErrorKind::UnsupportedHeaderType(_)
+                        | ScanErrorKind::Bar(_)
+                )
+        });
+        let claimed = topology.errors.iter().find(|e| {
+            e.address.segment() == bus.segment
+                && e.kind
+                    == ScanErrorKind::Bridge(BridgeError::BusAlreadyScanned { bus: bus.number })
+        });
         // The windows of the bridge above, or why nothing on this bus can be placed.
-        let window = match (bus.bridge, unknown) {
-            (None, _) => Err(Reason::RootBus),
-            (_, Some(bridge)) => Err(Reason::WindowsUnknown { bridge }),
-            (Some(bridge), None) => match above.iter().find(|b| windows_of(windows, **b).is_none())
-            {
-                Some(b) => Err(Reason::WindowsUnknown { bridge: *b }),
-                None => windows_of(windows, bridge)
-                    .map(|w| (bridge, w))
-                    .ok_or(Reason::WindowsUnknown { bridge }),
-            },
+        let window = match (bus.bridge, unknown, undecoded, claimed) {
+            (None, ..) => Err(Reason::RootBus),
+            (_, Some(bridge), ..) => Err(Reason::WindowsUnknown { bridge }),
+            (_, _, Some(e), _) => Err(Reason::DecodeUnknown {
+                function: e.address,
+            }),
+            (_, _, _, Some(e)) => Err(Reason::BusClaimedTwice { bridge: e.address }),
+            (Some(bridge), None, None, None) => {
+                match above.iter().find(|b| windows_of(windows, **b).is_none()) {
+                    Some(b) => Err(Reason::WindowsUnknown { bridge: *b }),
+                    None => windows_of(windows, bridge)
+                        .map(|w| (bridge, w))
+                        .ok_or(Reason::WindowsUnknown { bridge }),
+                }
+            }
         };
         for (f, bars) in needy {
             let outcome = match &window {

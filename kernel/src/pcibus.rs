@@ -208,9 +208,12 @@ const COMMAND: u16 = 0x04;
 const DECODE: u32 = 0b11;
 
 /// Physical ranges no BAR placed at boot may overlap: the ECAM windows (1 MiB per bus,
-/// PCIe Base 6.0 §7.2.2), the interrupt message range where the local APIC also sits
-/// (`0xFEE0_0000`-`0xFEEF_FFFF`, Intel SDM Vol. 3 §11.11.1), the local APIC as the MADT
-/// names it, the IOAPICs and the HPET (a page each).
+/// PCIe Base 6.0 §7.2.2), the PC's whole fixed device space below 4 GiB
+/// (`boot::info::FIXED_DEVICE_SPACE`: the IOAPICs, the HPET and chipset registers, the
+/// interrupt message range where the local APIC also sits, Intel SDM Vol. 3 §11.11.1, and
+/// the firmware flash; a window read from a bridge that vanished decodes as its top), and
+/// the local APIC, the IOAPICs and the HPET where the MADT and HPET tables put them (a page
+/// each).
 fn reserved(ecam: &[EcamRegion]) -> Vec<RangeInclusive<u64>> {
     let page = |base: u64| base..=base.saturating_add(0xfff);
     let mut reserved: Vec<RangeInclusive<u64>> = ecam
@@ -220,7 +223,8 @@ fn reserved(ecam: &[EcamRegion]) -> Vec<RangeInclusive<u64>> {
             e.base..=e.base.saturating_add((buses << 20) - 1)
         })
         .collect();
-    reserved.push(0xfee0_0000..=0xfeef_ffff);
+    let (start, end) = ::boot::info::FIXED_DEVICE_SPACE;
+    reserved.push(start..=end - 1);
     if let Some(p) = crate::platform::get() {
         reserved.extend(p.local_apic.map(page));
         reserved.extend(p.io_apics.iter().map(|io| page(io.address)));

@@ -18,7 +18,9 @@
 //!
 //! Four set-ups: transitional devices on the root complex (IDs 1af4:1001 and 1af4:1000,
 //! MSI-X with a vector per queue and one for configuration changes); modern-only devices
-//! behind PCIe root ports (1af4:1042 and 1af4:1041, which QEMU makes modern-only there);
+//! behind PCIe root ports (1af4:1042 and 1af4:1041, which QEMU makes modern-only there) that
+//! also offer VIRTIO_F_ACCESS_PLATFORM (`iommu_platform=on`: QEMU then refuses FEATURES_OK
+//! to a driver that does not accept it) and packed rings (declined: the split ring is used);
 //! fewer MSI-X vectors than queues + 1 (`vectors=1` for the disk: everything on entry 0;
 //! `vectors=2` for the card: configuration on entry 0, both queues sharing entry 1); and no
 //! MSI-X at all (`vectors=0`: the drivers fall back to INTx, the ISR read in the handler).
@@ -219,7 +221,7 @@ fn virtio_transitional_on_the_root_complex() {
 }
 
 #[test]
-fn virtio_modern_only_behind_pcie_root_ports() {
+fn virtio_modern_only_behind_pcie_root_ports_with_platform_access() {
     scenario(&Setup {
         name: "virtio_root_ports",
         cpu: "max",
@@ -229,8 +231,8 @@ fn virtio_modern_only_behind_pcie_root_ports() {
             "-device",
             "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,addr=0x7",
         ],
-        blk: ",bus=rp1",
-        net: ",bus=rp2",
+        blk: ",bus=rp1,iommu_platform=on,packed=on",
+        net: ",bus=rp2,iommu_platform=on,packed=on",
         ids: ["[1af4:1042]", "[1af4:1041]"],
         blk_vectors: "MSI-X 2 vector(s): config 0, requestq 1,",
         net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",

@@ -152,6 +152,16 @@ impl Nvme {
     /// Brings the controller at `function` up (see the module documentation); on failure the
     /// function comes back with the reason.
     pub fn new(function: PciFunction) -> Result<Nvme, (PciFunction, ProbeError)> {
+        Nvme::new_with(function, IrqKinds::MSIX | IrqKinds::INTX)
+    }
+
+    /// [`Nvme::new`] with the interrupt kinds it may use: MSI-X when `kinds` has it and the
+    /// function grants at least one entry, else the INTx pin when `kinds` has it (tests force
+    /// INTx with `IrqKinds::INTX` on a controller that has MSI-X).
+    pub fn new_with(
+        function: PciFunction,
+        kinds: IrqKinds,
+    ) -> Result<Nvme, (PciFunction, ProbeError)> {
         macro_rules! fail {
             ($function:expr, $($arg:tt)*) => {
                 return Err(($function, ProbeError(format!($($arg)*))))
@@ -182,16 +192,34 @@ impl Nvme {
         if !function.wait_until(timeout_us, || regs.read32(CSTS) & CSTS_RDY == 0) {
             fail!(function, "controller did not reset (CSTS.RDY stays 1)");
         }
-        // 4. Interrupts: MSI-X, one vector for the admin queue and one per I/O queue; else
-        //    the INTx pin (one vector, one I/O queue). The function moves into the vectors.
-        let irq = match function.alloc_irq_vectors(2, 1 + MAX_IO_QUEUES, IrqKinds::MSIX) {
-            Ok(v) => v,
-            Err((function, msix)) => match function.alloc_irq_vectors(1, 1, IrqKinds::INTX) {
-                Ok(v) => v,
-                Err((function, intx)) => {
-                    fail!(function, "interrupts: MSI-X: {msix}; INTx: {intx}")
+        // 4. Interrupts: MSI-X, one vector for the admin queue and one per I/O queue as far
+        //    as the table goes (a one-entry table: both queues on entry 0); else the INTx pin
+        //    (one vector, one I/O queue). The function moves into the vectors.
+        let irq = 'granted: {
+            let mut function = function;
+            let mut why = Vec::new();
+            if kinds.contains(IrqKinds::MSIX) {
+                match function.alloc_irq_vectors(1, 1 + MAX_IO_QUEUES, IrqKinds::MSIX) {
+                    Ok(v) => break 'granted v,
+                    Err((f, e)) => {
+                        function = f;
+                        why.push(format!("MSI-X: {e}"));
+                    }
                 }
-            },
+            }
+            if kinds.contains(IrqKinds::INTX) {
+                match function.alloc_irq_vectors(1, 1, IrqKinds::INTX) {
+                    Ok(v) => break 'granted v,
+                    Err((f, e)) => {
+                        function = f;
+                        why.push(format!("INTx: {e}"));
+                    }
+                }
+            }
+            if why.is_empty() {
+                why.push(format!("none of {kinds:?} is MSI-X or INTx"));
+            }
+            fail!(function, "interrupts: {}", why.join("; "))
         };
         let counters: Vec<Arc<AtomicU64>> = (0..irq.len())
             .map(|_| Arc::new(AtomicU64::new(0)))
@@ -373,9 +401,10 @@ impl Nvme {
         // The queue pairs: completion queue first, with its interrupt vector. Each queue's
         // memory belongs to `self.io` before the controller learns its address, so that a
         // failure here still frees it only after the controller has stopped.
-        let intx = self.controller.irq().kind() == IrqKind::Intx;
+        // Queue `qid` on entry `qid`; with fewer entries (one MSI-X entry, or INTx) on the
+        // last one there is, which is entry 0 there.
         for qid in 1..=queues as u16 {
-            let vector = if intx { 0 } else { usize::from(qid) };
+            let vector = usize::from(qid).min(counters.len() - 1);
             self.io.push(Queue::new(
                 self.controller.master(),
                 qid,

@@ -9,6 +9,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use pci::fake::irq::{BAR0, FakePlatform, device, handle};
+use pci::irq::{IrqKind, IrqKinds};
 use pci::platform::{Interrupts, Platform};
 use spin::Mutex;
 
@@ -46,6 +47,8 @@ pub(super) struct Faults {
 
 pub(super) struct Model {
     platform: &'static FakePlatform,
+    /// MSI-X table entries the function has.
+    entries: u16,
     enabled: bool,
     queues: [Q; 5],
     pub faults: Faults,
@@ -136,6 +139,10 @@ impl Model {
             0x09 => (0, c[11]),
             0x05 => {
                 let qid = usize::from(c[10] as u16);
+                if (c[11] >> 16) as u16 >= self.entries {
+                    // Invalid Interrupt Vector (§5.3, status code type 1, code 08h).
+                    return (0x108, 0);
+                }
                 let q = &mut self.queues[qid];
                 q.cq = prp1;
                 q.cq_entries = (c[10] >> 16) as u16 + 1;
@@ -223,6 +230,14 @@ impl Model {
 pub(super) fn controller(
     faults: Faults,
 ) -> (PciFunction, Arc<Mutex<Model>>, &'static FakePlatform) {
+    controller_with(faults, 8)
+}
+
+/// [`controller`] with an MSI-X table of `entries` entries.
+pub(super) fn controller_with(
+    faults: Faults,
+    entries: u16,
+) -> (PciFunction, Arc<Mutex<Model>>, &'static FakePlatform) {
     let platform = FakePlatform::leaked(1);
     platform.halt_when_idle();
     // CAP: MQES 63, CQR, TO 1 (500 ms), DSTRD 0, CSS NVM, MPSMIN 0.
@@ -230,9 +245,10 @@ pub(super) fn controller(
     platform.poke(BAR0, cap as u32);
     platform.poke(BAR0 + 4, (cap >> 32) as u32);
     platform.poke(BAR0 + 8, 0x0001_0400);
-    let (function, _space) = handle(device(8), platform);
+    let (function, _space) = handle(device(entries), platform);
     let model = Arc::new(Mutex::new(Model {
         platform,
+        entries,
         enabled: false,
         queues: [Q::default(); 5],
         faults,
@@ -276,6 +292,34 @@ fn the_model_binds_and_reads() {
     let mut block = vec![0u8; 512];
     nvme.read(0, &mut block).expect("read");
     let _ = nvme.status();
+}
+
+/// A one-entry MSI-X table: the admin queue and the one I/O queue share entry 0 (the model
+/// refuses a completion queue on an entry the table does not have), and reads complete.
+#[test]
+fn one_msix_entry_serves_the_admin_and_the_io_queue() {
+    let (function, model, _p) = controller_with(healthy(), 1);
+    let mut nvme = Nvme::new(function).map_err(|(_, e)| e).expect("probe");
+    assert_eq!(nvme.interrupts(), (IrqKind::Msix, 1));
+    assert_eq!(nvme.io_queues(), 1);
+    let before = nvme.interrupt_counts();
+    let mut block = vec![0u8; 4096];
+    nvme.read(0, &mut block).expect("read");
+    let after = nvme.interrupt_counts();
+    assert_eq!(after.len(), 1, "one counter per entry: {after:?}");
+    assert!(after[0] > before[0], "entry 0 did not count the read");
+    assert_eq!(model.lock().queues[1].vector, 0);
+}
+
+/// Allowing neither MSI-X nor INTx is a probe failure that names the kinds, and the function
+/// comes back.
+#[test]
+fn no_allowed_kind_fails_the_probe() {
+    let (function, _model, _p) = controller(healthy());
+    match Nvme::new_with(function, IrqKinds::MSI) {
+        Ok(_) => panic!("probed without an allowed interrupt kind"),
+        Err((_function, e)) => assert!(e.to_string().contains("interrupts: none of"), "{e}"),
+    }
 }
 
 /// Identify Namespace NSZE = u64::MAX is accepted, and `Bound::status` then multiplies it

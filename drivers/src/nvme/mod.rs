@@ -23,8 +23,11 @@
 //! fails the probe.
 //!
 //! Interrupts: MSI-X, entry 0 for the admin queue, entry `i` for I/O queue `i` (the queue's
-//! Interrupt Vector field is `i`), up to four I/O queues as the vectors allow. Without
-//! MSI-X the driver takes the INTx pin (one vector, possibly shared) and one I/O queue; the
+//! Interrupt Vector field is `i`), up to four I/O queues as the vectors allow. A controller
+//! that grants one MSI-X entry gets one I/O queue on entry 0 beside the admin queue, as
+//! Linux's `nvme` driver shares its first vector (the INTx pin, which a board may not route,
+//! is not needed then). Without MSI-X the driver takes the INTx pin (one vector, possibly
+//! shared) and one I/O queue; the
 //! handler then masks the controller's interrupt with INTMS (§3.1.3, §7.5.1) and the waiting
 //! code unmasks it with INTMC once it has consumed the completions.
 //!

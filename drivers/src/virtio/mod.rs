@@ -12,7 +12,8 @@
 //!   device-specific configuration (§4.1.4.6) and the PCI configuration access window
 //!   (§4.1.4.7). The first usable instance of each type is taken.
 //! - §3.1.1 / §4.1.5 initialisation ([`VirtioPci::probe`]): reset, ACKNOWLEDGE, DRIVER,
-//!   feature negotiation (VIRTIO_F_VERSION_1 required, nothing accepted that the driver does
+//!   feature negotiation (VIRTIO_F_VERSION_1 required, VIRTIO_F_ACCESS_PLATFORM and
+//!   VIRTIO_F_ORDER_PLATFORM accepted when offered, nothing accepted that the driver does
 //!   not handle), FEATURES_OK and its read-back, interrupt vectors, the virtqueues, DRIVER_OK.
 //! - §2.6 split virtqueues ([`Virtqueue`]): descriptor table, available ring, used ring, a
 //!   free list of descriptors, completions consumed after the queue's interrupt.
@@ -107,6 +108,25 @@ pub const TYPE_BLOCK: u16 = 2;
 
 /// VIRTIO_F_VERSION_1 (§6): the device is modern; required.
 pub const F_VERSION_1: u64 = 1 << 32;
+/// VIRTIO_F_ACCESS_PLATFORM (§6): the device reaches memory the way other bus masters do,
+/// through whatever translation the platform puts between them (an IOMMU, encrypted guest
+/// memory), so it must be given bus addresses, not CPU physical ones. Accepted when offered:
+/// every address this driver writes to a device is a [`pci::BusAddr`] of the function's own
+/// DMA memory, which is what the feature asks for. A device that offers it may refuse
+/// FEATURES_OK without it (QEMU's `iommu_platform=on` does; so do confidential guests'
+/// devices and hardware virtio functions).
+pub const F_ACCESS_PLATFORM: u64 = 1 << 33;
+/// VIRTIO_F_ORDER_PLATFORM (§6): the driver must order its memory and register accesses with
+/// the platform's DMA barriers rather than SMP ones (a hardware implementation, not a
+/// hypervisor). Accepted when offered: on x86 both kinds are the same, since stores to
+/// write-back memory become visible in program order and uncached register accesses are not
+/// reordered with them (Intel SDM vol. 3A, "Memory Ordering in P6 and More Recent Processor
+/// Families"); the virtqueue's release and acquire fences keep the compiler from
+/// reordering.
+pub const F_ORDER_PLATFORM: u64 = 1 << 36;
+/// The transport's features, accepted from any device that offers them whatever the device
+/// type: VERSION_1, ACCESS_PLATFORM and ORDER_PLATFORM.
+pub const TRANSPORT_FEATURES: u64 = F_VERSION_1 | F_ACCESS_PLATFORM | F_ORDER_PLATFORM;
 
 /// How long the device may take to confirm a reset.
 pub const RESET_TIMEOUT_US: u64 = 1_000_000;
@@ -155,8 +175,8 @@ pub struct Spec {
     pub device_type: u16,
     /// Owner name for the interrupt handlers.
     pub name: &'static str,
-    /// Features the driver handles besides VIRTIO_F_VERSION_1; only those the device offers
-    /// are accepted.
+    /// Features the driver handles besides the transport's ([`TRANSPORT_FEATURES`]); only
+    /// those the device offers are accepted.
     pub features: u64,
     /// The queues to set up, in index order from 0: name, largest size wanted, and the size
     /// of the DMA buffer their requests use.

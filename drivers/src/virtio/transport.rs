@@ -14,7 +14,7 @@ use pci::window::BarWindow;
 
 use super::capabilities::{Caps, Structure};
 use super::virtqueue::Virtqueue;
-use super::{F_VERSION_1, RESET_TIMEOUT_US, Spec};
+use super::{F_VERSION_1, RESET_TIMEOUT_US, Spec, TRANSPORT_FEATURES};
 
 /// Reads of the device configuration tried before its generation is declared unstable.
 const CONFIG_READ_TRIES: u32 = 64;
@@ -279,7 +279,7 @@ pub(super) fn negotiate(t: &Transport, f: &PciFunction, spec: &Spec) -> Result<u
             "device features {offered:#x} lack VIRTIO_F_VERSION_1"
         ));
     }
-    let accepted = offered & (F_VERSION_1 | spec.features);
+    let accepted = offered & (TRANSPORT_FEATURES | spec.features);
     t.set_driver_features(accepted);
     t.set_status(f, ACKNOWLEDGE | DRIVER | FEATURES_OK);
     if t.status(f) & FEATURES_OK == 0 {

@@ -5,7 +5,7 @@
 //! length or an unknown entry loses only that table or entry; nothing in this crate panics or
 //! loops without bound on any input.
 //!
-//! - [`tables`]: the static tables (RSDP, RSDT/XSDT, FADT, MADT, MCFG, HPET), parsed from
+//! - [`tables`]: the static tables (RSDP, RSDT/XSDT, FADT, MADT, MCFG, HPET, DMAR), parsed from
 //!   bytes by code of our own.
 //! - [`aml`]: the AML namespace through ACPICA (the reference implementation, bundled by the
 //!   `acpica` crate), with the OS layer written here; PCI host bridges and `_PRT` routing,

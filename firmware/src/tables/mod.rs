@@ -11,14 +11,18 @@
 //! - [`discover`]: RSDP → XSDT (or RSDT) → every table's header, through [`PhysRead`], plus
 //!   the DSDT and FACS the FADT points at.
 //! - [`fadt`], [`madt`], [`mcfg`], [`hpet`]: the tables the kernel needs.
+//! - [`dmar`]: the IOMMU (Intel VT-d) units, the devices each translates for, and the memory
+//!   firmware keeps using for DMA.
 
 pub mod build;
 pub(crate) mod bytes;
+pub mod dmar;
 pub mod fadt;
 pub mod hpet;
 pub mod madt;
 pub mod mcfg;
 
+pub use dmar::Dmar;
 pub use fadt::{Fadt, GenericAddress};
 pub use hpet::Hpet;
 pub use madt::Madt;

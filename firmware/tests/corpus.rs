@@ -8,8 +8,8 @@
 //!   physical addresses.
 //! - The corpus (`<workspace>/../shared/acpi-corpus/*.acpidump.gz`, 162 machines; skipped,
 //!   saying so, when the folder is absent): every machine must give exit status 0 and one
-//!   JSON object within 10 s, with no panic text. The MADT, MCFG and the FADT's main fields
-//!   are checked against an independent decoder, ACPICA's `acpixtract -a` + `iasl -d`
+//!   JSON object within 10 s, with no panic text. The MADT, MCFG, the FADT's main fields
+//!   and the DMAR are checked against an independent decoder, ACPICA's `acpixtract -a` + `iasl -d`
 //!   (text output parsed here); where iasl decodes a table, ours must say the same. When
 //!   acpica-tools is not installed, that comparison is skipped loudly and the rest still
 //!   runs. The AML counts are printed, not asserted (the engine is new).
@@ -190,6 +190,19 @@ struct FadtFacts {
     flags: u64,
 }
 
+/// A DMAR device scope: type, enumeration ID, start bus, (device, function) hops.
+type ScopeFacts = (u64, u64, u64, Vec<[u64; 2]>);
+
+/// DMAR facts compared: address width in bits, flags; each DRHD's flags, segment, register
+/// base and device scopes; each RMRR's segment, base, limit and device scopes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct DmarFacts {
+    address_width: u64,
+    flags: u64,
+    units: Vec<([u64; 3], Vec<ScopeFacts>)>,
+    reserved: Vec<([u64; 3], Vec<ScopeFacts>)>,
+}
+
 fn num(v: &Value, key: &str) -> Option<u64> {
     v.get(key)?.as_u64()
 }
@@ -247,6 +260,59 @@ fn mcfg_from_json(m: &Value) -> Option<McfgFacts> {
             ])
         })
         .collect()
+}
+
+fn dmar_from_json(d: &Value) -> Option<DmarFacts> {
+    let scopes = |v: &Value| -> Option<Vec<ScopeFacts>> {
+        v.get("scopes")?
+            .as_array()?
+            .iter()
+            .map(|s| {
+                let path = s
+                    .get("path")?
+                    .as_array()?
+                    .iter()
+                    .map(|hop| Some([hop.get(0)?.as_u64()?, hop.get(1)?.as_u64()?]))
+                    .collect::<Option<_>>()?;
+                Some((
+                    num(s, "type")?,
+                    num(s, "enumeration_id")?,
+                    num(s, "start_bus")?,
+                    path,
+                ))
+            })
+            .collect()
+    };
+    Some(DmarFacts {
+        address_width: num(d, "address_width")?,
+        flags: num(d, "flags")?,
+        units: d
+            .get("units")?
+            .as_array()?
+            .iter()
+            .map(|u| {
+                Some((
+                    [
+                        num(u, "flags")?,
+                        num(u, "segment")?,
+                        num(u, "register_base")?,
+                    ],
+                    scopes(u)?,
+                ))
+            })
+            .collect::<Option<_>>()?,
+        reserved: d
+            .get("reserved")?
+            .as_array()?
+            .iter()
+            .map(|r| {
+                Some((
+                    [num(r, "segment")?, num(r, "base")?, num(r, "limit")?],
+                    scopes(r)?,
+                ))
+            })
+            .collect::<Option<_>>()?,
+    })
 }
 
 fn fadt_from_json(f: &Value) -> Option<FadtFacts> {
@@ -408,6 +474,130 @@ fn fadt_from_dsl(text: &str) -> Option<FadtFacts> {
     (seen == 3).then_some(f)
 }
 
+/// The DMAR as iasl decodes it, with what our parser leaves out on purpose set apart.
+struct DmarDsl {
+    /// What our parse must equal.
+    facts: DmarFacts,
+    /// DRHDs whose register base is 0 or not 4 KiB aligned, RMRRs whose limit is below
+    /// their base: iasl lists them, we drop them.
+    dropped: usize,
+    /// iasl stopped at a structure type it does not know (its decoding of the rest is
+    /// missing): our lists must then start with its.
+    stopped: bool,
+}
+
+/// The DMAR from iasl's listing. Device scopes are kept for DRHDs and RMRRs only (ATSRs
+/// have them too); each `PCI Path : 1F,00` line is one hop.
+fn dmar_from_dsl(text: &str) -> Option<DmarDsl> {
+    #[derive(PartialEq)]
+    enum In {
+        Top,
+        Drhd,
+        Rmrr,
+        Other,
+    }
+    let mut out = DmarDsl {
+        facts: DmarFacts::default(),
+        dropped: 0,
+        stopped: false,
+    };
+    let mut any = false;
+    let mut haw = None;
+    let mut flags = None;
+    let mut cur = In::Top;
+    // The structure being read: its fields and scopes.
+    let mut fields: HashMap<&str, u64> = HashMap::new();
+    let mut scopes: Vec<ScopeFacts> = Vec::new();
+    let finish = |cur: &In,
+                  fields: &HashMap<&str, u64>,
+                  scopes: &mut Vec<ScopeFacts>,
+                  out: &mut DmarDsl|
+     -> Option<()> {
+        let scopes = std::mem::take(scopes);
+        match cur {
+            In::Drhd => {
+                let base = *fields.get("Register Base Address")?;
+                if base == 0 || base & 0xfff != 0 {
+                    out.dropped += 1;
+                } else {
+                    out.facts.units.push((
+                        [
+                            *fields.get("Flags")?,
+                            *fields.get("PCI Segment Number")?,
+                            base,
+                        ],
+                        scopes,
+                    ));
+                }
+            }
+            In::Rmrr => {
+                let base = *fields.get("Base Address")?;
+                let limit = *fields.get("End Address (limit)")?;
+                if limit < base {
+                    out.dropped += 1;
+                } else {
+                    out.facts
+                        .reserved
+                        .push(([*fields.get("PCI Segment Number")?, base, limit], scopes));
+                }
+            }
+            In::Top | In::Other => {}
+        }
+        Some(())
+    };
+    for line in text.lines() {
+        if line.starts_with("Raw Table Data") {
+            break;
+        }
+        if line.contains("Unknown DMAR subtable") {
+            out.stopped = true;
+            break;
+        }
+        let Some((name, value)) = dsl_field(line) else {
+            continue;
+        };
+        match name {
+            "Signature" => any = true,
+            "Subtable Type" => {
+                finish(&cur, &fields, &mut scopes, &mut out)?;
+                fields.clear();
+                cur = match dsl_hex(value)? {
+                    0 => In::Drhd,
+                    1 => In::Rmrr,
+                    _ => In::Other,
+                };
+            }
+            "Host Address Width" if cur == In::Top => haw = dsl_hex(value),
+            "Flags" if cur == In::Top => flags = dsl_hex(value),
+            _ if cur == In::Top || cur == In::Other => {}
+            "Device Scope Type" => scopes.push((dsl_hex(value)?, 0, 0, Vec::new())),
+            "Enumeration ID" => scopes.last_mut()?.1 = dsl_hex(value)?,
+            "PCI Bus Number" => scopes.last_mut()?.2 = dsl_hex(value)?,
+            "PCI Path" => {
+                let (dev, func) = value.split_once(',')?;
+                let hop = [
+                    u64::from_str_radix(dev.trim(), 16).ok()?,
+                    u64::from_str_radix(func.trim(), 16).ok()?,
+                ];
+                scopes.last_mut()?.3.push(hop);
+            }
+            _ => {
+                if let Some(v) = dsl_hex(value) {
+                    fields.entry(name).or_insert(v);
+                }
+            }
+        }
+    }
+    finish(&cur, &fields, &mut scopes, &mut out)?;
+    if !any {
+        return None;
+    }
+    // The table holds the width minus one (VT-d §8.1); ours is the width.
+    out.facts.address_width = (haw? + 1).min(255);
+    out.facts.flags = flags?;
+    Some(out)
+}
+
 // ---- One machine ----
 
 /// How one table compared.
@@ -431,6 +621,7 @@ struct Outcome {
     madt: TableCount,
     mcfg: TableCount,
     fadt: TableCount,
+    dmar: TableCount,
     aml_initialised: bool,
     bridges_found: bool,
     all_routed: bool,
@@ -502,9 +693,11 @@ fn check_machine(path: &Path, iasl: bool) -> Outcome {
     let ours_madt = json.get("madt").filter(|m| m.get("error").is_none());
     let ours_mcfg = json.get("mcfg").filter(|m| m.is_array());
     let ours_fadt = json.get("fadt").filter(|m| m.get("error").is_none());
+    let ours_dmar = json.get("dmar").filter(|m| m.get("error").is_none());
     o.madt.ours = ours_madt.is_some();
     o.mcfg.ours = ours_mcfg.is_some();
     o.fadt.ours = ours_fadt.is_some();
+    o.dmar.ours = ours_dmar.is_some();
     if let Some(aml) = json.get("aml") {
         o.aml_initialised = aml.get("namespace_initialised") == Some(&Value::Bool(true));
     }
@@ -615,6 +808,47 @@ fn compare_with_iasl(path: &Path, dir: &Path, json: &Value, o: &mut Outcome) {
             None => o.failures.push("FADT decoded by iasl but not by us".into()),
         }
     }
+    // DMAR.
+    if let Some(theirs) = iasl_decode(dir, "dmar").as_deref().and_then(dmar_from_dsl) {
+        o.dmar.iasl = true;
+        if theirs.dropped > 0 {
+            o.notes.push(format!(
+                "DMAR: {} structures with an unusable register base or limit below base (iasl \
+                 lists them, we drop them)",
+                theirs.dropped
+            ));
+        }
+        let ours = json.get("dmar").and_then(dmar_from_json);
+        // When iasl stopped early, compare what it decoded with the start of ours.
+        let ours_cut = ours.clone().map(|mut d| {
+            if theirs.stopped {
+                d.units.truncate(theirs.facts.units.len());
+                d.reserved.truncate(theirs.facts.reserved.len());
+            }
+            d
+        });
+        if theirs.stopped {
+            o.notes.push(format!(
+                "DMAR: iasl stops at a structure type it does not know; compared its {} DRHD(s) \
+                 and {} RMRR(s) with ours ({} and {})",
+                theirs.facts.units.len(),
+                theirs.facts.reserved.len(),
+                ours.as_ref().map_or(0, |d| d.units.len()),
+                ours.as_ref().map_or(0, |d| d.reserved.len()),
+            ));
+        }
+        match ours_cut {
+            Some(ours) if ours == theirs.facts => o.dmar.equal = true,
+            Some(ours) => o.failures.push(format!(
+                "DMAR differs:\n    ours {ours:?}\n    iasl {:?}",
+                theirs.facts
+            )),
+            None => o.failures.push(format!(
+                "DMAR decoded by iasl but not by us: {}",
+                json.get("dmar").map(Value::to_string).unwrap_or_default()
+            )),
+        }
+    }
 }
 
 #[test]
@@ -636,7 +870,7 @@ fn corpus() {
     let iasl = iasl_available();
     if !iasl {
         say!(
-            "corpus: acpica-tools (iasl, acpixtract) not installed: MADT/MCFG/FADT comparison \
+            "corpus: acpica-tools (iasl, acpixtract) not installed: MADT/MCFG/FADT/DMAR comparison \
              with iasl SKIPPED; exit status, JSON and no-panic checks still run"
         );
     }
@@ -673,6 +907,10 @@ fn corpus() {
         ("FADT (DSDT, FACS, SCI, SMI_CMD, flags)", |o: &Outcome| {
             o.fadt
         }),
+        (
+            "DMAR (width, flags, DRHDs, RMRRs, device scopes)",
+            |o: &Outcome| o.dmar,
+        ),
     ] {
         if iasl {
             say!(

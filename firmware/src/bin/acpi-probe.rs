@@ -3,7 +3,7 @@
 //! kernel gives it a share of its heap).
 //!
 //! Design: FILE is `acpidump` text, plain or gzipped (recognised by the gzip magic bytes
-//! 1f 8b, not by the name). The MADT, MCFG, FADT and HPET are decoded from the dump's bytes
+//! 1f 8b, not by the name). The MADT, MCFG, FADT, HPET and DMAR are decoded from the dump's bytes
 //! by [`firmware::tables`]; the AML namespace, host bridges and `_PRT` routes come from the
 //! AML layer. The result is ONE JSON object on stdout, and the exit status is 0 whenever the
 //! file is an acpidump, however broken its tables are (a table that cannot be parsed becomes
@@ -16,8 +16,9 @@ use std::process::ExitCode;
 
 use firmware::aml::{AmlReport, HostBridge, IsaOverride, Polarity, Route, RouteSource, Trigger};
 use firmware::dump::{self, Dump, DumpedTable};
+use firmware::tables::dmar::{DeviceScope, ScopeKind};
 use firmware::tables::madt::{InterruptPolarity, InterruptTrigger};
-use firmware::tables::{Fadt, GenericAddress, Hpet, Madt, Mcfg};
+use firmware::tables::{Dmar, Fadt, GenericAddress, Hpet, Madt, Mcfg};
 use serde_json::{Value, json};
 
 /// Largest decompressed dump accepted (the largest real one is a few MB).
@@ -131,6 +132,11 @@ fn probe(dump: &Dump, max_bytes: u64) -> Value {
                 "comparators": h.comparators(),
             }),
         },
+        "dmar": match table(b"DMAR").map(Dmar::parse) {
+            None => json!({"error": "no DMAR"}),
+            Some(Err(e)) => json!({"error": e.to_string()}),
+            Some(Ok(d)) => dmar_json(&d),
+        },
         "aml": {
             "tables_loaded": report.tables_loaded,
             "tables_failed": report.tables_failed,
@@ -191,6 +197,46 @@ fn madt_json(m: &Madt) -> Value {
             "trigger": trigger(n.trigger),
         })).collect::<Vec<_>>(),
         "errors": m.errors,
+    })
+}
+
+fn dmar_json(d: &Dmar) -> Value {
+    json!({
+        "address_width": d.address_width,
+        "flags": d.flags,
+        "units": d.units.iter().map(|u| json!({
+            "flags": u.flags,
+            "include_pci_all": u.include_pci_all(),
+            "size": u.size,
+            "segment": u.segment,
+            "register_base": u.register_base,
+            "scopes": u.scopes.iter().map(scope_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "reserved": d.reserved.iter().map(|r| json!({
+            "segment": r.segment,
+            "base": r.base,
+            "limit": r.limit,
+            "scopes": r.scopes.iter().map(scope_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "warnings": d.warnings,
+    })
+}
+
+/// A device scope; `type` is the table's number (VT-d §8.3.1: 1 endpoint, 2 bridge,
+/// 3 I/O APIC, 4 HPET, 5 ACPI namespace device).
+fn scope_json(s: &DeviceScope) -> Value {
+    json!({
+        "type": match s.kind {
+            ScopeKind::Endpoint => 1,
+            ScopeKind::Bridge => 2,
+            ScopeKind::IoApic => 3,
+            ScopeKind::Hpet => 4,
+            ScopeKind::AcpiNamespace => 5,
+            ScopeKind::Other(n) => n,
+        },
+        "enumeration_id": s.enumeration_id,
+        "start_bus": s.start_bus,
+        "path": s.path.iter().map(|(d, f)| json!([d, f])).collect::<Vec<_>>(),
     })
 }
 

@@ -29,6 +29,7 @@ mod framebuffer;
 mod hotplug;
 mod input;
 mod interrupts;
+mod iommu;
 mod keyboard;
 mod logger;
 mod memory;
@@ -128,6 +129,8 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         pcibus::print_listing();
     }
     phases.mark("PCI enumeration");
+    // DMA remapping, where firmware describes it, before any function is claimed.
+    iommu::init(options.iommu_off);
     // The console's input vectors before any driver can take them all.
     if options.test.is_none() {
         console::reserve_input();

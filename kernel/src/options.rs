@@ -41,10 +41,20 @@ pub struct Options<'a> {
     pub storage_write: bool,
     /// `storage=` value that is not `write`, for a warning (storage stays read only).
     pub bad_storage: Option<&'a str>,
+    /// `iommu=off`: leave DMA remapping off even where firmware describes units.
+    pub iommu_off: bool,
 }
 
 /// The options this kernel knows (the first word of each `key=value`).
-pub const KNOWN: &[&str] = &["log", "test", "dumpboot", "apic", "bootbench", "storage"];
+pub const KNOWN: &[&str] = &[
+    "log",
+    "test",
+    "dumpboot",
+    "apic",
+    "bootbench",
+    "storage",
+    "iommu",
+];
 
 /// Words the test runner adds for itself (not options; not reported).
 const RUNNER_WORDS: &[&str] = &["token"];
@@ -76,6 +86,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         bootbench_ready: boot::cmdline::get(cmdline, "bootbench") == Some("ready"),
         storage_write: boot::cmdline::get(cmdline, "storage") == Some("write"),
         bad_storage: boot::cmdline::get(cmdline, "storage").filter(|v| *v != "write"),
+        iommu_off: boot::cmdline::get(cmdline, "iommu") == Some("off"),
     }
 }
 

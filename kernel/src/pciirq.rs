@@ -71,7 +71,11 @@ pub fn claim(address: Address) -> Option<PciFunction> {
     // SAFETY: `CLAIMED` now records `address`, and only `release_function` (called when this
     // handle drops) removes it, so this is the only handle; `space` reaches every scanned
     // function.
-    Some(unsafe { PciFunction::new(info, space, &PLATFORM) })
+    let function = unsafe { PciFunction::new(info, space, &PLATFORM) };
+    // Bus mastering is off now; from here the device reaches only what is mapped for it
+    // (on a machine with DMA remapping).
+    crate::iommu::isolate(address);
+    Some(function)
 }
 
 /// The first scanned function with these IDs.
@@ -407,10 +411,13 @@ impl DeviceMemory for KernelIrq {
             })
     }
 
-    fn dma(&self, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError> {
-        crate::memory::dma::DmaBuffer::new(bytes)
+    fn dma(&self, owner: Address, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError> {
+        crate::iommu::DeviceDma::new(owner, bytes)
             .map(|b| Box::new(b) as Box<dyn DmaRegion>)
-            .ok_or(PlatformError::Failed("out of memory for a DMA buffer"))
+            .map_err(|e| {
+                log::warn!("pci: {e}");
+                PlatformError::Failed("no DMA memory for the device")
+            })
     }
 
     fn parking(&self) -> &Parking {
@@ -451,6 +458,8 @@ pub fn intx_users() -> Vec<(u32, u8, &'static str)> {
 /// regions and bytes.
 pub fn forget_dma(address: Address) -> (usize, u64) {
     let freed = x86_64::instructions::interrupts::without_interrupts(|| PARKING.release(address));
+    // Its regions are unmapped and freed: the domain goes too.
+    crate::iommu::forget(address);
     if freed.0 > 0 {
         log::debug!(
             "pci: {address}: {} KiB of parked DMA memory freed",

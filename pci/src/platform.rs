@@ -155,8 +155,11 @@ pub trait Interrupts: Send + Sync {
 pub trait DeviceMemory: Send + Sync {
     /// Maps `len` bytes of device memory at `phys` uncached.
     fn map(&self, phys: u64, len: u64) -> Result<Box<dyn RegisterWindow>, PlatformError>;
-    /// Allocates a zeroed, physically contiguous DMA buffer of at least `bytes` bytes.
-    fn dma(&self, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError>;
+    /// Allocates a zeroed, physically contiguous DMA buffer of at least `bytes` bytes for the
+    /// device at `owner`. On a machine with DMA remapping the region is made reachable by
+    /// that function alone (mapped into its domain), and is unreachable again before its
+    /// memory is freed when the region drops.
+    fn dma(&self, owner: Address, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError>;
     /// Where the DMA memory of released functions waits for their next claim (see
     /// [`Parking`]): one per platform.
     fn parking(&self) -> &Parking;

@@ -86,6 +86,8 @@ pub struct Platform {
     /// What the definition blocks' bytes say about host bridges ([`firmware::aml::scan`]);
     /// `None` when a block could not be read.
     pub aml_scan: Option<::firmware::aml::scan::Scan>,
+    /// The DMAR table's bytes (Intel VT-d §8), for [`crate::iommu`].
+    pub dmar: Option<Vec<u8>>,
 }
 
 static PLATFORM: Once<Platform> = Once::new();
@@ -148,7 +150,9 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         pm1a_control: None,
         reset: None,
         aml_scan: None,
+        dmar: None,
     };
+    platform.dmar = read(b"DMAR");
     // The DSDT and every SSDT, read as bytes (whether the boot will need AML's host bridges).
     let blocks: Option<Vec<Vec<u8>>> = set
         .find(b"DSDT")

@@ -23,6 +23,7 @@ mod drivers_suite;
 mod faults_suite;
 mod irq_suite;
 mod irqbench_suite;
+mod iommu_suite;
 mod nvme_suite;
 mod pci_suite;
 mod storage_suite;
@@ -127,6 +128,8 @@ pub fn run(suite: &str) -> ! {
         "faults" => faults_suite::TESTS,
         "virtio" => virtio_suite::TESTS,
         "nvme" => nvme_suite::TESTS,
+        "iommu" => iommu_suite::TESTS,
+        "iommu_off" => iommu_suite::OFF,
         "nvmebench" => nvme_suite::BENCH,
         "storage" => storage_suite::TESTS,
         "blk" => blk_suite::TESTS,

@@ -256,7 +256,10 @@ impl BusMaster {
         let core = self.core();
         let region = match core.reuse_dma(bytes) {
             Some(region) => region,
-            None => core.platform.dma(bytes).map_err(WindowError::Platform)?,
+            None => core
+                .platform
+                .dma(core.address(), bytes)
+                .map_err(WindowError::Platform)?,
         };
         Ok(DmaBuffer::new(core.clone(), region))
     }

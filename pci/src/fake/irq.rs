@@ -497,7 +497,7 @@ impl DeviceMemory for &'static FakePlatform {
         }))
     }
 
-    fn dma(&self, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError> {
+    fn dma(&self, _owner: Address, bytes: u64) -> Result<Box<dyn DmaRegion>, PlatformError> {
         let too_large = PlatformError::Failed("fake: DMA buffer too large");
         let len = usize::try_from(bytes).map_err(|_| too_large.clone())?;
         let total = len.checked_add(2 * RED_ZONE).ok_or(too_large)?;

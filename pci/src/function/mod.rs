@@ -99,6 +99,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// The function's address.
+    pub(crate) fn address(&self) -> crate::Address {
+        self.info.address
+    }
+
     pub(crate) fn read32(&self, offset: u16) -> u32 {
         self.config.read32(self.info.address, offset)
     }

@@ -1,0 +1,23 @@
+//! [`TableMemory`]: the pages the remapping tables live in, as the unit reads them.
+
+/// Page size of every table and of every mapping here.
+pub const PAGE: u64 = 4096;
+
+/// Physical memory for the remapping tables: 4 KiB pages the unit walks and the kernel
+/// writes. The kernel implements it over its frame allocator and identity map; the host
+/// tests over a `Vec` of pages.
+pub trait TableMemory {
+    /// A zeroed 4 KiB page, 4 KiB aligned: its physical address. `None` when memory is
+    /// short.
+    fn alloc_page(&self) -> Option<u64>;
+    /// Gives back a page [`TableMemory::alloc_page`] returned; no unit refers to it any more.
+    fn free_page(&self, phys: u64);
+    /// The naturally aligned qword at `phys`, inside a page this memory gave out.
+    fn read(&self, phys: u64) -> u64;
+    /// Writes the naturally aligned qword at `phys`, inside a page this memory gave out, as
+    /// one store (the unit may read it at any time and must never see half of it).
+    fn write(&self, phys: u64, value: u64);
+    /// Makes the qwords written at `[phys, phys + len)` visible to a unit that does not snoop
+    /// the processor's caches (ECAP.C = 0): `clflush` of their cache lines, then a fence.
+    fn flush(&self, phys: u64, len: u64);
+}

@@ -1,0 +1,238 @@
+//! [`Unit`]: one DMA remapping unit's register protocol (VT-d §10, §11.4), legacy mode with
+//! register-based invalidation: what every VT-d unit has.
+//!
+//! Design note. The unit is driven in the order the specification gives: translation off if
+//! firmware left it on, the root table pointer set and latched (SRTP, §10.4.5), the context
+//! cache and IOTLB invalidated globally, then translation on (§10.4.4). Each command is one
+//! write of GCMD built from the persistent GSTS bits, then a bounded wait for its status.
+//! Invalidations wait for hardware to clear the command bit; a unit that never does is an
+//! error, never a hang.
+
+use crate::regs::*;
+
+/// Register access to one unit's page (the kernel maps it uncached).
+pub trait Registers {
+    /// A 32-bit register.
+    fn read32(&self, offset: u64) -> u32;
+    /// Writes a 32-bit register.
+    fn write32(&self, offset: u64, value: u32);
+    /// A 64-bit register.
+    fn read64(&self, offset: u64) -> u64;
+    /// Writes a 64-bit register.
+    fn write64(&self, offset: u64, value: u64);
+}
+
+/// Register reads a command may wait for its status: at about a microsecond a read on real
+/// hardware, a second. Units finish in microseconds.
+pub const POLLS: u32 = 1_000_000;
+
+/// Why the unit could not do what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitError {
+    /// A command's status never came.
+    Timeout(&'static str),
+    /// The unit cannot do what this crate needs (legacy-mode second-level tables of 3 or 4
+    /// levels, pass-through context entries).
+    Unsupported(&'static str),
+}
+
+impl core::fmt::Display for UnitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            UnitError::Timeout(what) => write!(f, "the unit did not finish {what}"),
+            UnitError::Unsupported(what) => write!(f, "the unit lacks {what}"),
+        }
+    }
+}
+
+/// A fault the unit recorded (§7.2.1, §11.4.7.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Requester ID: bus << 8 | device << 3 | function.
+    pub source: u16,
+    /// The page the request addressed.
+    pub address: u64,
+    /// A write request (else a read).
+    pub write: bool,
+    /// Fault reason (appendix A of the specification; 05h: write to a page not writable
+    /// or not present, 06h: read of one, 02h: no context entry present).
+    pub reason: u8,
+}
+
+/// One remapping unit.
+pub struct Unit<R> {
+    regs: R,
+    cap: u64,
+    ecap: u64,
+}
+
+impl<R: Registers> Unit<R> {
+    /// Reads the unit's capabilities.
+    pub fn new(regs: R) -> Unit<R> {
+        let cap = regs.read64(CAP);
+        let ecap = regs.read64(ECAP);
+        Unit { regs, cap, ecap }
+    }
+
+    /// The capability register as read at [`Unit::new`].
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// The extended capability register as read at [`Unit::new`].
+    pub fn ecap(&self) -> u64 {
+        self.ecap
+    }
+
+    /// Levels of second-level tables to use: 4 (48-bit) if supported, else 3 (39-bit).
+    pub fn levels(&self) -> Result<u8, UnitError> {
+        let sagaw = (self.cap >> CAP_SAGAW_SHIFT) & 0x1f;
+        if sagaw & 0b0100 != 0 {
+            Ok(4)
+        } else if sagaw & 0b0010 != 0 {
+            Ok(3)
+        } else {
+            Err(UnitError::Unsupported(
+                "3- or 4-level second-level tables (SAGAW)",
+            ))
+        }
+    }
+
+    /// Whether the unit snoops table writes (ECAP.C).
+    pub fn coherent(&self) -> bool {
+        self.ecap & ECAP_C != 0
+    }
+
+    /// Whether the unit may cache not-present entries (CAP.CM).
+    pub fn caching_mode(&self) -> bool {
+        self.cap & CAP_CM != 0
+    }
+
+    /// Domain IDs the unit supports (CAP.ND).
+    pub fn domain_ids(&self) -> u32 {
+        1 << (4 + 2 * (self.cap & CAP_ND_MASK).min(6))
+    }
+
+    /// Whether pass-through context entries are supported (ECAP.PT).
+    pub fn pass_through(&self) -> bool {
+        self.ecap & ECAP_PT != 0
+    }
+
+    /// Whether translation is on.
+    pub fn enabled(&self) -> bool {
+        self.regs.read32(GSTS) & GCMD_TE != 0
+    }
+
+    fn wait(&self, what: &'static str, mut done: impl FnMut(&R) -> bool) -> Result<(), UnitError> {
+        for _ in 0..POLLS {
+            if done(&self.regs) {
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
+        Err(UnitError::Timeout(what))
+    }
+
+    /// One GCMD command: the persistent status bits with `bit` set or cleared, then the wait
+    /// until GSTS shows it (§11.4.4.1).
+    fn command(&self, what: &'static str, bit: u32, set: bool) -> Result<(), UnitError> {
+        let status = self.regs.read32(GSTS) & GSTS_PERSISTENT;
+        let value = if set { status | bit } else { status & !bit };
+        self.regs.write32(GCMD, value);
+        self.wait(what, |r| (r.read32(GSTS) & bit != 0) == set)
+    }
+
+    /// Turns translation off (firmware may leave it on with its own tables, for pre-boot DMA
+    /// protection). Devices pass through untranslated until [`Unit::enable`].
+    pub fn disable(&self) -> Result<(), UnitError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.command("turning translation off", GCMD_TE, false)
+    }
+
+    /// Points the unit at the root table at `root` (legacy mode), invalidates its caches and
+    /// turns translation on.
+    pub fn enable(&self, root: u64) -> Result<(), UnitError> {
+        self.disable()?;
+        self.regs.write64(RTADDR, root & !0xfff);
+        // SRTP is a one-shot command whose status, RTPS, is set when the pointer is latched.
+        let status = self.regs.read32(GSTS) & GSTS_PERSISTENT;
+        self.regs.write32(GCMD, status | GCMD_SRTP);
+        self.wait("latching the root table (SRTP)", |r| {
+            r.read32(GSTS) & GCMD_SRTP != 0
+        })?;
+        self.flush_write_buffer()?;
+        self.invalidate_context()?;
+        self.invalidate_iotlb(None)?;
+        self.command("turning translation on", GCMD_TE, true)
+    }
+
+    /// Write-buffer flush (§6.8), for units that need one after table writes (CAP.RWBF).
+    pub fn flush_write_buffer(&self) -> Result<(), UnitError> {
+        if self.cap & CAP_RWBF == 0 {
+            return Ok(());
+        }
+        let status = self.regs.read32(GSTS) & GSTS_PERSISTENT;
+        self.regs.write32(GCMD, status | GCMD_WBF);
+        self.wait("a write-buffer flush", |r| r.read32(GSTS) & GCMD_WBF == 0)
+    }
+
+    /// Global context-cache invalidation (§6.5.1.1, register-based).
+    pub fn invalidate_context(&self) -> Result<(), UnitError> {
+        self.regs.write64(CCMD, CCMD_ICC | CCMD_GLOBAL);
+        self.wait("a context-cache invalidation", |r| {
+            r.read64(CCMD) & CCMD_ICC == 0
+        })
+    }
+
+    fn iotlb_register(&self) -> u64 {
+        ((self.ecap >> ECAP_IRO_SHIFT) & 0x3ff) * 16 + 8
+    }
+
+    /// IOTLB invalidation (§6.5.1.2): of one domain, or global; draining the unit's pending
+    /// reads and writes where it can, so that no request translated before returns after.
+    pub fn invalidate_iotlb(&self, domain: Option<u16>) -> Result<(), UnitError> {
+        let mut value = IOTLB_IVT;
+        value |= match domain {
+            Some(did) => IOTLB_DOMAIN | u64::from(did) << IOTLB_DID_SHIFT,
+            None => IOTLB_GLOBAL,
+        };
+        if self.cap & CAP_DRD != 0 {
+            value |= IOTLB_DR;
+        }
+        if self.cap & CAP_DWD != 0 {
+            value |= IOTLB_DW;
+        }
+        let at = self.iotlb_register();
+        self.regs.write64(at, value);
+        self.wait("an IOTLB invalidation", |r| r.read64(at) & IOTLB_IVT == 0)
+    }
+
+    /// The faults recorded since the last call, cleared from the unit (at most one per fault
+    /// recording register; an overflow is cleared too).
+    pub fn take_faults(&self, out: &mut alloc::vec::Vec<Fault>) {
+        let first = ((self.cap >> CAP_FRO_SHIFT) & 0x3ff) * 16;
+        let count = ((self.cap >> CAP_NFR_SHIFT) & 0xff) + 1;
+        for i in 0..count {
+            let at = first + 16 * i;
+            let high = self.regs.read64(at + 8);
+            if high & FRCD_F == 0 {
+                continue;
+            }
+            let low = self.regs.read64(at);
+            out.push(Fault {
+                source: high as u16,
+                address: low & !0xfff,
+                write: high & FRCD_T == 0,
+                reason: (high >> 32) as u8,
+            });
+            // F is write-1-to-clear.
+            self.regs.write64(at + 8, FRCD_F);
+        }
+        let status = self.regs.read32(FSTS);
+        if status & FSTS_PFO != 0 {
+            self.regs.write32(FSTS, FSTS_PFO);
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! DMA remapping with Intel VT-d: each claimed PCI function reaches only its own DMA memory.
+//!
+//! Design note. The `pci` crate's types make sure the kernel never *gives* a device memory
+//! that is not its function's (`BusAddr`, parking), but a driver can still write any number
+//! into a register the device reads as an address, and a buggy device can use an address
+//! after its buffer was freed. On a machine whose firmware describes remapping units (the
+//! ACPI DMAR table), this module closes that gap with the `iommu` crate:
+//!
+//! - at boot, after PCI enumeration and before any driver binds ([`init`]), every function
+//!   the units cover gets a pass-through context entry and translation goes on: unclaimed
+//!   devices (a graphics controller scanning out the firmware's framebuffer, a USB
+//!   controller firmware still uses) work as before;
+//! - a claim isolates the function ([`isolate`], from `pciirq::claim`): its own domain,
+//!   holding only the firmware's reserved regions for it (RMRRs);
+//! - every DMA region allocated for the function is mapped into its domain when it is made
+//!   and unmapped, with the unit's IOTLB invalidated and its requests drained, before its
+//!   frames are freed ([`DeviceDma`]); a region the unit cannot be made to forget is leaked,
+//!   never reused;
+//! - requests elsewhere are blocked and recorded by the unit ([`take_faults`]; the console's
+//!   `iommu` command shows them).
+//!
+//! Who owns what: the remapper (tables, domains, units) is this module's static, for the
+//! kernel's life. A [`DeviceDma`] owns its frames and its mapping: `Drop` unmaps, then frees.
+//! `iommu=off` on the command line leaves translation off (devices then reach all memory, as
+//! on a machine without units). Without a DMAR table nothing here runs.
+
+mod hw;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use firmware::tables::dmar::{DeviceScope, Dmar, ScopeKind};
+use iommu::{Fault, Remapper, Scope, ScopeEntry, Source, Summary, UnitSetup};
+use pci::Address;
+use pci::enumerate::Topology;
+use spin::Mutex;
+
+use crate::memory::dma::DmaBuffer;
+use crate::memory::mmio::Mmio;
+use hw::{TablePages, UnitRegisters};
+
+/// Largest reserved region (RMRR) mapped for a device, page by page.
+const MAX_RESERVED: u64 = 256 << 20;
+
+struct State {
+    remapper: Remapper<UnitRegisters, TablePages>,
+    /// RMRRs: (function, start, end) with `end` exclusive.
+    reserved: Vec<(Source, u64, u64)>,
+    /// Faults taken from the units so far (kept for the console and tests), oldest first.
+    faults: Vec<Fault>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    x86_64::instructions::interrupts::without_interrupts(|| STATE.lock().as_mut().map(f))
+}
+
+fn source(address: Address) -> Source {
+    Source {
+        segment: address.segment(),
+        bus: address.bus(),
+        devfn: address.device() << 3 | address.function(),
+    }
+}
+
+/// The functions and buses a device scope names, followed through the bridges on its path
+/// (VT-d §8.3.1); empty when a device on the path is not there.
+fn resolve(topology: &Topology, segment: u16, scope: &DeviceScope) -> Vec<ScopeEntry> {
+    let mut bus = scope.start_bus;
+    for (i, &(device, function)) in scope.path.iter().enumerate() {
+        let devfn = (device & 0x1f) << 3 | (function & 7);
+        let Ok(address) = Address::new(segment, bus, device, function) else {
+            return Vec::new();
+        };
+        let found = topology.function(address);
+        if i + 1 == scope.path.len() {
+            return match scope.kind {
+                ScopeKind::Endpoint => alloc::vec![ScopeEntry::Function(bus, devfn)],
+                ScopeKind::Bridge => {
+                    let mut entries = alloc::vec![ScopeEntry::Function(bus, devfn)];
+                    if let Some(b) = found.and_then(|f| f.bridge) {
+                        entries.push(ScopeEntry::Buses(b.secondary, b.subordinate));
+                    }
+                    entries
+                }
+                _ => Vec::new(),
+            };
+        }
+        match found.and_then(|f| f.bridge) {
+            Some(b) => bus = b.secondary,
+            None => return Vec::new(),
+        }
+    }
+    Vec::new()
+}
+
+/// Maps one unit's registers: the first page, then as much as its IOTLB and fault recording
+/// registers need.
+fn map_unit(base: u64) -> Result<Mmio, String> {
+    let first = Mmio::map(base, 0x1000).map_err(|e| format!("{e:?}"))?;
+    let cap = first.read64(iommu::regs::CAP);
+    let ecap = first.read64(iommu::regs::ECAP);
+    if cap == u64::MAX || ecap == u64::MAX {
+        return Err("its registers read all ones".into());
+    }
+    let iotlb = ((ecap >> iommu::regs::ECAP_IRO_SHIFT) & 0x3ff) * 16 + 16;
+    let faults = ((cap >> iommu::regs::CAP_FRO_SHIFT) & 0x3ff) * 16
+        + 16 * (((cap >> iommu::regs::CAP_NFR_SHIFT) & 0xff) + 1);
+    let need = iotlb.max(faults).next_multiple_of(0x1000);
+    if need <= 0x1000 {
+        return Ok(first);
+    }
+    drop(first);
+    Mmio::map(base, need).map_err(|e| format!("{e:?}"))
+}
+
+/// Reads the DMAR table and turns remapping on (see the module documentation). Call after
+/// PCI enumeration, before drivers bind.
+pub fn init(disabled: bool) {
+    let Some(bytes) = crate::platform::get().and_then(|p| p.dmar.as_ref()) else {
+        log::info!("iommu: no DMAR table: DMA is not remapped, devices reach all memory");
+        return;
+    };
+    if disabled {
+        log::warn!("iommu: iommu=off: DMA is not remapped, devices reach all memory");
+        return;
+    }
+    let dmar = match Dmar::parse(bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("iommu: DMAR: {e}; DMA is not remapped");
+            return;
+        }
+    };
+    for w in &dmar.warnings {
+        log::warn!("iommu: DMAR: {w}");
+    }
+    let Some(scan) = crate::pcibus::scan() else {
+        return;
+    };
+    let topology = &scan.topology;
+    let mut setups = Vec::new();
+    for unit in &dmar.units {
+        let regs = match map_unit(unit.register_base) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "iommu: the unit at {:#x} cannot be used ({e}); DMA is not remapped",
+                    unit.register_base
+                );
+                return;
+            }
+        };
+        let scope = if unit.include_pci_all() {
+            Scope::All
+        } else {
+            Scope::Listed(
+                unit.scopes
+                    .iter()
+                    .flat_map(|s| resolve(topology, unit.segment, s))
+                    .collect(),
+            )
+        };
+        setups.push(UnitSetup {
+            regs: UnitRegisters(regs),
+            segment: unit.segment,
+            scope,
+        });
+    }
+    if setups.is_empty() {
+        log::warn!("iommu: the DMAR table lists no usable unit; DMA is not remapped");
+        return;
+    }
+    let mut reserved = Vec::new();
+    for r in &dmar.reserved {
+        let end = r.limit.saturating_add(1);
+        if end <= r.base || end - r.base > MAX_RESERVED {
+            log::warn!(
+                "iommu: DMAR: reserved region {:#x}..={:#x} ignored (empty or larger than {} MiB)",
+                r.base,
+                r.limit,
+                MAX_RESERVED >> 20
+            );
+            continue;
+        }
+        for s in &r.scopes {
+            for entry in resolve(topology, r.segment, s) {
+                if let ScopeEntry::Function(bus, devfn) = entry {
+                    let who = Source {
+                        segment: r.segment,
+                        bus,
+                        devfn,
+                    };
+                    reserved.push((who, r.base, end));
+                }
+            }
+        }
+    }
+    let last_bus = topology
+        .buses
+        .iter()
+        .map(|b| b.number)
+        .chain(
+            topology
+                .functions
+                .iter()
+                .filter_map(|f| f.bridge.map(|b| b.subordinate)),
+        )
+        .max()
+        .unwrap_or(0);
+    let mut remapper = match Remapper::new(TablePages::new(), setups) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("iommu: {e}; DMA is not remapped");
+            return;
+        }
+    };
+    if let Err(e) = remapper.enable((0, last_bus)) {
+        log::error!("iommu: turning translation on: {e}; DMA is not remapped");
+        return;
+    }
+    for unit in 0..remapper.units() {
+        let (levels, cap, ecap) = remapper.unit_info(unit);
+        log::info!(
+            "iommu: unit {unit}: {levels}-level tables, CAP {cap:#x}, ECAP {ecap:#x}, translation on"
+        );
+    }
+    log::info!(
+        "iommu: {} remapping unit(s) on, buses 0..={last_bus} pass through until claimed; a claimed function reaches only its own DMA memory",
+        remapper.units()
+    );
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        *STATE.lock() = Some(State {
+            remapper,
+            reserved,
+            faults: Vec::new(),
+        });
+    });
+}
+
+/// Gives a newly claimed function its own domain. A failure is logged: the function then
+/// reaches all memory, as without remapping.
+pub fn isolate(address: Address) {
+    let who = source(address);
+    let result = with(|s| {
+        let ranges: Vec<(u64, u64)> = s
+            .reserved
+            .iter()
+            .filter(|r| r.0 == who)
+            .map(|r| (r.1, r.2))
+            .collect();
+        s.remapper.isolate(who, &ranges)
+    });
+    if let Some(Err(e)) = result {
+        log::error!("iommu: {address} not isolated ({e}): it can reach all memory");
+    }
+}
+
+/// Whether `address` has its own domain.
+pub fn isolated(address: Address) -> bool {
+    with(|s| s.remapper.isolated(source(address))).unwrap_or(false)
+}
+
+/// The function is gone: its domain goes, its context entry passes through again.
+pub fn forget(address: Address) {
+    if let Some(Err(e)) = with(|s| s.remapper.release(source(address))) {
+        log::error!("iommu: releasing {address}'s domain: {e}");
+    }
+}
+
+/// Where `address`'s device reaches `bus` (as the unit walks its tables), `None` when the
+/// request would be blocked. For tests and the console.
+pub fn translate(address: Address, bus: u64) -> Option<u64> {
+    with(|s| s.remapper.translate(source(address), bus)).unwrap_or(Some(bus))
+}
+
+/// Faults the units recorded since the last call (also kept for [`faults`]).
+pub fn take_faults() -> Vec<Fault> {
+    with(|s| {
+        let new: Vec<Fault> = s.remapper.take_faults().into_iter().map(|f| f.1).collect();
+        s.faults.extend(new.iter().copied());
+        let excess = s.faults.len().saturating_sub(64);
+        s.faults.drain(..excess);
+        new
+    })
+    .unwrap_or_default()
+}
+
+/// The last faults (at most 64), oldest first.
+pub fn faults() -> Vec<Fault> {
+    take_faults();
+    with(|s| s.faults.clone()).unwrap_or_default()
+}
+
+/// Counts, when remapping is on.
+pub fn summary() -> Option<Summary> {
+    with(|s| s.remapper.summary())
+}
+
+/// A fault as one line: who, what, where, why (VT-d appendix A reasons).
+pub fn describe(f: &Fault) -> String {
+    let reason = match f.reason {
+        0x01 => "no root entry for its bus",
+        0x02 => "no context entry",
+        0x05 => "write to a page not mapped (or not writable) in its domain",
+        0x06 => "read of a page not mapped in its domain",
+        _ => "see VT-d appendix A",
+    };
+    format!(
+        "{:02x}:{:02x}.{} {} {:#x}: reason {:02x}h, {reason}",
+        f.source >> 8,
+        (f.source >> 3) & 0x1f,
+        f.source & 7,
+        if f.write { "write to" } else { "read of" },
+        f.address,
+        f.reason
+    )
+}
+
+/// DMA memory of one function: its frames, mapped into the function's domain while this
+/// value lives.
+///
+/// # Invariants
+/// `buffer` is `Some` until `Drop`; while it is, its pages are mapped in `owner`'s domain (if
+/// the function is isolated) and nowhere else.
+pub struct DeviceDma {
+    owner: Address,
+    buffer: Option<DmaBuffer>,
+}
+
+impl DeviceDma {
+    /// At least `bytes` bytes for `owner`, mapped into its domain.
+    pub fn new(owner: Address, bytes: u64) -> Result<DeviceDma, String> {
+        let buffer = DmaBuffer::new(bytes).ok_or("out of memory for a DMA buffer")?;
+        let (phys, len) = (buffer.phys(), buffer.len());
+        if let Some(Err(e)) = with(|s| s.remapper.map(source(owner), phys, len)) {
+            // Nothing stays mapped on an error: the frames can go back.
+            return Err(format!("mapping DMA memory for {owner}: {e}"));
+        }
+        Ok(DeviceDma {
+            owner,
+            buffer: Some(buffer),
+        })
+    }
+
+    fn buffer(&self) -> &DmaBuffer {
+        self.buffer.as_ref().expect("a DeviceDma has its buffer until Drop")
+    }
+}
+
+impl Drop for DeviceDma {
+    fn drop(&mut self) {
+        let Some(buffer) = self.buffer.take() else {
+            return;
+        };
+        let (phys, len) = (buffer.phys(), buffer.len());
+        if let Some(Err(e)) = with(|s| s.remapper.unmap(source(self.owner), phys, len)) {
+            // The unit may still reach these frames: they must never hold anything else.
+            log::error!(
+                "iommu: unmapping {phys:#x} (+{len:#x}) of {}: {e}; the memory is leaked",
+                self.owner
+            );
+            core::mem::forget(buffer);
+        }
+    }
+}
+
+impl pci::platform::DmaRegion for DeviceDma {
+    fn bus_address(&self) -> u64 {
+        // Domains map each page at its physical address.
+        self.buffer().phys()
+    }
+    fn len(&self) -> u64 {
+        self.buffer().len()
+    }
+    fn read8(&self, offset: u64) -> u8 {
+        pci::platform::DmaRegion::read8(self.buffer(), offset)
+    }
+    fn write8(&self, offset: u64, value: u8) {
+        pci::platform::DmaRegion::write8(self.buffer(), offset, value)
+    }
+    fn read32(&self, offset: u64) -> u32 {
+        pci::platform::DmaRegion::read32(self.buffer(), offset)
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        pci::platform::DmaRegion::write32(self.buffer(), offset, value)
+    }
+    fn read_bytes(&self, offset: u64, out: &mut [u8]) {
+        pci::platform::DmaRegion::read_bytes(self.buffer(), offset, out)
+    }
+    fn write_bytes(&self, offset: u64, data: &[u8]) {
+        pci::platform::DmaRegion::write_bytes(self.buffer(), offset, data)
+    }
+    fn zero(&self) {
+        pci::platform::DmaRegion::zero(self.buffer())
+    }
+}

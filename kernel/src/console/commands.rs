@@ -59,6 +59,12 @@ const COMMANDS: &[Command] = &[
         run: Run::Local(mem),
     },
     Command {
+        name: "iommu",
+        args: "",
+        what: "DMA remapping: units, isolated functions, mapped pages, refused requests",
+        run: Run::Local(iommu),
+    },
+    Command {
         name: "drivers",
         args: "",
         what: "bound drivers, and failed bindings with why",
@@ -241,6 +247,30 @@ fn irqs(args: &[&str]) -> Result<(), Usage> {
         serial_println!("  INTx GSI {gsi} (vector {vector:#04x}): {owner}");
     }
     serial_println!("spurious: {}", dispatch::spurious_total());
+    Ok(())
+}
+
+fn iommu(args: &[&str]) -> Result<(), Usage> {
+    no_args(args)?;
+    let Some(s) = crate::iommu::summary() else {
+        serial_println!("iommu: off (no DMAR table, or iommu=off): devices reach all memory");
+        return Ok(());
+    };
+    serial_println!(
+        "iommu: {} unit(s), translation {}, {} isolated function(s), {} DMA page(s) mapped, {} table page(s)",
+        s.units,
+        if s.enabled { "on" } else { "off" },
+        s.domains,
+        s.pages,
+        s.table_pages
+    );
+    let faults = crate::iommu::faults();
+    if faults.is_empty() {
+        serial_println!("refused requests: none");
+    }
+    for f in &faults {
+        serial_println!("refused: {}", crate::iommu::describe(f));
+    }
     Ok(())
 }
 

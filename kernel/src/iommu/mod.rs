@@ -346,7 +346,9 @@ impl DeviceDma {
     }
 
     fn buffer(&self) -> &DmaBuffer {
-        self.buffer.as_ref().expect("a DeviceDma has its buffer until Drop")
+        self.buffer
+            .as_ref()
+            .expect("a DeviceDma has its buffer until Drop")
     }
 }
 

@@ -108,9 +108,15 @@ fn blocked_write(address: Address, page: u64) -> Result<String, String> {
 
 fn remapping_is_on_and_edu_is_isolated() -> Result<(), String> {
     let summary = crate::iommu::summary().ok_or("DMA remapping is off (no DMAR, or iommu=off)")?;
-    ensure!(summary.enabled, "remapping units found but translation is off");
+    ensure!(
+        summary.enabled,
+        "remapping units found but translation is off"
+    );
     let (address, function) = edu()?;
-    ensure!(crate::iommu::isolated(address), "edu claimed but not isolated");
+    ensure!(
+        crate::iommu::isolated(address),
+        "edu claimed but not isolated"
+    );
     // Nothing is mapped for it yet: nothing is reachable.
     ensure!(
         crate::iommu::translate(address, 0x10_0000).is_none(),
@@ -126,13 +132,20 @@ fn remapping_is_on_and_edu_is_isolated() -> Result<(), String> {
 
 fn edu_round_trip_through_its_own_memory() -> Result<(), String> {
     let (address, function) = edu()?;
-    let regs = function.map_bar(0, 0, 0x100).map_err(|e| format!("BAR 0: {e}"))?;
+    let regs = function
+        .map_bar(0, 0, 0x100)
+        .map_err(|e| format!("BAR 0: {e}"))?;
     let master = function.bus_master();
     let buffer = master.dma_buffer(4096).map_err(|e| format!("{e}"))?;
-    let data: Vec<u8> = (0..LEN).map(|i| (i as u8).wrapping_mul(37) ^ 0x5a).collect();
+    let data: Vec<u8> = (0..LEN)
+        .map(|i| (i as u8).wrapping_mul(37) ^ 0x5a)
+        .collect();
     buffer.write_bytes(0, &data);
     let at = number(buffer.bus_address());
-    ensure!(at >> 28 == 0, "DMA memory at {at:#x}, beyond edu's 28-bit DMA mask");
+    ensure!(
+        at >> 28 == 0,
+        "DMA memory at {at:#x}, beyond edu's 28-bit DMA mask"
+    );
     ensure!(
         crate::iommu::translate(address, at).is_some(),
         "edu's own DMA memory is not mapped for it"
@@ -164,9 +177,14 @@ fn write_into_victim(expect_blocked: bool) -> Result<String, String> {
         victim.write32(i * 4, CANARY);
     }
     let phys = victim.phys();
-    ensure!(phys >> 28 == 0, "victim at {phys:#x}, beyond edu's DMA mask");
+    ensure!(
+        phys >> 28 == 0,
+        "victim at {phys:#x}, beyond edu's DMA mask"
+    );
     let (address, function) = edu()?;
-    let regs = function.map_bar(0, 0, 0x100).map_err(|e| format!("BAR 0: {e}"))?;
+    let regs = function
+        .map_bar(0, 0, 0x100)
+        .map_err(|e| format!("BAR 0: {e}"))?;
     let master = function.bus_master();
     write_to(&regs, phys)?;
     drop((master, regs, function));
@@ -218,7 +236,9 @@ fn edu_write_to_memory_freed_from_its_domain_is_blocked() -> Result<(), String> 
         crate::iommu::translate(address, old).is_none(),
         "freed DMA memory at {old:#x} is still mapped for edu"
     );
-    let regs = function.map_bar(0, 0, 0x100).map_err(|e| format!("BAR 0: {e}"))?;
+    let regs = function
+        .map_bar(0, 0, 0x100)
+        .map_err(|e| format!("BAR 0: {e}"))?;
     let master = function.bus_master();
     write_to(&regs, old)?;
     drop((master, regs, function));

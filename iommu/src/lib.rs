@@ -11,7 +11,7 @@
 //!
 //! - [`entries`]: the root, context and second-level paging entries (§9);
 //! - [`pagetable`]: one domain's second-level table, 4 KiB identity mappings;
-//! - [`unit`]: one unit's register protocol (§10, §11.4): enabling translation,
+//! - [`mod@unit`]: one unit's register protocol (§10, §11.4): enabling translation,
 //!   invalidating its caches, reading the faults it recorded;
 //! - [`remapper`]: all units, pass-through for unclaimed functions, a domain per claimed
 //!   one holding exactly its DMA memory (see its design note for the rules).

@@ -19,6 +19,10 @@ pub const CCMD: u64 = 0x28;
 pub const FSTS: u64 = 0x34;
 /// Fault Event Control (§11.4.7.2), 32 bits.
 pub const FECTL: u64 = 0x38;
+/// Invalidation Queue Head and Tail (§11.4.8.1, §11.4.8.2), 64 bits: equal once the unit has
+/// fetched every descriptor queued.
+pub const IQH: u64 = 0x80;
+pub const IQT: u64 = 0x88;
 
 /// CAP.ND (2:0): domain IDs supported, 2^(4 + 2·ND).
 pub const CAP_ND_MASK: u64 = 0x7;

@@ -151,10 +151,30 @@ impl<R: Registers> Unit<R> {
         self.command("turning translation off", GCMD_TE, false)
     }
 
+    /// Undoes what firmware may have left on that this crate does not drive: queued
+    /// invalidation (while it is on, the register-based invalidations used here must not be;
+    /// it goes off once the unit has fetched every queued descriptor, §6.5.2) and interrupt
+    /// remapping (on, it would block the compatibility-format MSIs the kernel programs).
+    pub fn take_over(&self) -> Result<(), UnitError> {
+        let status = self.regs.read32(GSTS);
+        if status & GCMD_QIE != 0 {
+            self.wait("draining the invalidation queue", |r| {
+                r.read64(IQH) == r.read64(IQT)
+            })?;
+            self.command("turning queued invalidation off", GCMD_QIE, false)?;
+        }
+        if status & GCMD_IRE != 0 {
+            self.command("turning interrupt remapping off", GCMD_IRE, false)?;
+        }
+        Ok(())
+    }
+
     /// Points the unit at the root table at `root` (legacy mode), invalidates its caches and
-    /// turns translation on.
+    /// turns translation on; first turns off what firmware left on ([`Unit::disable`],
+    /// [`Unit::take_over`]).
     pub fn enable(&self, root: u64) -> Result<(), UnitError> {
         self.disable()?;
+        self.take_over()?;
         self.regs.write64(RTADDR, root & !0xfff);
         // SRTP is a one-shot command whose status, RTPS, is set when the pointer is latched.
         let status = self.regs.read32(GSTS) & GSTS_PERSISTENT;

@@ -177,6 +177,25 @@ fn firmware_left_translation_on_it_is_turned_off_before_the_new_root() {
 }
 
 #[test]
+fn firmware_left_queued_invalidation_and_interrupt_remapping_on() {
+    let (mut r, unit, memory) = setup(true);
+    {
+        let mut u = unit.state();
+        u.gsts = iommu::regs::GCMD_TE | iommu::regs::GCMD_QIE | iommu::regs::GCMD_IRE;
+        u.iqt = 0x40; // four descriptors not fetched yet
+    }
+    r.enable((0, 1)).expect("enable");
+    let gsts = unit.state().gsts;
+    assert_eq!(
+        gsts & (iommu::regs::GCMD_QIE | iommu::regs::GCMD_IRE),
+        0,
+        "{gsts:#x}"
+    );
+    assert_ne!(gsts & iommu::regs::GCMD_TE, 0);
+    clean(&unit, &memory);
+}
+
+#[test]
 fn a_unit_that_never_finishes_an_invalidation_is_an_error_not_a_hang() {
     let (mut r, unit, _memory) = setup(true);
     unit.state().stuck_ccmd = true;

@@ -111,7 +111,7 @@ pub const F_VERSION_1: u64 = 1 << 32;
 /// VIRTIO_F_ACCESS_PLATFORM (§6): the device reaches memory the way other bus masters do,
 /// through whatever translation the platform puts between them (an IOMMU, encrypted guest
 /// memory), so it must be given bus addresses, not CPU physical ones. Accepted when offered:
-/// every address this driver writes to a device is a [`pci::BusAddr`] of the function's own
+/// every address this driver writes to a device is a [`pci::dma::BusAddr`] of the function's own
 /// DMA memory, which is what the feature asks for. A device that offers it may refuse
 /// FEATURES_OK without it (QEMU's `iommu_platform=on` does; so do confidential guests'
 /// devices and hardware virtio functions).

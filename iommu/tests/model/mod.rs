@@ -129,6 +129,9 @@ pub struct ModelState {
     pub stuck_ccmd: bool,
     /// Fault records: (low, high) qwords.
     pub records: Vec<(u64, u64)>,
+    /// Invalidation queue head and tail; the head catches up one step per IQH read.
+    pub iqh: u64,
+    pub iqt: u64,
 }
 
 #[derive(Clone)]
@@ -170,6 +173,8 @@ impl Model {
                 tlb: HashMap::new(),
                 stuck_ccmd: false,
                 records: vec![(0, 0); NFR as usize],
+                iqh: 0,
+                iqt: 0,
             })),
             memory.clone(),
         )
@@ -304,6 +309,16 @@ impl Registers for Model {
                         "GCMD {value:#x} with status {gsts:#x}: more than one command"
                     ));
                 }
+                if changed & GCMD_QIE != 0 && value & GCMD_QIE == 0 {
+                    if s.iqh != s.iqt {
+                        s.violations
+                            .push("queued invalidation off before the queue drained".into());
+                    }
+                    s.gsts &= !GCMD_QIE;
+                }
+                if changed & GCMD_IRE != 0 && value & GCMD_IRE == 0 {
+                    s.gsts &= !GCMD_IRE;
+                }
                 if one_shot & GCMD_SRTP != 0 {
                     s.latched = Some(s.rtaddr & !0xfff);
                     s.gsts |= GCMD_SRTP;
@@ -329,12 +344,20 @@ impl Registers for Model {
         }
     }
     fn read64(&self, offset: u64) -> u64 {
+        if offset == IQH {
+            let mut s = self.0.borrow_mut();
+            if s.iqh < s.iqt {
+                s.iqh += 16;
+            }
+            return s.iqh;
+        }
         let s = self.0.borrow();
         match offset {
             CAP => s.cap,
             ECAP => s.ecap,
             RTADDR => s.rtaddr,
             CCMD => s.ccmd,
+            IQT => s.iqt,
             o if o == IRO * 16 + 8 => s.iotlb,
             o if (FRO * 16..FRO * 16 + 16 * NFR).contains(&o) => {
                 let r = s.records[((o - FRO * 16) / 16) as usize];
@@ -348,6 +371,10 @@ impl Registers for Model {
         match offset {
             RTADDR => s.rtaddr = value,
             CCMD => {
+                if s.gsts & GCMD_QIE != 0 {
+                    s.violations
+                        .push("register-based invalidation with queued invalidation on".into());
+                }
                 if value & CCMD_ICC != 0 && !s.stuck_ccmd {
                     s.context_invalidations += 1;
                     s.context_cache.clear();

@@ -14,7 +14,9 @@
 //! - [`mod@unit`]: one unit's register protocol (§10, §11.4): enabling translation,
 //!   invalidating its caches, reading the faults it recorded;
 //! - [`remapper`]: all units, pass-through for unclaimed functions, a domain per claimed
-//!   one holding exactly its DMA memory (see its design note for the rules).
+//!   one holding exactly its DMA memory (see its design note for the rules);
+//! - [`scope`]: the DMAR table's device scopes followed through bridges to the functions
+//!   and buses each unit covers.
 //!
 //! Everything runs on the host against a model unit and a model memory (`tests/`); the
 //! kernel supplies [`memory::TableMemory`] (its frames, `clflush`) and [`unit::Registers`]
@@ -29,6 +31,7 @@ pub mod memory;
 pub mod pagetable;
 pub mod regs;
 pub mod remapper;
+pub mod scope;
 pub mod unit;
 
 pub use memory::{PAGE, TableMemory};

@@ -31,6 +31,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use firmware::tables::dmar::{DeviceScope, Dmar, ScopeKind};
+use iommu::scope::ScopeTarget;
 use iommu::{Fault, Remapper, Scope, ScopeEntry, Source, Summary, UnitSetup};
 use pci::Address;
 use pci::enumerate::Topology;
@@ -65,35 +66,24 @@ fn source(address: Address) -> Source {
     }
 }
 
-/// The functions and buses a device scope names, followed through the bridges on its path
-/// (VT-d §8.3.1); empty when a device on the path is not there.
+/// The functions and buses a device scope names, followed through the bridges enumeration
+/// found (`iommu::scope`).
 fn resolve(topology: &Topology, segment: u16, scope: &DeviceScope) -> Vec<ScopeEntry> {
-    let mut bus = scope.start_bus;
-    for (i, &(device, function)) in scope.path.iter().enumerate() {
-        let devfn = (device & 0x1f) << 3 | (function & 7);
-        let Ok(address) = Address::new(segment, bus, device, function) else {
-            return Vec::new();
-        };
-        let found = topology.function(address);
-        if i + 1 == scope.path.len() {
-            return match scope.kind {
-                ScopeKind::Endpoint => alloc::vec![ScopeEntry::Function(bus, devfn)],
-                ScopeKind::Bridge => {
-                    let mut entries = alloc::vec![ScopeEntry::Function(bus, devfn)];
-                    if let Some(b) = found.and_then(|f| f.bridge) {
-                        entries.push(ScopeEntry::Buses(b.secondary, b.subordinate));
-                    }
-                    entries
-                }
-                _ => Vec::new(),
-            };
-        }
-        match found.and_then(|f| f.bridge) {
-            Some(b) => bus = b.secondary,
-            None => return Vec::new(),
-        }
-    }
-    Vec::new()
+    let target = match scope.kind {
+        ScopeKind::Endpoint => ScopeTarget::Endpoint,
+        ScopeKind::Bridge => ScopeTarget::Bridge,
+        _ => ScopeTarget::Other,
+    };
+    iommu::scope::resolve(
+        target,
+        scope.start_bus,
+        &scope.path,
+        |bus, device, function| {
+            let address = Address::new(segment, bus, device, function).ok()?;
+            let b = topology.function(address)?.bridge?;
+            Some((b.secondary, b.subordinate))
+        },
+    )
 }
 
 /// Maps one unit's registers: the first page, then as much as its IOTLB and fault recording

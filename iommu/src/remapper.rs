@@ -303,7 +303,7 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
     }
 
     fn pass_through_entry(&self, unit: usize) -> (u64, u64) {
-        let levels = self.units[unit].levels;
+        let levels = self.units[unit].unit.largest_levels();
         context_entry(Translation::PassThrough, PASS_THROUGH_ID, levels)
     }
 

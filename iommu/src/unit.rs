@@ -98,6 +98,17 @@ impl<R: Registers> Unit<R> {
         }
     }
 
+    /// The largest width the unit supports, in levels (5, 4 or 3): what a pass-through
+    /// context entry's address width must say (§9.3).
+    pub fn largest_levels(&self) -> u8 {
+        let sagaw = (self.cap >> CAP_SAGAW_SHIFT) & 0x1f;
+        match sagaw {
+            s if s & 0b1000 != 0 => 5,
+            s if s & 0b0100 != 0 => 4,
+            _ => 3,
+        }
+    }
+
     /// Whether the unit snoops table writes (ECAP.C).
     pub fn coherent(&self) -> bool {
         self.ecap & ECAP_C != 0

@@ -165,6 +165,32 @@ fn reserved_regions_stay_reachable_for_the_device_they_belong_to() {
     clean(&unit, &memory);
 }
 
+/// Pass-through entries carry the unit's largest address width (5 levels here), domains the
+/// 4-level tables this crate writes.
+#[test]
+fn pass_through_entries_carry_the_largest_width() {
+    let memory = Memory::new();
+    let unit = Model::new(&memory, true);
+    unit.state().cap |= 0b1000 << iommu::regs::CAP_SAGAW_SHIFT;
+    let mut r = Remapper::new(
+        memory.clone(),
+        vec![UnitSetup {
+            regs: unit.clone(),
+            segment: 0,
+            scope: Scope::All,
+        }],
+    )
+    .expect("remapper");
+    r.enable((0, 1)).expect("enable");
+    let root = unit.state().latched.expect("root latched");
+    let context = iommu::TableMemory::read(&memory, root + 16) & !0xfff;
+    let high = iommu::TableMemory::read(&memory, context + 8);
+    assert_eq!(high & 7, 3, "AW of a pass-through entry: {high:#x}");
+    r.isolate(NVME, &[]).expect("isolate");
+    let high = iommu::TableMemory::read(&memory, context + 8);
+    assert_eq!(high & 7, 2, "AW of a 4-level domain: {high:#x}");
+}
+
 #[test]
 fn firmware_left_translation_on_it_is_turned_off_before_the_new_root() {
     let (mut r, unit, memory) = setup(true);

@@ -16,12 +16,14 @@
 //!   back at baseline;
 //! - the device IDs and interrupt routing the kernel reports against how QEMU was set up.
 //!
-//! Four set-ups: transitional devices on the root complex (IDs 1af4:1001 and 1af4:1000,
+//! Five set-ups: transitional devices on the root complex (IDs 1af4:1001 and 1af4:1000,
 //! MSI-X with a vector per queue and one for configuration changes); modern-only devices
 //! behind PCIe root ports (1af4:1042 and 1af4:1041, which QEMU makes modern-only there) that
 //! also offer VIRTIO_F_ACCESS_PLATFORM (`iommu_platform=on`: QEMU then refuses FEATURES_OK
 //! to a driver that does not accept it) and packed rings (declined: the split ring is used);
-//! fewer MSI-X vectors than queues + 1 (`vectors=1` for the disk: everything on entry 0;
+//! both behind QEMU's VT-d unit (`intel-iommu`, `iommu_platform=on`), each isolated in its
+//! own domain, with no request refused by the unit (its `vtd_dmar_fault` trace); fewer
+//! MSI-X vectors than queues + 1 (`vectors=1` for the disk: everything on entry 0;
 //! `vectors=2` for the card: configuration on entry 0, both queues sharing entry 1); and no
 //! MSI-X at all (`vectors=0`: the drivers fall back to INTx, the ISR read in the handler).
 
@@ -62,6 +64,9 @@ struct Setup {
     net_vectors: &'static str,
     /// The kind the first read is completed by.
     best: &'static str,
+    /// Behind QEMU's VT-d unit (`extra` adds it): translation must come on and QEMU's trace
+    /// of refused requests must stay empty.
+    remapped: bool,
 }
 
 fn scenario(setup: &Setup) {
@@ -83,6 +88,9 @@ fn scenario(setup: &Setup) {
     let blk = format!("virtio-blk-pci,drive=vb{}", setup.blk);
     let net = format!("virtio-net-pci,netdev=n0,mac={mac}{}", setup.net);
     let mut args: Vec<&str> = vec!["-cpu", setup.cpu];
+    if setup.remapped {
+        args.extend_from_slice(&["-trace", "vtd_dmar_fault"]);
+    }
     args.extend_from_slice(setup.extra);
     args.extend_from_slice(&[
         "-drive",
@@ -122,6 +130,21 @@ fn scenario(setup: &Setup) {
         expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
         report.check_tests_passed(7)?;
         let serial = &outcome.serial;
+        if setup.remapped {
+            ensure!(
+                serial.contains("iommu: 1 remapping unit(s) on"),
+                "remapping did not come on"
+            );
+            let refused: Vec<&str> = outcome
+                .stderr
+                .lines()
+                .filter(|l| l.contains("vtd_dmar_fault"))
+                .collect();
+            ensure!(
+                refused.is_empty(),
+                "QEMU's unit refused requests: {refused:?}"
+            );
+        }
         for id in setup.ids {
             ensure!(serial.contains(id), "the PCI listing has no {id} device");
         }
@@ -217,6 +240,7 @@ fn virtio_transitional_on_the_root_complex() {
         blk_vectors: "MSI-X 2 vector(s): config 0, requestq 1,",
         net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",
         best: "MSI-X",
+        remapped: false,
     });
 }
 
@@ -237,6 +261,26 @@ fn virtio_modern_only_behind_pcie_root_ports_with_platform_access() {
         blk_vectors: "MSI-X 2 vector(s): config 0, requestq 1,",
         net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",
         best: "MSI-X",
+        remapped: false,
+    });
+}
+
+/// Both drivers behind QEMU's VT-d unit, each function isolated in its own domain: the disk's
+/// reads and writes, the card's ARP round trip and 1000 unbind/bind cycles each, with every
+/// request inside the function's own DMA memory.
+#[test]
+fn virtio_under_dma_remapping() {
+    scenario(&Setup {
+        name: "virtio_remapped",
+        cpu: "qemu64",
+        extra: &["-device", "intel-iommu"],
+        blk: ",iommu_platform=on,disable-legacy=on",
+        net: ",iommu_platform=on,disable-legacy=on",
+        ids: ["[1af4:1042]", "[1af4:1041]"],
+        blk_vectors: "MSI-X 2 vector(s): config 0, requestq 1,",
+        net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",
+        best: "MSI-X",
+        remapped: true,
     });
 }
 
@@ -252,6 +296,7 @@ fn virtio_with_fewer_vectors_than_queues_share_them() {
         blk_vectors: "MSI-X 1 vector(s): config 0, requestq 0,",
         net_vectors: "MSI-X 2 vector(s): config 0, receiveq1 1, transmitq1 1,",
         best: "MSI-X",
+        remapped: false,
     });
 }
 
@@ -267,5 +312,6 @@ fn virtio_without_msix_falls_back_to_intx() {
         blk_vectors: "INTx (ISR read in the handler)",
         net_vectors: "INTx (ISR read in the handler)",
         best: "INTx",
+        remapped: false,
     });
 }

@@ -119,17 +119,22 @@ struct UnitState<R> {
     contexts: Vec<u64>,
 }
 
-/// One isolated function's domain.
+/// One domain: the functions isolated in it and the requester IDs that lead to it.
 ///
 /// # Invariants
-/// `table` is referenced by the context entry of `source` in unit `unit` only, with domain
-/// ID `id`, unique in that unit.
+/// `table` is referenced by the context entries of `ids` in unit `unit` only, with domain
+/// ID `id`, unique in that unit. `members` is not empty.
 struct Domain {
-    source: Source,
+    /// The functions whose DMA memory is mapped here (usually one; more when their requests
+    /// can carry the same requester ID, behind a PCIe-to-PCI bridge).
+    members: Vec<Source>,
+    /// The requester IDs whose context entries point here: the members' own, and the IDs
+    /// their requests may carry instead (DMA aliases).
+    ids: Vec<Source>,
     unit: usize,
     id: u16,
     table: PageTable,
-    /// Pages mapped for the function's DMA memory (not counting reserved regions).
+    /// Pages mapped for the members' DMA memory (not counting reserved regions).
     pages: u64,
 }
 
@@ -355,8 +360,43 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         Ok(())
     }
 
-    fn domain_of(&self, source: Source) -> Option<usize> {
-        self.domains.iter().position(|d| d.source == source)
+    fn domain_of(&self, function: Source) -> Option<usize> {
+        self.domains
+            .iter()
+            .position(|d| d.members.contains(&function))
+    }
+
+    fn domain_with_id(&self, requester: Source) -> Option<usize> {
+        self.domains.iter().position(|d| d.ids.contains(&requester))
+    }
+
+    /// Points `requester`'s context entry at domain `d` (from pass-through or another
+    /// domain): not present first, so the unit never sees half an entry and forgets the old
+    /// one, then the new entry.
+    fn point_at(&mut self, requester: Source, d: usize) -> Result<(), RemapError> {
+        let (unit, id) = (self.domains[d].unit, self.domains[d].id);
+        let table = self.domains[d].table.root();
+        let levels = self.domains[d].table.levels();
+        self.clear_context(unit, requester);
+        self.invalidate_all(unit)?;
+        let entry = context_entry(Translation::PageTable { table, levels }, id, levels);
+        self.write_context(unit, requester, entry)?;
+        self.invalidate_all(unit)
+    }
+
+    fn map_reserved(&mut self, d: usize, reserved: &[(u64, u64)]) -> Result<(), RemapError> {
+        let coherent = self.coherent(self.domains[d].unit);
+        for &(start, end) in reserved {
+            let mut page = start & !(PAGE - 1);
+            while page < end {
+                match self.domains[d].table.map(&self.memory, coherent, page) {
+                    Ok(()) | Err(MapError::AlreadyMapped(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                page += PAGE;
+            }
+        }
+        Ok(())
     }
 
     fn free_domain_id(&self, unit: usize) -> Option<u16> {
@@ -366,61 +406,74 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
             .find(|id| !self.domains.iter().any(|d| d.unit == unit && d.id == *id))
     }
 
-    /// Gives `source` its own domain, holding only `reserved` (page ranges `[start, end)`
+    /// Gives `function` its own domain, holding only `reserved` (page ranges `[start, end)`
     /// firmware needs the device to keep reaching, RMRRs): from now on it reaches only what
-    /// is mapped for it. `Ok(false)` when no unit covers it (nothing is translated for it),
-    /// or translation is off; `Ok(true)` when it was isolated now or before.
-    pub fn isolate(&mut self, source: Source, reserved: &[(u64, u64)]) -> Result<bool, RemapError> {
+    /// is mapped for it. `aliases` are the other requester IDs its requests may carry (a
+    /// PCIe-to-PCI bridge's secondary bus with devfn 0, a conventional bridge's own ID);
+    /// their context entries lead to the same domain, which a function already isolated
+    /// behind the same alias shares. `Ok(false)` when no unit covers it (nothing is
+    /// translated for it), or translation is off; `Ok(true)` when it was isolated now or
+    /// before.
+    pub fn isolate(
+        &mut self,
+        function: Source,
+        aliases: &[Source],
+        reserved: &[(u64, u64)],
+    ) -> Result<bool, RemapError> {
         if !self.enabled {
             return Ok(false);
         }
-        let Some(unit) = self.unit_for(source) else {
+        let Some(unit) = self.unit_for(function) else {
             return Ok(false);
         };
-        if self.domain_of(source).is_some() {
+        if self.domain_of(function).is_some() {
             return Ok(true);
         }
-        let id = self.free_domain_id(unit).ok_or(RemapError::NoDomainId)?;
-        let levels = self.units[unit].levels;
-        let coherent = self.coherent(unit);
-        let mut table = PageTable::new(&self.memory, levels)?;
-        for &(start, end) in reserved {
-            let mut page = start & !(PAGE - 1);
-            while page < end {
-                match table.map(&self.memory, coherent, page) {
-                    Ok(()) | Err(MapError::AlreadyMapped(_)) => {}
-                    Err(e) => {
-                        table.destroy(&self.memory);
-                        return Err(e.into());
-                    }
-                }
-                page += PAGE;
+        let mut ids = alloc::vec![function];
+        for &alias in aliases {
+            if !ids.contains(&alias) && self.unit_for(alias) == Some(unit) {
+                ids.push(alias);
             }
         }
-        if !coherent {
-            self.memory.flush(table.root(), PAGE);
-        }
-        // Not present first, so the unit never sees half an entry, and forgets the
-        // pass-through one; then the domain's entry.
-        self.clear_context(unit, source);
-        self.invalidate_all(unit)?;
-        let entry = context_entry(
-            Translation::PageTable {
-                table: table.root(),
-                levels,
-            },
-            id,
-            levels,
-        );
-        self.write_context(unit, source, entry)?;
-        self.invalidate_all(unit)?;
-        self.domains.push(Domain {
-            source,
-            unit,
-            id,
-            table,
-            pages: 0,
+        // A domain one of these IDs already leads to is joined; otherwise a new one.
+        let d = match ids.iter().find_map(|&r| self.domain_with_id(r)) {
+            Some(d) => {
+                self.domains[d].members.push(function);
+                d
+            }
+            None => {
+                let id = self.free_domain_id(unit).ok_or(RemapError::NoDomainId)?;
+                let levels = self.units[unit].levels;
+                let table = PageTable::new(&self.memory, levels)?;
+                if !self.coherent(unit) {
+                    self.memory.flush(table.root(), PAGE);
+                }
+                self.domains.push(Domain {
+                    members: alloc::vec![function],
+                    ids: Vec::new(),
+                    unit,
+                    id,
+                    table,
+                    pages: 0,
+                });
+                self.domains.len() - 1
+            }
+        };
+        let mapped = self.map_reserved(d, reserved).and_then(|()| {
+            for &requester in &ids {
+                if !self.domains[d].ids.contains(&requester) {
+                    self.point_at(requester, d)?;
+                    self.domains[d].ids.push(requester);
+                }
+            }
+            Ok(())
         });
+        if let Err(e) = mapped {
+            // Back to where it was: the function leaves the domain, and a domain nobody is
+            // in goes.
+            let _ = self.release(function);
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -490,17 +543,25 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         self.invalidate_domain(d)
     }
 
-    /// The function is gone (or will never be claimed again): its domain is destroyed and
-    /// its context entry passes through again, as for a device never claimed.
-    pub fn release(&mut self, source: Source) -> Result<(), RemapError> {
-        let Some(d) = self.domain_of(source) else {
+    /// The function is gone (or will never be claimed again): it leaves its domain; a
+    /// domain left with no function is destroyed and its requester IDs pass through again, as
+    /// for a device never claimed.
+    pub fn release(&mut self, function: Source) -> Result<(), RemapError> {
+        let Some(d) = self.domain_of(function) else {
             return Ok(());
         };
+        self.domains[d].members.retain(|m| *m != function);
+        if !self.domains[d].members.is_empty() {
+            return Ok(());
+        }
         let unit = self.domains[d].unit;
         let entry = self.pass_through_entry(unit);
-        self.clear_context(unit, source);
-        self.invalidate_all(unit)?;
-        self.write_context(unit, source, entry)?;
+        let ids = core::mem::take(&mut self.domains[d].ids);
+        for requester in ids {
+            self.clear_context(unit, requester);
+            self.invalidate_all(unit)?;
+            self.write_context(unit, requester, entry)?;
+        }
         self.invalidate_all(unit)?;
         let domain = self.domains.swap_remove(d);
         domain.table.destroy(&self.memory);

@@ -1,4 +1,5 @@
-//! Device scopes (VT-d §8.3.1) resolved to the functions and buses a unit translates for.
+//! Device scopes (VT-d §8.3.1) resolved to the functions and buses a unit translates for,
+//! and the requester IDs a function's DMA may carry besides its own ([`aliases`]).
 //!
 //! A scope names a device by a start bus and a path of (device, function) hops: every hop
 //! but the last is a PCI-to-PCI bridge, whose secondary bus is where the next hop is. The
@@ -8,7 +9,49 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::remapper::ScopeEntry;
+use crate::remapper::{ScopeEntry, Source};
+
+/// The bridge a bus hangs from, as DMA aliasing sees it (PCIe Base 6.0 §7.5.3.2, Device/Port
+/// Type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// A PCIe root port or switch port: requests keep their requester ID.
+    PciePort,
+    /// A PCI Express to PCI/PCI-X bridge (type 7): requests from the conventional bus below
+    /// may carry the bridge's secondary bus number with device and function 0.
+    PcieToPci,
+    /// A PCI/PCI-X to PCI Express bridge (type 8) or a conventional PCI-to-PCI bridge:
+    /// requests may carry the bridge's own ID.
+    Other,
+}
+
+/// The requester IDs other than its own that `function`'s requests may reach a remapping
+/// unit with, walking up from its bus: `up(bus)` gives the bridge the bus hangs from and
+/// its kind, `None` on a root bus. As Linux's `pci_for_each_dma_alias`.
+pub fn aliases(function: Source, up: impl Fn(u8) -> Option<(Source, Upstream)>) -> Vec<Source> {
+    let mut out = Vec::new();
+    let mut bus = function.bus;
+    while let Some((bridge, kind)) = up(bus) {
+        let alias = match kind {
+            Upstream::PciePort => None,
+            Upstream::PcieToPci => Some(Source {
+                segment: function.segment,
+                bus,
+                devfn: 0,
+            }),
+            Upstream::Other => Some(bridge),
+        };
+        if let Some(a) = alias.filter(|a| *a != function && !out.contains(a)) {
+            out.push(a);
+        }
+        // A bridge sits on a lower bus than the one it leads to; anything else would loop.
+        if bridge.bus >= bus {
+            break;
+        }
+        bus = bridge.bus;
+    }
+    out
+}
 
 /// What a scope entry names, as far as DMA remapping cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +150,41 @@ mod tests {
         assert!(resolve(ScopeTarget::Endpoint, 0, &[], bridges).is_empty());
         assert!(resolve(ScopeTarget::Endpoint, 0, &[(32, 0)], bridges).is_empty());
         assert!(resolve(ScopeTarget::Other, 0, &[(2, 0)], bridges).is_empty());
+    }
+
+    fn up(bus: u8) -> Option<(Source, Upstream)> {
+        let at = |bus, devfn| Source {
+            segment: 0,
+            bus,
+            devfn,
+        };
+        match bus {
+            // 00:1c.0 root port -> bus 1; 01:00.0 PCIe-to-PCI bridge -> bus 2; 02:03.0
+            // conventional bridge -> bus 3.
+            1 => Some((at(0, 0xe0), Upstream::PciePort)),
+            2 => Some((at(1, 0), Upstream::PcieToPci)),
+            3 => Some((at(2, 0x18), Upstream::Other)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn dma_aliases_follow_linux() {
+        let f = |bus, devfn| Source {
+            segment: 0,
+            bus,
+            devfn,
+        };
+        // Behind a root port only: none.
+        assert!(aliases(f(1, 0x08), up).is_empty());
+        // On the conventional bus: the PCIe-to-PCI bridge's (secondary, 00.0).
+        assert_eq!(aliases(f(2, 0x10), up), [f(2, 0)]);
+        // The function at 02:00.0 is its own alias: nothing else.
+        assert!(aliases(f(2, 0), up).is_empty());
+        // Behind both: the conventional bridge's own ID, then the PCIe-to-PCI alias.
+        assert_eq!(aliases(f(3, 0x08), up), [f(2, 0x18), f(2, 0)]);
+        // On a root bus: none.
+        assert!(aliases(f(0, 0x10), up).is_empty());
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn unclaimed_devices_pass_through_once_translation_is_on() {
 fn an_isolated_function_reaches_only_what_is_mapped_for_it() {
     let (mut r, unit, memory) = setup(true);
     r.enable((0, 3)).expect("enable");
-    assert!(r.isolate(NVME, &[]).expect("isolate"));
+    assert!(r.isolate(NVME, &[], &[]).expect("isolate"));
     // Nothing mapped yet: blocked, and the fault is recorded with the requester and page.
     assert_eq!(
         unit.access(NVME.id(), 0x20_0000, true),
@@ -108,7 +108,7 @@ fn an_isolated_function_reaches_only_what_is_mapped_for_it() {
 fn after_unmap_the_device_cannot_use_a_cached_translation() {
     let (mut r, unit, memory) = setup(true);
     r.enable((0, 3)).expect("enable");
-    r.isolate(NVME, &[]).expect("isolate");
+    r.isolate(NVME, &[], &[]).expect("isolate");
     r.map(NVME, 0x40_0000, 0x1000).expect("map");
     // The unit caches the translation...
     assert_eq!(
@@ -125,12 +125,77 @@ fn after_unmap_the_device_cannot_use_a_cached_translation() {
     clean(&unit, &memory);
 }
 
+/// Two conventional functions behind a PCIe-to-PCI bridge: their requests reach the unit as
+/// the bridge's secondary bus, devfn 0. Each is isolated with that alias; they share one
+/// domain, and the alias reaches exactly their pages.
+#[test]
+fn functions_behind_a_pcie_to_pci_bridge_share_their_alias_domain() {
+    let (mut r, unit, memory) = setup(true);
+    r.enable((0, 5)).expect("enable");
+    let alias = Source {
+        segment: 0,
+        bus: 5,
+        devfn: 0,
+    };
+    let a = Source {
+        segment: 0,
+        bus: 5,
+        devfn: 2 << 3,
+    };
+    let b = Source {
+        segment: 0,
+        bus: 5,
+        devfn: 3 << 3,
+    };
+    assert_eq!(r.isolate(a, &[alias], &[]), Ok(true));
+    r.map(a, 0x40_0000, 0x1000).expect("map a");
+    assert_eq!(
+        unit.access(alias.id(), 0x40_0000, true),
+        Outcome::Reached(0x40_0000)
+    );
+    assert_eq!(
+        unit.access(alias.id(), 0x50_0000, true),
+        Outcome::Fault(0x05)
+    );
+    assert_eq!(r.isolate(b, &[alias], &[]), Ok(true));
+    assert_eq!(r.summary().domains, 1, "the alias's domain was not shared");
+    r.map(b, 0x50_0000, 0x1000).expect("map b");
+    assert_eq!(
+        unit.access(alias.id(), 0x50_0000, true),
+        Outcome::Reached(0x50_0000)
+    );
+    assert_eq!(
+        unit.access(b.id(), 0x40_0000, false),
+        Outcome::Reached(0x40_0000)
+    );
+    // One leaves: the other's pages stay reachable through the alias.
+    r.unmap(a, 0x40_0000, 0x1000).expect("unmap a");
+    r.release(a).expect("release a");
+    assert_eq!(
+        unit.access(alias.id(), 0x40_0000, true),
+        Outcome::Fault(0x05)
+    );
+    assert_eq!(
+        unit.access(alias.id(), 0x50_0000, true),
+        Outcome::Reached(0x50_0000)
+    );
+    // The last leaves: the alias passes through again.
+    r.unmap(b, 0x50_0000, 0x1000).expect("unmap b");
+    r.release(b).expect("release b");
+    assert_eq!(r.summary().domains, 0);
+    assert_eq!(
+        unit.access(alias.id(), 0x60_0000, true),
+        Outcome::Reached(0x60_0000)
+    );
+    clean(&unit, &memory);
+}
+
 #[test]
 fn release_passes_through_again_and_frees_the_domain() {
     let (mut r, unit, memory) = setup(true);
     r.enable((0, 3)).expect("enable");
     let before = memory.in_use();
-    r.isolate(NVME, &[]).expect("isolate");
+    r.isolate(NVME, &[], &[]).expect("isolate");
     r.map(NVME, 0x7654_3000, 0x3000).expect("map");
     assert!(memory.in_use() > before);
     r.unmap(NVME, 0x7654_3000, 0x3000).expect("unmap");
@@ -152,7 +217,7 @@ fn release_passes_through_again_and_frees_the_domain() {
 fn reserved_regions_stay_reachable_for_the_device_they_belong_to() {
     let (mut r, unit, memory) = setup(true);
     r.enable((0, 3)).expect("enable");
-    r.isolate(NVME, &[(0x9a00_0000, 0x9a00_2000)])
+    r.isolate(NVME, &[], &[(0x9a00_0000, 0x9a00_2000)])
         .expect("isolate");
     assert_eq!(
         unit.access(NVME.id(), 0x9a00_1000, false),
@@ -186,7 +251,7 @@ fn pass_through_entries_carry_the_largest_width() {
     let context = iommu::TableMemory::read(&memory, root + 16) & !0xfff;
     let high = iommu::TableMemory::read(&memory, context + 8);
     assert_eq!(high & 7, 3, "AW of a pass-through entry: {high:#x}");
-    r.isolate(NVME, &[]).expect("isolate");
+    r.isolate(NVME, &[], &[]).expect("isolate");
     let high = iommu::TableMemory::read(&memory, context + 8);
     assert_eq!(high & 7, 2, "AW of a 4-level domain: {high:#x}");
 }
@@ -239,7 +304,7 @@ fn a_unit_that_never_finishes_an_invalidation_is_an_error_not_a_hang() {
 fn a_unit_that_does_not_snoop_sees_only_flushed_entries() {
     let (mut r, unit, memory) = setup(false);
     r.enable((0, 3)).expect("enable");
-    r.isolate(NVME, &[]).expect("isolate");
+    r.isolate(NVME, &[], &[]).expect("isolate");
     r.map(NVME, 0x40_0000, 0x4000).expect("map");
     for page in 0..4 {
         let a = 0x40_0000 + page * 0x1000;
@@ -277,7 +342,7 @@ fn units_translate_for_their_own_scopes() {
     assert_eq!(r.unit_for(NVME), Some(1));
     assert_eq!(r.unit_for(Source { segment: 1, ..NVME }), None);
     r.enable((0, 3)).expect("enable");
-    r.isolate(NVME, &[]).expect("isolate");
+    r.isolate(NVME, &[], &[]).expect("isolate");
     r.map(NVME, 0x40_0000, 0x1000).expect("map");
     assert_eq!(
         rest.access(NVME.id(), 0x40_0000, true),
@@ -297,7 +362,10 @@ fn units_translate_for_their_own_scopes() {
         Outcome::Reached(0x50_0000)
     );
     // A function on another segment is nobody's: isolating it is a no-op.
-    assert_eq!(r.isolate(Source { segment: 1, ..NVME }, &[]), Ok(false));
+    assert_eq!(
+        r.isolate(Source { segment: 1, ..NVME }, &[], &[]),
+        Ok(false)
+    );
     clean(&rest, &memory);
     clean(&graphics, &memory);
 }
@@ -329,6 +397,7 @@ fn domain_ids_run_out_with_an_error() {
                     bus: 1,
                     devfn
                 },
+                &[],
                 &[]
             ),
             Ok(true)
@@ -341,6 +410,7 @@ fn domain_ids_run_out_with_an_error() {
                 bus: 1,
                 devfn: 14
             },
+            &[],
             &[]
         ),
         Err(RemapError::NoDomainId)
@@ -359,6 +429,7 @@ fn domain_ids_run_out_with_an_error() {
                 bus: 1,
                 devfn: 14
             },
+            &[],
             &[]
         ),
         Ok(true)
@@ -369,7 +440,7 @@ fn domain_ids_run_out_with_an_error() {
 fn a_failed_map_leaves_nothing_mapped() {
     let (mut r, unit, memory) = setup(true);
     r.enable((0, 1)).expect("enable");
-    r.isolate(NVME, &[]).expect("isolate");
+    r.isolate(NVME, &[], &[]).expect("isolate");
     // Two pages far apart need new tables; allow one more page only.
     let used = memory.0.borrow().allocated;
     memory.0.borrow_mut().fail_after = Some(used + 2);
@@ -403,7 +474,7 @@ proptest! {
         r.enable((0, 3)).expect("enable");
         let sources = [NVME, NIC, Source { segment: 0, bus: 3, devfn: 9 }];
         for s in sources {
-            r.isolate(s, &[]).expect("isolate");
+            r.isolate(s, &[], &[]).expect("isolate");
         }
         let mut mapped = std::collections::BTreeSet::new();
         for (who, map, first, count) in ops {

@@ -9,7 +9,11 @@
 //! - the same request without remapping (`iommu=off`, the `iommu_off` suite) really lands in
 //!   the page, so "blocked" is the unit's doing, not a transfer that never happened.
 //!
-//! A third scenario runs the NVMe and virtio-blk drivers under remapping (virtio with
+//! The same again with edu on the conventional PCI bus behind a PCIe-to-PCI bridge, where
+//! its requests reach the unit with the bridge's alias ID (secondary bus, 00.0): the alias
+//! must lead to edu's domain, or the blocked write would land.
+//!
+//! A further scenario runs the NVMe and virtio-blk drivers under remapping (virtio with
 //! `iommu_platform=on`, so that its DMA goes through the unit too): the `blk` suite reads
 //! both disks at depth 1 and 32 and compares them with the images this runner wrote, then
 //! unbinds and binds each driver with everything back at baseline.
@@ -19,19 +23,19 @@ use qemu_tests::{
 };
 
 /// edu at 00:03.0 (the first device after intel-iommu's own slot on q35).
-const EDU_SLOT: &str = "addr=0x3";
+const EDU_ON_ROOT: &[&str] = &["-device", "edu,addr=0x3"];
+/// edu at 01:02.0, on the conventional PCI bus behind a PCIe-to-PCI bridge at 00:04.0: its
+/// requests reach the unit as 01:00.0, the bridge's alias.
+const EDU_BEHIND_BRIDGE: &[&str] = &[
+    "-device",
+    "pcie-pci-bridge,id=br,bus=pcie.0,addr=0x4",
+    "-device",
+    "edu,bus=br,addr=0x2",
+];
 
-fn boot(cmdline: &str, extra: &[&str]) -> Outcome {
-    let mut args = vec![
-        "-trace",
-        "vtd_dmar_fault",
-        "-device",
-        "intel-iommu",
-        "-device",
-    ];
-    let edu = format!("edu,{EDU_SLOT}");
-    args.push(&edu);
-    args.extend_from_slice(extra);
+fn boot(cmdline: &str, edu: &[&str]) -> Outcome {
+    let mut args = vec!["-trace", "vtd_dmar_fault", "-device", "intel-iommu"];
+    args.extend_from_slice(edu);
     Qemu::kernel(kernel_elf(), cmdline)
         .machine(Machine::Q35)
         // edu's DMA engine takes 28-bit addresses: all of RAM below 256 MiB.
@@ -47,9 +51,10 @@ fn blocked_page(line: &str) -> Option<u64> {
     u64::from_str_radix(rest.split_whitespace().next()?, 16).ok()
 }
 
-/// The pages QEMU's unit refused edu (requester ID 0x18: 00:03.0), from its `vtd_dmar_fault`
-/// trace lines; `Err` for a refused read (the suite's blocked requests are all writes).
-fn refused_by_qemu(stderr: &str) -> Result<Vec<u64>, String> {
+/// The pages QEMU's unit refused requests with one of `ids` (requester IDs), from its
+/// `vtd_dmar_fault` trace lines; `Err` for a refused read (the suite's blocked requests are
+/// all writes).
+fn refused_by_qemu(stderr: &str, ids: &[u16]) -> Result<Vec<u64>, String> {
     let mut pages = Vec::new();
     for line in stderr.lines().filter(|l| l.contains("vtd_dmar_fault")) {
         let field = |key: &str| {
@@ -57,7 +62,10 @@ fn refused_by_qemu(stderr: &str) -> Result<Vec<u64>, String> {
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
         };
-        if field("sid") != Some("0x18") {
+        let sid = field("sid")
+            .and_then(|v| u16::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+            .ok_or_else(|| format!("unreadable trace line `{line}`"))?;
+        if !ids.contains(&sid) {
             continue;
         }
         ensure!(field("write") == Some("1"), "QEMU refused a read: `{line}`");
@@ -71,20 +79,28 @@ fn refused_by_qemu(stderr: &str) -> Result<Vec<u64>, String> {
     Ok(pages)
 }
 
-#[test]
-fn a_device_reaches_only_the_memory_its_function_owns() {
-    if !qemu_or_skip("iommu") {
+/// Runs the `iommu` suite with edu placed by `edu`; `ids` are the requester IDs its
+/// requests may carry (its own, and the bridge's alias behind one), which the kernel must
+/// name too.
+fn isolation(name: &str, edu: &[&str], ids: &[u16]) {
+    if !qemu_or_skip(name) {
         return;
     }
-    let outcome = boot("test=iommu", &[]);
-    check("iommu", &outcome, |outcome, report| {
+    let outcome = boot("test=iommu", edu);
+    check(name, &outcome, |outcome, report| {
         expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
         report.check_tests_passed(4)?;
         let serial = &outcome.serial;
-        ensure!(
-            serial.contains("iommu: 1 unit(s), translation on, edu isolated"),
-            "no isolation line"
-        );
+        let line = serial
+            .lines()
+            .find(|l| l.starts_with("iommu: 1 unit(s), translation on, edu isolated"))
+            .ok_or("no isolation line")?;
+        for id in ids {
+            ensure!(
+                line.contains(&format!("{id:04x}")),
+                "`{line}` does not name requester ID {id:04x}"
+            );
+        }
         ensure!(
             serial.contains("iommu: edu round trip through its own DMA memory: 256 bytes equal"),
             "no round-trip line"
@@ -99,7 +115,7 @@ fn a_device_reaches_only_the_memory_its_function_owns() {
             "{} blocked writes reported",
             blocked.len()
         );
-        let mut refused = refused_by_qemu(&outcome.stderr)?;
+        let mut refused = refused_by_qemu(&outcome.stderr, ids)?;
         let mut reported = blocked.clone();
         refused.sort_unstable();
         reported.sort_unstable();
@@ -107,8 +123,26 @@ fn a_device_reaches_only_the_memory_its_function_owns() {
             refused == reported,
             "QEMU refused edu's writes to pages {refused:x?}; the kernel reported {reported:x?}"
         );
+        let others: Vec<u16> = (0..=u16::MAX).filter(|i| !ids.contains(i)).collect();
+        let others = refused_by_qemu(&outcome.stderr, &others)?;
+        ensure!(
+            others.is_empty(),
+            "QEMU refused other requesters: {others:x?}"
+        );
         Ok(())
     });
+}
+
+#[test]
+fn a_device_reaches_only_the_memory_its_function_owns() {
+    isolation("iommu", EDU_ON_ROOT, &[0x0018]);
+}
+
+/// Behind a PCIe-to-PCI bridge edu's requests carry the bridge's alias (01:00.0): its domain
+/// is reached through that ID too, so the same writes are blocked and its own memory is not.
+#[test]
+fn behind_a_pcie_to_pci_bridge_the_alias_leads_to_the_same_domain() {
+    isolation("iommu_bridge", EDU_BEHIND_BRIDGE, &[0x0110, 0x0100]);
 }
 
 #[test]
@@ -116,7 +150,7 @@ fn without_remapping_the_same_write_lands() {
     if !qemu_or_skip("iommu_off") {
         return;
     }
-    let outcome = boot("test=iommu_off iommu=off", &[]);
+    let outcome = boot("test=iommu_off iommu=off", EDU_ON_ROOT);
     check("iommu_off", &outcome, |outcome, report| {
         expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
         report.check_tests_passed(1)?;
@@ -127,7 +161,7 @@ fn without_remapping_the_same_write_lands() {
             "no landed line"
         );
         ensure!(
-            refused_by_qemu(&outcome.stderr)?.is_empty(),
+            refused_by_qemu(&outcome.stderr, &[0x0018])?.is_empty(),
             "QEMU refused requests with remapping off"
         );
         Ok(())

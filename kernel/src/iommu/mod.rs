@@ -31,7 +31,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use firmware::tables::dmar::{DeviceScope, Dmar, ScopeKind};
-use iommu::scope::ScopeTarget;
+use iommu::scope::{ScopeTarget, Upstream};
 use iommu::{Fault, Remapper, Scope, ScopeEntry, Source, Summary, UnitSetup};
 use pci::Address;
 use pci::enumerate::Topology;
@@ -230,10 +230,43 @@ pub fn init(disabled: bool) {
     });
 }
 
-/// Gives a newly claimed function its own domain. A failure is logged: the function then
-/// reaches all memory, as without remapping.
+/// The requester IDs `address`'s DMA may carry besides its own, from the bridges above it
+/// (`iommu::scope::aliases`).
+fn aliases(address: Address) -> Vec<Source> {
+    let Some(scan) = crate::pcibus::scan() else {
+        return Vec::new();
+    };
+    let topology = &scan.topology;
+    let segment = address.segment();
+    iommu::scope::aliases(source(address), |bus| {
+        let bridge = topology
+            .buses
+            .iter()
+            .find(|b| b.segment == segment && b.number == bus)?
+            .bridge?;
+        // PCIe Capabilities register, Device/Port Type (bits 7:4).
+        let kind = match topology
+            .function(bridge)?
+            .pcie_flags
+            .map(|f| (f >> 4) & 0xf)
+        {
+            Some(7) => Upstream::PcieToPci,
+            Some(8) | None => Upstream::Other,
+            Some(_) => Upstream::PciePort,
+        };
+        Some((source(bridge), kind))
+    })
+}
+
+/// Gives a newly claimed function its own domain (shared with the functions whose requests
+/// carry the same alias, behind a PCIe-to-PCI bridge). A failure is logged: the function
+/// then reaches all memory, as without remapping.
 pub fn isolate(address: Address) {
     let who = source(address);
+    if summary().is_none() {
+        return;
+    }
+    let aliases = aliases(address);
     let result = with(|s| {
         let ranges: Vec<(u64, u64)> = s
             .reserved
@@ -241,11 +274,20 @@ pub fn isolate(address: Address) {
             .filter(|r| r.0 == who)
             .map(|r| (r.1, r.2))
             .collect();
-        s.remapper.isolate(who, &ranges)
+        s.remapper.isolate(who, &aliases, &ranges)
     });
     if let Some(Err(e)) = result {
         log::error!("iommu: {address} not isolated ({e}): it can reach all memory");
     }
+}
+
+/// The requester IDs (bus << 8 | devfn) `address`'s DMA may reach a unit with: its own,
+/// then its aliases.
+pub fn requester_ids(address: Address) -> Vec<u16> {
+    core::iter::once(source(address))
+        .chain(aliases(address))
+        .map(|s| s.id())
+        .collect()
 }
 
 /// Whether `address` has its own domain.

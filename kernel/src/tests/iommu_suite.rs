@@ -7,7 +7,7 @@
 //! What the runner reads (`qemu-tests/tests/iommu.rs`):
 //!
 //! ```text
-//! iommu: <n> unit(s), translation on, edu isolated
+//! iommu: <n> unit(s), translation on, edu isolated, requester ID(s) <own> [<aliases>]
 //! iommu: edu round trip through its own DMA memory: <n> bytes equal
 //! iommu: edu write to memory it was not given: blocked, fault <source> write <page> reason 05h
 //! iommu: edu write to memory freed from its domain: blocked, fault <source> write <page> reason 05h
@@ -86,15 +86,14 @@ fn number(address: pci::dma::BusAddr<'_>) -> u64 {
     u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap_or(u64::MAX)
 }
 
-/// The fault the unit recorded for `address`'s write to `page`, as a line.
+/// The fault the unit recorded for `address`'s write to `page`, as a line. The request may
+/// carry one of its aliases' requester IDs (behind a PCIe-to-PCI bridge).
 fn blocked_write(address: Address, page: u64) -> Result<String, String> {
-    let sid = u16::from(address.bus()) << 8
-        | u16::from(address.device()) << 3
-        | u16::from(address.function());
+    let ids = crate::iommu::requester_ids(address);
     let faults = crate::iommu::take_faults();
     let fault = faults
         .iter()
-        .find(|f| f.source == sid && f.address == page & !0xfff)
+        .find(|f| ids.contains(&f.source) && f.address == page & !0xfff)
         .ok_or_else(|| format!("no fault recorded for {address} at {page:#x}: {faults:x?}"))?;
     ensure!(
         fault.write && fault.reason == 0x05,
@@ -123,9 +122,14 @@ fn remapping_is_on_and_edu_is_isolated() -> Result<(), String> {
         "edu reaches 0x100000 with no DMA memory"
     );
     drop(function);
+    let ids: Vec<String> = crate::iommu::requester_ids(address)
+        .iter()
+        .map(|id| format!("{id:04x}"))
+        .collect();
     crate::serial_println!(
-        "iommu: {} unit(s), translation on, edu isolated",
-        summary.units
+        "iommu: {} unit(s), translation on, edu isolated, requester ID(s) {}",
+        summary.units,
+        ids.join(" ")
     );
     Ok(())
 }

@@ -87,9 +87,11 @@ fn resolve(topology: &Topology, segment: u16, scope: &DeviceScope) -> Vec<ScopeE
 }
 
 /// Maps one unit's registers: the first page, then as much as its IOTLB and fault recording
-/// registers need.
+/// registers need. Never over RAM or registers the kernel owns (an IOAPIC, the HPET, the
+/// local APIC, an ECAM window: a wrong DMAR must not make the kernel write there), and
+/// reserved for the kernel afterwards, so that no device window can be mapped over them.
 fn map_unit(base: u64) -> Result<Mmio, String> {
-    let first = Mmio::map(base, 0x1000).map_err(|e| format!("{e:?}"))?;
+    let first = Mmio::map_device(base, 0x1000).map_err(|e| format!("{e:?}"))?;
     let cap = first.read64(iommu::regs::CAP);
     let ecap = first.read64(iommu::regs::ECAP);
     if cap == u64::MAX || ecap == u64::MAX {
@@ -99,11 +101,14 @@ fn map_unit(base: u64) -> Result<Mmio, String> {
     let faults = ((cap >> iommu::regs::CAP_FRO_SHIFT) & 0x3ff) * 16
         + 16 * (((cap >> iommu::regs::CAP_NFR_SHIFT) & 0xff) + 1);
     let need = iotlb.max(faults).next_multiple_of(0x1000);
-    if need <= 0x1000 {
-        return Ok(first);
-    }
-    drop(first);
-    Mmio::map(base, need).map_err(|e| format!("{e:?}"))
+    let regs = if need <= 0x1000 {
+        first
+    } else {
+        drop(first);
+        Mmio::map_device(base, need).map_err(|e| format!("{e:?}"))?
+    };
+    crate::memory::mmio::reserve_for_kernel(base, need.max(0x1000));
+    Ok(regs)
 }
 
 /// Reads the DMAR table and turns remapping on (see the module documentation). Call after
@@ -132,7 +137,16 @@ pub fn init(disabled: bool) {
     };
     let topology = &scan.topology;
     let mut setups = Vec::new();
+    let mut bases: Vec<u64> = Vec::new();
     for unit in &dmar.units {
+        if bases.contains(&unit.register_base) {
+            log::warn!(
+                "iommu: DMAR lists the unit at {:#x} twice; the second is ignored",
+                unit.register_base
+            );
+            continue;
+        }
+        bases.push(unit.register_base);
         let regs = match map_unit(unit.register_base) {
             Ok(r) => r,
             Err(e) => {

@@ -6,9 +6,9 @@
 //! - **Unclaimed functions pass through.** Translation on with no context entry would block
 //!   every device's DMA, including devices firmware still uses (a graphics controller
 //!   scanning out the boot framebuffer, a USB controller the firmware emulates a keyboard
-//!   with). So when translation is turned on, every bus/device/function the unit covers, up
-//!   to the last bus the kernel found, gets a pass-through context entry: such devices behave
-//!   exactly as without remapping.
+//!   with). So when translation is turned on, every bus/device/function the unit covers on
+//!   the buses the kernel gives (all 256) gets a pass-through context entry: such devices
+//!   behave exactly as without remapping.
 //! - **A claimed function is isolated.** When a driver claims a function, the kernel gives it
 //!   its own domain ([`Remapper::isolate`]): an empty second-level table (plus identity maps
 //!   of the firmware's reserved regions for it, RMRRs). From then on the device reaches only

@@ -202,18 +202,9 @@ pub fn init(disabled: bool) {
             }
         }
     }
-    let last_bus = topology
-        .buses
-        .iter()
-        .map(|b| b.number)
-        .chain(
-            topology
-                .functions
-                .iter()
-                .filter_map(|f| f.bridge.map(|b| b.subordinate)),
-        )
-        .max()
-        .unwrap_or(0);
+    // Every bus, not only those enumeration has found so far: root buses AML names later,
+    // buses behind hot-plug ports and devices firmware hides all keep working until claimed.
+    let (first_bus, last_bus) = (0u8, 255u8);
     let mut remapper = match Remapper::new(TablePages::new(), setups) {
         Ok(r) => r,
         Err(e) => {
@@ -221,7 +212,7 @@ pub fn init(disabled: bool) {
             return;
         }
     };
-    if let Err(e) = remapper.enable((0, last_bus)) {
+    if let Err(e) = remapper.enable((first_bus, last_bus)) {
         log::error!("iommu: turning translation on: {e}; DMA is not remapped");
         return;
     }
@@ -232,7 +223,7 @@ pub fn init(disabled: bool) {
         );
     }
     log::info!(
-        "iommu: {} remapping unit(s) on, buses 0..={last_bus} pass through until claimed; a claimed function reaches only its own DMA memory",
+        "iommu: {} remapping unit(s) on, every function on buses {first_bus}..={last_bus} passes through until claimed; a claimed function reaches only its own DMA memory",
         remapper.units()
     );
     x86_64::instructions::interrupts::without_interrupts(|| {

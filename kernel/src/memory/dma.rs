@@ -162,7 +162,8 @@ impl Drop for DmaBuffer {
 
 impl pci::platform::DmaRegion for DmaBuffer {
     fn bus_address(&self) -> u64 {
-        // No IOMMU: the bus address is the physical address.
+        // The physical address: without remapping that is what the device uses, and with it
+        // (`crate::iommu`) a domain maps each page at its own physical address.
         self.phys
     }
 

@@ -7,9 +7,11 @@
 //! ([`BarWindow::write_bus_address`](crate::window::BarWindow::write_bus_address) for a
 //! register, [`DmaBuffer::write_bus_address`] for a descriptor in DMA memory).
 //!
-//! What stays outside the model without an IOMMU: the device keeps whatever address it was
-//! given and can write there for as long as it may master the bus; and a driver can still
-//! write any number it likes into a register the device reads as an address. This layer makes
+//! What stays outside the model without an IOMMU (on a machine with one, the kernel maps
+//! each function's DMA memory into its own domain, `docs/irq-ownership.md` §4.8): the device
+//! keeps whatever address it was given and can write there for as long as it may master the
+//! bus; and a driver can still write any number it likes into a register the device reads
+//! as an address. This layer makes
 //! sure the memory behind a [`BusAddr`] is not reused while the device can master the bus
 //! (buffers dropped meanwhile are quarantined, see [`BusMaster`]),
 //! not that the device only goes where it was pointed.

@@ -109,6 +109,9 @@ impl core::fmt::Display for RemapError {
 /// Domain ID of every pass-through context entry (0 is reserved under caching mode).
 const PASS_THROUGH_ID: u16 = 1;
 
+/// Domains the remapper holds before its list grows.
+const DOMAINS: usize = 64;
+
 struct UnitState<R> {
     unit: Unit<R>,
     segment: u16,
@@ -199,7 +202,10 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         let remapper = Remapper {
             memory,
             units,
-            domains: Vec::new(),
+            // Room for the domains of a machine's claimed functions, so that functions
+            // coming and going (hot-plug) do not grow it: the kernel's heap returns exactly to
+            // where it was.
+            domains: Vec::with_capacity(DOMAINS),
             enabled: false,
         };
         match result {
@@ -475,6 +481,14 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
             return Err(e);
         }
         Ok(true)
+    }
+
+    /// Every function isolated in a domain.
+    pub fn isolated_functions(&self) -> Vec<Source> {
+        self.domains
+            .iter()
+            .flat_map(|d| d.members.iter().copied())
+            .collect()
     }
 
     /// Whether `source` has its own domain.

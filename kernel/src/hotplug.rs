@@ -384,6 +384,16 @@ impl Host for KernelHost {
                 );
             }
         }
+        // Functions isolated by DMA remapping that had no DMA memory parked: their domains
+        // go too once nothing answers (with memory parked, `forget_dma` did it above).
+        for address in crate::iommu::isolated_functions()
+            .into_iter()
+            .filter(|a| below(*a))
+        {
+            if space.read32(address, 0).unwrap_or(u32::MAX) & 0xffff == 0xffff {
+                crate::iommu::forget(address);
+            }
+        }
     }
 
     fn log(&self, line: &str) {

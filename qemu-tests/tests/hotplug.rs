@@ -96,6 +96,17 @@ fn machine(scratch: &std::path::Path, cpu: &str) -> (Qemu, PathBuf) {
 /// The machine; `native`: with q35's ACPI hot-plug of root ports turned off, so its `_OSC`
 /// grants native hot-plug.
 fn machine_with(scratch: &std::path::Path, cpu: &str, native: bool) -> (Qemu, PathBuf) {
+    machine_full(scratch, cpu, native, false)
+}
+
+/// The machine; `remapped`: behind QEMU's VT-d unit, with its trace of refused requests
+/// (`vtd_dmar_fault`) on stderr.
+fn machine_full(
+    scratch: &std::path::Path,
+    cpu: &str,
+    native: bool,
+    remapped: bool,
+) -> (Qemu, PathBuf) {
     std::fs::create_dir_all(scratch).expect("scratch directory");
     let qmp = scratch.join("qmp.sock");
     let disk = |name: &str| {
@@ -106,42 +117,45 @@ fn machine_with(scratch: &std::path::Path, cpu: &str, native: bool) -> (Qemu, Pa
     };
     let nvme = disk("nvme.img");
     let blk = disk("blk.img");
-    let qemu = Qemu::kernel(kernel_elf(), "log=info")
+    let mut qemu = Qemu::kernel(kernel_elf(), "log=info")
         .machine(Machine::Q35)
         .memory_mib(512)
-        .timeout(run_time())
-        .args([
-            "-cpu",
-            cpu,
-            "-qmp",
-            &format!("unix:{},server=on,wait=off", qmp.display()),
-            "-global",
-            if native {
-                "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"
-            } else {
-                "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on"
-            },
-            "-device",
-            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x5",
-            "-device",
-            "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2,addr=0x6",
-            "-device",
-            "x3130-upstream,id=up1,bus=rp2",
-            "-device",
-            "xio3130-downstream,id=dp1,bus=up1,chassis=3,slot=3",
-            "-blockdev",
-            &format!(
-                "driver=raw,node-name=nvm0,file.driver=file,file.filename={}",
-                nvme.display()
-            ),
-            "-blockdev",
-            &format!(
-                "driver=raw,node-name=blk0,file.driver=file,file.filename={}",
-                blk.display()
-            ),
-            "-netdev",
-            "user,id=net0",
-        ]);
+        .timeout(run_time());
+    if remapped {
+        qemu = qemu.args(["-device", "intel-iommu", "-trace", "vtd_dmar_fault"]);
+    }
+    let qemu = qemu.args([
+        "-cpu",
+        cpu,
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", qmp.display()),
+        "-global",
+        if native {
+            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"
+        } else {
+            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on"
+        },
+        "-device",
+        "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x5",
+        "-device",
+        "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2,addr=0x6",
+        "-device",
+        "x3130-upstream,id=up1,bus=rp2",
+        "-device",
+        "xio3130-downstream,id=dp1,bus=up1,chassis=3,slot=3",
+        "-blockdev",
+        &format!(
+            "driver=raw,node-name=nvm0,file.driver=file,file.filename={}",
+            nvme.display()
+        ),
+        "-blockdev",
+        &format!(
+            "driver=raw,node-name=blk0,file.driver=file,file.filename={}",
+            blk.display()
+        ),
+        "-netdev",
+        "user,id=net0",
+    ]);
     (qemu, qmp)
 }
 
@@ -655,6 +669,69 @@ fn hotplug_x2apic() {
             report.panic.is_none(),
             "kernel panicked: {:?}",
             report.panic
+        );
+        Ok(())
+    });
+}
+
+/// Hot-plug cycles behind QEMU's VT-d unit: every card added is isolated when its driver
+/// claims it, and when it is removed its DMA memory leaves its domain and the domain goes;
+/// resources (frames included, so the domains' table pages) back at baseline after every
+/// cycle, and no request refused.
+#[test]
+fn hotplug_under_dma_remapping() {
+    if !qemu_or_skip("hotplug_remapped") {
+        return;
+    }
+    let scratch = unique_temp_dir("hotplug-remapped");
+    let (qemu, qmp_path) = machine_full(&scratch, "qemu64", true, true);
+    let InteractRun { outcome, result } = qemu
+        .interact(|s| {
+            s.expect(PROMPT, BOOT)?;
+            let mut qmp = Qmp::connect(&qmp_path, Instant::now() + Duration::from_secs(590))?;
+            ensure!(
+                s.received().contains("iommu: 1 remapping unit(s) on"),
+                "remapping did not come on"
+            );
+            let baseline = resources(s)?;
+            command(s, "pciehp delay 0")?;
+            let f = run_cycles(s, &mut qmp, &baseline, Duration::from_secs(120), 2)?;
+            ensure!(f.cycles == 8, "{} cycles instead of 8", f.cycles);
+            let status = command(s, "iommu")?;
+            ensure!(
+                status.contains("refused requests: none"),
+                "the unit refused requests:\n{status}"
+            );
+            println!(
+                "hotplug_remapped: {} cycles in {:.1} s",
+                f.cycles, f.seconds
+            );
+            s.send_line("poweroff")?;
+            s.wait_exit(Duration::from_secs(15))?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("hotplug_remapped: cannot run QEMU: {e}"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!(
+        "hotplug_remapped: {} in {:.2} s",
+        outcome.describe_exit(),
+        outcome.wall.as_secs_f64()
+    );
+    check("hotplug_remapped", &outcome, |outcome, report| {
+        result?;
+        ensure!(
+            report.panic.is_none(),
+            "kernel panicked: {:?}",
+            report.panic
+        );
+        let refused: Vec<&str> = outcome
+            .stderr
+            .lines()
+            .filter(|l| l.contains("vtd_dmar_fault"))
+            .collect();
+        ensure!(
+            refused.is_empty(),
+            "QEMU's unit refused requests: {refused:?}"
         );
         Ok(())
     });

@@ -1,7 +1,7 @@
 //! The hardware side of DMA remapping: a unit's register page and the table pages, for the
 //! `iommu` crate's [`Registers`] and [`TableMemory`].
 
-use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 
 use iommu::{Registers, TableMemory};
 use spin::Mutex;
@@ -27,24 +27,37 @@ impl Registers for UnitRegisters {
     }
 }
 
-/// Table pages: zeroed frames, identity-mapped, each owned by a [`DmaBuffer`] kept here.
+/// Table pages: zeroed frames, identity-mapped, each owned by a [`DmaBuffer`] kept here,
+/// sorted by address.
+///
+/// The list is made with room for [`PAGES`] pages, so that tables made and freed as
+/// functions come and go (hot-plug) do not grow the heap: the kernel's resources return
+/// exactly to where they were.
 ///
 /// # Invariants
 /// Every address `read`, `write` and `flush` are given lies in a page of `pages` (the
 /// `iommu` crate only touches pages this memory gave it).
 pub struct TablePages {
-    pages: Mutex<BTreeMap<u64, DmaBuffer>>,
+    pages: Mutex<Vec<DmaBuffer>>,
 }
 
+/// Table pages the list holds without growing: 256 context tables, the root, and the
+/// domains' tables.
+const PAGES: usize = 1024;
+
 impl TablePages {
-    pub const fn new() -> TablePages {
+    pub fn new() -> TablePages {
         TablePages {
-            pages: Mutex::new(BTreeMap::new()),
+            pages: Mutex::new(Vec::with_capacity(PAGES)),
         }
     }
 
     fn owned(&self, phys: u64) -> bool {
-        self.pages.lock().contains_key(&(phys & !0xfff))
+        let page = phys & !0xfff;
+        self.pages
+            .lock()
+            .binary_search_by_key(&page, DmaBuffer::phys)
+            .is_ok()
     }
 }
 
@@ -52,13 +65,18 @@ impl TableMemory for TablePages {
     fn alloc_page(&self) -> Option<u64> {
         let page = DmaBuffer::new(4096)?;
         let phys = page.phys();
-        self.pages.lock().insert(phys, page);
+        let mut pages = self.pages.lock();
+        let at = pages.partition_point(|p| p.phys() < phys);
+        pages.insert(at, page);
         Some(phys)
     }
 
     fn free_page(&self, phys: u64) {
-        // Dropping the buffer gives the frame back.
-        self.pages.lock().remove(&phys);
+        let mut pages = self.pages.lock();
+        if let Ok(at) = pages.binary_search_by_key(&phys, DmaBuffer::phys) {
+            // Dropping the buffer gives the frame back.
+            pages.remove(at);
+        }
     }
 
     fn read(&self, phys: u64) -> u64 {

@@ -295,6 +295,18 @@ pub fn requester_ids(address: Address) -> Vec<u16> {
         .collect()
 }
 
+/// Every function with a domain of its own.
+pub fn isolated_functions() -> Vec<Address> {
+    with(|s| {
+        s.remapper
+            .isolated_functions()
+            .into_iter()
+            .filter_map(|f| Address::new(f.segment, f.bus, f.devfn >> 3, f.devfn & 7).ok())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// Whether `address` has its own domain.
 pub fn isolated(address: Address) -> bool {
     with(|s| s.remapper.isolated(source(address))).unwrap_or(false)

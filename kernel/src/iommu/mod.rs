@@ -202,8 +202,9 @@ pub fn init(disabled: bool) {
             }
         }
     }
-    // Every bus, not only those enumeration has found so far: root buses AML names later,
-    // buses behind hot-plug ports and devices firmware hides all keep working until claimed.
+    // Every bus a unit covers, not only those enumeration has found so far: root buses AML
+    // names later, buses behind hot-plug ports and devices firmware hides all keep working
+    // until claimed.
     let (first_bus, last_bus) = (0u8, 255u8);
     let mut remapper = match Remapper::new(TablePages::new(), setups) {
         Ok(r) => r,
@@ -223,7 +224,7 @@ pub fn init(disabled: bool) {
         );
     }
     log::info!(
-        "iommu: {} remapping unit(s) on, every function on buses {first_bus}..={last_bus} passes through until claimed; a claimed function reaches only its own DMA memory",
+        "iommu: {} remapping unit(s) on; the functions they cover pass through until claimed, and a claimed function reaches only its own DMA memory",
         remapper.units()
     );
     x86_64::instructions::interrupts::without_interrupts(|| {

@@ -13,6 +13,8 @@
 //! - [`pagetable`]: one domain's second-level table, 4 KiB identity mappings;
 //! - [`mod@unit`]: one unit's register protocol (§10, §11.4): enabling translation,
 //!   invalidating its caches, reading the faults it recorded;
+//! - [`queue`]: queued invalidation, which interrupt remapping needs;
+//! - [`intremap`]: interrupt remapping's table entry and the message formats that name one;
 //! - [`remapper`]: all units, pass-through for unclaimed functions, a domain per claimed
 //!   one holding exactly its DMA memory (see its design note for the rules);
 //! - [`scope`]: the DMAR table's device scopes followed through bridges to the functions
@@ -27,13 +29,16 @@
 extern crate alloc;
 
 pub mod entries;
+pub mod intremap;
 pub mod memory;
 pub mod pagetable;
+pub mod queue;
 pub mod regs;
 pub mod remapper;
 pub mod scope;
 pub mod unit;
 
+pub use intremap::{SourceCheck, Target};
 pub use memory::{PAGE, TableMemory};
 pub use remapper::{RemapError, Remapper, Scope, ScopeEntry, Source, Summary, UnitSetup};
 pub use unit::{Fault, Registers, Unit, UnitError};

@@ -23,6 +23,18 @@ pub const FECTL: u64 = 0x38;
 /// fetched every descriptor queued.
 pub const IQH: u64 = 0x80;
 pub const IQT: u64 = 0x88;
+/// Invalidation Queue Address (§11.4.8.3), 64 bits: the queue's base (63:12), descriptor
+/// width (DW, 11: 0 = 128-bit descriptors) and size (QS, 2:0: 2^QS 4 KiB pages).
+pub const IQA: u64 = 0x90;
+/// Invalidation Completion Status (§11.4.8.4), 32 bits: IWC (0), set by a wait descriptor
+/// with IF; this crate waits on a status write instead.
+pub const ICS: u64 = 0x9c;
+/// Interrupt Remapping Table Address (§11.4.9.1), 64 bits: the table's base (63:12),
+/// extended interrupt mode (EIME, 11: 32-bit x2APIC destinations) and size (S, 3:0:
+/// 2^(S + 1) entries).
+pub const IRTA: u64 = 0xb8;
+/// IRTA.EIME.
+pub const IRTA_EIME: u64 = 1 << 11;
 
 /// CAP.ND (2:0): domain IDs supported, 2^(4 + 2·ND).
 pub const CAP_ND_MASK: u64 = 0x7;
@@ -48,6 +60,13 @@ pub const CAP_DRD: u64 = 1 << 55;
 /// ECAP.C (0): page-walk coherency: the unit snoops the processor's caches when it reads
 /// the tables. Without it every table write is flushed from the cache (`clflush`).
 pub const ECAP_C: u64 = 1 << 0;
+/// ECAP.QI (1): queued invalidation, which interrupt remapping needs (the interrupt entry
+/// cache is invalidated only through the queue, §6.5.2.7).
+pub const ECAP_QI: u64 = 1 << 1;
+/// ECAP.IR (3): interrupt remapping.
+pub const ECAP_IR: u64 = 1 << 3;
+/// ECAP.EIM (4): extended interrupt mode (x2APIC destinations).
+pub const ECAP_EIM: u64 = 1 << 4;
 /// ECAP.PT (6): pass-through context entries (translation type 10b).
 pub const ECAP_PT: u64 = 1 << 6;
 /// ECAP.IRO (17:8): offset of the IOTLB registers, in 16-byte units.
@@ -61,10 +80,15 @@ pub const GCMD_TE: u32 = 1 << 31;
 pub const GCMD_SRTP: u32 = 1 << 30;
 /// GCMD/GSTS.WBF / WBFS (27): write buffer flush / status (1 while flushing).
 pub const GCMD_WBF: u32 = 1 << 27;
-/// GCMD/GSTS.QIE (26) and IRE (25): queued invalidation and interrupt remapping, which this
-/// crate neither enables nor touches; firmware rarely leaves them on.
+/// GCMD/GSTS.QIE (26) and IRE (25): queued invalidation and interrupt remapping enable /
+/// status.
 pub const GCMD_QIE: u32 = 1 << 26;
 pub const GCMD_IRE: u32 = 1 << 25;
+/// GCMD/GSTS.SIRTP / IRTPS (24): set interrupt remapping table pointer (one-shot) / status.
+pub const GCMD_SIRTP: u32 = 1 << 24;
+/// GCMD/GSTS.CFI / CFIS (23): compatibility-format interrupts pass through while interrupt
+/// remapping is on. This crate keeps it clear: such interrupts are then blocked (§5.1.4).
+pub const GCMD_CFI: u32 = 1 << 23;
 /// GSTS bits that are persistent state rather than one-shot commands: a GCMD write starts
 /// from `GSTS & GSTS_PERSISTENT` and changes one bit (§11.4.4.1).
 pub const GSTS_PERSISTENT: u32 = 0x96ff_ffff;
@@ -88,6 +112,9 @@ pub const IOTLB_DID_SHIFT: u64 = 32;
 /// FSTS.PPF (1): a fault is recorded in a fault recording register; PFO (0): overflow.
 pub const FSTS_PFO: u32 = 1 << 0;
 pub const FSTS_PPF: u32 = 1 << 1;
+/// FSTS.IQE (4): invalidation queue error (a descriptor the unit could not process; IQH
+/// points at it). Write 1 to clear.
+pub const FSTS_IQE: u32 = 1 << 4;
 /// FECTL.IM (31): fault event interrupt masked.
 pub const FECTL_IM: u32 = 1 << 31;
 

@@ -23,6 +23,11 @@
 //!
 //! Bus addresses stay physical addresses: a domain maps each page at its own address, so
 //! drivers and the `pci` crate's `BusAddr` do not change.
+//!
+//! Interrupt remapping ([`Remapper::enable_interrupt_remapping`], in [`mod@interrupts`])
+//! adds one table per unit whose entries say which requester may raise which vector.
+
+mod interrupts;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -82,6 +87,8 @@ pub enum RemapError {
     Map(MapError),
     /// Every domain ID of the unit is in use.
     NoDomainId,
+    /// Interrupts are not remapped, or there is no such unit.
+    NoInterruptTable,
 }
 
 impl From<UnitError> for RemapError {
@@ -102,6 +109,9 @@ impl core::fmt::Display for RemapError {
             RemapError::Unit(e) => e.fmt(f),
             RemapError::Map(e) => e.fmt(f),
             RemapError::NoDomainId => f.write_str("no free domain ID"),
+            RemapError::NoInterruptTable => {
+                f.write_str("no interrupt remapping table (interrupts are not remapped)")
+            }
         }
     }
 }
@@ -120,6 +130,11 @@ struct UnitState<R> {
     root: u64,
     /// Context table of each bus (0: none yet).
     contexts: Vec<u64>,
+    /// Interrupt remapping: the queue page, its status page and the remapping table
+    /// (0: none).
+    queue: u64,
+    status: u64,
+    irq_table: u64,
 }
 
 /// One domain: the functions isolated in it and the requester IDs that lead to it.
@@ -152,6 +167,9 @@ pub struct Remapper<R, M> {
     units: Vec<UnitState<R>>,
     domains: Vec<Domain>,
     enabled: bool,
+    /// Whether every unit remaps interrupts, and with 32-bit destinations.
+    interrupts: bool,
+    eime: bool,
 }
 
 /// What [`Remapper::summary`] reports.
@@ -162,6 +180,9 @@ pub struct Summary {
     pub domains: usize,
     pub pages: u64,
     pub table_pages: usize,
+    /// Whether interrupts are remapped, and how many remapping entries are present.
+    pub interrupts: bool,
+    pub interrupt_entries: usize,
 }
 
 impl<R: Registers, M: TableMemory> Remapper<R, M> {
@@ -197,6 +218,9 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
                 levels,
                 root,
                 contexts: vec![0; 256],
+                queue: 0,
+                status: 0,
+                irq_table: 0,
             });
         }
         let remapper = Remapper {
@@ -207,6 +231,8 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
             // where it was.
             domains: Vec::with_capacity(DOMAINS),
             enabled: false,
+            interrupts: false,
+            eime: false,
         };
         match result {
             Ok(()) => Ok(remapper),
@@ -221,6 +247,11 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         for state in &self.units {
             for &table in state.contexts.iter().filter(|&&t| t != 0) {
                 self.memory.free_page(table);
+            }
+            for page in [state.queue, state.status, state.irq_table] {
+                if page != 0 {
+                    self.memory.free_page(page);
+                }
             }
             self.memory.free_page(state.root);
         }
@@ -340,7 +371,7 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         }
         for i in 0..self.units.len() {
             let state = &self.units[i];
-            if let Err(e) = state.unit.enable(state.root) {
+            if let Err(e) = state.unit.enable(&self.memory, state.root) {
                 for state in &self.units {
                     let _ = state.unit.disable();
                 }
@@ -361,8 +392,8 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
     fn invalidate_all(&self, unit: usize) -> Result<(), RemapError> {
         let u = &self.units[unit].unit;
         u.flush_write_buffer()?;
-        u.invalidate_context()?;
-        u.invalidate_iotlb(None)?;
+        u.invalidate_context(&self.memory)?;
+        u.invalidate_iotlb(&self.memory, None)?;
         Ok(())
     }
 
@@ -533,7 +564,7 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         let domain = &self.domains[d];
         let u = &self.units[domain.unit].unit;
         u.flush_write_buffer()?;
-        u.invalidate_iotlb(Some(domain.id))?;
+        u.invalidate_iotlb(&self.memory, Some(domain.id))?;
         Ok(())
     }
 
@@ -607,6 +638,8 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         Summary {
             units: self.units.len(),
             enabled: self.enabled,
+            interrupts: self.interrupts,
+            interrupt_entries: self.present_interrupt_entries(),
             domains: self.domains.len(),
             pages: self.domains.iter().map(|d| d.pages).sum(),
             table_pages: self
@@ -614,6 +647,16 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
                 .iter()
                 .map(|u| 1 + u.contexts.iter().filter(|&&t| t != 0).count())
                 .sum::<usize>()
+                + self
+                    .units
+                    .iter()
+                    .map(|u| {
+                        [u.queue, u.status, u.irq_table]
+                            .iter()
+                            .filter(|&&p| p != 0)
+                            .count()
+                    })
+                    .sum::<usize>()
                 + self
                     .domains
                     .iter()

@@ -1,5 +1,7 @@
-//! [`Unit`]: one DMA remapping unit's register protocol (VT-d §10, §11.4), legacy mode with
-//! register-based invalidation: what every VT-d unit has.
+//! [`Unit`]: one DMA remapping unit's register protocol (VT-d §10, §11.4), legacy mode;
+//! invalidation through the registers (what every VT-d unit has) or, once
+//! [`Unit::enable_queue`] turned it on, through the invalidation queue ([`crate::queue`]),
+//! which interrupt remapping needs.
 //!
 //! Design note. The unit is driven in the order the specification gives: translation off if
 //! firmware left it on, the root table pointer set and latched (SRTP, §10.4.5), the context
@@ -8,6 +10,10 @@
 //! Invalidations wait for hardware to clear the command bit; a unit that never does is an
 //! error, never a hang.
 
+use core::cell::Cell;
+
+use crate::memory::TableMemory;
+use crate::queue::{self, Queue};
 use crate::regs::*;
 
 /// Register access to one unit's page (the kernel maps it uncached).
@@ -50,20 +56,35 @@ impl core::fmt::Display for UnitError {
 pub struct Fault {
     /// Requester ID: bus << 8 | device << 3 | function.
     pub source: u16,
-    /// The page the request addressed.
+    /// The page the request addressed; for an interrupt remapping fault (reason 20h and
+    /// above), the interrupt remapping entry's index.
     pub address: u64,
     /// A write request (else a read).
     pub write: bool,
     /// Fault reason (appendix A of the specification; 05h: write to a page not writable
-    /// or not present, 06h: read of one, 02h: no context entry present).
+    /// or not present, 06h: read of one, 02h: no context entry present; 20h and above:
+    /// an interrupt request refused, 22h: entry not present, 25h: compatibility format
+    /// blocked, 26h: requester failed the entry's source check).
     pub reason: u8,
 }
 
+impl Fault {
+    /// Whether it is an interrupt request the unit refused (rather than a DMA request).
+    pub fn interrupt(&self) -> bool {
+        self.reason >= 0x20
+    }
+}
+
 /// One remapping unit.
+///
+/// # Invariants
+/// While `queue` is `Some`, the unit's queued invalidation is on with that queue, and every
+/// invalidation goes through it.
 pub struct Unit<R> {
     regs: R,
     cap: u64,
     ecap: u64,
+    queue: Cell<Option<Queue>>,
 }
 
 impl<R: Registers> Unit<R> {
@@ -71,7 +92,12 @@ impl<R: Registers> Unit<R> {
     pub fn new(regs: R) -> Unit<R> {
         let cap = regs.read64(CAP);
         let ecap = regs.read64(ECAP);
-        Unit { regs, cap, ecap }
+        Unit {
+            regs,
+            cap,
+            ecap,
+            queue: Cell::new(None),
+        }
     }
 
     /// The capability register as read at [`Unit::new`].
@@ -177,13 +203,114 @@ impl<R: Registers> Unit<R> {
         if status & GCMD_IRE != 0 {
             self.command("turning interrupt remapping off", GCMD_IRE, false)?;
         }
+        self.queue.set(None);
         Ok(())
+    }
+
+    /// Whether the unit can remap interrupts the way this crate does it: interrupt
+    /// remapping and queued invalidation (ECAP.IR, ECAP.QI).
+    pub fn can_remap_interrupts(&self) -> bool {
+        self.ecap & ECAP_IR != 0 && self.ecap & ECAP_QI != 0
+    }
+
+    /// Whether interrupt remapping entries may name 32-bit (x2APIC) destinations (ECAP.EIM).
+    pub fn extended_interrupt_mode(&self) -> bool {
+        self.ecap & ECAP_EIM != 0
+    }
+
+    /// Turns queued invalidation on with the queue page `page`, whose wait descriptors
+    /// write into `status` (both zeroed pages of `memory`'s). From now on every
+    /// invalidation goes through the queue.
+    pub fn enable_queue(&self, page: u64, status: u64) -> Result<(), UnitError> {
+        if self.ecap & ECAP_QI == 0 {
+            return Err(UnitError::Unsupported("queued invalidation (ECAP.QI)"));
+        }
+        if self.regs.read32(GSTS) & GCMD_QIE != 0 {
+            self.take_over()?;
+        }
+        let q = Queue {
+            page,
+            status,
+            tail: 0,
+        };
+        q.program(&self.regs);
+        self.command("turning queued invalidation on", GCMD_QIE, true)?;
+        self.queue.set(Some(q));
+        Ok(())
+    }
+
+    /// Whether invalidations go through the queue.
+    pub fn queued(&self) -> bool {
+        self.queue.get().is_some()
+    }
+
+    fn submit<M: TableMemory>(
+        &self,
+        memory: &M,
+        descriptors: &[[u64; 2]],
+    ) -> Result<(), UnitError> {
+        let Some(mut q) = self.queue.get() else {
+            return Err(UnitError::Unsupported("queued invalidation turned on"));
+        };
+        let result = q.submit(&self.regs, memory, self.coherent(), descriptors);
+        self.queue.set(Some(q));
+        result
+    }
+
+    /// Points the unit at the interrupt remapping table at `table` (2^(size + 1) entries,
+    /// `eime`: 32-bit destinations), forgets every cached entry and turns interrupt
+    /// remapping on, with compatibility-format interrupts blocked (CFI clear, §5.1.4): from
+    /// now on an interrupt reaches a processor only through a present entry whose source
+    /// check its requester passes. Needs the queue ([`Unit::enable_queue`]).
+    pub fn enable_interrupt_remapping<M: TableMemory>(
+        &self,
+        memory: &M,
+        table: u64,
+        size: u8,
+        eime: bool,
+    ) -> Result<(), UnitError> {
+        if self.ecap & ECAP_IR == 0 {
+            return Err(UnitError::Unsupported("interrupt remapping (ECAP.IR)"));
+        }
+        if !self.queued() {
+            return Err(UnitError::Unsupported("queued invalidation turned on"));
+        }
+        let mut irta = (table & !0xfff) | u64::from(size & 0xf);
+        if eime {
+            irta |= IRTA_EIME;
+        }
+        self.regs.write64(IRTA, irta);
+        // SIRTP is one-shot; IRTPS says the pointer is latched (§11.4.4).
+        let status = self.regs.read32(GSTS) & GSTS_PERSISTENT;
+        self.regs.write32(GCMD, status | GCMD_SIRTP);
+        self.wait("latching the interrupt remapping table (SIRTP)", |r| {
+            r.read32(GSTS) & GCMD_SIRTP != 0
+        })?;
+        self.invalidate_interrupt_entries(memory, None)?;
+        if self.regs.read32(GSTS) & GCMD_CFI != 0 {
+            self.command("blocking compatibility-format interrupts", GCMD_CFI, false)?;
+        }
+        self.command("turning interrupt remapping on", GCMD_IRE, true)
+    }
+
+    /// Whether interrupt remapping is on.
+    pub fn remapping_interrupts(&self) -> bool {
+        self.regs.read32(GSTS) & GCMD_IRE != 0
+    }
+
+    /// Interrupt entry cache invalidation (§6.5.2.7): of entry `index`, or of all.
+    pub fn invalidate_interrupt_entries<M: TableMemory>(
+        &self,
+        memory: &M,
+        index: Option<u16>,
+    ) -> Result<(), UnitError> {
+        self.submit(memory, &[queue::interrupt_entries(index)])
     }
 
     /// Points the unit at the root table at `root` (legacy mode), invalidates its caches and
     /// turns translation on; first turns off what firmware left on ([`Unit::disable`],
     /// [`Unit::take_over`]).
-    pub fn enable(&self, root: u64) -> Result<(), UnitError> {
+    pub fn enable<M: TableMemory>(&self, memory: &M, root: u64) -> Result<(), UnitError> {
         self.disable()?;
         self.take_over()?;
         self.regs.write64(RTADDR, root & !0xfff);
@@ -194,8 +321,8 @@ impl<R: Registers> Unit<R> {
             r.read32(GSTS) & GCMD_SRTP != 0
         })?;
         self.flush_write_buffer()?;
-        self.invalidate_context()?;
-        self.invalidate_iotlb(None)?;
+        self.invalidate_context(memory)?;
+        self.invalidate_iotlb(memory, None)?;
         self.command("turning translation on", GCMD_TE, true)
     }
 
@@ -209,8 +336,12 @@ impl<R: Registers> Unit<R> {
         self.wait("a write-buffer flush", |r| r.read32(GSTS) & GCMD_WBF == 0)
     }
 
-    /// Global context-cache invalidation (§6.5.1.1, register-based).
-    pub fn invalidate_context(&self) -> Result<(), UnitError> {
+    /// Global context-cache invalidation (§6.5.1.1 through the registers, §6.5.2.1 through
+    /// the queue).
+    pub fn invalidate_context<M: TableMemory>(&self, memory: &M) -> Result<(), UnitError> {
+        if self.queued() {
+            return self.submit(memory, &[queue::context_global()]);
+        }
         self.regs.write64(CCMD, CCMD_ICC | CCMD_GLOBAL);
         self.wait("a context-cache invalidation", |r| {
             r.read64(CCMD) & CCMD_ICC == 0
@@ -223,7 +354,15 @@ impl<R: Registers> Unit<R> {
 
     /// IOTLB invalidation (§6.5.1.2): of one domain, or global; draining the unit's pending
     /// reads and writes where it can, so that no request translated before returns after.
-    pub fn invalidate_iotlb(&self, domain: Option<u16>) -> Result<(), UnitError> {
+    pub fn invalidate_iotlb<M: TableMemory>(
+        &self,
+        memory: &M,
+        domain: Option<u16>,
+    ) -> Result<(), UnitError> {
+        if self.queued() {
+            let d = queue::iotlb(domain, self.cap & CAP_DRD != 0, self.cap & CAP_DWD != 0);
+            return self.submit(memory, &[d]);
+        }
         let mut value = IOTLB_IVT;
         value |= match domain {
             Some(did) => IOTLB_DOMAIN | u64::from(did) << IOTLB_DID_SHIFT,
@@ -252,11 +391,17 @@ impl<R: Registers> Unit<R> {
                 continue;
             }
             let low = self.regs.read64(at);
+            let reason = (high >> 32) as u8;
             out.push(Fault {
                 source: high as u16,
-                address: low & !0xfff,
+                // An interrupt remapping fault records the entry index in 63:48 (FI).
+                address: if reason >= 0x20 {
+                    low >> 48
+                } else {
+                    low & !0xfff
+                },
                 write: high & FRCD_T == 0,
-                reason: (high >> 32) as u8,
+                reason,
             });
             // F is write-1-to-clear.
             self.regs.write64(at + 8, FRCD_F);

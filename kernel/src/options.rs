@@ -43,6 +43,8 @@ pub struct Options<'a> {
     pub bad_storage: Option<&'a str>,
     /// `iommu=off`: leave DMA remapping off even where firmware describes units.
     pub iommu_off: bool,
+    /// `intremap=off`: leave interrupt remapping off (DMA remapping stays on).
+    pub intremap_off: bool,
 }
 
 /// The options this kernel knows (the first word of each `key=value`).
@@ -54,6 +56,7 @@ pub const KNOWN: &[&str] = &[
     "bootbench",
     "storage",
     "iommu",
+    "intremap",
 ];
 
 /// Words the test runner adds for itself (not options; not reported).
@@ -87,6 +90,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         storage_write: boot::cmdline::get(cmdline, "storage") == Some("write"),
         bad_storage: boot::cmdline::get(cmdline, "storage").filter(|v| *v != "write"),
         iommu_off: boot::cmdline::get(cmdline, "iommu") == Some("off"),
+        intremap_off: boot::cmdline::get(cmdline, "intremap") == Some("off"),
     }
 }
 

@@ -309,6 +309,32 @@ impl Interrupts for KernelIrq {
         }
     }
 
+    fn message_for(&self, owner: Address, block: &Block) -> Result<MsiMessage, PlatformError> {
+        match crate::iommu::interrupts::msi_message(
+            owner,
+            block.cpu(),
+            block.first(),
+            block.count(),
+        ) {
+            None => Ok(self.message(block.cpu(), block.first())),
+            Some(Ok(m)) => {
+                log::debug!(
+                    "irq: remapped message for {owner}, vectors {:#04x}+{}: address {:#x}",
+                    block.first(),
+                    block.count(),
+                    m.address
+                );
+                Ok(m)
+            }
+            Some(Err(e)) => {
+                log::error!("irq: {owner}: {e}");
+                Err(PlatformError::Failed(
+                    "no interrupt remapping entry could be written",
+                ))
+            }
+        }
+    }
+
     fn message(&self, cpu: u32, vector: u8) -> MsiMessage {
         // Fixed delivery, edge, physical destination mode. The destination field is 8 bits:
         // APIC IDs above 255 would need interrupt remapping, so `allocate` gives no vector

@@ -128,6 +128,15 @@ pub trait Interrupts: Send + Sync {
     fn free(&self, block: Block);
     /// The message that delivers `vector` to CPU `cpu` (allocator index).
     fn message(&self, cpu: u32, vector: u8) -> MsiMessage;
+    /// The message `owner`'s device sends for `block` (multi-message MSI adds the message
+    /// number to its data). Where the platform remaps interrupts this also writes the
+    /// remapping entries that let `owner`, and only it, raise the block's vectors; they
+    /// are cleared when the block is [freed](Interrupts::free). By default the
+    /// compatibility-format [`Interrupts::message`] of the block's first vector.
+    fn message_for(&self, owner: Address, block: &Block) -> Result<MsiMessage, PlatformError> {
+        let _ = owner;
+        Ok(self.message(block.cpu(), block.first()))
+    }
     /// Installs `handler` for `vector` on `cpu`; `kind` says how it arrives ("MSI-X", ...).
     fn install(
         &self,

@@ -96,6 +96,8 @@ pub enum Error {
     /// The destination APIC ID does not fit the entry's 8-bit destination field (82093AA
     /// §3.2.4; x2APIC IDs above 255 need interrupt remapping).
     Unreachable(u32),
+    /// Interrupts are remapped and the remapping entry could not be written.
+    NotRemapped(u32),
 }
 
 impl core::fmt::Display for Error {
@@ -105,6 +107,10 @@ impl core::fmt::Display for Error {
             Error::Unreachable(id) => write!(
                 f,
                 "APIC ID {id} is above 255: an IOAPIC entry cannot name it without interrupt remapping"
+            ),
+            Error::NotRemapped(gsi) => write!(
+                f,
+                "GSI {gsi}: no interrupt remapping entry could be written for it"
             ),
         }
     }
@@ -232,7 +238,26 @@ fn with_gsi<R>(gsi: u32, f: impl FnOnce(&IoApic, u32) -> R) -> Result<R, Error> 
 }
 
 /// Points `gsi` at `vector` on the CPU with APIC ID `dest`, left masked.
+///
+/// Where interrupts are remapped (`iommu::interrupts`), the entry is in the remappable
+/// format: it names the remapping entry written for `vector`, which checks that the message
+/// comes from this IOAPIC.
 pub fn route(gsi: u32, vector: u8, dest: u32, trigger: Trigger) -> Result<(), Error> {
+    let id = with_gsi(gsi, |chip, _| chip.info.id)?;
+    if let Some(remapped) = crate::iommu::interrupts::ioapic_entry(
+        id,
+        vector,
+        dest,
+        trigger.level,
+        trigger.active_low,
+        true,
+    ) {
+        let entry = remapped.map_err(|e| {
+            log::error!("ioapic: GSI {gsi}: {e}");
+            Error::NotRemapped(gsi)
+        })?;
+        return with_gsi(gsi, |chip, input| chip.set_entry(input, entry));
+    }
     let dest = u8::try_from(dest).map_err(|_| Error::Unreachable(dest))?;
     let mut entry = u64::from(vector) | MASKED | u64::from(dest) << 56;
     if trigger.level {

@@ -47,9 +47,13 @@ pub fn allocate(count: u8) -> Result<Block, AllocError> {
     with(|a| a.allocate(count, Policy::LeastLoaded))
 }
 
-/// Gives a block back.
+/// Gives a block back. Where interrupts are remapped, the block's remapping entries are
+/// cleared too: the last owner's device can no longer raise these vectors.
 pub fn free(block: Block) -> Result<(), FreeError> {
-    with(|a| a.free(block))
+    let (cpu, first, count) = (block.cpu(), block.first(), block.count());
+    with(|a| a.free(block))?;
+    crate::iommu::interrupts::release(cpu, first, count);
+    Ok(())
 }
 
 /// The allocator's state, for "back to baseline" checks.

@@ -25,6 +25,7 @@
 //! on a machine without units). Without a DMAR table nothing here runs.
 
 mod hw;
+pub mod interrupts;
 
 use alloc::format;
 use alloc::string::String;
@@ -50,6 +51,8 @@ struct State {
     reserved: Vec<(Source, u64, u64)>,
     /// Faults taken from the units so far (kept for the console and tests), oldest first.
     faults: Vec<Fault>,
+    /// The I/O APICs whose interrupts are remapped (empty while interrupts are not).
+    ioapics: Vec<interrupts::IoApicSource>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -111,9 +114,10 @@ fn map_unit(base: u64) -> Result<Mmio, String> {
     Ok(regs)
 }
 
-/// Reads the DMAR table and turns remapping on (see the module documentation). Call after
-/// PCI enumeration, before drivers bind.
-pub fn init(disabled: bool) {
+/// Reads the DMAR table and turns remapping on (see the module documentation), and
+/// interrupt remapping unless `intremap_off` ([`interrupts`]). Call after PCI enumeration,
+/// before any interrupt is routed or driver binds.
+pub fn init(disabled: bool, intremap_off: bool) {
     let Some(bytes) = crate::platform::get().and_then(|p| p.dmar.as_ref()) else {
         log::info!("iommu: no DMAR table: DMA is not remapped, devices reach all memory");
         return;
@@ -138,14 +142,18 @@ pub fn init(disabled: bool) {
     let topology = &scan.topology;
     let mut setups = Vec::new();
     let mut bases: Vec<u64> = Vec::new();
+    // The remapper's unit of each DRHD (a unit listed twice is used once).
+    let mut drhd_units: Vec<Option<usize>> = Vec::new();
     for unit in &dmar.units {
-        if bases.contains(&unit.register_base) {
+        if let Some(first) = bases.iter().position(|&b| b == unit.register_base) {
             log::warn!(
                 "iommu: DMAR lists the unit at {:#x} twice; the second is ignored",
                 unit.register_base
             );
+            drhd_units.push(Some(first));
             continue;
         }
+        drhd_units.push(Some(setups.len()));
         bases.push(unit.register_base);
         let regs = match map_unit(unit.register_base) {
             Ok(r) => r,
@@ -227,12 +235,34 @@ pub fn init(disabled: bool) {
         "iommu: {} remapping unit(s) on; the functions they cover pass through until claimed, and a claimed function reaches only its own DMA memory",
         remapper.units()
     );
+    let mut state = State {
+        remapper,
+        reserved,
+        faults: Vec::new(),
+        ioapics: Vec::new(),
+    };
+    if intremap_off {
+        log::warn!("iommu: intremap=off: interrupt messages are not checked");
+    } else if dmar.flags & 1 == 0 {
+        log::info!("iommu: the DMAR does not offer interrupt remapping (INTR_REMAP clear)");
+    } else {
+        let madt: Vec<u8> = crate::platform::get()
+            .map(|p| p.io_apics.iter().map(|a| a.id).collect())
+            .unwrap_or_default();
+        let x2apic = crate::interrupts::lapic::get().is_some_and(|l| l.is_x2apic());
+        match interrupts::io_apics(&dmar, &drhd_units, &madt)
+            .and_then(|found| interrupts::enable(&mut state, found, x2apic))
+        {
+            Ok(()) => log::info!(
+                "iommu: interrupt remapping on: a device raises only the vectors its owner was given, compatibility-format messages are blocked"
+            ),
+            Err(e) => log::warn!(
+                "iommu: interrupt remapping off ({e}): interrupt messages are not checked"
+            ),
+        }
+    }
     x86_64::instructions::interrupts::without_interrupts(|| {
-        *STATE.lock() = Some(State {
-            remapper,
-            reserved,
-            faults: Vec::new(),
-        });
+        *STATE.lock() = Some(state);
     });
 }
 
@@ -356,8 +386,23 @@ pub fn describe(f: &Fault) -> String {
         0x02 => "no context entry",
         0x05 => "write to a page not mapped (or not writable) in its domain",
         0x06 => "read of a page not mapped in its domain",
+        0x20 => "interrupt message with a malformed address",
+        0x21 => "interrupt naming an entry past the table",
+        0x22 => "interrupt naming an entry not present (a vector it does not own)",
+        0x25 => "compatibility-format interrupt blocked",
+        0x26 => "interrupt from a requester the entry does not allow",
         _ => "see VT-d appendix A",
     };
+    if f.interrupt() {
+        return format!(
+            "{:02x}:{:02x}.{} interrupt, entry {:#x}: reason {:02x}h, {reason}",
+            f.source >> 8,
+            (f.source >> 3) & 0x1f,
+            f.source & 7,
+            f.address,
+            f.reason
+        );
+    }
     format!(
         "{:02x}:{:02x}.{} {} {:#x}: reason {:02x}h, {reason}",
         f.source >> 8,

@@ -574,12 +574,20 @@ fn setup_msix(
     for i in 0..usize::from(cap.table_size) {
         msix::set_masked(table.as_ref(), i, true);
     }
-    for (i, block) in blocks.iter().enumerate() {
-        msix::write_entry(
-            table.as_ref(),
-            i,
-            platform.message(block.cpu(), block.first()),
-        );
+    let mut messages = Vec::with_capacity(blocks.len());
+    for block in &blocks {
+        match platform.message_for(function.address(), block) {
+            Ok(m) => messages.push(m),
+            Err(e) => {
+                // Back to the Message Control the function had, every entry still masked.
+                function.core().write16(control_at, control);
+                blocks.into_iter().for_each(|b| platform.free(b));
+                return Err(e.into());
+            }
+        }
+    }
+    for (i, message) in messages.into_iter().enumerate() {
+        msix::write_entry(table.as_ref(), i, message);
     }
     let _ = table.read32(12);
     function
@@ -616,7 +624,13 @@ fn setup_msi(function: &PciFunction, min: usize, max: usize) -> Result<(Backend,
     }
     let platform = function.platform();
     let block = platform.allocate(count as u8).map_err(IrqError::Vectors)?;
-    let message = platform.message(block.cpu(), block.first());
+    let message = match platform.message_for(function.address(), &block) {
+        Ok(m) => m,
+        Err(e) => {
+            platform.free(block);
+            return Err(e.into());
+        }
+    };
     let control_at = msi::control(&cap);
     let control = function.config_read16(control_at) & !msi::ENABLE;
     function.core().write16(control_at, control);

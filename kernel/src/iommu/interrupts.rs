@@ -1,0 +1,246 @@
+//! Interrupt remapping: every device interrupt names an entry the kernel wrote for its owner.
+//!
+//! Design note. DMA remapping keeps a device inside its owner's memory, but a write to
+//! `0xFEEx_xxxx` is not memory: it is an interrupt message, which the remapping unit does
+//! not translate. Without interrupt remapping a driver that points a queue at that range
+//! (any number written into a device register or a descriptor is an address) makes its
+//! device raise any vector on any CPU: another driver's handler, or an exception vector.
+//! With it ([`enable`], at boot right after DMA remapping), a message reaches a processor
+//! only through an entry of the unit's table:
+//!
+//! - the entry of a vector is written when a message for it is made
+//!   ([`msi_message`], from `pciirq`'s `message_for`; [`ioapic_entry`], from
+//!   `ioapic::route`), with the source check of its owner: the function's requester ID (or
+//!   the bus range its messages come from behind a PCIe-to-PCI bridge), or the I/O APIC's
+//!   ID from the DMAR table;
+//! - it is cleared, and the unit's entry cache invalidated, when the vector goes back to
+//!   the allocator ([`release`], from `interrupts::vectors::free`): the entry lives exactly
+//!   as long as the vector's owner;
+//! - compatibility-format messages (the ones a made-up write produces) are blocked; a
+//!   message from the wrong requester, or naming a cleared entry, is refused and recorded
+//!   (the console's `iommu` command lists it).
+//!
+//! The entry's index is the vector: device interrupts go to one CPU, and a vector has one
+//! owner at a time. `intremap=off` on the command line keeps the compatibility format (DMA
+//! remapping stays on).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use firmware::tables::dmar::{Dmar, ScopeKind};
+use iommu::{SourceCheck, Target};
+use pci::Address;
+use pci::platform::MsiMessage;
+
+use super::{State, aliases, source, with};
+
+/// An I/O APIC the units remap: its ID (as in the MADT), the unit and the requester ID its
+/// messages carry (from the DMAR's I/O APIC device scope).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct IoApicSource {
+    pub id: u8,
+    pub unit: usize,
+    pub requester: u16,
+}
+
+/// Which I/O APICs the DMAR's scopes name. `units[i]` is the remapper's unit of DRHD `i`
+/// (`None`: not used). Every I/O APIC of the MADT must be there, or remapping would block
+/// its interrupts: the error says which one is missing.
+pub(super) fn io_apics(
+    dmar: &Dmar,
+    units: &[Option<usize>],
+    madt: &[u8],
+) -> Result<Vec<IoApicSource>, String> {
+    let mut found = Vec::new();
+    for (drhd, unit) in dmar.units.iter().zip(units) {
+        let Some(unit) = *unit else { continue };
+        for s in drhd.scopes.iter().filter(|s| s.kind == ScopeKind::IoApic) {
+            // An I/O APIC's scope names it directly on its start bus (one hop); the
+            // requester ID is that bus, device and function.
+            let &[(device, function)] = s.path.as_slice() else {
+                return Err(format!(
+                    "the I/O APIC {} scope has a {}-hop path",
+                    s.enumeration_id,
+                    s.path.len()
+                ));
+            };
+            if device > 31 || function > 7 {
+                return Err(format!(
+                    "the I/O APIC {} scope names {device}.{function}",
+                    s.enumeration_id
+                ));
+            }
+            found.push(IoApicSource {
+                id: s.enumeration_id,
+                unit,
+                requester: u16::from(s.start_bus) << 8 | u16::from(device << 3 | function),
+            });
+        }
+    }
+    for id in madt {
+        if !found.iter().any(|f| f.id == *id) {
+            return Err(format!("no unit lists the I/O APIC with ID {id}"));
+        }
+    }
+    Ok(found)
+}
+
+/// Turns interrupt remapping on in every unit (see the module documentation). A failure
+/// leaves the compatibility format, with the reason in the log.
+pub(super) fn enable(
+    state: &mut State,
+    ioapics: Vec<IoApicSource>,
+    x2apic: bool,
+) -> Result<(), String> {
+    state
+        .remapper
+        .enable_interrupt_remapping(x2apic)
+        .map_err(|e| format!("{e}"))?;
+    state.ioapics = ioapics;
+    Ok(())
+}
+
+/// Whether interrupts are remapped.
+pub fn remapping() -> bool {
+    with(|s| s.remapper.remaps_interrupts()).unwrap_or(false)
+}
+
+/// The entry index of `vector` on `cpu`: the vector itself, on the one CPU that takes
+/// device interrupts.
+fn index(cpu: u32, vector: u8) -> Result<u16, String> {
+    if cpu != crate::interrupts::vectors::current_cpu() {
+        return Err(format!(
+            "vector {vector:#04x} is on CPU {cpu}, which takes no remapped interrupts"
+        ));
+    }
+    Ok(u16::from(vector))
+}
+
+fn destination(cpu: u32) -> Result<u32, String> {
+    crate::interrupts::lapic::apic_id(cpu).ok_or_else(|| format!("no APIC ID for CPU {cpu}"))
+}
+
+/// How a function's messages are checked: its own requester ID, or, when its requests may
+/// carry a bridge's ID instead (`aliases`), the buses between that bridge's and its own,
+/// as Linux verifies them.
+fn check_for(owner: Address) -> SourceCheck {
+    let own = source(owner);
+    let aliases = aliases(owner);
+    if aliases.is_empty() {
+        return SourceCheck::Requester(own.id());
+    }
+    let buses = aliases.iter().map(|a| a.bus).chain([own.bus]);
+    let first = buses.clone().min().unwrap_or(own.bus);
+    let last = buses.max().unwrap_or(own.bus);
+    SourceCheck::Buses(first, last)
+}
+
+/// The remappable-format message for `count` vectors from `first` on `cpu`, owned by
+/// `owner`: one entry per vector, all checked against the owner's requester ID. `None`
+/// when interrupts are not remapped (the caller makes a compatibility-format message).
+pub fn msi_message(
+    owner: Address,
+    cpu: u32,
+    first: u8,
+    count: u8,
+) -> Option<Result<MsiMessage, String>> {
+    if !remapping() {
+        return None;
+    }
+    let check = check_for(owner);
+    Some((|| {
+        let base = index(cpu, first)?;
+        let destination = destination(cpu)?;
+        let who = source(owner);
+        let unit = with(|s| s.remapper.unit_for(who))
+            .flatten()
+            .ok_or_else(|| format!("no remapping unit covers {owner}"))?;
+        for n in 0..u16::from(count.max(1)) {
+            let target = Target {
+                vector: first.wrapping_add(n as u8),
+                destination,
+                level: false,
+            };
+            with(|s| s.remapper.set_interrupt(unit, base + n, target, check))
+                .unwrap_or(Err(iommu::RemapError::NoInterruptTable))
+                .map_err(|e| format!("interrupt remapping entry {}: {e}", base + n))?;
+        }
+        // Multi-message MSI adds the message number to the data: the subhandle.
+        Ok(MsiMessage {
+            address: iommu::intremap::msi_address(base, count > 1),
+            data: 0,
+        })
+    })())
+}
+
+/// The remappable-format redirection entry of I/O APIC `ioapic`'s input delivering
+/// `vector` to `dest` (an APIC ID), masked or not. `None` when interrupts are not remapped.
+pub fn ioapic_entry(
+    ioapic: u8,
+    vector: u8,
+    dest: u32,
+    level: bool,
+    active_low: bool,
+    masked: bool,
+) -> Option<Result<u64, String>> {
+    if !remapping() {
+        return None;
+    }
+    let cpu = crate::interrupts::vectors::current_cpu();
+    Some((|| {
+        let at = index(cpu, vector)?;
+        let apic = with(|s| s.ioapics.iter().find(|a| a.id == ioapic).copied())
+            .flatten()
+            .ok_or_else(|| format!("no remapping unit lists I/O APIC {ioapic}"))?;
+        let target = Target {
+            vector,
+            destination: dest,
+            level,
+        };
+        with(|s| {
+            s.remapper.set_interrupt(
+                apic.unit,
+                at,
+                target,
+                SourceCheck::Requester(apic.requester),
+            )
+        })
+        .unwrap_or(Err(iommu::RemapError::NoInterruptTable))
+        .map_err(|e| format!("interrupt remapping entry {at}: {e}"))?;
+        Ok(iommu::intremap::ioapic_entry(
+            at, vector, level, active_low, masked,
+        ))
+    })())
+}
+
+/// Vectors `first..first + count` on `cpu` went back to the allocator: their entries are
+/// cleared in every unit, so their last owner's device can no longer raise them.
+pub fn release(cpu: u32, first: u8, count: u8) {
+    if cpu != crate::interrupts::vectors::current_cpu() {
+        return;
+    }
+    let result = with(|s| {
+        if !s.remapper.remaps_interrupts() {
+            return Ok(());
+        }
+        for unit in 0..s.remapper.units() {
+            for n in 0..u16::from(count) {
+                s.remapper.clear_interrupt(unit, u16::from(first) + n)?;
+            }
+        }
+        Ok::<(), iommu::RemapError>(())
+    });
+    if let Some(Err(e)) = result {
+        log::error!("iommu: clearing the remapping entries of vectors {first:#04x}+{count}: {e}");
+    }
+}
+
+/// The entry of `vector` in the unit that covers `owner` (low, high), for tests.
+pub fn entry_of(owner: Address, vector: u8) -> Option<[u64; 2]> {
+    with(|s| {
+        let unit = s.remapper.unit_for(source(owner))?;
+        s.remapper.interrupt_entry(unit, u16::from(vector))
+    })
+    .flatten()
+}

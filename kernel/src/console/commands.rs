@@ -264,6 +264,14 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
         s.pages,
         s.table_pages
     );
+    if s.interrupts {
+        serial_println!(
+            "interrupt remapping: on, {} entries present (one per vector in use); compatibility-format messages blocked",
+            s.interrupt_entries
+        );
+    } else {
+        serial_println!("interrupt remapping: off (intremap=off, or the units cannot)");
+    }
     let faults = crate::iommu::faults();
     if faults.is_empty() {
         serial_println!("refused requests: none");

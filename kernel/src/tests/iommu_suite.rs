@@ -40,21 +40,21 @@ pub const TESTS: &[Test] = crate::tests![
 /// `test=iommu_off`: the same write without remapping lands.
 pub const OFF: &[Test] = crate::tests![edu_write_to_memory_it_was_not_given_lands];
 
-const EDU: (u16, u16) = (0x1234, 0x11e8);
-const DMA_SRC: u64 = 0x80;
-const DMA_DST: u64 = 0x88;
-const DMA_COUNT: u64 = 0x90;
-const DMA_CMD: u64 = 0x98;
-const CMD_START: u32 = 1;
-const CMD_TO_RAM: u32 = 2;
+pub(super) const EDU: (u16, u16) = (0x1234, 0x11e8);
+pub(super) const DMA_SRC: u64 = 0x80;
+pub(super) const DMA_DST: u64 = 0x88;
+pub(super) const DMA_COUNT: u64 = 0x90;
+pub(super) const DMA_CMD: u64 = 0x98;
+pub(super) const CMD_START: u32 = 1;
+pub(super) const CMD_TO_RAM: u32 = 2;
 /// edu's own buffer, in its DMA address space.
-const EDU_BUFFER: u32 = 0x4_0000;
+pub(super) const EDU_BUFFER: u32 = 0x4_0000;
 /// Bytes each transfer moves.
 const LEN: u32 = 256;
 /// What the victim page holds before the write.
 const CANARY: u32 = 0x5afe_c0de;
 
-fn edu() -> Result<(Address, PciFunction), String> {
+pub(super) fn edu() -> Result<(Address, PciFunction), String> {
     let address = pciirq::find(EDU.0, EDU.1).ok_or("no edu device (-device edu)")?;
     let function = pciirq::claim(address).ok_or("edu already claimed")?;
     Ok((address, function))

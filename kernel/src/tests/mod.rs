@@ -21,6 +21,7 @@ mod boot_suite;
 mod devirq_suite;
 mod drivers_suite;
 mod faults_suite;
+mod intremap_suite;
 mod iommu_suite;
 mod irq_suite;
 mod irqbench_suite;
@@ -130,6 +131,8 @@ pub fn run(suite: &str) -> ! {
         "nvme" => nvme_suite::TESTS,
         "iommu" => iommu_suite::TESTS,
         "iommu_off" => iommu_suite::OFF,
+        "intremap" => intremap_suite::TESTS,
+        "intremap_off" => intremap_suite::OFF,
         "nvmebench" => nvme_suite::BENCH,
         "storage" => storage_suite::TESTS,
         "blk" => blk_suite::TESTS,

@@ -9,7 +9,8 @@
 //!
 //! The queue here is one 4 KiB page of 256 128-bit descriptors. Each [`Queue::submit`] writes
 //! its descriptors at the tail, then an *invalidation wait descriptor* (§6.5.2.8) that makes
-//! the unit write a status value into memory once everything before it is done, moves the
+//! the unit write a status value (a new one for each submission) into memory once
+//! everything before it is done, moves the
 //! tail (IQT) and waits, bounded, for that status. Every submission waits for its own
 //! completion, so the queue is empty between submissions and never wraps onto descriptors
 //! the unit has not fetched.
@@ -26,9 +27,6 @@ const TYPE_CONTEXT: u64 = 0x1;
 const TYPE_IOTLB: u64 = 0x2;
 const TYPE_IEC: u64 = 0x4;
 const TYPE_WAIT: u64 = 0x5;
-
-/// The value a wait descriptor writes when the unit reaches it.
-const DONE: u32 = 0x600d;
 
 /// Context-cache invalidation, global (§6.5.2.1: G = 01b).
 pub fn context_global() -> [u64; 2] {
@@ -75,12 +73,14 @@ pub fn wait(status: u64, data: u32) -> [u64; 2] {
 ///
 /// # Invariants
 /// `page` and `status` are pages of the remapper's [`TableMemory`], alive while the unit's
-/// queue is on; `tail` is the slot after the last descriptor submitted (IQT / 16).
+/// queue is on; `tail` is the slot after the last descriptor submitted (IQT / 16);
+/// `sequence` is the status value of the last submission (never 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Queue {
     pub page: u64,
     pub status: u64,
     pub tail: u64,
+    pub sequence: u32,
 }
 
 impl Queue {
@@ -101,6 +101,10 @@ impl Queue {
         coherent: bool,
         descriptors: &[[u64; 2]],
     ) -> Result<(), UnitError> {
+        // Each submission waits for its own value, so that a wait descriptor left behind by
+        // an earlier submission that timed out cannot complete this one when it finally runs.
+        self.sequence = self.sequence.wrapping_add(1).max(1);
+        let done = self.sequence;
         memory.write(self.status, 0);
         let mut slot = self.tail;
         let mut put = |d: [u64; 2]| {
@@ -115,18 +119,19 @@ impl Queue {
         for &d in descriptors {
             put(d);
         }
-        put(wait(self.status, DONE));
+        put(wait(self.status, done));
         self.tail = slot;
         regs.write64(IQT, self.tail << 4);
         for _ in 0..POLLS {
-            if memory.read(self.status) as u32 == DONE {
+            if memory.read(self.status) as u32 == done {
                 return Ok(());
             }
             if regs.read32(FSTS) & FSTS_IQE != 0 {
-                regs.write32(FSTS, FSTS_IQE);
-                // The unit stops at the bad descriptor: start again from where it is.
+                // The unit stopped at the bad descriptor (IQH): the tail goes back there
+                // first, then the error is cleared, so the unit finds nothing to fetch.
                 self.tail = (regs.read64(IQH) >> 4) % SLOTS;
                 regs.write64(IQT, self.tail << 4);
+                regs.write32(FSTS, FSTS_IQE);
                 return Err(UnitError::Timeout(
                     "an invalidation (the queue reported an error)",
                 ));

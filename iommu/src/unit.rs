@@ -193,15 +193,16 @@ impl<R: Registers> Unit<R> {
     /// it goes off once the unit has fetched every queued descriptor, §6.5.2) and interrupt
     /// remapping (on, it would block the compatibility-format MSIs the kernel programs).
     pub fn take_over(&self) -> Result<(), UnitError> {
-        let status = self.regs.read32(GSTS);
-        if status & GCMD_QIE != 0 {
+        // Interrupt remapping first (its entry cache is invalidated through the queue), then
+        // the queue once it drained, as Linux does.
+        if self.regs.read32(GSTS) & GCMD_IRE != 0 {
+            self.command("turning interrupt remapping off", GCMD_IRE, false)?;
+        }
+        if self.regs.read32(GSTS) & GCMD_QIE != 0 {
             self.wait("draining the invalidation queue", |r| {
                 r.read64(IQH) == r.read64(IQT)
             })?;
             self.command("turning queued invalidation off", GCMD_QIE, false)?;
-        }
-        if status & GCMD_IRE != 0 {
-            self.command("turning interrupt remapping off", GCMD_IRE, false)?;
         }
         self.queue.set(None);
         Ok(())
@@ -232,6 +233,7 @@ impl<R: Registers> Unit<R> {
             page,
             status,
             tail: 0,
+            sequence: 0,
         };
         q.program(&self.regs);
         self.command("turning queued invalidation on", GCMD_QIE, true)?;

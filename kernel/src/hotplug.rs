@@ -410,8 +410,10 @@ impl Host for KernelHost {
         let claimed = crate::pciirq::claimed().len();
         let intx = crate::pciirq::intx_users().len();
         let functions = crate::pcibus::scan().map_or(0, |s| s.topology.functions.len());
+        // Interrupt remapping entries present (0 without remapping): one per vector in use.
+        let entries = crate::iommu::summary().map_or(0, |s| s.interrupt_entries);
         format!(
-            "RESOURCES vectors_free={vectors} frames_free={frames} heap_used={heap_used} mmio_free={mmio} handlers={} claimed={claimed} intx={intx} functions={functions}",
+            "RESOURCES vectors_free={vectors} frames_free={frames} heap_used={heap_used} mmio_free={mmio} handlers={} claimed={claimed} intx={intx} functions={functions} remap_entries={entries}",
             handlers.len()
         )
     }

@@ -676,8 +676,9 @@ fn hotplug_x2apic() {
 
 /// Hot-plug cycles behind QEMU's VT-d unit: every card added is isolated when its driver
 /// claims it, and when it is removed its DMA memory leaves its domain and the domain goes;
-/// resources (frames included, so the domains' table pages) back at baseline after every
-/// cycle, and no request refused.
+/// resources (frames included, so the domains' table pages, and the interrupt remapping
+/// entries of the cards' vectors) back at baseline after every cycle, and no request
+/// refused.
 #[test]
 fn hotplug_under_dma_remapping() {
     if !qemu_or_skip("hotplug_remapped") {
@@ -694,6 +695,16 @@ fn hotplug_under_dma_remapping() {
                 "remapping did not come on"
             );
             let baseline = resources(s)?;
+            // Interrupt remapping is on too: the console's vectors have their entries, and
+            // each cycle must end with exactly those (the baseline comparison below).
+            ensure!(
+                baseline
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("remap_entries="))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n > 0),
+                "no interrupt remapping entry at baseline: {baseline}"
+            );
             command(s, "pciehp delay 0")?;
             let f = run_cycles(s, &mut qmp, &baseline, Duration::from_secs(120), 2)?;
             ensure!(f.cycles == 8, "{} cycles instead of 8", f.cycles);

@@ -29,6 +29,9 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
     /// Call after [`Remapper::enable`]. On an error every unit is left with interrupt
     /// remapping and queued invalidation off, and interrupts keep the compatibility format.
     pub fn enable_interrupt_remapping(&mut self, x2apic: bool) -> Result<(), RemapError> {
+        if self.interrupts {
+            return Ok(());
+        }
         for state in &self.units {
             if !state.unit.can_remap_interrupts() {
                 return Err(UnitError::Unsupported(
@@ -46,12 +49,14 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         let result = self.start_interrupt_remapping(x2apic);
         if result.is_err() {
             for state in &mut self.units {
-                let _ = state.unit.take_over();
+                // A unit whose queue could not be stopped may still fetch from its pages:
+                // they are leaked, never reused.
+                let stopped = state.unit.take_over().is_ok();
                 for page in [&mut state.queue, &mut state.status, &mut state.irq_table] {
-                    if *page != 0 {
+                    if *page != 0 && stopped {
                         self.memory.free_page(*page);
-                        *page = 0;
                     }
+                    *page = 0;
                 }
             }
         }
@@ -133,9 +138,8 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
     /// it is refused (and recorded) from now on.
     pub fn clear_interrupt(&mut self, unit: usize, index: u16) -> Result<(), RemapError> {
         let at = self.entry_at(unit, index)?;
-        if self.memory.read(at) == 0 && self.memory.read(at + 8) == 0 {
-            return Ok(());
-        }
+        // Invalidated even when the entry already reads as clear: an earlier clear whose
+        // invalidation failed may have left the unit holding it.
         self.memory.write(at, 0);
         self.memory.write(at + 8, 0);
         let u = &self.units[unit].unit;

@@ -2,19 +2,63 @@
 //!
 //! [`Memory`] holds 4 KiB pages as qwords, counts pages in use and remembers which qwords
 //! were written since their last flush, so that a non-coherent unit reading one is caught.
-//! [`Model`] is one unit's registers (GCMD/GSTS, RTADDR, CCMD, IOTLB, fault records) and its
-//! DMA path: [`Model::access`] walks the latched root table the way the specification
+//! [`Model`] is one unit's registers (GCMD/GSTS, RTADDR, CCMD, IOTLB, fault records, in
+//! [`mod@registers`]) and its DMA path: [`Model::access`] walks the latched root table the way the specification
 //! describes (§3.4.3 legacy mode, §9), written here independently of the crate's tables,
-//! through an IOTLB that caches translations until an invalidation.
+//! through an IOTLB that caches translations until an invalidation. With ECAP.QI and ECAP.IR
+//! ([`Model::with_interrupt_remapping`]) it also has an invalidation queue ([`mod@queue`])
+//! and remaps interrupts ([`Model::interrupt`], in [`mod@interrupts`]) through a cache of
+//! interrupt remapping entries that only an interrupt entry cache invalidation empties.
 
 #![allow(dead_code)]
+
+mod interrupts;
+mod queue;
+mod registers;
+
+// Each test crate uses some of these.
+#[allow(unused_imports)]
+pub use interrupts::IrqOutcome;
+#[allow(unused_imports)]
+pub use queue::QueueMode;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
+use iommu::TableMemory;
 use iommu::regs::*;
-use iommu::{Registers, TableMemory};
+
+/// Queued invalidation and interrupt remapping registers and bits, as the specification
+/// gives them (§11.4), independently of the crate's constants.
+pub mod vtd {
+    pub const IQH: u64 = 0x80;
+    pub const IQT: u64 = 0x88;
+    pub const IQA: u64 = 0x90;
+    pub const ICS: u64 = 0x9c;
+    pub const IRTA: u64 = 0xb8;
+    /// ECAP: C (0), QI (1), IR (3), EIM (4), SMTS (43).
+    pub const ECAP_C: u64 = 1 << 0;
+    pub const ECAP_QI: u64 = 1 << 1;
+    pub const ECAP_IR: u64 = 1 << 3;
+    pub const ECAP_EIM: u64 = 1 << 4;
+    pub const ECAP_SMTS: u64 = 1 << 43;
+    /// CAP.CM (7): not-present entries may be cached.
+    pub const CAP_CM: u64 = 1 << 7;
+    /// GCMD / GSTS: QIE / QIES (26), IRE / IRES (25), SIRTP / IRTPS (24), CFI / CFIS (23).
+    pub const QIE: u32 = 1 << 26;
+    pub const IRE: u32 = 1 << 25;
+    pub const SIRTP: u32 = 1 << 24;
+    pub const CFI: u32 = 1 << 23;
+    /// FSTS: PFO (0), PPF (1), IQE (4).
+    pub const PFO: u32 = 1 << 0;
+    pub const PPF: u32 = 1 << 1;
+    pub const IQE: u32 = 1 << 4;
+    /// ICS.IWC (0).
+    pub const IWC: u32 = 1 << 0;
+    /// IRTA.EIME (11); S in 3:0.
+    pub const EIME: u64 = 1 << 11;
+}
 
 #[derive(Default)]
 pub struct MemoryState {
@@ -37,6 +81,24 @@ impl Memory {
         let m = Memory::default();
         m.0.borrow_mut().next = 0x10_0000;
         m
+    }
+    /// Whether `phys` lies in a page given out.
+    pub fn contains(&self, phys: u64) -> bool {
+        self.0.borrow().pages.contains_key(&(phys & !0xfff))
+    }
+    /// A device's dword write to `phys` (4-aligned; the unit's status write): it reaches
+    /// memory, and the processor's cached copy is snooped away. False outside the tables.
+    pub fn device_write32(&self, phys: u64, value: u32) -> bool {
+        let mut s = self.0.borrow_mut();
+        let qword = phys & !7;
+        let shift = (phys & 4) * 8;
+        let Some(p) = s.pages.get_mut(&(qword & !0xfff)) else {
+            return false;
+        };
+        let q = &mut p[((qword & 0xfff) / 8) as usize];
+        *q = (*q & !(0xffff_ffff << shift)) | u64::from(value) << shift;
+        s.dirty.remove(&qword);
+        true
     }
     pub fn in_use(&self) -> u64 {
         let s = self.0.borrow();
@@ -129,9 +191,33 @@ pub struct ModelState {
     pub stuck_ccmd: bool,
     /// Fault records: (low, high) qwords.
     pub records: Vec<(u64, u64)>,
-    /// Invalidation queue head and tail; the head catches up one step per IQH read.
+    /// Invalidation queue head and tail (byte offsets, as the registers hold them). A queue
+    /// at address 0 (firmware's, which the tests do not model) is consumed without effect.
     pub iqh: u64,
     pub iqt: u64,
+    /// IQA as written.
+    pub iqa: u64,
+    /// FSTS bits other than PPF (which the records give): IQE, PFO.
+    pub fsts: u32,
+    /// ICS.IWC.
+    pub ics: u32,
+    /// When the queue makes progress.
+    pub queue: QueueMode,
+    /// Wait descriptors complete without writing their status (a queue that never reports).
+    pub stuck_waits: bool,
+    /// A descriptor type (bits 3:0 | 11:9 << 4) the unit treats as invalid.
+    pub rejected_type: Option<u64>,
+    /// Wait descriptors processed.
+    pub waits: u64,
+    /// Interrupt entry cache invalidations from the queue: None = global, Some(index).
+    pub iec_invalidations: Vec<Option<u16>>,
+    /// IRTA as written, and as latched by SIRTP.
+    pub irta: u64,
+    pub irta_latched: Option<u64>,
+    /// A global interrupt entry cache invalidation happened since the latch.
+    pub iec_since_latch: bool,
+    /// Cached interrupt remapping entries: index -> (low, high).
+    pub irte_cache: HashMap<u32, (u64, u64)>,
 }
 
 #[derive(Clone)]
@@ -175,9 +261,29 @@ impl Model {
                 records: vec![(0, 0); NFR as usize],
                 iqh: 0,
                 iqt: 0,
+                iqa: 0,
+                fsts: 0,
+                ics: 0,
+                queue: QueueMode::Lazy,
+                stuck_waits: false,
+                rejected_type: None,
+                waits: 0,
+                iec_invalidations: Vec::new(),
+                irta: 0,
+                irta_latched: None,
+                iec_since_latch: false,
+                irte_cache: HashMap::new(),
             })),
             memory.clone(),
         )
+    }
+
+    /// The same unit with queued invalidation and interrupt remapping (ECAP.QI, ECAP.IR), and
+    /// extended interrupt mode (ECAP.EIM) if `eim`.
+    pub fn with_interrupt_remapping(memory: &Memory, coherent: bool, eim: bool) -> Model {
+        let model = Model::new(memory, coherent);
+        model.state().ecap |= vtd::ECAP_QI | vtd::ECAP_IR | if eim { vtd::ECAP_EIM } else { 0 };
+        model
     }
 
     pub fn state(&self) -> std::cell::RefMut<'_, ModelState> {
@@ -281,133 +387,13 @@ impl Model {
                     | u64::from(reason) << 32
                     | u64::from(source),
             );
+        } else {
+            // Every register holds a fault: this one is lost (§7.2.1).
+            s.fsts |= vtd::PFO;
         }
     }
-}
 
-impl Registers for Model {
-    fn read32(&self, offset: u64) -> u32 {
-        let s = self.0.borrow();
-        match offset {
-            GSTS => s.gsts,
-            GCMD => 0,
-            FSTS => 0,
-            _ => panic!("read32 of {offset:#x}"),
-        }
-    }
-    fn write32(&self, offset: u64, value: u32) {
-        let mut s = self.0.borrow_mut();
-        match offset {
-            GCMD => {
-                s.commands.push(value);
-                let persistent = s.gsts & GSTS_PERSISTENT;
-                let changed = (value ^ persistent) & GSTS_PERSISTENT;
-                let one_shot = value & !GSTS_PERSISTENT;
-                if changed.count_ones() + one_shot.count_ones() > 1 {
-                    let gsts = s.gsts;
-                    s.violations.push(format!(
-                        "GCMD {value:#x} with status {gsts:#x}: more than one command"
-                    ));
-                }
-                if changed & GCMD_QIE != 0 && value & GCMD_QIE == 0 {
-                    if s.iqh != s.iqt {
-                        s.violations
-                            .push("queued invalidation off before the queue drained".into());
-                    }
-                    s.gsts &= !GCMD_QIE;
-                }
-                if changed & GCMD_IRE != 0 && value & GCMD_IRE == 0 {
-                    s.gsts &= !GCMD_IRE;
-                }
-                if one_shot & GCMD_SRTP != 0 {
-                    s.latched = Some(s.rtaddr & !0xfff);
-                    s.gsts |= GCMD_SRTP;
-                    s.context_cache.clear();
-                }
-                if one_shot & GCMD_WBF != 0 {
-                    s.write_buffer_flushes += 1;
-                }
-                if changed & GCMD_TE != 0 {
-                    if value & GCMD_TE != 0 {
-                        if s.context_invalidations == 0 || s.iotlb_invalidations.is_empty() {
-                            s.violations
-                                .push("translation on before invalidating".into());
-                        }
-                        s.gsts |= GCMD_TE;
-                    } else {
-                        s.gsts &= !GCMD_TE;
-                    }
-                }
-            }
-            FSTS | FECTL => {}
-            _ => panic!("write32 of {offset:#x}"),
-        }
-    }
-    fn read64(&self, offset: u64) -> u64 {
-        if offset == IQH {
-            let mut s = self.0.borrow_mut();
-            if s.iqh < s.iqt {
-                s.iqh += 16;
-            }
-            return s.iqh;
-        }
-        let s = self.0.borrow();
-        match offset {
-            CAP => s.cap,
-            ECAP => s.ecap,
-            RTADDR => s.rtaddr,
-            CCMD => s.ccmd,
-            IQT => s.iqt,
-            o if o == IRO * 16 + 8 => s.iotlb,
-            o if (FRO * 16..FRO * 16 + 16 * NFR).contains(&o) => {
-                let r = s.records[((o - FRO * 16) / 16) as usize];
-                if o % 16 == 0 { r.0 } else { r.1 }
-            }
-            _ => panic!("read64 of {offset:#x}"),
-        }
-    }
-    fn write64(&self, offset: u64, value: u64) {
-        let mut s = self.0.borrow_mut();
-        match offset {
-            RTADDR => s.rtaddr = value,
-            CCMD => {
-                if s.gsts & GCMD_QIE != 0 {
-                    s.violations
-                        .push("register-based invalidation with queued invalidation on".into());
-                }
-                if value & CCMD_ICC != 0 && !s.stuck_ccmd {
-                    s.context_invalidations += 1;
-                    s.context_cache.clear();
-                    s.ccmd = value & !CCMD_ICC;
-                } else {
-                    s.ccmd = value;
-                }
-            }
-            o if o == IRO * 16 + 8 => {
-                if value & IOTLB_IVT != 0 {
-                    let granularity = (value >> 60) & 3;
-                    let did = ((value >> IOTLB_DID_SHIFT) & 0xffff) as u16;
-                    match granularity {
-                        1 => {
-                            s.tlb.clear();
-                            s.iotlb_invalidations.push(None);
-                        }
-                        2 => {
-                            s.tlb.retain(|k, _| k.0 != did);
-                            s.iotlb_invalidations.push(Some(did));
-                        }
-                        g => s.violations.push(format!("IOTLB granularity {g}")),
-                    }
-                }
-                s.iotlb = value & !IOTLB_IVT;
-            }
-            o if (FRO * 16..FRO * 16 + 16 * NFR).contains(&o) && o % 16 == 8 => {
-                let i = ((o - FRO * 16) / 16) as usize;
-                if value & FRCD_F != 0 {
-                    s.records[i].1 &= !FRCD_F;
-                }
-            }
-            _ => panic!("write64 of {offset:#x}"),
-        }
+    fn violation(&self, what: String) {
+        self.0.borrow_mut().violations.push(what);
     }
 }

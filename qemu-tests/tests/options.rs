@@ -4,7 +4,8 @@
 //! what the option promises (README, "Kernel command line"). Options whose effect other
 //! tests check in depth are listed there: `storage=write` (storage, blk), `apic=xapic` (irq),
 //! `log=debug` and unknown words (console_pci), `iommu=off` (iommu: the same DMA write that
-//! remapping blocks lands), `test=<suite>` (every suite).
+//! remapping blocks lands), `intremap=off` (iommu: a made-up interrupt message is
+//! delivered), `test=<suite>` (every suite).
 //!
 //! - `dumpboot`: the boot information as a fixture between `BOOTDUMP BEGIN` and `END`.
 //! - `log=trace`: trace lines from PCI enumeration (each function and BAR) and from DMA

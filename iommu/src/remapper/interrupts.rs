@@ -25,7 +25,8 @@ const SIZE: u8 = 7;
 impl<R: Registers, M: TableMemory> Remapper<R, M> {
     /// Turns interrupt remapping on in every unit, with empty tables: from then on a
     /// message reaches a processor only through an entry [`Remapper::set_interrupt`] wrote.
-    /// `x2apic`: destinations are 32-bit x2APIC IDs (needs ECAP.EIM on every unit).
+    /// `x2apic`: destinations are 32-bit x2APIC IDs (EIME; needs ECAP.EIM on every unit);
+    /// otherwise they are 8-bit APIC IDs, which an x2APIC with an ID below 256 receives too.
     /// Call after [`Remapper::enable`]. On an error every unit is left with interrupt
     /// remapping and queued invalidation off, and interrupts keep the compatibility format.
     pub fn enable_interrupt_remapping(&mut self, x2apic: bool) -> Result<(), RemapError> {
@@ -92,6 +93,11 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         self.interrupts = true;
         self.eime = x2apic;
         Ok(())
+    }
+
+    /// Whether every unit can take 32-bit (x2APIC) destinations (ECAP.EIM).
+    pub fn extended_interrupt_mode(&self) -> bool {
+        self.units.iter().all(|s| s.unit.extended_interrupt_mode())
     }
 
     /// Whether interrupts are remapped.

@@ -249,10 +249,20 @@ pub fn init(disabled: bool, intremap_off: bool) {
         let madt: Vec<u8> = crate::platform::get()
             .map(|p| p.io_apics.iter().map(|a| a.id).collect())
             .unwrap_or_default();
-        let x2apic = crate::interrupts::lapic::get().is_some_and(|l| l.is_x2apic());
-        match interrupts::io_apics(&dmar, &drhd_units, &madt)
-            .and_then(|found| interrupts::enable(&mut state, found, x2apic))
-        {
+        // In x2APIC mode, 32-bit destinations where every unit takes them; otherwise 8-bit
+        // ones, which reach an x2APIC whose ID is below 256 (and only such a one).
+        let lapic = crate::interrupts::lapic::get();
+        let x2apic = lapic.is_some_and(|l| l.is_x2apic());
+        let eime = x2apic && state.remapper.extended_interrupt_mode();
+        let id = lapic.map_or(0, |l| l.id());
+        match interrupts::io_apics(&dmar, &drhd_units, &madt).and_then(|found| {
+            if !eime && id > 255 {
+                return Err(format!(
+                    "APIC ID {id} needs 32-bit destinations, which a unit lacks (ECAP.EIM)"
+                ));
+            }
+            interrupts::enable(&mut state, found, eime)
+        }) {
             Ok(()) => log::info!(
                 "iommu: interrupt remapping on: a device raises only the vectors its owner was given, compatibility-format messages are blocked"
             ),

@@ -315,6 +315,41 @@ fn dmar_from_json(d: &Value) -> Option<DmarFacts> {
     })
 }
 
+/// The probe's interrupt remapping view: (I/O APIC ID, DRHD index, requester ID) of each
+/// MADT I/O APIC, or `None` when it found them not all covered.
+fn intremap_from_json(json: &Value) -> Option<Vec<[u64; 3]>> {
+    json.get("intremap")?
+        .get("io_apics")?
+        .as_array()?
+        .iter()
+        .map(|a| Some([num(a, "id")?, num(a, "unit")?, num(a, "requester")?]))
+        .collect()
+}
+
+/// The same from iasl's decoding: every I/O APIC ID of the MADT must be the enumeration ID
+/// of an I/O APIC scope (type 3) of some DRHD, whose one-hop path gives the requester ID
+/// (VT-d §8.3.1.1); the first DRHD listing it counts.
+fn intremap_reference(dmar: &DmarFacts, ioapic_ids: &[u64]) -> Option<Vec<[u64; 3]>> {
+    let mut found: Vec<[u64; 3]> = Vec::new();
+    for (unit, (_, scopes)) in dmar.units.iter().enumerate() {
+        for (kind, id, bus, path) in scopes {
+            if *kind != 3 || !ioapic_ids.contains(id) || found.iter().any(|f| f[0] == *id) {
+                continue;
+            }
+            match path.as_slice() {
+                [[device, function]] if *device < 32 && *function < 8 => {
+                    found.push([*id, unit as u64, bus << 8 | device << 3 | function]);
+                }
+                _ => return None,
+            }
+        }
+    }
+    ioapic_ids
+        .iter()
+        .all(|id| found.iter().any(|f| f[0] == *id))
+        .then_some(found)
+}
+
 fn fadt_from_json(f: &Value) -> Option<FadtFacts> {
     Some(FadtFacts {
         dsdt: num(f, "dsdt").unwrap_or(0),
@@ -622,6 +657,12 @@ struct Outcome {
     mcfg: TableCount,
     fadt: TableCount,
     dmar: TableCount,
+    /// The DMAR offers interrupt remapping (INTR_REMAP).
+    intremap_offered: bool,
+    /// Every I/O APIC of the MADT is in a unit's scope, so interrupt remapping can be used.
+    intremap_usable: bool,
+    /// The same units and requester IDs (or the same refusal) from iasl's decoding.
+    intremap_equal: bool,
     aml_initialised: bool,
     bridges_found: bool,
     all_routed: bool,
@@ -698,6 +739,10 @@ fn check_machine(path: &Path, iasl: bool) -> Outcome {
     o.mcfg.ours = ours_mcfg.is_some();
     o.fadt.ours = ours_fadt.is_some();
     o.dmar.ours = ours_dmar.is_some();
+    o.intremap_offered = ours_dmar
+        .and_then(|d| num(d, "flags"))
+        .is_some_and(|f| f & 1 != 0);
+    o.intremap_usable = o.intremap_offered && intremap_from_json(&json).is_some();
     if let Some(aml) = json.get("aml") {
         o.aml_initialised = aml.get("namespace_initialised") == Some(&Value::Bool(true));
     }
@@ -764,10 +809,11 @@ fn compare_with_iasl(path: &Path, dir: &Path, json: &Value, o: &mut Outcome) {
         return;
     }
     // MADT.
-    if let Some(theirs) = iasl_decode(dir, "apic").as_deref().and_then(madt_from_dsl) {
+    let madt_dsl = iasl_decode(dir, "apic").as_deref().and_then(madt_from_dsl);
+    if let Some(theirs) = &madt_dsl {
         o.madt.iasl = true;
         match json.get("madt").and_then(madt_from_json) {
-            Some(ours) if ours == theirs => o.madt.equal = true,
+            Some(ours) if ours == *theirs => o.madt.equal = true,
             Some(ours) => o.failures.push(format!(
                 "MADT differs:\n    ours {ours:?}\n    iasl {theirs:?}"
             )),
@@ -836,6 +882,22 @@ fn compare_with_iasl(path: &Path, dir: &Path, json: &Value, o: &mut Outcome) {
                 ours.as_ref().map_or(0, |d| d.units.len()),
                 ours.as_ref().map_or(0, |d| d.reserved.len()),
             ));
+        }
+        // Interrupt remapping's view, worked out again from iasl's DMAR and MADT.
+        if o.intremap_offered
+            && !theirs.stopped
+            && let Some(madt) = &madt_dsl
+        {
+            let ids: Vec<u64> = madt.ioapics.iter().map(|a| a[0]).collect();
+            let reference = intremap_reference(&theirs.facts, &ids);
+            let ours = intremap_from_json(json);
+            if ours == reference {
+                o.intremap_equal = true;
+            } else {
+                o.failures.push(format!(
+                    "interrupt remapping's I/O APICs differ:\n    ours {ours:?}\n    iasl {reference:?}"
+                ));
+            }
         }
         match ours_cut {
             Some(ours) if ours == theirs.facts => o.dmar.equal = true,
@@ -926,6 +988,20 @@ fn corpus() {
             );
         }
     }
+    say!(
+        "corpus: interrupt remapping offered by the DMAR on {}, every MADT I/O APIC in a \
+         remapping unit's scope on {}{}",
+        count(&|o| o.intremap_offered),
+        count(&|o| o.intremap_usable),
+        if iasl {
+            format!(
+                ", the same units and requester IDs from iasl's tables on {}",
+                count(&|o| o.intremap_equal)
+            )
+        } else {
+            " (iasl comparison SKIPPED)".into()
+        }
+    );
     say!(
         "corpus: AML namespace initialised {}, host bridges found on {}, every host bridge's \
          _PRT routed on {}",

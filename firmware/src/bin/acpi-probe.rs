@@ -81,6 +81,7 @@ fn read_text(path: &Path) -> Result<String, String> {
 fn probe(dump: &Dump, max_bytes: u64) -> Value {
     let table = |sig: &[u8; 4]| dump.find(sig).map(|t| t.bytes.as_slice());
     let madt = table(b"APIC").map(Madt::parse);
+    let dmar = table(b"DMAR").map(Dmar::parse);
     let mcfg = table(b"MCFG").map(Mcfg::parse);
     let overrides: Vec<IsaOverride> = match &madt {
         Some(Ok(m)) => m.isa_overrides(),
@@ -98,10 +99,10 @@ fn probe(dump: &Dump, max_bytes: u64) -> Value {
             "tables": dump.tables.len(),
             "warnings": dump.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         },
-        "madt": match madt {
+        "madt": match &madt {
             None => json!({"error": "no MADT"}),
             Some(Err(e)) => json!({"error": e.to_string()}),
-            Some(Ok(m)) => madt_json(&m),
+            Some(Ok(m)) => madt_json(m),
         },
         "mcfg": match &mcfg {
             None => json!({"error": "no MCFG"}),
@@ -132,10 +133,25 @@ fn probe(dump: &Dump, max_bytes: u64) -> Value {
                 "comparators": h.comparators(),
             }),
         },
-        "dmar": match table(b"DMAR").map(Dmar::parse) {
+        "dmar": match &dmar {
             None => json!({"error": "no DMAR"}),
             Some(Err(e)) => json!({"error": e.to_string()}),
-            Some(Ok(d)) => dmar_json(&d),
+            Some(Ok(d)) => dmar_json(d),
+        },
+        // Interrupt remapping's view: each MADT I/O APIC's unit and requester ID.
+        "intremap": match (&dmar, &madt) {
+            (Some(Ok(d)), Some(Ok(m))) if d.offers_interrupt_remapping() => {
+                let ids: Vec<u8> = m.io_apics.iter().map(|a| a.id).collect();
+                match d.io_apic_scopes(&ids) {
+                    Ok(found) => json!({"io_apics": found.iter().map(|f| json!({
+                        "id": f.id,
+                        "unit": f.unit,
+                        "requester": f.requester,
+                    })).collect::<Vec<_>>()}),
+                    Err(e) => json!({"error": e}),
+                }
+            }
+            _ => json!({"error": "not offered"}),
         },
         "aml": {
             "tables_loaded": report.tables_loaded,

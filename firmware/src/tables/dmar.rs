@@ -35,6 +35,9 @@ use alloc::vec::Vec;
 use super::bytes::{u8_at, u16_at, u64_at};
 use super::{HEADER_LEN, Table, TableError};
 
+mod ioapics;
+pub use ioapics::IoApicScope;
+
 /// Offset of the Host Address Width byte (VT-d §8.1).
 const HOST_ADDRESS_WIDTH: usize = HEADER_LEN;
 /// Offset of the Flags byte (VT-d §8.1).

@@ -28,7 +28,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use firmware::tables::dmar::{Dmar, ScopeKind};
+use firmware::tables::dmar::Dmar;
 use iommu::{SourceCheck, Target};
 use pci::Address;
 use pci::platform::MsiMessage;
@@ -44,46 +44,29 @@ pub(super) struct IoApicSource {
     pub requester: u16,
 }
 
-/// Which I/O APICs the DMAR's scopes name. `units[i]` is the remapper's unit of DRHD `i`
-/// (`None`: not used). Every I/O APIC of the MADT must be there, or remapping would block
-/// its interrupts: the error says which one is missing.
+/// The I/O APICs the DMAR's scopes name (`firmware::tables::dmar::IoApicScope`), each
+/// with the remapper's unit: `units[i]` is the unit of DRHD `i` (`None`: not used). Every
+/// I/O APIC of the MADT must be there, or remapping would block its interrupts.
 pub(super) fn io_apics(
     dmar: &Dmar,
     units: &[Option<usize>],
     madt: &[u8],
 ) -> Result<Vec<IoApicSource>, String> {
-    let mut found = Vec::new();
-    for (drhd, unit) in dmar.units.iter().zip(units) {
-        let Some(unit) = *unit else { continue };
-        for s in drhd.scopes.iter().filter(|s| s.kind == ScopeKind::IoApic) {
-            // An I/O APIC's scope names it directly on its start bus (one hop); the
-            // requester ID is that bus, device and function.
-            let &[(device, function)] = s.path.as_slice() else {
-                return Err(format!(
-                    "the I/O APIC {} scope has a {}-hop path",
-                    s.enumeration_id,
-                    s.path.len()
-                ));
-            };
-            if device > 31 || function > 7 {
-                return Err(format!(
-                    "the I/O APIC {} scope names {device}.{function}",
-                    s.enumeration_id
-                ));
-            }
-            found.push(IoApicSource {
-                id: s.enumeration_id,
+    dmar.io_apic_scopes(madt)?
+        .into_iter()
+        .map(|s| {
+            let unit = units
+                .get(s.unit)
+                .copied()
+                .flatten()
+                .ok_or_else(|| format!("the unit listing I/O APIC {} is not used", s.id))?;
+            Ok(IoApicSource {
+                id: s.id,
                 unit,
-                requester: u16::from(s.start_bus) << 8 | u16::from(device << 3 | function),
-            });
-        }
-    }
-    for id in madt {
-        if !found.iter().any(|f| f.id == *id) {
-            return Err(format!("no unit lists the I/O APIC with ID {id}"));
-        }
-    }
-    Ok(found)
+                requester: s.requester,
+            })
+        })
+        .collect()
 }
 
 /// Turns interrupt remapping on in every unit (see the module documentation). A failure

@@ -243,7 +243,7 @@ pub fn init(disabled: bool, intremap_off: bool) {
     };
     if intremap_off {
         log::warn!("iommu: intremap=off: interrupt messages are not checked");
-    } else if dmar.flags & 1 == 0 {
+    } else if !dmar.offers_interrupt_remapping() {
         log::info!("iommu: the DMAR does not offer interrupt remapping (INTR_REMAP clear)");
     } else {
         let madt: Vec<u8> = crate::platform::get()

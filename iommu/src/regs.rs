@@ -19,6 +19,11 @@ pub const CCMD: u64 = 0x28;
 pub const FSTS: u64 = 0x34;
 /// Fault Event Control (§11.4.7.2), 32 bits.
 pub const FECTL: u64 = 0x38;
+/// Fault Event Data, Address and Upper Address (§11.4.7.3-5), 32 bits each: the message the
+/// unit sends when a fault is recorded and FECTL.IM is clear. It is never remapped (§5.1.6).
+pub const FEDATA: u64 = 0x3c;
+pub const FEADDR: u64 = 0x40;
+pub const FEUADDR: u64 = 0x44;
 /// Invalidation Queue Head and Tail (§11.4.8.1, §11.4.8.2), 64 bits: equal once the unit has
 /// fetched every descriptor queued.
 pub const IQH: u64 = 0x80;

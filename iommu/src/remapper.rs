@@ -633,6 +633,14 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         out
     }
 
+    /// Every unit sends `data` to `address` when it records a fault
+    /// ([`Unit::enable_fault_events`]).
+    pub fn enable_fault_events(&self, address: u64, data: u32) {
+        for state in &self.units {
+            state.unit.enable_fault_events(address, data);
+        }
+    }
+
     /// Counts for the log and the console.
     pub fn summary(&self) -> Summary {
         Summary {

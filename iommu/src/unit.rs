@@ -381,6 +381,22 @@ impl<R: Registers> Unit<R> {
         self.wait("an IOTLB invalidation", |r| r.read64(at) & IOTLB_IVT == 0)
     }
 
+    /// Makes the unit send `data` to `address` (a compatibility-format MSI) when it records
+    /// a fault while none was pending (§7.3): the fault event interrupt. Faults are then
+    /// seen when they happen rather than when someone looks.
+    pub fn enable_fault_events(&self, address: u64, data: u32) {
+        self.regs.write32(FECTL, FECTL_IM);
+        self.regs.write32(FEDATA, data);
+        self.regs.write32(FEADDR, address as u32);
+        self.regs.write32(FEUADDR, (address >> 32) as u32);
+        self.regs.write32(FECTL, 0);
+    }
+
+    /// Masks the fault event interrupt again.
+    pub fn disable_fault_events(&self) {
+        self.regs.write32(FECTL, FECTL_IM);
+    }
+
     /// The faults recorded since the last call, cleared from the unit (at most one per fault
     /// recording register; an overflow is cleared too).
     pub fn take_faults(&self, out: &mut alloc::vec::Vec<Fault>) {

@@ -507,3 +507,37 @@ proptest! {
         clean(&unit, &memory);
     }
 }
+
+/// With fault events enabled, the unit sends the message once when a fault is recorded while
+/// none was pending; once the kernel took the faults, the next fault sends it again.
+#[test]
+fn a_recorded_fault_sends_the_fault_event_message() {
+    let (mut r, unit, memory) = setup(true);
+    r.enable((0, 3)).expect("enable");
+    assert!(r.isolate(NVME, &[], &[]).expect("isolate"));
+    // Masked (the reset state): a fault sends nothing.
+    assert_eq!(
+        unit.access(NVME.id(), 0x20_0000, true),
+        Outcome::Fault(0x05)
+    );
+    assert!(unit.state().fault_events.is_empty());
+    assert_eq!(r.take_faults().len(), 1);
+    r.enable_fault_events(0xfee0_1000, 0x4e);
+    assert_eq!(
+        unit.access(NVME.id(), 0x21_0000, true),
+        Outcome::Fault(0x05)
+    );
+    // A second fault while the first is pending: no second message.
+    assert_eq!(
+        unit.access(NVME.id(), 0x22_0000, false),
+        Outcome::Fault(0x06)
+    );
+    assert_eq!(unit.state().fault_events, vec![(0xfee0_1000, 0x4e)]);
+    assert_eq!(r.take_faults().len(), 2);
+    assert_eq!(
+        unit.access(NVME.id(), 0x23_0000, true),
+        Outcome::Fault(0x05)
+    );
+    assert_eq!(unit.state().fault_events.len(), 2);
+    clean(&unit, &memory);
+}

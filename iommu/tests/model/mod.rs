@@ -191,6 +191,11 @@ pub struct ModelState {
     pub stuck_ccmd: bool,
     /// Fault records: (low, high) qwords.
     pub records: Vec<(u64, u64)>,
+    /// FECTL (IM in bit 31, reset value masked), FEDATA, FEADDR, FEUADDR.
+    pub fectl: u32,
+    pub fe_message: [u32; 3],
+    /// Fault event interrupts sent: (address, data).
+    pub fault_events: Vec<(u64, u32)>,
     /// Invalidation queue head and tail (byte offsets, as the registers hold them). A queue
     /// at address 0 (firmware's, which the tests do not model) is consumed without effect.
     pub iqh: u64,
@@ -259,6 +264,9 @@ impl Model {
                 tlb: HashMap::new(),
                 stuck_ccmd: false,
                 records: vec![(0, 0); NFR as usize],
+                fectl: 1 << 31,
+                fe_message: [0; 3],
+                fault_events: Vec::new(),
                 iqh: 0,
                 iqt: 0,
                 iqa: 0,
@@ -379,6 +387,13 @@ impl Model {
 
     fn record(&self, source: u16, address: u64, write: bool, reason: u8) {
         let mut s = self.0.borrow_mut();
+        // A fault event interrupt when PPF goes from 0 to 1 with IM clear (§7.3.1).
+        let was_pending = s.records.iter().any(|r| r.1 & FRCD_F != 0);
+        if !was_pending && s.fectl & (1 << 31) == 0 && s.records.iter().any(|r| r.1 & FRCD_F == 0) {
+            let [data, low, high] = s.fe_message;
+            s.fault_events
+                .push((u64::from(high) << 32 | u64::from(low), data));
+        }
         if let Some(slot) = s.records.iter_mut().find(|r| r.1 & FRCD_F == 0) {
             *slot = (
                 address & !0xfff,

@@ -20,6 +20,7 @@ impl Registers for Model {
                 s.fsts | if pending { vtd::PPF } else { 0 }
             }
             vtd::ICS => s.ics,
+            FECTL => s.fectl,
             _ => panic!("read32 of {offset:#x}"),
         }
     }
@@ -39,7 +40,13 @@ impl Registers for Model {
                 }
             }
             vtd::ICS => self.0.borrow_mut().ics &= !(value & vtd::IWC),
-            FECTL => {}
+            FECTL => {
+                let mut s = self.0.borrow_mut();
+                s.fectl = value & (1 << 31);
+            }
+            0x3c => self.0.borrow_mut().fe_message[0] = value,
+            0x40 => self.0.borrow_mut().fe_message[1] = value,
+            0x44 => self.0.borrow_mut().fe_message[2] = value,
             _ => panic!("write32 of {offset:#x}"),
         }
     }

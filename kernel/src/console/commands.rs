@@ -272,6 +272,7 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
     } else {
         serial_println!("interrupt remapping: off (intremap=off, or the units cannot)");
     }
+    serial_println!("fault event interrupts: {}", crate::iommu::fault_events());
     let faults = crate::iommu::faults();
     if faults.is_empty() {
         serial_println!("refused requests: none");

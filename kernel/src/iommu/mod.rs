@@ -31,11 +31,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use firmware::tables::dmar::{DeviceScope, Dmar, ScopeKind};
 use iommu::scope::{ScopeTarget, Upstream};
 use iommu::{Fault, Remapper, Scope, ScopeEntry, Source, Summary, UnitSetup};
 use pci::Address;
 use pci::enumerate::Topology;
+
 use spin::Mutex;
 
 use crate::memory::dma::DmaBuffer;
@@ -53,7 +55,16 @@ struct State {
     faults: Vec<Fault>,
     /// The I/O APICs whose interrupts are remapped (empty while interrupts are not).
     ioapics: Vec<interrupts::IoApicSource>,
+    /// Faults the fault event handler took from the units, not yet given to
+    /// [`take_faults`] (room for [`PENDING`], so the handler never grows it).
+    pending: Vec<Fault>,
 }
+
+/// Faults the fault event handler keeps until someone takes them.
+const PENDING: usize = 64;
+
+/// Fault event interrupts handled.
+static FAULT_EVENTS: AtomicU64 = AtomicU64::new(0);
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
@@ -240,6 +251,7 @@ pub fn init(disabled: bool, intremap_off: bool) {
         reserved,
         faults: Vec::new(),
         ioapics: Vec::new(),
+        pending: Vec::with_capacity(PENDING),
     };
     if intremap_off {
         log::warn!("iommu: intremap=off: interrupt messages are not checked");
@@ -274,6 +286,56 @@ pub fn init(disabled: bool, intremap_off: bool) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         *STATE.lock() = Some(state);
     });
+    start_fault_events();
+}
+
+/// The units' fault event interrupt (VT-d §7.3): one vector for the kernel's life, whose
+/// handler takes the recorded faults from the units as they happen (so the next fault
+/// raises the event again) and keeps them for [`take_faults`]. The message is in the
+/// compatibility format: the units' own interrupts are not remapped.
+fn start_fault_events() {
+    use crate::interrupts::{dispatch, lapic, vectors};
+    let block = match vectors::allocate(1) {
+        Ok(b) => b,
+        Err(e) => {
+            log::warn!("iommu: no vector for fault events ({e}); faults are read when asked for");
+            return;
+        }
+    };
+    let (cpu, vector) = (block.cpu(), block.first());
+    let Some(apic) = lapic::apic_id(cpu).and_then(|id| u8::try_from(id).ok()) else {
+        log::warn!("iommu: fault events need an APIC ID below 256; faults are read when asked for");
+        let _ = vectors::free(block);
+        return;
+    };
+    let handler = alloc::boxed::Box::new(|| {
+        FAULT_EVENTS.fetch_add(1, Ordering::Relaxed);
+        // The handler runs with interrupts off, and every holder of the state's lock holds
+        // it with interrupts off on the one CPU: the lock is free here.
+        with(|s| {
+            for (_, f) in s.remapper.take_faults() {
+                if s.pending.len() < PENDING {
+                    s.pending.push(f);
+                }
+            }
+        });
+    });
+    if let Err(e) = dispatch::install(vector, "iommu", "fault event", handler) {
+        log::warn!("iommu: fault event handler: {e:?}; faults are read when asked for");
+        let _ = vectors::free(block);
+        return;
+    }
+    let message = pci::x86_msi::x86_message(apic, vector);
+    with(|s| {
+        s.remapper
+            .enable_fault_events(message.address, message.data)
+    });
+    log::info!("iommu: fault events on vector {vector:#04x}");
+}
+
+/// Fault event interrupts handled so far.
+pub fn fault_events() -> u64 {
+    FAULT_EVENTS.load(Ordering::Relaxed)
 }
 
 /// The requester IDs `address`'s DMA may carry besides its own, from the bridges above it
@@ -369,7 +431,8 @@ pub fn translate(address: Address, bus: u64) -> Option<u64> {
 /// Faults the units recorded since the last call (also kept for [`faults`]).
 pub fn take_faults() -> Vec<Fault> {
     with(|s| {
-        let new: Vec<Fault> = s.remapper.take_faults().into_iter().map(|f| f.1).collect();
+        let mut new: Vec<Fault> = s.pending.drain(..).collect();
+        new.extend(s.remapper.take_faults().into_iter().map(|f| f.1));
         s.faults.extend(new.iter().copied());
         let excess = s.faults.len().saturating_sub(64);
         s.faults.drain(..excess);

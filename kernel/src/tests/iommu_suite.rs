@@ -11,6 +11,7 @@
 //! iommu: edu round trip through its own DMA memory: <n> bytes equal
 //! iommu: edu write to memory it was not given: blocked, fault <source> write <page> reason 05h
 //! iommu: edu write to memory freed from its domain: blocked, fault <source> write <page> reason 05h
+//! iommu: edu write to memory it was not given, again: blocked, fault <source> write <page> reason 05h, fault event interrupt(s) <n>
 //! ```
 //!
 //! `iommu_off` (booted with `iommu=off`) runs the second edu test without remapping and
@@ -35,6 +36,7 @@ pub const TESTS: &[Test] = crate::tests![
     edu_round_trip_through_its_own_memory,
     edu_write_to_memory_it_was_not_given_is_blocked,
     edu_write_to_memory_freed_from_its_domain_is_blocked,
+    a_refused_request_raises_the_fault_event_interrupt,
 ];
 
 /// `test=iommu_off`: the same write without remapping lands.
@@ -248,5 +250,21 @@ fn edu_write_to_memory_freed_from_its_domain_is_blocked() -> Result<(), String> 
     drop((master, regs, function));
     let line = blocked_write(address, old)?;
     crate::serial_println!("iommu: edu write to memory freed from its domain: blocked, {line}");
+    Ok(())
+}
+
+/// The unit's fault event interrupt (VT-d §7.3) arrives when a request is refused: the
+/// kernel hears of the fault when it happens, not only when it asks.
+fn a_refused_request_raises_the_fault_event_interrupt() -> Result<(), String> {
+    let before = crate::iommu::fault_events();
+    let line = write_into_victim(true)?;
+    ensure!(
+        wait_for(500, || crate::iommu::fault_events() > before),
+        "no fault event interrupt for the refused write"
+    );
+    crate::serial_println!(
+        "iommu: edu write to memory it was not given, again: {line}, fault event interrupt(s) {}",
+        crate::iommu::fault_events() - before
+    );
     Ok(())
 }

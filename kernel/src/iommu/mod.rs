@@ -431,7 +431,9 @@ pub fn translate(address: Address, bus: u64) -> Option<u64> {
 /// Faults the units recorded since the last call (also kept for [`faults`]).
 pub fn take_faults() -> Vec<Fault> {
     with(|s| {
-        let mut new: Vec<Fault> = s.pending.drain(..).collect();
+        // `append` keeps the pending list's room, so the handler never allocates.
+        let mut new: Vec<Fault> = Vec::new();
+        new.append(&mut s.pending);
         new.extend(s.remapper.take_faults().into_iter().map(|f| f.1));
         s.faults.extend(new.iter().copied());
         let excess = s.faults.len().saturating_sub(64);

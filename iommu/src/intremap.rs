@@ -54,8 +54,8 @@ pub fn entry(target: Target, check: SourceCheck, eime: bool) -> [u64; 2] {
 }
 
 /// The MSI / MSI-X address that names entry `index` in the remappable format (§5.1.5.2):
-/// 0xFEE in 31:20, handle[14:0] in 19:5, interrupt format (4) = 1, SHV (3), handle[15] in
-/// bit 2. With `subhandle`, the entry is `index` plus the message data's low 16 bits
+/// 0xFEE in 31:20, handle bits 14:0 in 19:5, interrupt format (4) = 1, SHV (3), handle
+/// bit 15 in bit 2. With `subhandle`, the entry is `index` plus the message data's low 16 bits
 /// (multi-message MSI: the device puts the message number there); the data is then 0.
 pub fn msi_address(index: u16, subhandle: bool) -> u64 {
     0xfee0_0000
@@ -65,8 +65,8 @@ pub fn msi_address(index: u16, subhandle: bool) -> u64 {
         | u64::from(index >> 15) << 2
 }
 
-/// An I/O APIC redirection entry in the remappable format (§5.1.5.1): handle[14:0] in
-/// 63:49, format (48) = 1, handle[15] in bit 11, and the trigger mode, polarity, mask and
+/// An I/O APIC redirection entry in the remappable format (§5.1.5.1): handle bits 14:0 in
+/// 63:49, format (48) = 1, handle bit 15 in bit 11, and the trigger mode, polarity, mask and
 /// vector the I/O APIC itself still uses (the vector must equal the entry's for a
 /// level-triggered input's EOI to find it).
 pub fn ioapic_entry(index: u16, vector: u8, level: bool, active_low: bool, masked: bool) -> u64 {

@@ -24,7 +24,7 @@
 //! Bus addresses stay physical addresses: a domain maps each page at its own address, so
 //! drivers and the `pci` crate's `BusAddr` do not change.
 //!
-//! Interrupt remapping ([`Remapper::enable_interrupt_remapping`], in [`mod@interrupts`])
+//! Interrupt remapping ([`Remapper::enable_interrupt_remapping`], in `remapper/interrupts.rs`)
 //! adds one table per unit whose entries say which requester may raise which vector.
 
 mod interrupts;

@@ -28,6 +28,7 @@
 //! adds one table per unit whose entries say which requester may raise which vector.
 
 mod interrupts;
+pub use interrupts::INTERRUPT_ENTRIES;
 
 use alloc::vec;
 use alloc::vec::Vec;

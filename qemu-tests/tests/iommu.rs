@@ -260,7 +260,8 @@ fn without_interrupt_remapping_a_made_up_message_is_an_interrupt() {
 }
 
 /// The console's `iommu` command on a booted machine: edu and NVMe bound by their drivers,
-/// each isolated; pages mapped for their DMA memory; no request refused.
+/// each isolated; pages mapped for their DMA memory; each one's vectors with remapping
+/// entries checking its requester ID; no request refused.
 #[test]
 fn the_console_shows_each_bound_function_isolated() {
     if !qemu_or_skip("iommu_console") {
@@ -318,6 +319,15 @@ fn the_console_shows_each_bound_function_isolated() {
             answer.contains("interrupt remapping: on, "),
             "interrupts are not remapped: `{answer}`"
         );
+        // Each bound driver's vectors have entries that only its function's messages pass.
+        for who in ["00:03.0", "00:04.0"] {
+            ensure!(
+                answer
+                    .lines()
+                    .any(|l| l.contains(" entry 0x") && l.ends_with(&format!(", edge, from {who}"))),
+                "no remapping entry for {who}'s messages: `{answer}`"
+            );
+        }
         ensure!(
             answer.contains("refused requests: none"),
             "requests were refused: `{answer}`"

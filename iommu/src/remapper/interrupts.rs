@@ -18,8 +18,8 @@ use crate::memory::TableMemory;
 use crate::unit::{Registers, UnitError};
 
 /// Entries in each unit's table: one page (16 bytes each), indexes 0..=255.
-pub const ENTRIES: u16 = 256;
-/// IRTA.S for [`ENTRIES`]: 2^(S + 1) entries.
+pub const INTERRUPT_ENTRIES: u16 = 256;
+/// IRTA.S for [`INTERRUPT_ENTRIES`]: 2^(S + 1) entries.
 const SIZE: u8 = 7;
 
 impl<R: Registers, M: TableMemory> Remapper<R, M> {
@@ -100,6 +100,11 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         self.units.iter().all(|s| s.unit.extended_interrupt_mode())
     }
 
+    /// Whether the entries hold 32-bit destinations (EIME).
+    pub fn extended_destinations(&self) -> bool {
+        self.eime
+    }
+
     /// Whether interrupts are remapped.
     pub fn remaps_interrupts(&self) -> bool {
         self.interrupts
@@ -110,7 +115,7 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         if !self.interrupts || state.irq_table == 0 {
             return Err(RemapError::NoInterruptTable);
         }
-        if index >= ENTRIES {
+        if index >= INTERRUPT_ENTRIES {
             return Err(UnitError::Unsupported("an interrupt remapping entry that high").into());
         }
         Ok(state.irq_table + 16 * u64::from(index))
@@ -169,7 +174,7 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         }
         (0..self.units.len())
             .map(|u| {
-                (0..ENTRIES)
+                (0..INTERRUPT_ENTRIES)
                     .filter(|&i| self.interrupt_entry(u, i).is_some())
                     .count()
             })

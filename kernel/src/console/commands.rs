@@ -269,6 +269,9 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
             "interrupt remapping: on, {} entries present (one per vector in use); compatibility-format messages blocked",
             s.interrupt_entries
         );
+        for line in crate::iommu::interrupts::describe_entries() {
+            serial_println!("  {line}");
+        }
     } else {
         serial_println!("interrupt remapping: off (intremap=off, or the units cannot)");
     }

@@ -227,3 +227,41 @@ pub fn entry_of(owner: Address, vector: u8) -> Option<[u64; 2]> {
     })
     .flatten()
 }
+
+/// Every present entry, as one line each for the console: unit, index, what it delivers and
+/// whose messages pass (VT-d §9.10 fields).
+pub fn describe_entries() -> Vec<String> {
+    with(|s| {
+        let mut out = Vec::new();
+        for unit in 0..s.remapper.units() {
+            for index in 0..iommu::remapper::INTERRUPT_ENTRIES {
+                let Some([low, high]) = s.remapper.interrupt_entry(unit, index) else {
+                    continue;
+                };
+                let sid = high as u16;
+                let who = match (high >> 18) & 3 {
+                    1 => format!(
+                        "from {:02x}:{:02x}.{}",
+                        sid >> 8,
+                        (sid >> 3) & 0x1f,
+                        sid & 7
+                    ),
+                    2 => format!("from buses {:02x}..={:02x}", sid >> 8, sid & 0xff),
+                    _ => "from any requester".into(),
+                };
+                out.push(format!(
+                    "unit {unit} entry {index:#04x}: vector {:#04x} to APIC {}, {}, {who}",
+                    (low >> 16) as u8,
+                    if s.remapper.extended_destinations() {
+                        low >> 32
+                    } else {
+                        (low >> 40) & 0xff
+                    },
+                    if low & (1 << 4) != 0 { "level" } else { "edge" },
+                ));
+            }
+        }
+        out
+    })
+    .unwrap_or_default()
+}

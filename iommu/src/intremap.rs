@@ -32,6 +32,9 @@ pub enum SourceCheck {
     /// Any requester on buses `first..=last` (SVT = 10b): a conventional PCI device behind
     /// a PCIe-to-PCI bridge, whose messages may carry the bridge's ID or its own.
     Buses(u8, u8),
+    /// No check (SVT = 00b): for firmware that names the wrong requester (the kernel's
+    /// `intremap=nosid`, as Linux's). The entry still has to be present.
+    Any,
 }
 
 /// The 128-bit remapping table entry (§9.10): low and high qwords. `eime`: the unit's table
@@ -49,6 +52,7 @@ pub fn entry(target: Target, check: SourceCheck, eime: bool) -> [u64; 2] {
     let high = match check {
         SourceCheck::Requester(id) => 1 << 18 | u64::from(id),
         SourceCheck::Buses(first, last) => 2 << 18 | u64::from(first) << 8 | u64::from(last),
+        SourceCheck::Any => 0,
     };
     [low, high]
 }

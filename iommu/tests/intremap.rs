@@ -125,6 +125,26 @@ fn a_bus_range_check_admits_requesters_on_those_buses_only() {
     clean(&unit, &memory);
 }
 
+/// `intremap=nosid`: an entry without a source check takes any requester's message, but
+/// still only while it is present.
+#[test]
+fn an_entry_without_a_source_check_admits_any_requester_while_present() {
+    let (mut r, unit, memory) = remapped(true, false);
+    r.set_interrupt(0, 0x61, edge(0x61, 1), SourceCheck::Any)
+        .expect("set");
+    for id in [0x0000, 0x0210, 0xf0f8, 0xffff] {
+        let got = unit.interrupt(id, msi_address(0x61, false), 0);
+        assert_eq!(got, delivered(0x61, 1), "requester {id:#06x}");
+    }
+    r.clear_interrupt(0, 0x61).expect("clear");
+    assert_eq!(
+        unit.interrupt(0x0210, msi_address(0x61, false), 0),
+        IrqOutcome::Refused(0x22)
+    );
+    let _ = r.take_faults();
+    clean(&unit, &memory);
+}
+
 #[test]
 fn a_multi_message_msi_reaches_the_base_entry_plus_the_message_number() {
     let (mut r, unit, memory) = remapped(true, false);

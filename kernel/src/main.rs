@@ -130,7 +130,11 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
     }
     phases.mark("PCI enumeration");
     // DMA remapping, where firmware describes it, before any function is claimed.
-    iommu::init(options.iommu_off, options.intremap_off);
+    iommu::init(
+        options.iommu_off,
+        options.intremap_off,
+        options.intremap_nosid,
+    );
     // The console's input vectors before any driver can take them all.
     if options.test.is_none() {
         console::reserve_input();

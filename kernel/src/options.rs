@@ -45,6 +45,11 @@ pub struct Options<'a> {
     pub iommu_off: bool,
     /// `intremap=off`: leave interrupt remapping off (DMA remapping stays on).
     pub intremap_off: bool,
+    /// `intremap=nosid`: remap interrupts without checking requester IDs, for firmware
+    /// whose DMAR names the wrong requester for an I/O APIC (as Linux's option).
+    pub intremap_nosid: bool,
+    /// `intremap=` value that is neither, for a warning.
+    pub bad_intremap: Option<&'a str>,
 }
 
 /// The options this kernel knows (the first word of each `key=value`).
@@ -91,6 +96,9 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         bad_storage: boot::cmdline::get(cmdline, "storage").filter(|v| *v != "write"),
         iommu_off: boot::cmdline::get(cmdline, "iommu") == Some("off"),
         intremap_off: boot::cmdline::get(cmdline, "intremap") == Some("off"),
+        intremap_nosid: boot::cmdline::get(cmdline, "intremap") == Some("nosid"),
+        bad_intremap: boot::cmdline::get(cmdline, "intremap")
+            .filter(|v| *v != "off" && *v != "nosid"),
     }
 }
 
@@ -114,6 +122,11 @@ impl Options<'_> {
         }
         for word in unknown(self.cmdline) {
             log::warn!("unknown command-line option '{word}' (known: {Known}); ignored");
+        }
+        if let Some(bad) = self.bad_intremap {
+            log::warn!(
+                "intremap={bad} is not known (intremap=off or intremap=nosid); interrupts are remapped where the units can"
+            );
         }
     }
 

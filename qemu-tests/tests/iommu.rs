@@ -259,6 +259,34 @@ fn without_interrupt_remapping_a_made_up_message_is_an_interrupt() {
     });
 }
 
+/// `intremap=nosid` (for firmware that names the wrong requester): the entries check no
+/// requester ID, so edu's MSI naming the I/O APIC's entry arrives, where the checked run
+/// above refuses it.
+#[test]
+fn with_intremap_nosid_entries_check_no_requester() {
+    if !qemu_or_skip("intremap_nosid") {
+        return;
+    }
+    let outcome = boot("test=intremap_nosid intremap=nosid", EDU_WIDE);
+    check("intremap_nosid", &outcome, |outcome, report| {
+        expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
+        report.check_tests_passed(1)?;
+        ensure!(
+            outcome.serial.lines().any(|l| l
+                .starts_with("intremap: nosid: edu message naming the IOAPIC's entry")
+                && l.ends_with(": delivered")),
+            "no delivered line"
+        );
+        ensure!(
+            outcome
+                .serial
+                .contains("interrupt remapping on without requester checks"),
+            "the boot log does not say the checks are off"
+        );
+        Ok(())
+    });
+}
+
 /// The console's `iommu` command on a booted machine: edu and NVMe bound by their drivers,
 /// each isolated; pages mapped for their DMA memory; each one's vectors with remapping
 /// entries checking its requester ID; no request refused.

@@ -75,12 +75,14 @@ pub(super) fn enable(
     state: &mut State,
     ioapics: Vec<IoApicSource>,
     x2apic: bool,
+    nosid: bool,
 ) -> Result<(), String> {
     state
         .remapper
         .enable_interrupt_remapping(x2apic)
         .map_err(|e| format!("{e}"))?;
     state.ioapics = ioapics;
+    state.nosid = nosid;
     Ok(())
 }
 
@@ -108,6 +110,9 @@ fn destination(cpu: u32) -> Result<u32, String> {
 /// carry a bridge's ID instead (`aliases`), the buses between that bridge's and its own,
 /// as Linux verifies them.
 fn check_for(owner: Address) -> SourceCheck {
+    if with(|s| s.nosid).unwrap_or(false) {
+        return SourceCheck::Any;
+    }
     let own = source(owner);
     let aliases = aliases(owner);
     if aliases.is_empty() {
@@ -182,12 +187,12 @@ pub fn ioapic_entry(
             level,
         };
         with(|s| {
-            s.remapper.set_interrupt(
-                apic.unit,
-                at,
-                target,
-                SourceCheck::Requester(apic.requester),
-            )
+            let check = if s.nosid {
+                SourceCheck::Any
+            } else {
+                SourceCheck::Requester(apic.requester)
+            };
+            s.remapper.set_interrupt(apic.unit, at, target, check)
         })
         .unwrap_or(Err(iommu::RemapError::NoInterruptTable))
         .map_err(|e| format!("interrupt remapping entry {at}: {e}"))?;

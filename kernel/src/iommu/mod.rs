@@ -55,6 +55,8 @@ struct State {
     faults: Vec<Fault>,
     /// The I/O APICs whose interrupts are remapped (empty while interrupts are not).
     ioapics: Vec<interrupts::IoApicSource>,
+    /// `intremap=nosid`: entries check no requester ID.
+    nosid: bool,
     /// Faults the fault event handler took from the units, not yet given to
     /// [`take_faults`] (room for [`PENDING`], so the handler never grows it).
     pending: Vec<Fault>,
@@ -126,9 +128,10 @@ fn map_unit(base: u64) -> Result<Mmio, String> {
 }
 
 /// Reads the DMAR table and turns remapping on (see the module documentation), and
-/// interrupt remapping unless `intremap_off` ([`interrupts`]). Call after PCI enumeration,
+/// interrupt remapping unless `intremap_off` ([`interrupts`]; `nosid`: without requester
+/// checks). Call after PCI enumeration,
 /// before any interrupt is routed or driver binds.
-pub fn init(disabled: bool, intremap_off: bool) {
+pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
     let Some(bytes) = crate::platform::get().and_then(|p| p.dmar.as_ref()) else {
         log::info!("iommu: no DMAR table: DMA is not remapped, devices reach all memory");
         return;
@@ -251,6 +254,7 @@ pub fn init(disabled: bool, intremap_off: bool) {
         reserved,
         faults: Vec::new(),
         ioapics: Vec::new(),
+        nosid: false,
         pending: Vec::with_capacity(PENDING),
     };
     if intremap_off {
@@ -273,8 +277,11 @@ pub fn init(disabled: bool, intremap_off: bool) {
                     "APIC ID {id} needs 32-bit destinations, which a unit lacks (ECAP.EIM)"
                 ));
             }
-            interrupts::enable(&mut state, found, eime)
+            interrupts::enable(&mut state, found, eime, nosid)
         }) {
+            Ok(()) if nosid => log::warn!(
+                "iommu: interrupt remapping on without requester checks (intremap=nosid): any device can raise any vector in use"
+            ),
             Ok(()) => log::info!(
                 "iommu: interrupt remapping on: a device raises only the vectors its owner was given, compatibility-format messages are blocked"
             ),

@@ -48,6 +48,11 @@ pub const TESTS: &[Test] = crate::tests![
 /// `test=intremap_off`: without remapping, the same kind of write is an interrupt.
 pub const OFF: &[Test] = crate::tests![edu_made_up_message_is_delivered_without_remapping];
 
+/// `test=intremap_nosid` (booted with `intremap=nosid`): entries check no requester, so
+/// edu's MSI naming the I/O APIC's entry is delivered.
+pub const NOSID: &[Test] =
+    crate::tests![without_requester_checks_another_owners_entry_takes_the_message];
+
 /// The interrupt message range's base: destination APIC ID 0 (the boot CPU here).
 const MSI_BASE: u64 = 0xfee0_0000;
 
@@ -324,6 +329,64 @@ fn edu_made_up_message_is_delivered_without_remapping() -> Result<(), String> {
     );
     crate::serial_println!(
         "intremap: off: edu message for vector {vector:#04x}: delivered ({arrivals} arrival(s))"
+    );
+    Ok(())
+}
+
+/// With `intremap=nosid` the entries check no requester ID: edu's MSI made to name the
+/// I/O APIC's entry arrives on that vector. What the default (checked) run refuses.
+fn without_requester_checks_another_owners_entry_takes_the_message() -> Result<(), String> {
+    use crate::interrupts::ioapic::{self, Trigger};
+    let summary = crate::iommu::summary().ok_or("DMA remapping is off")?;
+    ensure!(summary.interrupts, "interrupt remapping is off");
+    let platform = crate::platform::get().ok_or("no ACPI platform")?;
+    let chip = platform.io_apics.first().ok_or("no IOAPIC")?;
+    let gsi = chip.gsi_base + 23;
+    let block = vectors::allocate(1).map_err(|e| format!("{e}"))?;
+    let vector = block.first();
+    let dest = crate::interrupts::lapic::apic_id(0).unwrap_or(0);
+    ioapic::route(gsi, vector, dest, Trigger::PCI).map_err(|e| format!("route: {e}"))?;
+    let edu = edu_msi()?;
+    let entry = crate::iommu::interrupts::entry_of(edu.address, vector)
+        .ok_or("no entry for the I/O APIC's vector")?;
+    ensure!(
+        (entry[1] >> 18) & 3 == 0,
+        "the entry {entry:x?} checks a requester"
+    );
+    let cap = edu
+        .irq
+        .function()
+        .info()
+        .msi
+        .ok_or("edu has no MSI capability")?;
+    let at = u16::from(cap.offset) + 4;
+    let pci_address = pci_types::PciAddress::new(
+        edu.address.segment(),
+        edu.address.bus(),
+        edu.address.device(),
+        edu.address.function(),
+    );
+    let own = crate::pcie::read32(pci_address, at);
+    crate::pcie::write32(
+        pci_address,
+        at,
+        iommu::intremap::msi_address(u16::from(vector), false) as u32,
+    );
+    let before = dispatch::spurious(vector) + dispatch::count(vector);
+    edu.regs.write32(RAISE, 1);
+    let arrived = wait_for(500, || {
+        dispatch::spurious(vector) + dispatch::count(vector) > before
+    });
+    crate::pcie::write32(pci_address, at, own);
+    drop(edu);
+    ioapic::set_masked(gsi, true).map_err(|e| format!("{e}"))?;
+    vectors::free(block).map_err(|e| format!("free: {e:?}"))?;
+    ensure!(
+        arrived,
+        "edu's message naming entry {vector:#04x} did not arrive"
+    );
+    crate::serial_println!(
+        "intremap: nosid: edu message naming the IOAPIC's entry {vector:#04x}: delivered"
     );
     Ok(())
 }

@@ -133,6 +133,7 @@ pub fn run(suite: &str) -> ! {
         "iommu_off" => iommu_suite::OFF,
         "intremap" => intremap_suite::TESTS,
         "intremap_off" => intremap_suite::OFF,
+        "intremap_nosid" => intremap_suite::NOSID,
         "nvmebench" => nvme_suite::BENCH,
         "storage" => storage_suite::TESTS,
         "blk" => blk_suite::TESTS,

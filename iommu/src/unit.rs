@@ -295,6 +295,15 @@ impl<R: Registers> Unit<R> {
         self.command("turning interrupt remapping on", GCMD_IRE, true)
     }
 
+    /// Turns interrupt remapping off again (the queue stays on): messages are then taken in
+    /// the compatibility format.
+    pub fn disable_interrupt_remapping(&self) -> Result<(), UnitError> {
+        if self.regs.read32(GSTS) & GCMD_IRE == 0 {
+            return Ok(());
+        }
+        self.command("turning interrupt remapping off", GCMD_IRE, false)
+    }
+
     /// Whether interrupt remapping is on.
     pub fn remapping_interrupts(&self) -> bool {
         self.regs.read32(GSTS) & GCMD_IRE != 0

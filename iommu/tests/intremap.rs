@@ -467,3 +467,26 @@ proptest! {
         clean(&unit, &memory);
     }
 }
+
+/// Remapping turned off again (the kernel's fallback when I/O APIC interrupts do not
+/// arrive): messages are taken in the compatibility format, and the queue still works.
+#[test]
+fn turning_remapping_off_again_takes_compatibility_messages() {
+    let (mut r, unit, memory) = remapped(true, false);
+    r.set_interrupt(0, 0x41, edge(0x41, 3), SourceCheck::Requester(NVME.id()))
+        .expect("set");
+    assert_eq!(
+        unit.interrupt(NVME.id(), 0xfee0_3000, 0x42),
+        IrqOutcome::Refused(0x25)
+    );
+    let _ = r.take_faults();
+    r.disable_interrupt_remapping().expect("off");
+    assert!(!r.remaps_interrupts());
+    assert_eq!(
+        unit.interrupt(NVME.id(), 0xfee0_3000, 0x42),
+        delivered(0x42, 3)
+    );
+    r.clear_interrupt(0, 0x41)
+        .expect_err("no table in use any more");
+    clean(&unit, &memory);
+}

@@ -347,6 +347,13 @@ fn the_console_shows_each_bound_function_isolated() {
             answer.contains("interrupt remapping: on, "),
             "interrupts are not remapped: `{answer}`"
         );
+        // The boot's own check: a PIT tick through the I/O APIC and its remapping entry.
+        ensure!(
+            answer.contains(
+                "I/O APIC check at boot: a PIT tick arrived through the I/O APIC's remapping entry"
+            ),
+            "the boot's I/O APIC check did not see a tick: `{answer}`"
+        );
         // Each bound driver's vectors have entries that only its function's messages pass.
         for who in ["00:03.0", "00:04.0"] {
             ensure!(

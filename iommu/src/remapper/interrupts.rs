@@ -95,6 +95,23 @@ impl<R: Registers, M: TableMemory> Remapper<R, M> {
         Ok(())
     }
 
+    /// Turns interrupt remapping off in every unit (the queues stay on, the tables stay
+    /// allocated until the remapper goes): for when remapped interrupts are found not to
+    /// arrive. The first unit that does not answer is the error; the others are still
+    /// asked.
+    pub fn disable_interrupt_remapping(&mut self) -> Result<(), RemapError> {
+        let mut result = Ok(());
+        for state in &self.units {
+            if let Err(e) = state.unit.disable_interrupt_remapping() {
+                result = result.and(Err(e.into()));
+            }
+        }
+        if result.is_ok() {
+            self.interrupts = false;
+        }
+        result
+    }
+
     /// Whether every unit can take 32-bit (x2APIC) destinations (ECAP.EIM).
     pub fn extended_interrupt_mode(&self) -> bool {
         self.units.iter().all(|s| s.unit.extended_interrupt_mode())

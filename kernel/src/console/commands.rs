@@ -269,6 +269,7 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
             "interrupt remapping: on, {} entries present (one per vector in use); compatibility-format messages blocked",
             s.interrupt_entries
         );
+        serial_println!("I/O APIC check at boot: {}", crate::iommu::io_apic_check());
         for line in crate::iommu::interrupts::describe_entries() {
             serial_println!("  {line}");
         }

@@ -24,9 +24,11 @@
 //! owner at a time. `intremap=off` on the command line keeps the compatibility format (DMA
 //! remapping stays on).
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use firmware::tables::dmar::Dmar;
 use iommu::{SourceCheck, Target};
@@ -269,4 +271,75 @@ pub fn describe_entries() -> Vec<String> {
         out
     })
     .unwrap_or_default()
+}
+
+/// PIT ticks the I/O APIC check's handler counted.
+static CHECK_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Longest the check waits for a PIT tick (the PIT runs at 18.2 Hz: one every 55 ms).
+const CHECK_US: u64 = 150_000;
+
+/// What [`check_io_apic_path`] found.
+pub(super) enum Check {
+    /// A PIT tick arrived through the I/O APIC and its remapping entry.
+    Arrived,
+    /// The unit refused the I/O APIC's message (the fault's reason): interrupt remapping
+    /// would silence every I/O APIC input (the serial port, a PS/2 keyboard, INTx).
+    Refused(u8),
+    /// Nothing arrived and nothing was refused: the PIT may be gated or its IRQ 0 taken by
+    /// the HPET; nothing can be concluded.
+    Silent,
+    /// The check could not be set up.
+    NotRun(String),
+}
+
+/// Checks that I/O APIC interrupts arrive through interrupt remapping, with the PIT's IRQ 0
+/// (channel 0 runs at 18.2 Hz, `time::pit`): routed to a vector of its own, unmasked until
+/// one tick arrives or [`CHECK_US`] passed, then masked and the vector given back. Linux's
+/// `check_timer` checks the same route the same way. Firmware whose DMAR names the wrong
+/// requester for an I/O APIC makes the unit refuse its messages, which the fault record
+/// says.
+pub(super) fn check_io_apic_path() -> Check {
+    use crate::interrupts::{dispatch, ioapic, lapic, vectors};
+    let (gsi, trigger) = ioapic::isa_route(0);
+    let block = match vectors::allocate(1) {
+        Ok(b) => b,
+        Err(e) => return Check::NotRun(format!("no vector ({e})")),
+    };
+    let (cpu, vector) = (block.cpu(), block.first());
+    let handler = Box::new(|| {
+        CHECK_TICKS.fetch_add(1, Ordering::Relaxed);
+    });
+    if let Err(e) = dispatch::install(vector, "iommu check", "IOAPIC", handler) {
+        let _ = vectors::free(block);
+        return Check::NotRun(format!("handler: {e:?}"));
+    }
+    let dest = lapic::apic_id(cpu).unwrap_or(0);
+    let before = CHECK_TICKS.load(Ordering::Relaxed);
+    let routed =
+        ioapic::route(gsi, vector, dest, trigger).and_then(|()| ioapic::set_masked(gsi, false));
+    let mut arrived = false;
+    if routed.is_ok() {
+        let deadline = crate::time::micros_since_boot() + CHECK_US;
+        while crate::time::micros_since_boot() < deadline {
+            if CHECK_TICKS.load(Ordering::Relaxed) > before {
+                arrived = true;
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
+    let _ = ioapic::set_masked(gsi, true);
+    dispatch::uninstall(vector);
+    let refused = super::take_faults()
+        .into_iter()
+        .find(|f| f.interrupt() && f.address == u64::from(vector))
+        .map(|f| f.reason);
+    let _ = vectors::free(block);
+    match (routed, arrived, refused) {
+        (Err(e), _, _) => Check::NotRun(format!("GSI {gsi}: {e}")),
+        (Ok(()), true, _) => Check::Arrived,
+        (Ok(()), false, Some(reason)) => Check::Refused(reason),
+        (Ok(()), false, None) => Check::Silent,
+    }
 }

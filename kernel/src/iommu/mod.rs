@@ -57,6 +57,8 @@ struct State {
     ioapics: Vec<interrupts::IoApicSource>,
     /// `intremap=nosid`: entries check no requester ID.
     nosid: bool,
+    /// What the boot's check of the I/O APIC path found (`check_interrupt_remapping`).
+    io_apic_check: &'static str,
     /// Faults the fault event handler took from the units, not yet given to
     /// [`take_faults`] (room for [`PENDING`], so the handler never grows it).
     pending: Vec<Fault>,
@@ -255,6 +257,7 @@ pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
         faults: Vec::new(),
         ioapics: Vec::new(),
         nosid: false,
+        io_apic_check: "not run",
         pending: Vec::with_capacity(PENDING),
     };
     if intremap_off {
@@ -294,6 +297,45 @@ pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
         *STATE.lock() = Some(state);
     });
     start_fault_events();
+    if interrupts::remapping() {
+        check_interrupt_remapping();
+    }
+}
+
+/// Interrupt remapping must not cost the board its I/O APIC inputs (the serial port, a PS/2
+/// keyboard, INTx): if the unit refuses a PIT tick routed through the I/O APIC, remapping
+/// goes off again, with the reason in the log.
+fn check_interrupt_remapping() {
+    let check = interrupts::check_io_apic_path();
+    let summary = match &check {
+        interrupts::Check::Arrived => "a PIT tick arrived through the I/O APIC's remapping entry",
+        interrupts::Check::Silent => "no PIT tick within the check",
+        interrupts::Check::NotRun(_) => "not run",
+        interrupts::Check::Refused(_) => "the unit refused the I/O APIC's interrupt: remapping off",
+    };
+    with(|s| s.io_apic_check = summary);
+    match check {
+        interrupts::Check::Arrived => {
+            log::info!("iommu: a PIT tick arrived through the I/O APIC's remapping entry");
+        }
+        interrupts::Check::Silent => log::info!(
+            "iommu: no PIT tick within the check (the PIT may be gated); interrupt remapping stays on"
+        ),
+        interrupts::Check::NotRun(why) => {
+            log::info!("iommu: the I/O APIC path was not checked ({why})");
+        }
+        interrupts::Check::Refused(reason) => {
+            let off = with(|s| s.remapper.disable_interrupt_remapping());
+            match off {
+                Some(Ok(())) => log::error!(
+                    "iommu: the unit refused the I/O APIC's interrupt (reason {reason:02x}h; the DMAR may name the wrong requester for it): interrupt remapping is off again, interrupt messages are not checked (intremap=nosid keeps it on without requester checks)"
+                ),
+                other => log::error!(
+                    "iommu: the unit refused the I/O APIC's interrupt (reason {reason:02x}h) and interrupt remapping could not be turned off ({other:?}): I/O APIC inputs may stay silent; boot with intremap=off"
+                ),
+            }
+        }
+    }
 }
 
 /// The units' fault event interrupt (VT-d §7.3): one vector for the kernel's life, whose
@@ -338,6 +380,11 @@ fn start_fault_events() {
             .enable_fault_events(message.address, message.data)
     });
     log::info!("iommu: fault events on vector {vector:#04x}");
+}
+
+/// What the boot's check of the I/O APIC path through interrupt remapping found.
+pub fn io_apic_check() -> &'static str {
+    with(|s| s.io_apic_check).unwrap_or("not run")
 }
 
 /// Fault event interrupts handled so far.

@@ -18,7 +18,9 @@
 //! - [`remapper`]: all units, pass-through for unclaimed functions, a domain per claimed
 //!   one holding exactly its DMA memory (see its design note for the rules);
 //! - [`scope`]: the DMAR table's device scopes followed through bridges to the functions
-//!   and buses each unit covers.
+//!   and buses each unit covers;
+//! - [`amd`]: AMD-Vi DMA remapping, the same rules on AMD's device table, I/O page tables,
+//!   command buffer and event log.
 //!
 //! Everything runs on the host against a model unit and a model memory (`tests/`); the
 //! kernel supplies [`memory::TableMemory`] (its frames, `clflush`) and [`unit::Registers`]
@@ -28,6 +30,7 @@
 
 extern crate alloc;
 
+pub mod amd;
 pub mod entries;
 pub mod intremap;
 pub mod memory;

@@ -12,7 +12,8 @@ pub trait TableMemory {
     fn alloc_page(&self) -> Option<u64>;
     /// Gives back a page [`TableMemory::alloc_page`] returned; no unit refers to it any more.
     fn free_page(&self, phys: u64);
-    /// The naturally aligned qword at `phys`, inside a page this memory gave out.
+    /// The naturally aligned qword at `phys`, inside a page (or a run of pages) this memory
+    /// gave out.
     fn read(&self, phys: u64) -> u64;
     /// Writes the naturally aligned qword at `phys`, inside a page this memory gave out, as
     /// one store (the unit may read it at any time and must never see half of it).
@@ -20,4 +21,17 @@ pub trait TableMemory {
     /// Makes the qwords written at `[phys, phys + len)` visible to a unit that does not snoop
     /// the processor's caches (ECAP.C = 0): `clflush` of their cache lines, then a fence.
     fn flush(&self, phys: u64, len: u64);
+    /// `count` zeroed, physically contiguous 4 KiB pages, 4 KiB aligned: the first one's
+    /// physical address (an AMD-Vi device table, command buffer and event log are each one
+    /// run of pages). `None` when memory is short. The default can give only one page.
+    fn alloc_pages(&self, count: usize) -> Option<u64> {
+        if count == 1 { self.alloc_page() } else { None }
+    }
+    /// Gives back what [`TableMemory::alloc_pages`]`(count)` returned; no unit refers to it
+    /// any more.
+    fn free_pages(&self, phys: u64, count: usize) {
+        if count == 1 {
+            self.free_page(phys)
+        }
+    }
 }

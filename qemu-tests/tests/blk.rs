@@ -87,14 +87,29 @@ fn disk_image(seed: &str, len: usize) -> Vec<u8> {
     out
 }
 
-/// The QEMU arguments for the drives and their devices; `remapped`: behind QEMU's VT-d unit,
-/// virtio-blk with `iommu_platform=on` (its DMA goes through the unit; NVMe's always does).
-fn device_args(images: &[std::path::PathBuf], remapped: bool) -> Vec<String> {
+/// Which of QEMU's remapping units the disks sit behind, if any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    None,
+    /// `intel-iommu`, with its trace of refused requests.
+    Vtd,
+    /// `amd-iommu,pt=off`.
+    Amd,
+}
+
+/// The QEMU arguments for the drives and their devices; behind a remapping unit,
+/// virtio-blk has `iommu_platform=on` (its DMA goes through the unit; NVMe's always does).
+fn device_args(images: &[std::path::PathBuf], unit: Unit) -> Vec<String> {
     let mut a = Vec::new();
-    if remapped {
-        a.extend(["-trace", "vtd_dmar_fault", "-device", "intel-iommu"].map(String::from));
+    match unit {
+        Unit::None => {}
+        Unit::Vtd => {
+            a.extend(["-trace", "vtd_dmar_fault", "-device", "intel-iommu"].map(String::from))
+        }
+        // Without `pt=off` QEMU 10's model lets emulated devices bypass translation.
+        Unit::Amd => a.extend(["-device", "amd-iommu,pt=off"].map(String::from)),
     }
-    let virtio = if remapped {
+    let virtio = if unit != Unit::None {
         ",iommu_platform=on,disable-legacy=on"
     } else {
         ""
@@ -280,8 +295,8 @@ fn check_lines(outcome: &Outcome, images: &[Vec<u8>]) -> Result<(), String> {
     Ok(())
 }
 
-/// Boots the `blk` suite on the machine above (see [`device_args`] for `remapped`).
-fn every_disk(name: &str, remapped: bool) {
+/// Boots the `blk` suite on the machine above (see [`device_args`] for `unit`).
+fn every_disk(name: &str, unit: Unit) {
     if !qemu_or_skip(name) {
         return;
     }
@@ -302,7 +317,7 @@ fn every_disk(name: &str, remapped: bool) {
         .machine(Machine::Q35)
         .memory_mib(512)
         .args(["-cpu", "max"])
-        .args(device_args(&paths, remapped))
+        .args(device_args(&paths, unit))
         .timeout(std::time::Duration::from_secs(600))
         .run()
         .unwrap_or_else(|e| panic!("{name}: cannot run QEMU: {e}"));
@@ -323,7 +338,25 @@ fn every_disk(name: &str, remapped: bool) {
         for ((d, before), now) in DRIVES.iter().zip(&originals).zip(&after) {
             ensure!(before == now, "image {} changed", d.id);
         }
-        if remapped {
+        if unit == Unit::Amd {
+            // The data read back equals the images: every read landed in the DMA memory
+            // of the function that asked, through its domain.
+            ensure!(
+                outcome.serial.contains("iommu: 1 AMD IOMMU(s) on"),
+                "remapping did not come on"
+            );
+            ensure!(
+                outcome.serial.contains("blk: AMD IOMMU events: none"),
+                "the unit logged events: {}",
+                outcome
+                    .serial
+                    .lines()
+                    .filter(|l| l.starts_with("blk: AMD IOMMU events"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        if unit == Unit::Vtd {
             ensure!(
                 outcome.serial.contains("iommu: 1 remapping unit(s) on"),
                 "remapping did not come on"
@@ -345,14 +378,21 @@ fn every_disk(name: &str, remapped: bool) {
 
 #[test]
 fn every_disk_reads_as_its_image() {
-    every_disk("blk", false);
+    every_disk("blk", Unit::None);
 }
 
 /// The same under DMA remapping: every NVMe and virtio-blk function isolated in its own
 /// domain, every read landing in its own DMA memory, no request refused.
 #[test]
 fn every_disk_reads_as_its_image_under_dma_remapping() {
-    every_disk("blk_remapped", true);
+    every_disk("blk_remapped", Unit::Vtd);
+}
+
+/// The same behind QEMU's AMD IOMMU (`amd-iommu`): the IVRS table's unit, device table
+/// entries leading each controller to its own domain.
+#[test]
+fn every_disk_reads_as_its_image_behind_an_amd_iommu() {
+    every_disk("blk_amd", Unit::Amd);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! kernel gives it a share of its heap).
 //!
 //! Design: FILE is `acpidump` text, plain or gzipped (recognised by the gzip magic bytes
-//! 1f 8b, not by the name). The MADT, MCFG, FADT, HPET and DMAR are decoded from the dump's bytes
+//! 1f 8b, not by the name). The MADT, MCFG, FADT, HPET, DMAR and IVRS are decoded from the dump's bytes
 //! by [`firmware::tables`]; the AML namespace, host bridges and `_PRT` routes come from the
 //! AML layer. The result is ONE JSON object on stdout, and the exit status is 0 whenever the
 //! file is an acpidump, however broken its tables are (a table that cannot be parsed becomes
@@ -17,8 +17,9 @@ use std::process::ExitCode;
 use firmware::aml::{AmlReport, HostBridge, IsaOverride, Polarity, Route, RouteSource, Trigger};
 use firmware::dump::{self, Dump, DumpedTable};
 use firmware::tables::dmar::{DeviceScope, ScopeKind};
+use firmware::tables::ivrs::SpecialKind;
 use firmware::tables::madt::{InterruptPolarity, InterruptTrigger};
-use firmware::tables::{Dmar, Fadt, GenericAddress, Hpet, Madt, Mcfg};
+use firmware::tables::{Dmar, Fadt, GenericAddress, Hpet, Ivrs, Madt, Mcfg};
 use serde_json::{Value, json};
 
 /// Largest decompressed dump accepted (the largest real one is a few MB).
@@ -138,6 +139,11 @@ fn probe(dump: &Dump, max_bytes: u64) -> Value {
             Some(Err(e)) => json!({"error": e.to_string()}),
             Some(Ok(d)) => dmar_json(d),
         },
+        "ivrs": match table(b"IVRS").map(Ivrs::parse) {
+            None => json!({"error": "no IVRS"}),
+            Some(Err(e)) => json!({"error": e.to_string()}),
+            Some(Ok(i)) => ivrs_json(&i),
+        },
         // Interrupt remapping's view: each MADT I/O APIC's unit and requester ID.
         "intremap": match (&dmar, &madt) {
             (Some(Ok(d)), Some(Ok(m))) if d.offers_interrupt_remapping() => {
@@ -235,6 +241,56 @@ fn dmar_json(d: &Dmar) -> Value {
             "scopes": r.scopes.iter().map(scope_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "warnings": d.warnings,
+    })
+}
+
+/// The IVRS; `iommus` lists the indices in `units` of the IVHDs [`Ivrs::iommus`] picks,
+/// one per IOMMU. A special device's `variety` is the table's number (1 I/O APIC, 2 HPET).
+fn ivrs_json(i: &Ivrs) -> Value {
+    let picked = i.iommus();
+    json!({
+        "info": i.info,
+        "checksum_ok": i.checksum_ok,
+        "units": i.units.iter().map(|u| json!({
+            "type": u.kind,
+            "flags": u.flags,
+            "device_id": u.device_id,
+            "capability_offset": u.capability_offset,
+            "base": u.base,
+            "segment": u.segment,
+            "info": u.info,
+            "features": u.features,
+            "efr": u.efr,
+            "devices": u.devices.iter().map(|d| json!({
+                "first": d.first,
+                "last": d.last,
+                "settings": d.settings,
+                "alias": d.alias,
+            })).collect::<Vec<_>>(),
+            "specials": u.specials.iter().map(|s| json!({
+                "variety": match s.kind {
+                    SpecialKind::IoApic => 1,
+                    SpecialKind::Hpet => 2,
+                    SpecialKind::Other(n) => n,
+                },
+                "handle": s.handle,
+                "source": s.source,
+                "settings": s.settings,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "iommus": picked
+            .iter()
+            .filter_map(|p| i.units.iter().position(|u| std::ptr::eq(u, *p)))
+            .collect::<Vec<_>>(),
+        "memory": i.memory.iter().map(|m| json!({
+            "type": m.kind,
+            "flags": m.flags,
+            "first": m.first,
+            "last": m.last,
+            "start": m.start,
+            "length": m.length,
+        })).collect::<Vec<_>>(),
+        "errors": i.errors,
     })
 }
 

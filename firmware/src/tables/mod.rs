@@ -13,18 +13,22 @@
 //! - [`fadt`], [`madt`], [`mcfg`], [`hpet`]: the tables the kernel needs.
 //! - [`dmar`]: the IOMMU (Intel VT-d) units, the devices each translates for, and the memory
 //!   firmware keeps using for DMA.
+//! - [`ivrs`]: the same for AMD IOMMUs: each IOMMU, the requester IDs it translates for, the
+//!   I/O APICs and HPETs it remaps, and the memory devices keep using (IVMDs).
 
 pub mod build;
 pub(crate) mod bytes;
 pub mod dmar;
 pub mod fadt;
 pub mod hpet;
+pub mod ivrs;
 pub mod madt;
 pub mod mcfg;
 
 pub use dmar::Dmar;
 pub use fadt::{Fadt, GenericAddress};
 pub use hpet::Hpet;
+pub use ivrs::Ivrs;
 pub use madt::Madt;
 pub use mcfg::{Mcfg, McfgEntry};
 

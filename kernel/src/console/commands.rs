@@ -253,7 +253,9 @@ fn irqs(args: &[&str]) -> Result<(), Usage> {
 fn iommu(args: &[&str]) -> Result<(), Usage> {
     no_args(args)?;
     let Some(s) = crate::iommu::summary() else {
-        serial_println!("iommu: off (no DMAR table, or iommu=off): devices reach all memory");
+        serial_println!(
+            "iommu: off (no DMAR or IVRS table, or iommu=off): devices reach all memory"
+        );
         return Ok(());
     };
     serial_println!(
@@ -273,6 +275,8 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
         for line in crate::iommu::interrupts::describe_entries() {
             serial_println!("  {line}");
         }
+    } else if crate::iommu::kind() == Some("AMD IOMMU") {
+        serial_println!("interrupt remapping: off (not driven on AMD IOMMUs)");
     } else {
         serial_println!("interrupt remapping: off (intremap=off, or the units cannot)");
     }

@@ -27,15 +27,16 @@ impl Registers for UnitRegisters {
     }
 }
 
-/// Table pages: zeroed frames, identity-mapped, each owned by a [`DmaBuffer`] kept here,
-/// sorted by address.
+/// Table pages: zeroed frames, identity-mapped, each page (or run of contiguous pages: an
+/// AMD IOMMU's device table, command buffer and event log) owned by a [`DmaBuffer`] kept
+/// here, sorted by address.
 ///
 /// The list is made with room for [`PAGES`] pages, so that tables made and freed as
 /// functions come and go (hot-plug) do not grow the heap: the kernel's resources return
 /// exactly to where they were.
 ///
 /// # Invariants
-/// Every address `read`, `write` and `flush` are given lies in a page of `pages` (the
+/// Every address `read`, `write` and `flush` are given lies in a buffer of `pages` (the
 /// `iommu` crate only touches pages this memory gave it).
 pub struct TablePages {
     pages: Mutex<Vec<DmaBuffer>>,
@@ -53,22 +54,36 @@ impl TablePages {
     }
 
     fn owned(&self, phys: u64) -> bool {
-        let page = phys & !0xfff;
-        self.pages
-            .lock()
-            .binary_search_by_key(&page, DmaBuffer::phys)
-            .is_ok()
+        let pages = self.pages.lock();
+        let after = pages.partition_point(|p| p.phys() <= phys);
+        after > 0 && {
+            let b = &pages[after - 1];
+            phys - b.phys() < b.len()
+        }
+    }
+
+    fn insert(&self, buffer: DmaBuffer) -> u64 {
+        let phys = buffer.phys();
+        let mut pages = self.pages.lock();
+        let at = pages.partition_point(|p| p.phys() < phys);
+        pages.insert(at, buffer);
+        phys
     }
 }
 
 impl TableMemory for TablePages {
     fn alloc_page(&self) -> Option<u64> {
-        let page = DmaBuffer::new(4096)?;
-        let phys = page.phys();
-        let mut pages = self.pages.lock();
-        let at = pages.partition_point(|p| p.phys() < phys);
-        pages.insert(at, page);
-        Some(phys)
+        Some(self.insert(DmaBuffer::new(4096)?))
+    }
+
+    fn alloc_pages(&self, count: usize) -> Option<u64> {
+        let bytes = u64::try_from(count).ok()?.checked_mul(4096)?;
+        Some(self.insert(DmaBuffer::new(bytes)?))
+    }
+
+    fn free_pages(&self, phys: u64, _count: usize) {
+        // One buffer holds the whole run: dropping it gives every frame back.
+        self.free_page(phys);
     }
 
     fn free_page(&self, phys: u64) {

@@ -334,7 +334,7 @@ pub(super) fn check_io_apic_path() -> Check {
     let refused = super::take_faults()
         .into_iter()
         .find(|f| f.interrupt() && f.address == u64::from(vector))
-        .map(|f| f.reason);
+        .and_then(|f| f.vtd_reason());
     let _ = vectors::free(block);
     match (routed, arrived, refused) {
         (Err(e), _, _) => Check::NotRun(format!("GSI {gsi}: {e}")),

@@ -24,8 +24,13 @@
 //! `iommu=off` on the command line leaves translation off (devices then reach all memory, as
 //! on a machine without units). Without a DMAR table nothing here runs.
 
+mod amd;
+mod backend;
+mod fault;
 mod hw;
 pub mod interrupts;
+
+pub use fault::{Fault, describe};
 
 use alloc::format;
 use alloc::string::String;
@@ -34,7 +39,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use firmware::tables::dmar::{DeviceScope, Dmar, ScopeKind};
 use iommu::scope::{ScopeTarget, Upstream};
-use iommu::{Fault, Remapper, Scope, ScopeEntry, Source, Summary, UnitSetup};
+use iommu::{Remapper, Scope, ScopeEntry, Source, Summary, UnitSetup};
 use pci::Address;
 use pci::enumerate::Topology;
 
@@ -42,14 +47,16 @@ use spin::Mutex;
 
 use crate::memory::dma::DmaBuffer;
 use crate::memory::mmio::Mmio;
+use backend::Backend;
 use hw::{TablePages, UnitRegisters};
 
 /// Largest reserved region (RMRR) mapped for a device, page by page.
 const MAX_RESERVED: u64 = 256 << 20;
 
 struct State {
-    remapper: Remapper<UnitRegisters, TablePages>,
-    /// RMRRs: (function, start, end) with `end` exclusive.
+    remapper: Backend,
+    /// Memory firmware needs devices to keep reaching (VT-d RMRRs, AMD IVMD unity ranges):
+    /// (function, start, end) with `end` exclusive.
     reserved: Vec<(Source, u64, u64)>,
     /// Faults taken from the units so far (kept for the console and tests), oldest first.
     faults: Vec<Fault>,
@@ -134,14 +141,33 @@ fn map_unit(base: u64) -> Result<Mmio, String> {
 /// checks). Call after PCI enumeration,
 /// before any interrupt is routed or driver binds.
 pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
-    let Some(bytes) = crate::platform::get().and_then(|p| p.dmar.as_ref()) else {
-        log::info!("iommu: no DMAR table: DMA is not remapped, devices reach all memory");
+    let platform = crate::platform::get();
+    let dmar = platform.and_then(|p| p.dmar.as_ref());
+    let ivrs = platform.and_then(|p| p.ivrs.as_ref());
+    if dmar.is_none() && ivrs.is_none() {
+        log::info!("iommu: no DMAR or IVRS table: DMA is not remapped, devices reach all memory");
         return;
-    };
+    }
     if disabled {
         log::warn!("iommu: iommu=off: DMA is not remapped, devices reach all memory");
         return;
     }
+    match (dmar, ivrs) {
+        (Some(bytes), _) => init_vtd(bytes, intremap_off, nosid),
+        (None, Some(bytes)) => {
+            let Some(state) = amd::init(bytes) else {
+                return;
+            };
+            x86_64::instructions::interrupts::without_interrupts(|| {
+                *STATE.lock() = Some(state);
+            });
+        }
+        (None, None) => {}
+    }
+}
+
+/// The Intel VT-d path of [`init`]: the DMAR's units, then interrupt remapping.
+fn init_vtd(bytes: &[u8], intremap_off: bool, nosid: bool) {
     let dmar = match Dmar::parse(bytes) {
         Ok(d) => d,
         Err(e) => {
@@ -252,7 +278,7 @@ pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
         remapper.units()
     );
     let mut state = State {
-        remapper,
+        remapper: Backend::Vtd(remapper),
         reserved,
         faults: Vec::new(),
         ioapics: Vec::new(),
@@ -362,7 +388,7 @@ fn start_fault_events() {
         // The handler runs with interrupts off, and every holder of the state's lock holds
         // it with interrupts off on the one CPU: the lock is free here.
         with(|s| {
-            for (_, f) in s.remapper.take_faults() {
+            for f in s.remapper.take_faults() {
                 if s.pending.len() < PENDING {
                     s.pending.push(f);
                 }
@@ -375,10 +401,15 @@ fn start_fault_events() {
         return;
     }
     let message = pci::x86_msi::x86_message(apic, vector);
-    with(|s| {
+    let on = with(|s| {
         s.remapper
             .enable_fault_events(message.address, message.data)
     });
+    if on != Some(true) {
+        dispatch::uninstall(vector);
+        let _ = vectors::free(block);
+        return;
+    }
     log::info!("iommu: fault events on vector {vector:#04x}");
 }
 
@@ -488,7 +519,7 @@ pub fn take_faults() -> Vec<Fault> {
         // `append` keeps the pending list's room, so the handler never allocates.
         let mut new: Vec<Fault> = Vec::new();
         new.append(&mut s.pending);
-        new.extend(s.remapper.take_faults().into_iter().map(|f| f.1));
+        new.extend(s.remapper.take_faults());
         s.faults.extend(new.iter().copied());
         let excess = s.faults.len().saturating_sub(64);
         s.faults.drain(..excess);
@@ -503,44 +534,14 @@ pub fn faults() -> Vec<Fault> {
     with(|s| s.faults.clone()).unwrap_or_default()
 }
 
+/// The kind of the machine's units ("Intel VT-d", "AMD IOMMU"), when remapping is on.
+pub fn kind() -> Option<&'static str> {
+    with(|s| s.remapper.kind())
+}
+
 /// Counts, when remapping is on.
 pub fn summary() -> Option<Summary> {
     with(|s| s.remapper.summary())
-}
-
-/// A fault as one line: who, what, where, why (VT-d appendix A reasons).
-pub fn describe(f: &Fault) -> String {
-    let reason = match f.reason {
-        0x01 => "no root entry for its bus",
-        0x02 => "no context entry",
-        0x05 => "write to a page not mapped (or not writable) in its domain",
-        0x06 => "read of a page not mapped in its domain",
-        0x20 => "interrupt message with a malformed address",
-        0x21 => "interrupt naming an entry past the table",
-        0x22 => "interrupt naming an entry not present (a vector it does not own)",
-        0x25 => "compatibility-format interrupt blocked",
-        0x26 => "interrupt from a requester the entry does not allow",
-        _ => "see VT-d appendix A",
-    };
-    if f.interrupt() {
-        return format!(
-            "{:02x}:{:02x}.{} interrupt, entry {:#x}: reason {:02x}h, {reason}",
-            f.source >> 8,
-            (f.source >> 3) & 0x1f,
-            f.source & 7,
-            f.address,
-            f.reason
-        );
-    }
-    format!(
-        "{:02x}:{:02x}.{} {} {:#x}: reason {:02x}h, {reason}",
-        f.source >> 8,
-        (f.source >> 3) & 0x1f,
-        f.source & 7,
-        if f.write { "write to" } else { "read of" },
-        f.address,
-        f.reason
-    )
 }
 
 /// DMA memory of one function: its frames, mapped into the function's domain while this

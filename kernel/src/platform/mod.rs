@@ -88,6 +88,8 @@ pub struct Platform {
     pub aml_scan: Option<::firmware::aml::scan::Scan>,
     /// The DMAR table's bytes (Intel VT-d §8), for [`crate::iommu`].
     pub dmar: Option<Vec<u8>>,
+    /// The IVRS table's bytes (AMD IOMMU specification §5.2), for [`crate::iommu`].
+    pub ivrs: Option<Vec<u8>>,
 }
 
 static PLATFORM: Once<Platform> = Once::new();
@@ -151,8 +153,10 @@ pub fn init(boot: &BootInfo) -> Option<&'static Platform> {
         reset: None,
         aml_scan: None,
         dmar: None,
+        ivrs: None,
     };
     platform.dmar = read(b"DMAR");
+    platform.ivrs = read(b"IVRS");
     // The DSDT and every SSDT, read as bytes (whether the boot will need AML's host bridges).
     let blocks: Option<Vec<Vec<u8>>> = set
         .find(b"DSDT")

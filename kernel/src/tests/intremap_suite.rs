@@ -106,7 +106,7 @@ fn refused(address: Address, index: u8) -> Result<(u16, u8), String> {
         .ok_or_else(|| {
             format!("no interrupt fault for {address} naming entry {index:#x}: {faults:x?}")
         })?;
-    Ok((fault.source, fault.reason))
+    Ok((fault.source, fault.vtd_reason().unwrap_or(0)))
 }
 
 fn interrupt_remapping_is_on() -> Result<(), String> {

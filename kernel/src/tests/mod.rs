@@ -131,6 +131,7 @@ pub fn run(suite: &str) -> ! {
         "nvme" => nvme_suite::TESTS,
         "iommu" => iommu_suite::TESTS,
         "iommu_off" => iommu_suite::OFF,
+        "iommu_amd" => iommu_suite::AMD,
         "intremap" => intremap_suite::TESTS,
         "intremap_off" => intremap_suite::OFF,
         "intremap_nosid" => intremap_suite::NOSID,

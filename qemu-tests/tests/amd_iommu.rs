@@ -1,0 +1,164 @@
+//! DMA remapping on QEMU's AMD IOMMU model (`-device amd-iommu`, described to the kernel by
+//! the IVRS table): the kernel's `iommu_amd` suite (`kernel/src/tests/iommu_suite.rs`) points
+//! QEMU's `edu` device at memory with edu's DMA engine, and the runner checks the outcome
+//! against truths the kernel cannot fake:
+//!
+//! - QEMU's own trace of every translation its unit made for edu (`amdvi_translation_result`,
+//!   one line per request: `devid: 00:04.0 gpa 0x... hpa 0x...`): the pages the kernel says
+//!   were blocked are pages QEMU's unit translated to nothing (hpa 0) for edu, and edu's own
+//!   DMA memory translated to itself;
+//! - the same request without remapping (`iommu=off`, the `iommu_off` suite, on the same
+//!   machine) really lands in the page, so "blocked" is the unit's doing.
+//!
+//! QEMU's model refuses a request whose page table entry is empty without logging an
+//! `IO_PAGE_FAULT` event (real units log one), so the kernel's evidence of a blocked write is
+//! the page it left untouched, and the events are checked only where the unit logs them.
+
+use qemu_tests::{
+    Machine, Outcome, QEMU_EXIT_SUCCESS, Qemu, check, ensure, expect_exit, kernel_elf, qemu_or_skip,
+};
+
+/// edu at 00:04.0; its requester ID is 0x0020. QEMU 10's `amd-iommu` lets emulated
+/// devices bypass translation altogether unless it is told it offers no pass-through
+/// (`pt=off`): only then does every DMA request walk the kernel's tables.
+const EDU: &[&str] = &["-device", "amd-iommu,pt=off", "-device", "edu,addr=0x4"];
+const EDU_ID: u16 = 0x0020;
+
+fn boot(cmdline: &str) -> Outcome {
+    let mut args = vec!["-trace", "amdvi_translation_result"];
+    args.extend_from_slice(EDU);
+    Qemu::kernel(kernel_elf(), cmdline)
+        .machine(Machine::Q35)
+        // edu's DMA engine takes 28-bit addresses: all of RAM below 256 MiB.
+        .memory_mib(256)
+        .args(args)
+        .run()
+        .unwrap_or_else(|e| panic!("cannot run QEMU: {e}"))
+}
+
+/// The page in a kernel line `... blocked, no event logged ...` or `... write 0x2330000 ...`:
+/// the suite prints the page it aimed at after `at 0x`.
+fn aimed_page(line: &str) -> Option<u64> {
+    let rest = line.split(" at 0x").nth(1)?;
+    let hex: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    u64::from_str_radix(&hex, 16).ok().map(|p| p & !0xfff)
+}
+
+/// QEMU's translations for `id`: (guest page, host page), from its trace lines
+/// `amdvi_translation_result devid: 00:04.0 gpa 0x... hpa 0x...`.
+fn translations(stderr: &str, id: u16) -> Result<Vec<(u64, u64)>, String> {
+    let devid = format!(
+        "devid: {:02x}:{:02x}.{:x} ",
+        id >> 8,
+        (id >> 3) & 0x1f,
+        id & 7
+    );
+    let mut out = Vec::new();
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("amdvi_translation_result") && l.contains(&devid))
+    {
+        let field = |key: &str| {
+            line.split(&format!(" {key} 0x"))
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+        };
+        let (Some(gpa), Some(hpa)) = (field("gpa"), field("hpa")) else {
+            return Err(format!("unreadable trace line `{line}`"));
+        };
+        out.push((gpa & !0xfff, hpa & !0xfff));
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_device_reaches_only_the_memory_its_function_owns_behind_an_amd_iommu() {
+    let name = "iommu_amd";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let outcome = boot("test=iommu_amd");
+    check(name, &outcome, |outcome, report| {
+        expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
+        report.check_tests_passed(4)?;
+        let serial = &outcome.serial;
+        ensure!(
+            serial.contains("iommu: 1 AMD IOMMU(s) on"),
+            "the AMD IOMMU did not come on"
+        );
+        let line = serial
+            .lines()
+            .find(|l| l.starts_with("iommu: 1 unit(s), translation on, edu isolated"))
+            .ok_or("no isolation line")?;
+        ensure!(
+            line.contains(&format!("{EDU_ID:04x}")),
+            "`{line}` does not name edu's requester ID {EDU_ID:04x}"
+        );
+        ensure!(
+            serial.contains("iommu: edu round trip through its own DMA memory: 256 bytes equal"),
+            "no round-trip line"
+        );
+        let blocked: Vec<u64> = serial
+            .lines()
+            .filter(|l| l.starts_with("iommu: edu write to memory") && l.contains("blocked"))
+            .map(|l| aimed_page(l).ok_or(format!("no page in `{l}`")))
+            .collect::<Result<_, _>>()?;
+        ensure!(
+            blocked.len() == 2,
+            "{} blocked writes reported",
+            blocked.len()
+        );
+        let seen = translations(&outcome.stderr, EDU_ID)?;
+        ensure!(
+            !seen.is_empty(),
+            "QEMU traced no translation for edu: its DMA did not go through the unit"
+        );
+        for page in &blocked {
+            // The page freed from edu's domain was edu's own before (the round trip's
+            // memory, parked and reused): its last translation is the refused one.
+            let last = seen.iter().rev().find(|&&(gpa, _)| gpa == *page);
+            ensure!(
+                last.is_some_and(|&(_, hpa)| hpa == 0),
+                "QEMU's unit did not refuse edu's last write to {page:#x}: {last:x?}"
+            );
+        }
+        // Everything else edu reached went to itself (identity maps of its own memory), and
+        // nothing but the blocked pages was refused.
+        let wrong: Vec<&(u64, u64)> = seen
+            .iter()
+            .filter(|&&(gpa, hpa)| hpa != gpa && !(hpa == 0 && blocked.contains(&gpa)))
+            .collect();
+        ensure!(
+            wrong.is_empty(),
+            "QEMU translated edu's requests elsewhere: {wrong:x?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn without_remapping_the_same_write_lands_on_the_amd_machine() {
+    let name = "iommu_amd_off";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let outcome = boot("test=iommu_off iommu=off");
+    check(name, &outcome, |outcome, report| {
+        expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
+        report.check_tests_passed(1)?;
+        ensure!(
+            outcome
+                .serial
+                .contains("iommu: edu write to memory it was not given: landed"),
+            "no landed line"
+        );
+        ensure!(
+            translations(&outcome.stderr, EDU_ID)?
+                .iter()
+                .all(|&(gpa, hpa)| gpa == hpa),
+            "QEMU's unit translated requests with remapping off"
+        );
+        Ok(())
+    });
+}

@@ -280,7 +280,11 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
     } else {
         serial_println!("interrupt remapping: off (intremap=off, or the units cannot)");
     }
-    serial_println!("fault event interrupts: {}", crate::iommu::fault_events());
+    if crate::iommu::kind() == Some("AMD IOMMU") {
+        serial_println!("event log interrupt: not used; the event log is read when asked for");
+    } else {
+        serial_println!("fault event interrupts: {}", crate::iommu::fault_events());
+    }
     let faults = crate::iommu::faults();
     if faults.is_empty() {
         serial_println!("refused requests: none");

@@ -162,3 +162,146 @@ fn without_remapping_the_same_write_lands_on_the_amd_machine() {
         Ok(())
     });
 }
+
+/// The QEMU trace lines of interrupt messages the unit was asked to remap, as
+/// (requester ID, data), each with whether QEMU then refused it (`amdvi_ir_target_abort`
+/// right after the request line).
+fn remap_requests(stderr: &str) -> Vec<(u16, u64, bool)> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("amdvi_ir_remap_msi_req") || l.contains("amdvi_ir_target_abort"))
+        .collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.contains("amdvi_ir_remap_msi_req") {
+            continue;
+        }
+        let field = |key: &str| {
+            line.split(&format!(" {key} 0x"))
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+        };
+        let (Some(data), Some(devid)) = (field("data"), field("devid")) else {
+            continue;
+        };
+        let refused = lines
+            .get(i + 1)
+            .is_some_and(|l| l.contains("amdvi_ir_target_abort"));
+        out.push((devid as u16, data, refused));
+    }
+    out
+}
+
+/// The vector in a kernel line `... vector 0x3c ...`.
+fn vector_in(line: &str) -> Option<u64> {
+    let rest = line.split("vector 0x").nth(1)?;
+    let hex: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    u64::from_str_radix(&hex, 16).ok()
+}
+
+/// Interrupt remapping on the AMD IOMMU: edu's interrupt arrives through the entry of its
+/// own table; its message made to name a vector routed to the I/O APIC is refused (edu's
+/// table has no such entry), and so is its write naming a vector that went back. QEMU's
+/// trace shows each of those messages reaching the unit and being refused.
+#[test]
+fn a_device_raises_only_the_vectors_its_owner_was_given_behind_an_amd_iommu() {
+    let name = "intremap_amd";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let outcome = Qemu::kernel(kernel_elf(), "test=intremap_amd")
+        .machine(Machine::Q35)
+        .memory_mib(256)
+        .args([
+            "-trace",
+            "amdvi_ir_remap_msi_req",
+            "-trace",
+            "amdvi_ir_target_abort",
+            "-device",
+            "amd-iommu,pt=off,intremap=on",
+            "-device",
+            "edu,addr=0x4,dma_mask=0xffffffff",
+        ])
+        .run()
+        .unwrap_or_else(|e| panic!("cannot run QEMU: {e}"));
+    check(name, &outcome, |outcome, report| {
+        expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
+        report.check_tests_passed(4)?;
+        let serial = &outcome.serial;
+        let line = |prefix: &str| {
+            serial
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .ok_or(format!("no `{prefix}` line"))
+        };
+        line("intremap: amd: edu interrupt through its own table's entry")?;
+        let requests = remap_requests(&outcome.stderr);
+        ensure!(
+            requests
+                .iter()
+                .any(|&(devid, _, refused)| devid == EDU_ID && !refused),
+            "QEMU's unit remapped no message from edu: {requests:x?}"
+        );
+        let other = line("intremap: amd: edu message naming vector")?;
+        ensure!(
+            other.ends_with("refused, 0 arrivals; its own message again: delivered"),
+            "`{other}`"
+        );
+        let vector = vector_in(other).ok_or("no vector in the line")?;
+        ensure!(
+            requests
+                .iter()
+                .any(|&(devid, data, refused)| devid == EDU_ID
+                    && data & 0x7ff == vector
+                    && refused),
+            "QEMU's unit did not refuse edu's message naming {vector:#x}: {requests:x?}"
+        );
+        let gone = line("intremap: amd: edu write naming vector")?;
+        ensure!(gone.ends_with("refused, 0 arrivals"), "`{gone}`");
+        let vector = vector_in(gone).ok_or("no vector in the line")?;
+        ensure!(
+            requests
+                .iter()
+                .any(|&(_, data, refused)| data & 0x7ff == vector && refused),
+            "QEMU's unit did not refuse the write naming {vector:#x}: {requests:x?}"
+        );
+        Ok(())
+    });
+}
+
+/// Without interrupt remapping (`intremap=off`; DMA remapping stays on), edu writing a
+/// made-up message is an interrupt on a vector nobody gave it: what the suite above refuses.
+#[test]
+fn without_interrupt_remapping_a_made_up_message_is_an_interrupt_on_the_amd_machine() {
+    let name = "intremap_amd_off";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let outcome = Qemu::kernel(kernel_elf(), "test=intremap_off intremap=off")
+        .machine(Machine::Q35)
+        .memory_mib(256)
+        .args([
+            "-device",
+            "amd-iommu,pt=off,intremap=on",
+            "-device",
+            "edu,addr=0x4,dma_mask=0xffffffff",
+        ])
+        .run()
+        .unwrap_or_else(|e| panic!("cannot run QEMU: {e}"));
+    check(name, &outcome, |outcome, report| {
+        expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
+        report.check_tests_passed(1)?;
+        ensure!(
+            outcome.serial.contains("iommu: 1 AMD IOMMU(s) on"),
+            "the AMD IOMMU did not come on"
+        );
+        let line = outcome
+            .serial
+            .lines()
+            .find(|l| l.starts_with("intremap: off: edu message for vector"))
+            .ok_or("no delivered line")?;
+        ensure!(line.contains(": delivered (1 arrival(s))"), "`{line}`");
+        Ok(())
+    });
+}

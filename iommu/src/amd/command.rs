@@ -28,6 +28,7 @@ pub const SLOTS_LOG2: u64 = 8;
 pub const COMPLETION_WAIT: u64 = 0x1;
 pub const INVALIDATE_DEVTAB_ENTRY: u64 = 0x2;
 pub const INVALIDATE_IOMMU_PAGES: u64 = 0x3;
+pub const INVALIDATE_INTERRUPT_TABLE: u64 = 0x5;
 pub const INVALIDATE_IOMMU_ALL: u64 = 0x8;
 const OPCODE_SHIFT: u64 = 60;
 
@@ -59,6 +60,16 @@ pub fn invalidate_domain(domain: u16) -> [u64; 2] {
     [
         INVALIDATE_IOMMU_PAGES << OPCODE_SHIFT | u64::from(domain) << 32,
         ALL_PAGES | PAGES_PDE | PAGES_S,
+    ]
+}
+
+/// INVALIDATE_INTERRUPT_TABLE (§2.4.5): the unit forgets the interrupt remapping entries
+/// it cached for device `id` (bits 15:0). Every other bit is reserved (QEMU rejects bits
+/// 59:16 of the first qword and any bit of the second).
+pub fn invalidate_interrupt_table(id: u16) -> [u64; 2] {
+    [
+        INVALIDATE_INTERRUPT_TABLE << OPCODE_SHIFT | u64::from(id),
+        0,
     ]
 }
 

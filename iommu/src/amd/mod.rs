@@ -27,11 +27,21 @@
 //! bounded. What the unit reports (page faults, bad entries, bad commands) comes back
 //! through its event log ([`event`], [`AmdRemapper::take_events`]).
 //!
-//! Interrupts are not remapped: every entry leaves IV clear, so the unit passes interrupt
-//! messages through as they are.
+//! Interrupts are remapped when the kernel asks ([`AmdRemapper::enable_interrupt_remapping`],
+//! legacy 32-bit entries, [`intremap`]): every device table entry the units cover, and the
+//! I/O APICs', then has IV = 1 and names an interrupt table, the requester's own once it
+//! was given an entry ([`AmdRemapper::set_interrupt`]), else a shared all-zero table that
+//! refuses everything. A message's data (bits 10:0) is only an index into its own
+//! requester's table, so a device can raise exactly the interrupts its owner was given.
+//! The interrupt fields (the third qword of the entry) and the DMA fields (the first two)
+//! are written independently: isolating or releasing a function never touches its
+//! interrupts, and remapping interrupts never touches its domain. Until then, and after
+//! [`AmdRemapper::disable_interrupt_remapping`], every entry has IV = 0 and the unit passes
+//! interrupt messages through as they are.
 //!
 //! The pieces: [`regs`] (the MMIO registers), [`dte`] (the device table entry),
-//! [`pagetable`] (a domain's table), [`command`] (commands and the command buffer),
+//! [`pagetable`] (a domain's table), [`intremap`] (interrupt remapping entries),
+//! [`command`] (commands and the command buffer),
 //! [`event`] (event log entries), [`mod@unit`] (one unit's register protocol) and
 //! [`remapper`] (all units and their domains).
 //!
@@ -43,10 +53,19 @@
 //! and the unit confirmed it forgot them; when a unit never confirms, they are leaked (a few
 //! pages, and the domain ID is never reused) rather than handed out while a device may still
 //! walk them.
+//!
+//! With interrupt remapping on, the remapper also owns one zeroed page shared by every
+//! requester without entries and one page per requester with entries (its 256 entries use
+//! the first KiB). A requester's page goes back when its last entry is cleared, all of them
+//! when remapping is turned off, each only after the unit confirmed it forgot the entries
+//! naming it. When a unit never confirms, the page is leaked ([`AmdRemapper::leaked_pages`]
+//! counts it): 4 KiB per table, never reused, rather than a page that a device's interrupt
+//! message could still be looked up in after it held something else.
 
 pub mod command;
 pub mod dte;
 pub mod event;
+pub mod intremap;
 pub mod pagetable;
 pub mod regs;
 pub mod remapper;

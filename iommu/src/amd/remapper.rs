@@ -1,5 +1,8 @@
 //! [`AmdRemapper`]: every AMD-Vi unit of the machine, their device tables, and one domain per
-//! isolated PCI function (the rules are in the design note of [`crate::amd`]).
+//! isolated PCI function (the rules are in the design note of [`crate::amd`]). Interrupt
+//! remapping is in `remapper/interrupts.rs`.
+
+mod interrupts;
 
 use alloc::vec::Vec;
 
@@ -70,6 +73,7 @@ pub struct AmdRemapper<R, M> {
     enabled: bool,
     /// Pages of each unit's device table.
     table_pages: usize,
+    irq: interrupts::Interrupts,
 }
 
 /// Device table pages needed for device IDs up to `highest`.
@@ -100,6 +104,7 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
             domains: Vec::with_capacity(DOMAINS),
             enabled: false,
             table_pages,
+            irq: interrupts::Interrupts::default(),
         };
         for setup in setups {
             if let Err(e) = remapper.add_unit(setup) {
@@ -217,6 +222,7 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
             }
         }
         self.enabled = true;
+        self.free_pending_interrupt_tables();
         Ok(())
     }
 
@@ -228,9 +234,15 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
         let commands: Vec<[u64; 2]> = if state.unit.invalidate_all_supported() {
             alloc::vec![command::invalidate_all()]
         } else {
-            // Every entry the table holds and every domain ID, as INVALIDATE_IOMMU_ALL would.
+            // Every entry the table holds, its interrupt table and every domain ID, as
+            // INVALIDATE_IOMMU_ALL would.
             (0..entries)
-                .map(|id| command::invalidate_devtab_entry(id as u16))
+                .flat_map(|id| {
+                    [
+                        command::invalidate_devtab_entry(id as u16),
+                        command::invalidate_interrupt_table(id as u16),
+                    ]
+                })
                 .chain((1..=u16::MAX).map(command::invalidate_domain))
                 .collect()
         };
@@ -299,8 +311,9 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
     /// firmware needs the device to keep reaching, IVMD ranges): from now on it reaches only
     /// what is mapped for it. The device IDs its requests may carry instead — `aliases` and
     /// its range's alias — lead to the same domain, which a function already isolated behind
-    /// the same alias shares. `Ok(false)` when no unit covers it or translation is off;
-    /// `Ok(true)` when it was isolated now or before.
+    /// the same alias shares. Only the DMA fields of their entries are written (V, TV, Mode,
+    /// root, IR, IW, DomainID); the interrupt fields stay. `Ok(false)` when no unit covers it
+    /// or translation is off; `Ok(true)` when it was isolated now or before.
     pub fn isolate(
         &mut self,
         function: Source,
@@ -356,12 +369,8 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
             let mut commands = Vec::new();
             for &requester in &ids {
                 if !self.domains[d].ids.contains(&requester) {
-                    dte::write(
-                        &self.memory,
-                        table,
-                        requester,
-                        dte::translated(root, levels, id),
-                    );
+                    let [low, domain, ..] = dte::translated(root, levels, id);
+                    dte::write_dma(&self.memory, table, requester, [low, domain]);
                     self.domains[d].ids.push(requester);
                     commands.push(command::invalidate_devtab_entry(requester));
                 }
@@ -459,7 +468,7 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
 
     /// The function is gone (or will never be claimed again): it leaves its domain. A domain
     /// left with no function is destroyed: its device table entries return to pass-through
-    /// (V = 0), the unit forgets them and the domain's translations, and then its table pages
+    /// (V = 0; their interrupt fields are kept), the unit forgets them and the domain's translations, and then its table pages
     /// are given back. If the unit does not confirm, the pages and the domain ID are leaked
     /// (never reused) and the error returned. While translation is off they wait for the
     /// next [`AmdRemapper::enable`].
@@ -475,7 +484,7 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
         let table = self.units[domain.unit].device_table;
         let mut commands = Vec::new();
         for &id in &domain.ids {
-            dte::clear(&self.memory, table, id);
+            dte::clear_dma(&self.memory, table, id);
             commands.push(command::invalidate_devtab_entry(id));
         }
         commands.push(command::invalidate_domain(domain.id));
@@ -525,7 +534,7 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
         out
     }
 
-    /// Counts for the log and the console. Interrupts are not remapped here.
+    /// Counts for the log and the console.
     pub fn summary(&self) -> Summary {
         Summary {
             units: self.units.len(),
@@ -543,15 +552,16 @@ impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {
                     .iter()
                     .flat_map(|u| &u.pending)
                     .map(|(_, t)| 1 + t.table_pages())
-                    .sum::<usize>(),
-            interrupts: false,
-            interrupt_entries: 0,
+                    .sum::<usize>()
+                + self.interrupt_table_pages(),
+            interrupts: self.remaps_interrupts(),
+            interrupt_entries: self.interrupt_entries().len(),
         }
     }
 
     /// Table pages leaked because a unit did not confirm it forgot them.
     pub fn leaked_pages(&self) -> usize {
-        self.units.iter().map(|u| u.leaked).sum()
+        self.units.iter().map(|u| u.leaked).sum::<usize>() + self.interrupt_leaked_pages()
     }
 
     /// A unit's levels, extended feature register and control register, for the log.

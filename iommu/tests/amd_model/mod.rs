@@ -6,15 +6,20 @@
 //! `iommu::Registers`), its command processor (run when the tail moves; it caches device
 //! table entries and translations until a command invalidates them and rejects commands with
 //! reserved bits set, as QEMU does, by logging ILLEGAL_COMMAND_ERROR and, as hardware does,
-//! stopping) and its DMA path ([`Unit::dma`]), which walks the tables and logs
-//! IO_PAGE_FAULT events.
+//! stopping), its DMA path ([`Unit::dma`]), which walks the tables and logs
+//! IO_PAGE_FAULT events, and its interrupt path ([`Unit::msi`]), which looks messages up in
+//! the requester's interrupt remapping table, caching device table entries and remapping
+//! entries until a command invalidates them.
 
 #![allow(dead_code)]
 
 pub mod fixtures;
+mod interrupts;
 mod memory;
 mod unit;
 
+#[allow(unused_imports)]
+pub use interrupts::Refused;
 pub use memory::Memory;
 #[allow(unused_imports)]
 pub use unit::{Unit, UnitState};

@@ -31,6 +31,8 @@ pub struct UnitState {
     /// Cached translations by (domain, page): Some((page, read, write)), or None for a
     /// not-present entry (NpCache, which QEMU's unit reports).
     pub tlb: HashMap<(u16, u64), Cached>,
+    /// Cached interrupt remapping entries by (device ID, index).
+    pub irte_cache: HashMap<(u16, u16), u32>,
     pub np_cache: bool,
     /// Commands are never fetched (a unit that does not answer).
     pub stuck: bool,
@@ -63,6 +65,7 @@ impl Unit {
             violations: Vec::new(),
             dte_cache: HashMap::new(),
             tlb: HashMap::new(),
+            irte_cache: HashMap::new(),
             np_cache: true,
             stuck: false,
             illegal_opcode: None,
@@ -118,7 +121,7 @@ impl Unit {
     }
 
     /// Logs an event (§2.5): four dwords.
-    pub fn log(&self, event: [u32; 4]) {
+    pub(super) fn log(&self, event: [u32; 4]) {
         let (base, head, tail, status, control) = {
             let s = self.0.borrow();
             (
@@ -152,7 +155,7 @@ impl Unit {
         s.status |= EVENT_LOG_INT;
     }
 
-    fn event(code: u32, id: u16, dword1_low: u32, address: u64) -> [u32; 4] {
+    pub(super) fn event(code: u32, id: u16, dword1_low: u32, address: u64) -> [u32; 4] {
         [
             u32::from(id),
             code << 28 | dword1_low,
@@ -253,6 +256,15 @@ impl Unit {
                     .retain(|&(d, page), _| d != domain || page.wrapping_sub(first) >= len);
                 true
             }
+            // INVALIDATE_INTERRUPT_TABLE (§2.4.5): only the device ID (QEMU's mask).
+            0x5 => {
+                if bits(cmd[0], 16, 44) != 0 || cmd[1] != 0 {
+                    return false;
+                }
+                let id = cmd[0] as u16;
+                self.0.borrow_mut().irte_cache.retain(|&(d, _), _| d != id);
+                true
+            }
             // INVALIDATE_IOMMU_ALL (§2.4.8), when EFR.IASup.
             0x8 => {
                 if self.0.borrow().efr & IA_SUP == 0 || bits(cmd[0], 0, 60) != 0 || cmd[1] != 0 {
@@ -261,6 +273,7 @@ impl Unit {
                 let mut s = self.0.borrow_mut();
                 s.dte_cache.clear();
                 s.tlb.clear();
+                s.irte_cache.clear();
                 true
             }
             _ => false,
@@ -272,7 +285,7 @@ impl Unit {
     }
 
     /// The device table entry of `id`, cached or read; Err(event) when it cannot be used.
-    fn dte(&self, id: u16, write: bool) -> Result<[u64; 4], ()> {
+    pub(super) fn dte(&self, id: u16, write: bool) -> Result<[u64; 4], ()> {
         if let Some(e) = self.0.borrow().dte_cache.get(&id) {
             return Ok(*e);
         }
@@ -294,8 +307,15 @@ impl Unit {
                 }
             }
         }
-        // Reserved bits (QEMU's masks), and IV (bit 128): interrupts are not remapped here.
-        if e[0] & 0x8030_0000_0000_00fc != 0 || e[2] & 1 != 0 {
+        // Reserved bits: QEMU's masks, old and new (QEMU 10: 6:2 and 63 of qword 0, 53:52 of
+        // qword 2, 14:0 and 53:48 of qword 3; before: 7:2, 53:52, 63; 55:52, 59; all of
+        // qword 3), IntCtl = 11b (reserved), IntTabLen above 11 (reserved).
+        if e[0] & 0x8030_0000_0000_00fc != 0
+            || e[2] & 0x08f0_0000_0000_0000 != 0
+            || e[3] != 0
+            || (e[2] >> 60) & 3 == 3
+            || (e[2] & 1 != 0 && (e[2] >> 1) & 0xf > 11)
+        {
             self.violation(format!("device table entry {id:#06x}: {e:x?}"));
             self.log(Self::event(0x1, id, rw << 16, at));
             return Err(());
@@ -432,6 +452,7 @@ impl Unit {
             .map(|e| (e[0] & ADDR, (e[0] >> 9) & 7))
             .collect();
         drop(s);
+        pages.extend(self.interrupt_tables());
         for id in 0..entries {
             if let Some(q) = self.1.peek(table + 32 * id)
                 && q & 3 == 3

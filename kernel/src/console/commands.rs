@@ -266,7 +266,16 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
         s.pages,
         s.table_pages
     );
-    if s.interrupts {
+    if s.interrupts && crate::iommu::kind() == Some("AMD IOMMU") {
+        serial_println!(
+            "interrupt remapping: on, {} entries present, each in its requester's own table (messages name an entry of the sender's table)",
+            s.interrupt_entries
+        );
+        serial_println!("I/O APIC check at boot: {}", crate::iommu::io_apic_check());
+        for line in crate::iommu::interrupts::describe_entries() {
+            serial_println!("  {line}");
+        }
+    } else if s.interrupts {
         serial_println!(
             "interrupt remapping: on, {} entries present (one per vector in use); compatibility-format messages blocked",
             s.interrupt_entries
@@ -275,8 +284,6 @@ fn iommu(args: &[&str]) -> Result<(), Usage> {
         for line in crate::iommu::interrupts::describe_entries() {
             serial_println!("  {line}");
         }
-    } else if crate::iommu::kind() == Some("AMD IOMMU") {
-        serial_println!("interrupt remapping: off (not driven on AMD IOMMUs)");
     } else {
         serial_println!("interrupt remapping: off (intremap=off, or the units cannot)");
     }

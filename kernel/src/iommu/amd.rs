@@ -9,21 +9,24 @@
 //! domain holding exactly its DMA memory, and memory leaves the domain, with the unit told
 //! to forget it, before it goes anywhere else.
 //!
-//! What is not done on AMD units: interrupt remapping (the device table entries leave it
-//! off, so a device can still write an interrupt message of its choosing, as on a VT-d
-//! machine booted with `intremap=off`), and the event log's interrupt (faults are read
-//! from the log when someone asks: the console's `iommu`, the tests).
+//! Interrupts are remapped too (unless `intremap=off`): every requester ID a unit covers,
+//! and each I/O APIC the IVRS names (special device entries), gets an interrupt table of
+//! its own, empty until the kernel gives the function a vector. A message's data names an
+//! entry of the sender's own table (the index is the vector), so a device raises only the
+//! vectors its owner was given, whatever it writes. The event log's interrupt is not used:
+//! the log is read when someone asks (the console's `iommu`, the tests).
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use firmware::tables::ivrs::Ivrs;
+use firmware::tables::ivrs::{Ivrs, SpecialKind};
 use iommu::Source;
 use iommu::amd::{AmdRemapper, DeviceRange, UnitSetup};
 
 use super::backend::Backend;
 use super::hw::{TablePages, UnitRegisters};
+use super::interrupts::IoApicSource;
 use super::{MAX_RESERVED, PENDING, State};
 use crate::memory::mmio::Mmio;
 
@@ -61,9 +64,66 @@ fn functions_in(segment: u16, first: u16, last: u16) -> Vec<Source> {
         .collect()
 }
 
-/// Reads the IVRS and turns translation on in every unit it lists (all of them or none).
-/// `None` (with the reason in the log) leaves DMA untranslated.
-pub(super) fn init(bytes: &[u8]) -> Option<State> {
+/// The I/O APICs the IVRS names (special device entries), one for each MADT I/O APIC, or
+/// why not: an I/O APIC no entry names would be silenced by interrupt remapping.
+fn io_apics(ivrs: &Ivrs) -> Result<Vec<IoApicSource>, String> {
+    let madt: Vec<u8> = crate::platform::get()
+        .map(|p| p.io_apics.iter().map(|a| a.id).collect())
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for id in madt {
+        let entry = ivrs.iommus().into_iter().find_map(|u| {
+            u.specials
+                .iter()
+                .find(|s| s.kind == SpecialKind::IoApic && s.handle == id)
+                .map(|s| (u.segment, s.source))
+        });
+        let (segment, requester) =
+            entry.ok_or_else(|| format!("the IVRS names no requester for I/O APIC {id}"))?;
+        found.push(IoApicSource {
+            id,
+            unit: 0,
+            requester,
+            segment,
+        });
+    }
+    Ok(found)
+}
+
+/// Turns interrupt remapping on: every covered requester's messages, and the I/O APICs',
+/// go through tables the kernel writes.
+fn enable_interrupts(
+    remapper: &mut AmdRemapper<UnitRegisters, TablePages>,
+    ivrs: &Ivrs,
+) -> Result<Vec<IoApicSource>, String> {
+    let ioapics = io_apics(ivrs)?;
+    // The 32-bit entry format names an 8-bit APIC ID.
+    if let Some(id) = crate::interrupts::lapic::get()
+        .map(|l| l.id())
+        .filter(|&id| id > 255)
+    {
+        return Err(format!(
+            "APIC ID {id} needs the 128-bit entry format, which is not driven"
+        ));
+    }
+    let extra: Vec<Source> = ioapics
+        .iter()
+        .map(|a| Source {
+            segment: a.segment,
+            bus: (a.requester >> 8) as u8,
+            devfn: a.requester as u8,
+        })
+        .collect();
+    remapper
+        .enable_interrupt_remapping(&extra)
+        .map_err(|e| format!("{e}"))?;
+    Ok(ioapics)
+}
+
+/// Reads the IVRS and turns translation on in every unit it lists (all of them or none),
+/// then interrupt remapping unless `intremap_off`. `None` (with the reason in the log)
+/// leaves DMA untranslated.
+pub(super) fn init(bytes: &[u8], intremap_off: bool) -> Option<State> {
     let ivrs = match Ivrs::parse(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -145,16 +205,35 @@ pub(super) fn init(bytes: &[u8]) -> Option<State> {
         );
     }
     log::info!(
-        "iommu: {} AMD IOMMU(s) on; the functions they cover pass through until claimed, and a claimed function reaches only its own DMA memory; interrupts are not remapped",
+        "iommu: {} AMD IOMMU(s) on; the functions they cover pass through until claimed, and a claimed function reaches only its own DMA memory",
         remapper.units()
     );
+    let ioapics = if intremap_off {
+        log::warn!("iommu: intremap=off: interrupt messages are not checked");
+        Vec::new()
+    } else {
+        match enable_interrupts(&mut remapper, &ivrs) {
+            Ok(found) => {
+                log::info!(
+                    "iommu: interrupt remapping on: each requester has its own table, and a device raises only the vectors its owner was given"
+                );
+                found
+            }
+            Err(e) => {
+                log::warn!(
+                    "iommu: interrupt remapping off ({e}): interrupt messages are not checked"
+                );
+                Vec::new()
+            }
+        }
+    };
     Some(State {
         remapper: Backend::Amd(remapper),
         reserved,
         faults: Vec::new(),
-        ioapics: Vec::new(),
+        ioapics,
         nosid: false,
-        io_apic_check: "not run (AMD IOMMU: interrupts are not remapped)",
+        io_apic_check: "not run",
         pending: Vec::with_capacity(PENDING),
     })
 }

@@ -4,8 +4,10 @@
 //! Both kinds keep a claimed function inside its own DMA memory in the same way (the
 //! `iommu` crate's `Remapper` and `amd::AmdRemapper` have the same contract: pass-through
 //! until claimed, one domain per isolated function, unmapped and invalidated before the
-//! memory moves on). Interrupt remapping is driven on VT-d only; on an AMD IOMMU the calls
-//! about it answer "not remapped".
+//! memory moves on). Interrupt remapping differs in shape: a VT-d unit has one table per
+//! unit, each entry naming the requester it accepts; an AMD IOMMU has one table per
+//! requester. The VT-d calls below answer "no table" on an AMD IOMMU, whose own calls are
+//! reached through [`Backend::amd`] (`interrupts.rs`).
 
 use alloc::vec::Vec;
 
@@ -23,6 +25,14 @@ pub(super) enum Backend {
 }
 
 impl Backend {
+    /// The AMD remapper, on an AMD machine.
+    pub fn amd(&mut self) -> Option<&mut AmdRemapper<UnitRegisters, TablePages>> {
+        match self {
+            Backend::Vtd(_) => None,
+            Backend::Amd(r) => Some(r),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Vtd(_) => "Intel VT-d",
@@ -135,7 +145,7 @@ impl Backend {
     pub fn disable_interrupt_remapping(&mut self) -> Result<(), RemapError> {
         match self {
             Backend::Vtd(r) => r.disable_interrupt_remapping(),
-            Backend::Amd(_) => Ok(()),
+            Backend::Amd(r) => r.disable_interrupt_remapping(),
         }
     }
 
@@ -156,7 +166,7 @@ impl Backend {
     pub fn remaps_interrupts(&self) -> bool {
         match self {
             Backend::Vtd(r) => r.remaps_interrupts(),
-            Backend::Amd(_) => false,
+            Backend::Amd(r) => r.remaps_interrupts(),
         }
     }
 

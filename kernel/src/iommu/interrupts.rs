@@ -44,6 +44,8 @@ pub(super) struct IoApicSource {
     pub id: u8,
     pub unit: usize,
     pub requester: u16,
+    /// The PCI segment of `requester`.
+    pub segment: u16,
 }
 
 /// The I/O APICs the DMAR's scopes name (`firmware::tables::dmar::IoApicScope`), each
@@ -66,6 +68,7 @@ pub(super) fn io_apics(
                 id: s.id,
                 unit,
                 requester: s.requester,
+                segment: 0,
             })
         })
         .collect()
@@ -91,6 +94,78 @@ pub(super) fn enable(
 /// Whether interrupts are remapped.
 pub fn remapping() -> bool {
     with(|s| s.remapper.remaps_interrupts()).unwrap_or(false)
+}
+
+/// Whether the machine's units are AMD IOMMUs.
+fn amd() -> bool {
+    with(|s| s.remapper.amd().is_some()).unwrap_or(false)
+}
+
+/// An AMD IOMMU's entries for `owner`'s vectors `first..first + count` on `cpu`, in the
+/// tables of the owner and of each alias its messages may carry (the ones a unit covers).
+fn amd_entries(owner: Address, cpu: u32, first: u8, count: u8) -> Result<(), String> {
+    let base = index(cpu, first)?;
+    let destination = destination(cpu)?;
+    let own = source(owner);
+    let mut requesters = alloc::vec![own];
+    requesters.extend(aliases(owner));
+    with(|s| {
+        let remapper = &mut s.remapper;
+        let covered: Vec<iommu::Source> = requesters
+            .iter()
+            .copied()
+            .filter(|r| *r == own || remapper.unit_for(*r).is_some())
+            .collect();
+        let r = remapper.amd().ok_or("not an AMD IOMMU")?;
+        for who in covered {
+            for n in 0..u16::from(count.max(1)) {
+                let target = Target {
+                    vector: first.wrapping_add(n as u8),
+                    destination,
+                    level: false,
+                };
+                r.set_interrupt(who, base + n, target)
+                    .map_err(|e| format!("interrupt remapping entry {}: {e}", base + n))?;
+            }
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|| Err("DMA remapping is off".into()))
+}
+
+/// The entry of `vector` in I/O APIC `ioapic`'s table on an AMD IOMMU.
+fn amd_ioapic_entry(
+    ioapic: u8,
+    cpu: u32,
+    vector: u8,
+    dest: u32,
+    level: bool,
+) -> Result<(), String> {
+    let at = index(cpu, vector)?;
+    with(|s| {
+        let apic = s
+            .ioapics
+            .iter()
+            .find(|a| a.id == ioapic)
+            .copied()
+            .ok_or_else(|| format!("the IVRS lists no requester for I/O APIC {ioapic}"))?;
+        let who = iommu::Source {
+            segment: apic.segment,
+            bus: (apic.requester >> 8) as u8,
+            devfn: apic.requester as u8,
+        };
+        let target = Target {
+            vector,
+            destination: dest,
+            level,
+        };
+        s.remapper
+            .amd()
+            .ok_or("not an AMD IOMMU")?
+            .set_interrupt(who, at, target)
+            .map_err(|e| format!("interrupt remapping entry {at}: {e}"))
+    })
+    .unwrap_or_else(|| Err("DMA remapping is off".into()))
 }
 
 /// The entry index of `vector` on `cpu`: the vector itself, on the one CPU that takes
@@ -138,6 +213,10 @@ pub fn msi_message(
     if !remapping() {
         return None;
     }
+    if amd() {
+        // The device's own message names its own table's entries (index = vector).
+        return amd_entries(owner, cpu, first, count).err().map(Err);
+    }
     let check = check_for(owner);
     Some((|| {
         let base = index(cpu, first)?;
@@ -178,6 +257,13 @@ pub fn ioapic_entry(
         return None;
     }
     let cpu = crate::interrupts::vectors::current_cpu();
+    if amd() {
+        // The I/O APIC's message carries the vector: its table's entry of that index
+        // decides.
+        return amd_ioapic_entry(ioapic, cpu, vector, dest, level)
+            .err()
+            .map(Err);
+    }
     Some((|| {
         let at = index(cpu, vector)?;
         let apic = with(|s| s.ioapics.iter().find(|a| a.id == ioapic).copied())
@@ -214,6 +300,17 @@ pub fn release(cpu: u32, first: u8, count: u8) {
         if !s.remapper.remaps_interrupts() {
             return Ok(());
         }
+        if let Some(r) = s.remapper.amd() {
+            // Every requester's entry of these vectors: the owner's, its aliases', an
+            // I/O APIC's.
+            let end = u16::from(first) + u16::from(count);
+            for (requester, index, _) in r.interrupt_entries() {
+                if (u16::from(first)..end).contains(&index) {
+                    r.clear_interrupt(requester, index)?;
+                }
+            }
+            return Ok(());
+        }
         for unit in 0..s.remapper.units() {
             for n in 0..u16::from(count) {
                 s.remapper.clear_interrupt(unit, u16::from(first) + n)?;
@@ -229,6 +326,12 @@ pub fn release(cpu: u32, first: u8, count: u8) {
 /// The entry of `vector` in the unit that covers `owner` (low, high), for tests.
 pub fn entry_of(owner: Address, vector: u8) -> Option<[u64; 2]> {
     with(|s| {
+        if let Some(r) = s.remapper.amd() {
+            // An AMD IRTE is 32 bits, in the owner's own table.
+            return r
+                .interrupt_entry(source(owner), u16::from(vector))
+                .map(|e| [u64::from(e), 0]);
+        }
         let unit = s.remapper.unit_for(source(owner))?;
         s.remapper.interrupt_entry(unit, u16::from(vector))
     })
@@ -240,6 +343,20 @@ pub fn entry_of(owner: Address, vector: u8) -> Option<[u64; 2]> {
 pub fn describe_entries() -> Vec<String> {
     with(|s| {
         let mut out = Vec::new();
+        if let Some(r) = s.remapper.amd() {
+            // AMD IOMMU §2.2.5.1: vector 23:16, destination 15:8, one table per requester.
+            for (who, index, e) in r.interrupt_entries() {
+                out.push(format!(
+                    "{:02x}:{:02x}.{} entry {index:#04x}: vector {:#04x} to APIC {}, only from it",
+                    who.bus,
+                    who.devfn >> 3,
+                    who.devfn & 7,
+                    (e >> 16) as u8,
+                    (e >> 8) as u8,
+                ));
+            }
+            return out;
+        }
         for unit in 0..s.remapper.units() {
             for index in 0..iommu::remapper::INTERRUPT_ENTRIES {
                 let Some([low, high]) = s.remapper.interrupt_entry(unit, index) else {

@@ -155,12 +155,15 @@ pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
     match (dmar, ivrs) {
         (Some(bytes), _) => init_vtd(bytes, intremap_off, nosid),
         (None, Some(bytes)) => {
-            let Some(state) = amd::init(bytes) else {
+            let Some(state) = amd::init(bytes, intremap_off) else {
                 return;
             };
             x86_64::instructions::interrupts::without_interrupts(|| {
                 *STATE.lock() = Some(state);
             });
+            if interrupts::remapping() {
+                check_interrupt_remapping();
+            }
         }
         (None, None) => {}
     }
@@ -343,6 +346,18 @@ fn check_interrupt_remapping() {
     match check {
         interrupts::Check::Arrived => {
             log::info!("iommu: a PIT tick arrived through the I/O APIC's remapping entry");
+        }
+        interrupts::Check::Silent if kind() == Some("AMD IOMMU") => {
+            // An AMD IOMMU that refuses the I/O APIC's message records nothing this kernel
+            // reads back: silence is the only sign, and the safe side is the board's inputs.
+            let off = with(|s| s.remapper.disable_interrupt_remapping());
+            with(|s| {
+                s.io_apic_check = "no PIT tick arrived through the I/O APIC's entry: remapping off";
+                s.ioapics.clear();
+            });
+            log::error!(
+                "iommu: no PIT tick arrived through the I/O APIC's entry (the IVRS may name the wrong requester for it): interrupt remapping is off again ({off:?}), interrupt messages are not checked"
+            );
         }
         interrupts::Check::Silent => log::info!(
             "iommu: no PIT tick within the check (the PIT may be gated); interrupt remapping stays on"

@@ -54,11 +54,11 @@ pub const NOSID: &[Test] =
     crate::tests![without_requester_checks_another_owners_entry_takes_the_message];
 
 /// The interrupt message range's base: destination APIC ID 0 (the boot CPU here).
-const MSI_BASE: u64 = 0xfee0_0000;
+pub(super) const MSI_BASE: u64 = 0xfee0_0000;
 
 /// edu writes the 4 bytes its buffer starts with to `address` (what [`load_buffer`] put
 /// there): what a device does with any number a driver gave it.
-fn edu_writes(regs: &pci::window::BarWindow, address: u64) -> Result<(), String> {
+pub(super) fn edu_writes(regs: &pci::window::BarWindow, address: u64) -> Result<(), String> {
     regs.write32(DMA_SRC, EDU_BUFFER);
     regs.write32(DMA_DST, address as u32);
     regs.write32(DMA_COUNT, 4);
@@ -71,7 +71,7 @@ fn edu_writes(regs: &pci::window::BarWindow, address: u64) -> Result<(), String>
 }
 
 /// Fills edu's buffer with `data` from DMA memory edu owns.
-fn load_buffer(
+pub(super) fn load_buffer(
     master: &pci::function::BusMaster,
     regs: &pci::window::BarWindow,
     data: u32,
@@ -109,7 +109,7 @@ fn refused(address: Address, index: u8) -> Result<(u16, u8), String> {
     Ok((fault.source, fault.vtd_reason().unwrap_or(0)))
 }
 
-fn interrupt_remapping_is_on() -> Result<(), String> {
+pub(super) fn interrupt_remapping_is_on() -> Result<(), String> {
     let summary = crate::iommu::summary().ok_or("DMA remapping is off")?;
     ensure!(summary.interrupts, "interrupt remapping is off");
     crate::serial_println!(
@@ -120,20 +120,20 @@ fn interrupt_remapping_is_on() -> Result<(), String> {
 }
 
 /// edu's register that raises its interrupt (edu.rst: "interrupt raise register").
-const RAISE: u64 = 0x60;
+pub(super) const RAISE: u64 = 0x60;
 /// Interrupt acknowledge.
 const ACK: u64 = 0x64;
 
 /// edu with one MSI vector and a handler counting its interrupts.
-struct EduMsi {
-    address: Address,
-    irq: pci::irq::IrqVectors,
-    regs: Arc<pci::window::BarWindow>,
-    ran: Arc<AtomicU64>,
-    vector: u8,
+pub(super) struct EduMsi {
+    pub address: Address,
+    pub irq: pci::irq::IrqVectors,
+    pub regs: Arc<pci::window::BarWindow>,
+    pub ran: Arc<AtomicU64>,
+    pub vector: u8,
 }
 
-fn edu_msi() -> Result<EduMsi, String> {
+pub(super) fn edu_msi() -> Result<EduMsi, String> {
     let (address, function) = edu()?;
     let mut irq = function
         .alloc_irq_vectors(1, 1, IrqKinds::MSI)
@@ -162,7 +162,7 @@ fn edu_msi() -> Result<EduMsi, String> {
 
 impl EduMsi {
     /// Raises edu's interrupt; whether its handler ran within half a second.
-    fn raise(&self) -> bool {
+    pub(super) fn raise(&self) -> bool {
         let before = self.ran.load(Ordering::Relaxed);
         self.regs.write32(RAISE, 1);
         wait_for(500, || self.ran.load(Ordering::Relaxed) > before)

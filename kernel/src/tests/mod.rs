@@ -21,6 +21,7 @@ mod boot_suite;
 mod devirq_suite;
 mod drivers_suite;
 mod faults_suite;
+mod intremap_amd_suite;
 mod intremap_suite;
 mod iommu_suite;
 mod irq_suite;
@@ -135,6 +136,7 @@ pub fn run(suite: &str) -> ! {
         "intremap" => intremap_suite::TESTS,
         "intremap_off" => intremap_suite::OFF,
         "intremap_nosid" => intremap_suite::NOSID,
+        "intremap_amd" => intremap_amd_suite::TESTS,
         "nvmebench" => nvme_suite::BENCH,
         "storage" => storage_suite::TESTS,
         "blk" => blk_suite::TESTS,

@@ -1,4 +1,5 @@
-//! DMA remapping with Intel VT-d: each claimed PCI function reaches only its own DMA memory.
+//! DMA remapping with Intel VT-d or an AMD IOMMU: each claimed PCI function reaches only its
+//! own DMA memory.
 //!
 //! Design note. The `pci` crate's types make sure the kernel never *gives* a device memory
 //! that is not its function's (`BusAddr`, parking), but a driver can still write any number
@@ -22,7 +23,8 @@
 //! Who owns what: the remapper (tables, domains, units) is this module's static, for the
 //! kernel's life. A [`DeviceDma`] owns its frames and its mapping: `Drop` unmaps, then frees.
 //! `iommu=off` on the command line leaves translation off (devices then reach all memory, as
-//! on a machine without units). Without a DMAR table nothing here runs.
+//! on a machine without units). Without a DMAR or IVRS table nothing here runs. The AMD
+//! path is in `amd.rs`; `backend.rs` holds either kind behind one set of calls.
 
 mod amd;
 mod backend;

@@ -150,6 +150,8 @@ pub(super) fn init(bytes: &[u8], intremap_off: bool) -> Option<State> {
             regs: UnitRegisters(regs),
             segment: unit.segment,
             iommu_id: unit.device_id,
+            // The device entries, and the special devices' IDs (an I/O APIC's may lie outside
+            // them), so that the device table has an entry for each.
             ranges: unit
                 .devices
                 .iter()
@@ -158,6 +160,11 @@ pub(super) fn init(bytes: &[u8], intremap_off: bool) -> Option<State> {
                     last: d.last,
                     alias: d.alias,
                 })
+                .chain(unit.specials.iter().map(|s| DeviceRange {
+                    first: s.source,
+                    last: s.source,
+                    alias: None,
+                }))
                 .collect(),
         });
     }

@@ -8,7 +8,9 @@
 //! not installed) and compared, block by block: each IVHD's type, flags, device ID, base,
 //! segment, device entries (expanded here, from iasl's entry list, into the requester ID
 //! ranges the parser gives) and special devices; each IVMD's type, flags, requester IDs,
-//! start and length.
+//! start and length. Interrupt remapping's view (the probe's `ivrs.intremap`: each MADT I/O
+//! APIC's segment and requester ID, or the I/O APICs no special device entry names) is
+//! worked out again from iasl's IVRS and MADT (`corpus_ivrs/intremap.rs`) and compared.
 //!
 //! iasl releases before 2022 stop at IVHD type 40h ("Unknown IVRS subtable type 0x40"):
 //! then what iasl decoded is compared with the same number of our first blocks, and the
@@ -158,98 +160,14 @@ fn probe(file: &Path) -> Result<Value, String> {
 
 // ---- What both sides say, in one shape ----
 
-/// A device range: first, last, DTE setting, alias (`None`: no alias).
-type RangeFacts = (u64, u64, u64, Option<u64>);
-/// A special device: variety, handle, source requester ID, DTE setting.
-type SpecialFacts = [u64; 4];
-
-/// An IVHD: type, flags, device ID, base, segment; its ranges and special devices.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct IvhdFacts {
-    head: [u64; 5],
-    devices: Vec<RangeFacts>,
-    specials: Vec<SpecialFacts>,
-}
-
-/// An IVMD: type, flags, first and last requester ID, start, length.
-type IvmdFacts = [u64; 6];
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct IvrsFacts {
-    units: Vec<IvhdFacts>,
-    memory: Vec<IvmdFacts>,
-}
-
-fn num(v: &Value, key: &str) -> Option<u64> {
-    v.get(key)?.as_u64()
-}
-
-fn ivrs_from_json(i: &Value) -> Option<IvrsFacts> {
-    let unit = |u: &Value| -> Option<IvhdFacts> {
-        Some(IvhdFacts {
-            head: [
-                num(u, "type")?,
-                num(u, "flags")?,
-                num(u, "device_id")?,
-                num(u, "base")?,
-                num(u, "segment")?,
-            ],
-            devices: u
-                .get("devices")?
-                .as_array()?
-                .iter()
-                .map(|d| {
-                    Some((
-                        num(d, "first")?,
-                        num(d, "last")?,
-                        num(d, "settings")?,
-                        d.get("alias")?.as_u64(),
-                    ))
-                })
-                .collect::<Option<_>>()?,
-            specials: u
-                .get("specials")?
-                .as_array()?
-                .iter()
-                .map(|s| {
-                    Some([
-                        num(s, "variety")?,
-                        num(s, "handle")?,
-                        num(s, "source")?,
-                        num(s, "settings")?,
-                    ])
-                })
-                .collect::<Option<_>>()?,
-        })
-    };
-    Some(IvrsFacts {
-        units: i
-            .get("units")?
-            .as_array()?
-            .iter()
-            .map(unit)
-            .collect::<Option<_>>()?,
-        memory: i
-            .get("memory")?
-            .as_array()?
-            .iter()
-            .map(|m| {
-                Some([
-                    num(m, "type")?,
-                    num(m, "flags")?,
-                    num(m, "first")?,
-                    num(m, "last")?,
-                    num(m, "start")?,
-                    num(m, "length")?,
-                ])
-            })
-            .collect::<Option<_>>()?,
-    })
-}
-
+#[path = "corpus_ivrs/facts.rs"]
+mod facts;
+use facts::{IvhdFacts, IvrsFacts, RangeFacts, SpecialFacts, ivrs_from_json, num};
 #[path = "corpus_ivrs/dsl.rs"]
 mod dsl;
 use dsl::ivrs_from_dsl;
+#[path = "corpus_ivrs/intremap.rs"]
+mod intremap;
 
 // ---- One machine ----
 
@@ -277,6 +195,10 @@ struct Outcome {
     iommus: usize,
     /// IVMDs (ours).
     memory: usize,
+    /// The probe's `intremap`: how many I/O APICs it gives a requester ID, or why not all.
+    intremap: Option<Result<usize, String>>,
+    /// The same answer from iasl's IVRS and MADT.
+    intremap_equal: bool,
     failures: Vec<String>,
     notes: Vec<String>,
 }
@@ -305,8 +227,9 @@ fn has_ivrs(text: &[u8]) -> bool {
         .any(|l| l.starts_with(b"IVRS @"))
 }
 
-/// `acpixtract -a`, then `iasl -d ivrs.dat`: the .dsl text.
-fn iasl_ivrs(text: &[u8], dir: &Path) -> Result<String, String> {
+/// `acpixtract -a`, then `iasl -d` on the IVRS and the MADT: their .dsl texts (the MADT's
+/// `None` when it could not be decoded).
+fn iasl_ivrs(text: &[u8], dir: &Path) -> Result<(String, Option<String>), String> {
     std::fs::write(dir.join("dump.txt"), text).map_err(|e| format!("temp file: {e}"))?;
     let limit = Duration::from_secs(30);
     let x = run(
@@ -330,8 +253,23 @@ fn iasl_ivrs(text: &[u8], dir: &Path) -> Result<String, String> {
     if r.timed_out {
         return Err("iasl timed out".into());
     }
-    std::fs::read_to_string(dir.join(dat.replace(".dat", ".dsl")))
-        .map_err(|e| format!("iasl wrote no .dsl: {e}"))
+    let ivrs = std::fs::read_to_string(dir.join(dat.replace(".dat", ".dsl")))
+        .map_err(|e| format!("iasl wrote no .dsl: {e}"))?;
+    let madt = ["apic.dat", "apic1.dat"]
+        .into_iter()
+        .find(|f| dir.join(f).exists())
+        .and_then(|dat| {
+            let r = run(
+                Command::new("iasl").arg("-d").arg(dat).current_dir(dir),
+                limit,
+            )
+            .ok()?;
+            if r.timed_out {
+                return None;
+            }
+            std::fs::read_to_string(dir.join(dat.replace(".dat", ".dsl"))).ok()
+        });
+    Ok((ivrs, madt))
 }
 
 fn check_machine(path: &Path, text: &[u8], iasl: bool) -> Outcome {
@@ -381,6 +319,16 @@ fn check_machine(path: &Path, text: &[u8], iasl: bool) -> Outcome {
         .get("iommus")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
+    let Some(ours_intremap) = intremap::intremap_from_json(ivrs) else {
+        o.failures.push(format!(
+            "the ivrs object's intremap is not as expected: {}",
+            ivrs.get("intremap")
+                .map(Value::to_string)
+                .unwrap_or_default()
+        ));
+        return o;
+    };
+    o.intremap = Some(ours_intremap.as_ref().map(Vec::len).map_err(Clone::clone));
     if !iasl {
         return o;
     }
@@ -392,6 +340,10 @@ fn check_machine(path: &Path, text: &[u8], iasl: bool) -> Outcome {
     }
     let dsl = iasl_ivrs(text, &dir);
     let _ = std::fs::remove_dir_all(&dir);
+    let (dsl, madt_dsl) = match dsl {
+        Ok((ivrs, madt)) => (Ok(ivrs), madt),
+        Err(e) => (Err(e), None),
+    };
     let theirs = match dsl.as_deref().map(ivrs_from_dsl) {
         Ok(Some(t)) => t,
         Ok(None) => {
@@ -438,6 +390,24 @@ fn check_machine(path: &Path, text: &[u8], iasl: bool) -> Outcome {
                 o.same_as_11 += 1;
             }
         }
+    }
+    // Interrupt remapping's view, from the IVHDs iasl decoded (where it stops at a 40h, the
+    // 11h for the same IOMMU, whose entries are checked above to be the 40h's).
+    match madt_dsl.as_deref().and_then(intremap::madt_io_apic_ids) {
+        Some(ids) => {
+            let reference = intremap::intremap_reference(&theirs.facts.units, &ids);
+            if intremap::same(&ours_intremap, &reference) {
+                o.intremap_equal = true;
+            } else {
+                o.failures.push(format!(
+                    "interrupt remapping's I/O APICs differ:\n    ours {ours_intremap:?}\n    \
+                     iasl {reference:?}"
+                ));
+            }
+        }
+        None => o
+            .failures
+            .push("iasl's MADT listing could not be read (no I/O APIC IDs)".into()),
     }
     if ours_cut == theirs.facts {
         o.equal = true;
@@ -526,7 +496,8 @@ fn corpus_ivrs() {
             say!(
                 "{PREFIX}: iasl stops at a block type it does not know on {} machines, compared \
                  up to there; {} of our blocks NOT checked against iasl ({} IVHDs of type 40h, \
-                 {} of them with the same device entries as our 11h for the same IOMMU): {}",
+                 {} of them with the same ranges and special devices as our 11h for the same \
+                 IOMMU): {}",
                 stopped.len(),
                 sum(&|o| o.undecoded),
                 sum(&|o| o.undecoded_40),
@@ -535,6 +506,30 @@ fn corpus_ivrs() {
             );
         }
     }
+    let refused: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| Some(format!("{} ({})", o.name, o.intremap.clone()?.err()?)))
+        .collect();
+    say!(
+        "{PREFIX}: interrupt remapping: every MADT I/O APIC named by an IVHD special device \
+         entry on {}, not on {}{}{}",
+        count(&|o| matches!(o.intremap, Some(Ok(_)))),
+        refused.len(),
+        if refused.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", refused.join(", "))
+        },
+        if iasl {
+            format!(
+                "; the same segments and requester IDs (or the same missing I/O APICs) from \
+                 iasl's IVRS and MADT on {}",
+                count(&|o| o.intremap_equal)
+            )
+        } else {
+            " (iasl comparison SKIPPED)".into()
+        }
+    );
     for o in &outcomes {
         for note in &o.notes {
             say!("{PREFIX}: note: {}: {note}", o.name);

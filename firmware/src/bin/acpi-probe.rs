@@ -142,7 +142,11 @@ fn probe(dump: &Dump, max_bytes: u64) -> Value {
         "ivrs": match table(b"IVRS").map(Ivrs::parse) {
             None => json!({"error": "no IVRS"}),
             Some(Err(e)) => json!({"error": e.to_string()}),
-            Some(Ok(i)) => ivrs_json(&i),
+            Some(Ok(i)) => ivrs_json(&i, match &madt {
+                None => Err("no MADT".into()),
+                Some(Err(e)) => Err(format!("MADT: {e}")),
+                Some(Ok(m)) => Ok(m.io_apics.iter().map(|a| a.id).collect()),
+            }),
         },
         // Interrupt remapping's view: each MADT I/O APIC's unit and requester ID.
         "intremap": match (&dmar, &madt) {
@@ -246,8 +250,19 @@ fn dmar_json(d: &Dmar) -> Value {
 
 /// The IVRS; `iommus` lists the indices in `units` of the IVHDs [`Ivrs::iommus`] picks,
 /// one per IOMMU. A special device's `variety` is the table's number (1 I/O APIC, 2 HPET).
-fn ivrs_json(i: &Ivrs) -> Value {
+/// `intremap` is interrupt remapping's view of the MADT's I/O APICs
+/// ([`Ivrs::io_apic_sources`]): each one's segment and requester ID, or why not all of them
+/// are covered (`io_apics`: the MADT's I/O APIC IDs, or why there are none to give).
+fn ivrs_json(i: &Ivrs, io_apics: Result<Vec<u8>, String>) -> Value {
     let picked = i.iommus();
+    let intremap = match io_apics.and_then(|ids| i.io_apic_sources(&ids)) {
+        Ok(found) => json!({"io_apics": found.iter().map(|f| json!({
+            "id": f.id,
+            "segment": f.segment,
+            "requester": f.requester,
+        })).collect::<Vec<_>>()}),
+        Err(e) => json!({"error": e}),
+    };
     json!({
         "info": i.info,
         "checksum_ok": i.checksum_ok,
@@ -291,6 +306,7 @@ fn ivrs_json(i: &Ivrs) -> Value {
             "length": m.length,
         })).collect::<Vec<_>>(),
         "errors": i.errors,
+        "intremap": intremap,
     })
 }
 

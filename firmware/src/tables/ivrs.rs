@@ -28,6 +28,9 @@
 //! [`MAX_SPECIALS`], [`MAX_MEMORY`], [`MAX_ERRORS`]), so a hostile table cannot make the
 //! parse allocate without bound. Everything skipped, dropped or capped is said in
 //! [`Ivrs::errors`].
+//!
+//! [`Ivrs::io_apic_sources`] gives interrupt remapping's view of the MADT's I/O APICs: the
+//! requester ID each one's messages carry, or why they are not all covered.
 
 use alloc::format;
 use alloc::string::String;
@@ -37,6 +40,9 @@ use super::bytes::{u8_at, u16_at, u32_at, u64_at};
 use super::{HEADER_LEN, Table, TableError};
 
 pub mod devices;
+mod ioapics;
+
+pub use ioapics::IoApicSource;
 
 /// Offset of IVinfo (§5.2.1, IVRS header).
 const IVINFO: usize = HEADER_LEN;

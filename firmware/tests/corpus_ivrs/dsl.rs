@@ -3,7 +3,7 @@
 use super::{IvhdFacts, IvrsFacts, RangeFacts, SpecialFacts};
 
 /// `[030h 0048   1]    Subtable Type : 10 [Hardware Definition Block]` → (name, value).
-fn dsl_field(line: &str) -> Option<(&str, &str)> {
+pub(crate) fn dsl_field(line: &str) -> Option<(&str, &str)> {
     let line = line.trim_start();
     let line = match line.strip_prefix('[') {
         Some(rest) => rest.split_once(']')?.1,
@@ -13,7 +13,7 @@ fn dsl_field(line: &str) -> Option<(&str, &str)> {
     Some((name.trim(), value.trim()))
 }
 
-fn dsl_hex(value: &str) -> Option<u64> {
+pub(crate) fn dsl_hex(value: &str) -> Option<u64> {
     u64::from_str_radix(value.split_whitespace().next()?, 16).ok()
 }
 

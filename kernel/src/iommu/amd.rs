@@ -20,7 +20,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use firmware::tables::ivrs::{Ivrs, SpecialKind};
+use firmware::tables::ivrs::Ivrs;
 use iommu::Source;
 use iommu::amd::{AmdRemapper, DeviceRange, UnitSetup};
 
@@ -65,29 +65,22 @@ fn functions_in(segment: u16, first: u16, last: u16) -> Vec<Source> {
 }
 
 /// The I/O APICs the IVRS names (special device entries), one for each MADT I/O APIC, or
-/// why not: an I/O APIC no entry names would be silenced by interrupt remapping.
+/// why not: an I/O APIC no entry names would be silenced by interrupt remapping
+/// (`firmware::tables::ivrs::Ivrs::io_apic_sources`).
 fn io_apics(ivrs: &Ivrs) -> Result<Vec<IoApicSource>, String> {
     let madt: Vec<u8> = crate::platform::get()
         .map(|p| p.io_apics.iter().map(|a| a.id).collect())
         .unwrap_or_default();
-    let mut found = Vec::new();
-    for id in madt {
-        let entry = ivrs.iommus().into_iter().find_map(|u| {
-            u.specials
-                .iter()
-                .find(|s| s.kind == SpecialKind::IoApic && s.handle == id)
-                .map(|s| (u.segment, s.source))
-        });
-        let (segment, requester) =
-            entry.ok_or_else(|| format!("the IVRS names no requester for I/O APIC {id}"))?;
-        found.push(IoApicSource {
-            id,
+    Ok(ivrs
+        .io_apic_sources(&madt)?
+        .into_iter()
+        .map(|s| IoApicSource {
+            id: s.id,
             unit: 0,
-            requester,
-            segment,
-        });
-    }
-    Ok(found)
+            requester: s.requester,
+            segment: s.segment,
+        })
+        .collect())
 }
 
 /// Turns interrupt remapping on: every covered requester's messages, and the I/O APICs',

@@ -29,6 +29,11 @@ use crate::pagetable::MapError;
 use crate::remapper::{RemapError, Source};
 use crate::unit::{Registers, UnitError};
 
+/// Requesters with a table of their own before the list grows: made with this room, so that
+/// functions coming and going (hot-plug) do not grow the heap, which returns exactly to
+/// where it was (as the VT-d remapper's domain list).
+const TABLES: usize = 128;
+
 /// What the remapper holds for interrupt remapping.
 ///
 /// # Invariants
@@ -36,7 +41,6 @@ use crate::unit::{Registers, UnitError};
 /// IV = 1 and names the table of `tables` for its requester, else `zero`. Every page here
 /// (tables, `zero`, `pending`) came from the remapper's memory; `pending` pages are named
 /// by no entry but a stopped unit may still hold them cached.
-#[derive(Default)]
 pub(super) struct Interrupts {
     on: bool,
     /// The shared all-zero table (0: none).
@@ -48,6 +52,19 @@ pub(super) struct Interrupts {
     /// Given back after the next [`AmdRemapper::enable`] invalidated everything.
     pending: Vec<u64>,
     leaked: usize,
+}
+
+impl Default for Interrupts {
+    fn default() -> Interrupts {
+        Interrupts {
+            on: false,
+            zero: 0,
+            tables: Vec::with_capacity(TABLES),
+            extra: Vec::new(),
+            pending: Vec::new(),
+            leaked: 0,
+        }
+    }
 }
 
 impl<R: Registers, M: TableMemory> AmdRemapper<R, M> {

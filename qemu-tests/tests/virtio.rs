@@ -67,6 +67,9 @@ struct Setup {
     /// Behind QEMU's VT-d unit (`extra` adds it): translation must come on and QEMU's trace
     /// of refused requests must stay empty.
     remapped: bool,
+    /// Behind QEMU's AMD IOMMU (`extra` adds it): translation and interrupt remapping must
+    /// come on.
+    amd: bool,
 }
 
 fn scenario(setup: &Setup) {
@@ -130,6 +133,13 @@ fn scenario(setup: &Setup) {
         expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
         report.check_tests_passed(7)?;
         let serial = &outcome.serial;
+        if setup.amd {
+            ensure!(
+                serial.contains("iommu: 1 AMD IOMMU(s) on")
+                    && serial.contains("iommu: interrupt remapping on"),
+                "the AMD IOMMU did not come on with interrupt remapping"
+            );
+        }
         if setup.remapped {
             ensure!(
                 serial.contains("iommu: 1 remapping unit(s) on"),
@@ -241,6 +251,7 @@ fn virtio_transitional_on_the_root_complex() {
         net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",
         best: "MSI-X",
         remapped: false,
+        amd: false,
     });
 }
 
@@ -262,6 +273,7 @@ fn virtio_modern_only_behind_pcie_root_ports_with_platform_access() {
         net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",
         best: "MSI-X",
         remapped: false,
+        amd: false,
     });
 }
 
@@ -281,6 +293,26 @@ fn virtio_under_dma_remapping() {
         net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",
         best: "MSI-X",
         remapped: true,
+        amd: false,
+    });
+}
+
+/// The same behind QEMU's AMD IOMMU: each function in its own domain with its own interrupt
+/// table, through the 1000 unbind/bind cycles of each driver.
+#[test]
+fn virtio_behind_an_amd_iommu() {
+    scenario(&Setup {
+        name: "virtio_amd",
+        cpu: "qemu64",
+        extra: &["-device", "amd-iommu,pt=off"],
+        blk: ",iommu_platform=on,disable-legacy=on",
+        net: ",iommu_platform=on,disable-legacy=on",
+        ids: ["[1af4:1042]", "[1af4:1041]"],
+        blk_vectors: "MSI-X 2 vector(s): config 0, requestq 1,",
+        net_vectors: "MSI-X 3 vector(s): config 0, receiveq1 1, transmitq1 2,",
+        best: "MSI-X",
+        remapped: false,
+        amd: true,
     });
 }
 
@@ -297,6 +329,7 @@ fn virtio_with_fewer_vectors_than_queues_share_them() {
         net_vectors: "MSI-X 2 vector(s): config 0, receiveq1 1, transmitq1 1,",
         best: "MSI-X",
         remapped: false,
+        amd: false,
     });
 }
 
@@ -313,5 +346,6 @@ fn virtio_without_msix_falls_back_to_intx() {
         net_vectors: "INTx (ISR read in the handler)",
         best: "INTx",
         remapped: false,
+        amd: false,
     });
 }

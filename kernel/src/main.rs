@@ -134,6 +134,7 @@ pub extern "C" fn kernel_main64(loader: u32, info_address: u32) -> ! {
         options.iommu_off,
         options.intremap_off,
         options.intremap_nosid,
+        options.ivrs_ioapic,
     );
     // The console's input vectors before any driver can take them all.
     if options.test.is_none() {

@@ -9,6 +9,9 @@
 //! | `bootbench` | exercise every bound driver once and report its vectors (boot benchmark) |
 //! | `bootbench=ready` | the same, then wait (up to 10 s) until every device vector has delivered and say so |
 //! | `storage=write` | allow drivers to write to disks (default: they only read; see `drivers::storage`) |
+//! | `iommu=off` | leave DMA remapping off where firmware describes units |
+//! | `intremap=off`, `intremap=nosid` | leave interrupt remapping off; or (VT-d) remap without requester checks |
+//! | `ivrs_ioapic=<id>@<bus>:<dev>.<fn>,...` | (AMD) the requester of each named I/O APIC, in place of the IVRS's |
 //!
 //! Any other word is reported at boot as a warning (`kernel: unknown command-line option
 //! 'xyz' (known: ...)`), so a mistyped option is seen at the default log level; `token=` is
@@ -50,6 +53,10 @@ pub struct Options<'a> {
     pub intremap_nosid: bool,
     /// `intremap=` value that is neither, for a warning.
     pub bad_intremap: Option<&'a str>,
+    /// `ivrs_ioapic=<id>@[<segment>:]<bus>:<device>.<function>,...`: the requester each
+    /// named I/O APIC's messages carry, in place of what the IVRS says (AMD interrupt
+    /// remapping; Linux's option of the same name).
+    pub ivrs_ioapic: Option<&'a str>,
 }
 
 /// The options this kernel knows (the first word of each `key=value`).
@@ -62,6 +69,7 @@ pub const KNOWN: &[&str] = &[
     "storage",
     "iommu",
     "intremap",
+    "ivrs_ioapic",
 ];
 
 /// Words the test runner adds for itself (not options; not reported).
@@ -99,6 +107,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         intremap_nosid: boot::cmdline::get(cmdline, "intremap") == Some("nosid"),
         bad_intremap: boot::cmdline::get(cmdline, "intremap")
             .filter(|v| *v != "off" && *v != "nosid"),
+        ivrs_ioapic: boot::cmdline::get(cmdline, "ivrs_ioapic"),
     }
 }
 

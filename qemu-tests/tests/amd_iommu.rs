@@ -305,3 +305,53 @@ fn without_interrupt_remapping_a_made_up_message_is_an_interrupt_on_the_amd_mach
         Ok(())
     });
 }
+
+/// `ivrs_ioapic`: the requester given on the command line takes the place of the IVRS's
+/// (here the same 00:14.0, so everything keeps working: QEMU 10's I/O APIC messages do not
+/// pass through its unit's interrupt remapping, so a wrong one would show nothing; the
+/// override's effect on the tables is tested on the host), and a malformed value is
+/// reported and ignored.
+#[test]
+fn ivrs_ioapic_names_the_io_apics_requester() {
+    let name = "ivrs_ioapic";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let run = |cmdline: &str| {
+        Qemu::kernel(kernel_elf(), cmdline)
+            .machine(Machine::Q35)
+            .memory_mib(256)
+            .args([
+                "-device",
+                "amd-iommu,pt=off,intremap=on",
+                "-device",
+                "edu,addr=0x4,dma_mask=0xffffffff",
+            ])
+            .run()
+            .unwrap_or_else(|e| panic!("cannot run QEMU: {e}"))
+    };
+    let outcome = run("test=intremap_amd ivrs_ioapic=0@00:14.0");
+    check(name, &outcome, |outcome, report| {
+        expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
+        report.check_tests_passed(4)?;
+        ensure!(
+            outcome.serial.contains(
+                "ivrs_ioapic: I/O APIC 0 sends as 0000:00:14.0, in place of what the IVRS says"
+            ),
+            "the override is not in the log"
+        );
+        Ok(())
+    });
+    let outcome = run("test=intremap_amd ivrs_ioapic=0@00:20.0");
+    check("ivrs_ioapic_malformed", &outcome, |outcome, report| {
+        expect_exit(outcome, QEMU_EXIT_SUCCESS)?;
+        report.check_tests_passed(4)?;
+        ensure!(
+            outcome.serial.contains(
+                "ivrs_ioapic: `0@00:20.0` is not <id>@[<segment>:]<bus>:<device>.<function>; ignored"
+            ),
+            "no warning for the malformed value"
+        );
+        Ok(())
+    });
+}

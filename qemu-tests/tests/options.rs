@@ -5,7 +5,8 @@
 //! tests check in depth are listed there: `storage=write` (storage, blk), `apic=xapic` (irq),
 //! `log=debug` and unknown words (console_pci), `iommu=off` (iommu: the same DMA write that
 //! remapping blocks lands), `intremap=off` (iommu: a made-up interrupt message is
-//! delivered), `intremap=nosid` (iommu: another owner's entry takes edu's message), `test=<suite>` (every suite).
+//! delivered), `intremap=nosid` (iommu: another owner's entry takes edu's message),
+//! `ivrs_ioapic` (amd_iommu), `test=<suite>` (every suite).
 //!
 //! - `dumpboot`: the boot information as a fixture between `BOOTDUMP BEGIN` and `END`.
 //! - `log=trace`: trace lines from PCI enumeration (each function and BAR) and from DMA

@@ -42,7 +42,7 @@ use super::{HEADER_LEN, Table, TableError};
 pub mod devices;
 mod ioapics;
 
-pub use ioapics::IoApicSource;
+pub use ioapics::{IoApicSource, parse_overrides};
 
 /// Offset of IVinfo (§5.2.1, IVRS header).
 const IVINFO: usize = HEADER_LEN;

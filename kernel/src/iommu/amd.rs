@@ -66,13 +66,34 @@ fn functions_in(segment: u16, first: u16, last: u16) -> Vec<Source> {
 
 /// The I/O APICs the IVRS names (special device entries), one for each MADT I/O APIC, or
 /// why not: an I/O APIC no entry names would be silenced by interrupt remapping
-/// (`firmware::tables::ivrs::Ivrs::io_apic_sources`).
-fn io_apics(ivrs: &Ivrs) -> Result<Vec<IoApicSource>, String> {
+/// (`firmware::tables::ivrs::Ivrs::io_apic_sources_with`). `overrides`: the
+/// `ivrs_ioapic` option, which takes the place of the entries for the I/O APICs it names.
+fn io_apics(ivrs: &Ivrs, overrides: Option<&str>) -> Result<Vec<IoApicSource>, String> {
     let madt: Vec<u8> = crate::platform::get()
         .map(|p| p.io_apics.iter().map(|a| a.id).collect())
         .unwrap_or_default();
+    let overrides = match overrides.map(firmware::tables::ivrs::parse_overrides) {
+        None => Vec::new(),
+        Some(Ok(o)) => {
+            for s in &o {
+                log::warn!(
+                    "iommu: ivrs_ioapic: I/O APIC {} sends as {:04x}:{:02x}:{:02x}.{}, in place of what the IVRS says",
+                    s.id,
+                    s.segment,
+                    s.requester >> 8,
+                    (s.requester >> 3) & 0x1f,
+                    s.requester & 7
+                );
+            }
+            o
+        }
+        Some(Err(e)) => {
+            log::warn!("iommu: ivrs_ioapic: {e}; ignored");
+            Vec::new()
+        }
+    };
     Ok(ivrs
-        .io_apic_sources(&madt)?
+        .io_apic_sources_with(&madt, &overrides)?
         .into_iter()
         .map(|s| IoApicSource {
             id: s.id,
@@ -88,8 +109,9 @@ fn io_apics(ivrs: &Ivrs) -> Result<Vec<IoApicSource>, String> {
 fn enable_interrupts(
     remapper: &mut AmdRemapper<UnitRegisters, TablePages>,
     ivrs: &Ivrs,
+    overrides: Option<&str>,
 ) -> Result<Vec<IoApicSource>, String> {
-    let ioapics = io_apics(ivrs)?;
+    let ioapics = io_apics(ivrs, overrides)?;
     // The 32-bit entry format names an 8-bit APIC ID.
     if let Some(id) = crate::interrupts::lapic::get()
         .map(|l| l.id())
@@ -114,9 +136,9 @@ fn enable_interrupts(
 }
 
 /// Reads the IVRS and turns translation on in every unit it lists (all of them or none),
-/// then interrupt remapping unless `intremap_off`. `None` (with the reason in the log)
-/// leaves DMA untranslated.
-pub(super) fn init(bytes: &[u8], intremap_off: bool) -> Option<State> {
+/// then interrupt remapping unless `intremap_off` (`ivrs_ioapic`: the command line's
+/// requesters for I/O APICs). `None` (with the reason in the log) leaves DMA untranslated.
+pub(super) fn init(bytes: &[u8], intremap_off: bool, ivrs_ioapic: Option<&str>) -> Option<State> {
     let ivrs = match Ivrs::parse(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -212,7 +234,7 @@ pub(super) fn init(bytes: &[u8], intremap_off: bool) -> Option<State> {
         log::warn!("iommu: intremap=off: interrupt messages are not checked");
         Vec::new()
     } else {
-        match enable_interrupts(&mut remapper, &ivrs) {
+        match enable_interrupts(&mut remapper, &ivrs, ivrs_ioapic) {
             Ok(found) => {
                 log::info!(
                     "iommu: interrupt remapping on: each requester has its own table, and a device raises only the vectors its owner was given"

@@ -94,7 +94,7 @@ fn source(address: Address) -> Source {
 /// interrupt remapping unless `intremap_off` ([`interrupts`]; `nosid`: without requester
 /// checks). Call after PCI enumeration,
 /// before any interrupt is routed or driver binds.
-pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
+pub fn init(disabled: bool, intremap_off: bool, nosid: bool, ivrs_ioapic: Option<&str>) {
     let platform = crate::platform::get();
     let dmar = platform.and_then(|p| p.dmar.as_ref());
     let ivrs = platform.and_then(|p| p.ivrs.as_ref());
@@ -109,7 +109,7 @@ pub fn init(disabled: bool, intremap_off: bool, nosid: bool) {
     match (dmar, ivrs) {
         (Some(bytes), _) => vtd::init(bytes, intremap_off, nosid),
         (None, Some(bytes)) => {
-            let Some(state) = amd::init(bytes, intremap_off) else {
+            let Some(state) = amd::init(bytes, intremap_off, ivrs_ioapic) else {
                 return;
             };
             x86_64::instructions::interrupts::without_interrupts(|| {

@@ -44,8 +44,24 @@ impl Ivrs {
     /// lookup also returns the first. Entries naming an I/O APIC the MADT does not have are
     /// ignored.
     pub fn io_apic_sources(&self, io_apics: &[u8]) -> Result<Vec<IoApicSource>, String> {
-        // Every I/O APIC the entries name, with its first entry's requester.
+        self.io_apic_sources_with(io_apics, &[])
+    }
+
+    /// The same, with `overrides` (from the command line, [`parse_overrides`]) taking the
+    /// place of what the entries say for the I/O APICs they name, as Linux's `ivrs_ioapic`
+    /// option does for firmware that names the wrong requester or none.
+    pub fn io_apic_sources_with(
+        &self,
+        io_apics: &[u8],
+        overrides: &[IoApicSource],
+    ) -> Result<Vec<IoApicSource>, String> {
+        // Every I/O APIC the overrides and the entries name, with the first requester.
         let mut listed: Vec<IoApicSource> = Vec::new();
+        for o in overrides {
+            if !listed.iter().any(|n| n.id == o.id) {
+                listed.push(*o);
+            }
+        }
         for unit in self.iommus() {
             for s in unit
                 .specials
@@ -84,4 +100,45 @@ impl Ivrs {
         }
         Ok(out)
     }
+}
+
+/// Parses the `ivrs_ioapic` command-line option: comma-separated `<id>@[<segment>:]<bus>:<device>.<function>`,
+/// with the I/O APIC ID in decimal and the rest in hexadecimal as `lspci` prints it
+/// (`ivrs_ioapic=4@00:14.0,5@0000:00:00.1`; Linux's option of the same name has the same
+/// form). Each names the requester the I/O APIC's messages carry, in place of what the IVRS
+/// says.
+pub fn parse_overrides(text: &str) -> Result<Vec<IoApicSource>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',').filter(|i| !i.is_empty()) {
+        let bad = || format!("`{item}` is not <id>@[<segment>:]<bus>:<device>.<function>");
+        let (id, address) = item.split_once('@').ok_or_else(bad)?;
+        let id: u8 = id.parse().map_err(|_| bad())?;
+        let (path, function) = address.rsplit_once('.').ok_or_else(bad)?;
+        let mut parts = path.rsplit(':');
+        let device = parts.next().ok_or_else(bad)?;
+        let bus = parts.next().ok_or_else(bad)?;
+        let segment = parts.next().unwrap_or("0");
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        let hex = |t: &str, max: u32| {
+            u32::from_str_radix(t, 16)
+                .ok()
+                .filter(|v| *v <= max && !t.is_empty() && t.len() <= 4)
+        };
+        let (Some(segment), Some(bus), Some(device), Some(function)) = (
+            hex(segment, 0xffff),
+            hex(bus, 0xff),
+            hex(device, 0x1f),
+            hex(function, 7),
+        ) else {
+            return Err(bad());
+        };
+        out.push(IoApicSource {
+            id,
+            segment: segment as u16,
+            requester: (bus << 8 | device << 3 | function) as u16,
+        });
+    }
+    Ok(out)
 }

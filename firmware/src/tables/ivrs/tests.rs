@@ -574,3 +574,56 @@ fn io_apic_sources_first_entry_wins_and_segment_is_the_ivhd_s() {
         Ok(vec![source(8, 0, 0x00a0), source(9, 3, 0x2001)])
     );
 }
+
+#[test]
+fn ivrs_ioapic_overrides_parse_as_linux_writes_them() {
+    use super::parse_overrides;
+    assert_eq!(
+        parse_overrides("4@00:14.0,5@0003:20:1f.7"),
+        Ok(vec![source(4, 0, 0x00a0), source(5, 3, 0x20ff)])
+    );
+    assert_eq!(parse_overrides(""), Ok(vec![]));
+    for bad in [
+        "4",
+        "4@00:14",
+        "x@00:14.0",
+        "300@00:14.0",
+        "4@00:20.0",
+        "4@00:14.8",
+        "4@100:14.0",
+        "4@1:2:3:4.0",
+        "4@:14.0",
+        "4@00:14.0,5",
+    ] {
+        assert!(parse_overrides(bad).is_err(), "{bad} parsed");
+    }
+}
+
+#[test]
+fn ivrs_ioapic_overrides_take_the_place_of_the_entries() {
+    use super::parse_overrides;
+    let t = ivrs(
+        0,
+        &[ivhd_bytes(
+            TYPE_IVHD_11,
+            0,
+            2,
+            0xfd20_0000,
+            &[io_apic(0x21, 0xa0)],
+        )],
+    );
+    let i = Ivrs::parse(&t).expect("parses");
+    // The MADT's I/O APIC 4 is named by no entry: an override makes it usable.
+    assert!(i.io_apic_sources(&[4]).is_err());
+    let o = parse_overrides("4@00:14.0").expect("parses");
+    assert_eq!(
+        i.io_apic_sources_with(&[4], &o),
+        Ok(vec![source(4, 0, 0x00a0)])
+    );
+    // An entry the firmware got wrong is replaced.
+    let o = parse_overrides("33@00:1f.0").expect("parses");
+    assert_eq!(
+        i.io_apic_sources_with(&[0x21], &o),
+        Ok(vec![source(0x21, 0, 0x00f8)])
+    );
+}

@@ -355,3 +355,80 @@ fn ivrs_ioapic_names_the_io_apics_requester() {
         Ok(())
     });
 }
+
+/// The console's `iommu` command behind the AMD IOMMU: edu and NVMe bound by their drivers,
+/// each isolated, each with entries in its own interrupt table (and the I/O APIC's in its
+/// own), and nothing in the event log.
+#[test]
+fn the_console_shows_each_bound_function_with_its_own_table() {
+    let name = "iommu_amd_console";
+    if !qemu_or_skip(name) {
+        return;
+    }
+    let prompt = "kernel> ";
+    let wait = std::time::Duration::from_secs(60);
+    let dir = qemu_tests::unique_temp_dir(name);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let image = dir.join("nvme.img");
+    std::fs::write(&image, vec![0x5au8; 1 << 20]).expect("disk image");
+    let drive = format!("if=none,id=n0,format=raw,file={}", image.display());
+    let run = Qemu::kernel(kernel_elf(), "log=warn")
+        .machine(Machine::Q35)
+        .memory_mib(256)
+        .args(["-device", "amd-iommu,pt=off,intremap=on"])
+        .args(["-device", "edu,addr=0x4"])
+        .args([
+            "-drive",
+            &drive,
+            "-device",
+            "nvme,serial=iommu,drive=n0,addr=0x5",
+        ])
+        .interact(|s| {
+            s.expect("kernel ready", wait)?;
+            s.expect(prompt, wait)?;
+            s.send_line("iommu")?;
+            let answer = s.expect(prompt, wait)?;
+            s.send_line("poweroff")?;
+            Ok(answer)
+        })
+        .unwrap_or_else(|e| panic!("cannot run QEMU: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    check(name, &run.outcome, |outcome, _| {
+        ensure!(
+            outcome
+                .serial
+                .contains("Bound: edu at 0000:00:04.0, nvme at 0000:00:05.0."),
+            "edu and NVMe are not both bound"
+        );
+        let answer = run.result.as_ref().map_err(|e| e.clone())?;
+        let line = answer
+            .lines()
+            .find(|l| l.starts_with("iommu: "))
+            .ok_or_else(|| format!("no summary line in `{answer}`"))?;
+        ensure!(
+            line.starts_with("iommu: 1 unit(s), translation on, 2 isolated function(s), "),
+            "`{line}`"
+        );
+        ensure!(
+            answer.contains("interrupt remapping: on, ")
+                && answer.contains("each in its requester's own table"),
+            "interrupts are not remapped: `{answer}`"
+        );
+        // Each bound driver's vectors are in its own table; the console's input vectors in
+        // the I/O APIC's (00:14.0 on QEMU's IVRS).
+        for who in ["00:04.0", "00:05.0", "00:14.0"] {
+            ensure!(
+                answer
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{who} entry 0x"))
+                        && l.ends_with(", only from it")),
+                "no interrupt table entry for {who}: `{answer}`"
+            );
+        }
+        ensure!(
+            answer.contains("refused requests: none"),
+            "the unit logged events: `{answer}`"
+        );
+        Ok(())
+    });
+}
